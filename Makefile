@@ -1,0 +1,48 @@
+# Two commands do all the set-up on a fresh Debian machine, as root: `make demo` and `make test`.
+PYTHON ?= python3
+PREFIX ?= /usr/local
+APT_PACKAGES := busybox-static runc crun hyperfine libseccomp2 gcc
+PYTEST_ARGS ?=
+
+.PHONY: all deps apt-deps pip-deps launchers install test lint demo bench clean
+
+all: launchers
+
+# Debian packages: installed only when one is missing.
+apt-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+# The package (editable) with its test extras: installed only when missing.
+pip-deps:
+	@$(PYTHON) -c "import inclavare, pytest, cryptography" 2>/dev/null && \
+		$(PYTHON) -c "import inclavare,sys; sys.exit(0 if inclavare.__file__.startswith('$(CURDIR)/src') else 1)" || \
+		$(PYTHON) -m pip install -q -e '.[test]'
+
+deps: apt-deps pip-deps
+
+# bin/rune: a launcher that starts the interpreter isolated (-I) and without site (-S), so that rune's start-up
+# costs only what it imports itself. It works when a daemon calls it by absolute path with an empty environment.
+launchers: pip-deps
+	@$(PYTHON) -m inclavare.launcher bin
+
+install: launchers
+	@$(PYTHON) -m inclavare.launcher $(DESTDIR)$(PREFIX)/bin
+
+test: deps launchers
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+lint:
+	$(PYTHON) -m ruff check src tests bench
+
+demo: deps launchers
+	@bash demo/demo.sh
+
+bench: deps launchers
+	$(PYTHON) bench/rune_vs_runc.py
+
+clean:
+	rm -rf bin build .pytest_cache
