@@ -314,6 +314,9 @@ def _build(lib: ctypes.CDLL, ctx: int, profile: dict, default: int, arch_names: 
             raise RuneError(f"{FIELD}.architectures[{i}]: {profile['architectures'][i]} is not supported by "
                             f"libseccomp {_ls.version_string()}")
         rc = lib.seccomp_arch_add(ctx, token)
+        if rc == -33:  # -EDOM: libseccomp cannot mix byte orders in one filter
+            raise RuneError(f"{FIELD}.architectures[{i}]: {profile['architectures'][i]} has another byte order than "
+                            f"this machine and cannot be in the same filter; remove it")
         if rc < 0 and rc != -17:  # -EEXIST: the native architecture is always there
             raise RuneError(f"{FIELD}.architectures[{i}]: libseccomp could not add {profile['architectures'][i]}: "
                             f"{os.strerror(-rc)}")
