@@ -106,7 +106,11 @@ class Filter:
     def load(self) -> int | None:
         """seccomp_load into the calling thread; the notify listener fd if the filter has NOTIFY rules, else None.
 
-        Everything the process does after this is filtered: call it last, right before execve.
+        Everything the process does after this is filtered: call it last, right before execve. With NOTIFY rules,
+        nothing answers a notification until the agent holds the fd, so the init must hand the fd on (sendmsg to
+        the runtime, then close it) before it makes any notified syscall; a profile that notifies sendmsg, close or
+        execve itself would hang the init (runc refuses NOTIFY on write for the same reason). libseccomp keeps
+        one listener fd per process: close it in the init once it has been sent.
         """
         ctx = self._ctx
         if ctx is None:
