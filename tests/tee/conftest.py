@@ -18,3 +18,49 @@ def sim_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     d = tmp_path / "sim"
     monkeypatch.setenv("INCLAVARE_SIM_DIR", str(d))
     return d
+
+
+@pytest.fixture(scope="session")
+def signing_key_pem(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An RSA-3072 e=3 enclave signing key, generated once per test session (never committed)."""
+    from cryptography.hazmat.primitives import serialization
+
+    from inclavare.tee.sgx.sigstruct import generate_signing_key
+
+    path = tmp_path_factory.mktemp("keys") / "signer.pem"
+    key = generate_signing_key()
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    return path
+
+
+@pytest.fixture(scope="session")
+def other_key_pem(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from cryptography.hazmat.primitives import serialization
+
+    from inclavare.tee.sgx.sigstruct import generate_signing_key
+
+    path = tmp_path_factory.mktemp("keys2") / "other.pem"
+    path.write_bytes(generate_signing_key().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return path
+
+
+def make_bundle(root: Path, extra_annotations: dict | None = None) -> Path:
+    """A tiny OCI bundle: /bin/app (entry), /etc/app.conf, /lib/data.bin, a symlink and a /proc to skip."""
+    import json
+
+    b = root / "bundle"
+    (b / "rootfs" / "bin").mkdir(parents=True)
+    (b / "rootfs" / "etc").mkdir()
+    (b / "rootfs" / "lib").mkdir()
+    (b / "rootfs" / "proc").mkdir()
+    (b / "rootfs" / "bin" / "app").write_bytes(b"\x7fELF" + bytes(range(256)) * 20)
+    (b / "rootfs" / "etc" / "app.conf").write_text("greeting = hello\n")
+    (b / "rootfs" / "lib" / "data.bin").write_bytes(bytes(5000))
+    (b / "rootfs" / "proc" / "junk").write_text("not measured")
+    (b / "rootfs" / "etc" / "link").symlink_to("/etc/app.conf")
+    spec = {"ociVersion": "1.0.2", "process": {"args": ["app", "--x"], "env": ["PATH=/usr/bin:/bin"], "cwd": "/"},
+            "root": {"path": "rootfs"}, "annotations": dict(extra_annotations or {})}
+    (b / "config.json").write_text(json.dumps(spec))
+    return b

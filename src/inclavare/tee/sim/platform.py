@@ -1,0 +1,168 @@
+"""The sim platform identity, created on first use under a state directory.
+
+Directory: the `directory` argument, else $INCLAVARE_SIM_DIR, else /var/lib/inclavare/sim (mode 0700). Files (0600):
+    platform.json    version, platform id, creation time, cpu_svn, and a hash of the host's machine-id
+    platform.secret  32 random bytes: the root of every report and sealing key (EGETKEY)
+    quoting.key      the attestation key of the simulated quoting enclave (ECDSA P-256, PKCS#8 PEM)
+    pck.key          the PCK-like key that signs the QE report (ECDSA P-256, PKCS#8 PEM)
+    pck_chain.pem    PCK leaf || platform CA || root CA, every certificate marked SIMULATED (see tee.marker)
+    root_ca.pem      the simulated root CA alone: what a verifier's policy must name to accept sim evidence
+The CA keys are discarded once the chain is issued. The identity is created in a temporary directory and renamed into
+place, so concurrent first uses agree on one identity. A directory created on another host (different machine-id) is
+refused rather than silently shared.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from inclavare.errors import RuneError
+from inclavare.tee import marker
+
+DEFAULT_DIR = "/var/lib/inclavare/sim"
+ENV_DIR = "INCLAVARE_SIM_DIR"
+CPU_SVN = bytes([1] * 4) + bytes(12)  # the sim's fixed CPUSVN
+MACHINE_ID = "/etc/machine-id"
+FILES = ("platform.json", "platform.secret", "quoting.key", "pck.key", "pck_chain.pem", "root_ca.pem")
+
+
+@dataclass(frozen=True)
+class Platform:
+    directory: Path
+    platform_id: str
+    secret: bytes
+    cpu_svn: bytes
+    quoting_key: ec.EllipticCurvePrivateKey
+    pck_key: ec.EllipticCurvePrivateKey
+    pck_chain_pem: bytes
+    root_ca_pem: bytes
+
+    @property
+    def root_ca(self) -> x509.Certificate:
+        return x509.load_pem_x509_certificate(self.root_ca_pem)
+
+
+def platform_dir(directory: str | os.PathLike[str] | None = None) -> Path:
+    return Path(directory or os.environ.get(ENV_DIR) or DEFAULT_DIR)
+
+
+def _host_id() -> str:
+    try:
+        with open(MACHINE_ID, "rb") as f:
+            mid = f.read().strip()
+    except OSError:
+        return ""
+    return hashlib.sha256(b"inclavare-sim-host:" + mid).hexdigest() if mid else ""
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Inclavare sim TEE (SIMULATED, NOT SGX HARDWARE)"),
+        x509.NameAttribute(NameOID.COMMON_NAME, cn),
+    ])
+
+
+def _cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: str, issuer_key: ec.EllipticCurvePrivateKey,
+          ca: bool, years: int) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(_name(issuer))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=365 * years))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(x509.UnrecognizedExtension(x509.ObjectIdentifier(marker.SIM_EXTENSION_OID),
+                                                  marker.SIM_EXTENSION_VALUE), critical=True)
+    )
+    usage = dict(digital_signature=not ca, content_commitment=False, key_encipherment=False, data_encipherment=False,
+                 key_agreement=False, key_cert_sign=ca, crl_sign=ca, encipher_only=False, decipher_only=False)
+    builder = builder.add_extension(x509.KeyUsage(**usage), critical=True)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _write(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _create(target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".sim-new-", dir=target.parent))
+    try:
+        root_key = ec.generate_private_key(ec.SECP256R1())
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        pck_key = ec.generate_private_key(ec.SECP256R1())
+        root_cn = f"Inclavare SIM Root CA ({marker.SIM_CN_MARK})"
+        ca_cn = f"Inclavare SIM PCK Platform CA ({marker.SIM_CN_MARK})"
+        root = _cert(root_cn, root_key, root_cn, root_key, ca=True, years=20)
+        ca = _cert(ca_cn, ca_key, root_cn, root_key, ca=True, years=15)
+        leaf = _cert(f"Inclavare SIM PCK Certificate ({marker.SIM_CN_MARK})", pck_key, ca_cn, ca_key, ca=False,
+                     years=10)
+        chain = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (leaf, ca, root))
+        meta = {"version": 1, "platform_id": os.urandom(16).hex(), "host": _host_id(), "cpu_svn": CPU_SVN.hex(),
+                "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                "note": "inclavare sim TEE: SIMULATED platform identity, software protection only"}
+        _write(tmp / "platform.json", json.dumps(meta, indent=1).encode() + b"\n")
+        _write(tmp / "platform.secret", os.urandom(32))
+        _write(tmp / "quoting.key", _pem_key(ec.generate_private_key(ec.SECP256R1())))
+        _write(tmp / "pck.key", _pem_key(pck_key))
+        _write(tmp / "pck_chain.pem", chain)
+        _write(tmp / "root_ca.pem", root.public_bytes(serialization.Encoding.PEM))
+        try:
+            os.rename(tmp, target)  # atomic; fails when another process won the race
+        except OSError:
+            if not (target / "platform.json").exists():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_platform(directory: str | os.PathLike[str] | None = None, create: bool = True) -> Platform:
+    """The sim platform identity in `directory` (see platform_dir), created on first use when `create`."""
+    d = platform_dir(directory)
+    if not (d / "platform.json").exists():
+        if not create:
+            raise RuneError(f"there is no sim platform identity in {d}; run an enclave or 'sgx-tools gen-qe-target-info --sim' once to create it")
+        try:
+            _create(d)
+        except OSError as e:
+            raise RuneError(f"cannot create the sim platform identity in {d}: {e.strerror}; set {ENV_DIR} to a writable directory") from None
+    try:
+        meta = json.loads((d / "platform.json").read_text())
+        data = {name: (d / name).read_bytes() for name in FILES[1:]}
+    except (OSError, ValueError) as e:
+        raise RuneError(f"the sim platform identity in {d} is unreadable or incomplete ({e}); remove the directory to create a new one") from None
+    host = _host_id()
+    if meta.get("host") and host and meta["host"] != host:
+        raise RuneError(f"the sim platform identity in {d} was created on another host (machine-id differs); "
+                        f"remove it or set {ENV_DIR} so that hosts never share one by accident")
+    q = serialization.load_pem_private_key(data["quoting.key"], None)
+    p = serialization.load_pem_private_key(data["pck.key"], None)
+    if not isinstance(q, ec.EllipticCurvePrivateKey) or not isinstance(p, ec.EllipticCurvePrivateKey):
+        raise RuneError(f"the sim platform keys in {d} are not ECDSA keys; remove the directory to create a new one")
+    return Platform(d, meta["platform_id"], data["platform.secret"], bytes.fromhex(meta["cpu_svn"]), q, p,
+                    data["pck_chain.pem"], data["root_ca.pem"])
