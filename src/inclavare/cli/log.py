@@ -1,0 +1,57 @@
+"""rune's log: errors on stderr, and every message in the --log file (text or JSON lines, as runc writes them)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+path = ""
+fmt = "text"
+debug_enabled = False
+
+
+def _stamp() -> str:
+    t = time.time_ns()
+    s, frac = divmod(t, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)) + f".{frac:09d}Z"
+
+
+def _line(level: str, msg: str) -> str:
+    if fmt == "json":
+        from inclavare.oci import jsonlite
+
+        return jsonlite.dumps({"level": level, "msg": msg, "time": _stamp()}) + "\n"
+    quoted = msg.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'time="{_stamp()}" level={level} msg="{quoted}"\n'
+
+
+def write(level: str, msg: str) -> None:
+    if not path:
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError:
+        return
+    try:
+        os.write(fd, _line(level, msg).encode())
+    finally:
+        os.close(fd)
+
+
+def error(msg: str) -> None:
+    write("error", msg)
+    sys.stderr.write(msg + "\n")
+    sys.stderr.flush()
+
+
+def warning(msg: str) -> None:
+    write("warning", msg)
+    sys.stderr.write("warning: " + msg + "\n")
+
+
+def debug(msg: str) -> None:
+    if debug_enabled:
+        write("debug", msg)
+        if not path:
+            sys.stderr.write("debug: " + msg + "\n")

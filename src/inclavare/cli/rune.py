@@ -1,0 +1,148 @@
+"""rune: an OCI runtime, a drop-in for runc, that also runs enclave containers.
+
+Global flags come before the command, as with runc. Each command lives in its own module, imported only when
+it is the one asked for: the commands engines call on every container start import the standard library only.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from inclavare.cli import log
+from inclavare.errors import RuneError
+
+COMMANDS = {
+    "create": "create", "start": "start", "run": "run", "state": "state", "kill": "kill", "delete": "delete",
+    "list": "list_", "spec": "spec", "ps": "ps", "exec": "exec_", "pause": "pause", "resume": "pause",
+    "update": "update", "events": "events", "features": "features", "checkpoint": "checkpoint",
+    "restore": "checkpoint", "attest": "attest",
+}  # fmt: skip
+
+USAGE = """NAME:
+   rune - Open Container Initiative runtime with enclave containers
+
+USAGE:
+   rune [global options] command [command options] [arguments...]
+
+COMMANDS:
+   create      create a container
+   start       executes the user defined process in a created container
+   run         create and run a container
+   state       output the state of a container
+   kill        kill sends the specified signal (default: SIGTERM) to the container's init process
+   delete      delete any resources held by the container often used with detached container
+   list        lists containers started by rune with the given root
+   ps          ps displays the processes running inside a container
+   exec        execute new process inside the container
+   pause       pause suspends all processes inside the container
+   resume      resumes all processes that have been previously paused
+   update      update container resource constraints
+   events      display container events such as OOM notifications, cpu, memory, and IO usage statistics
+   features    show the enabled features
+   spec        create a new specification file
+   attest      ask an enclave container for a local report or a quote
+   checkpoint  checkpoint a running container (needs CRIU)
+   restore     restore a container from a previous checkpoint (needs CRIU)
+
+GLOBAL OPTIONS:
+   --debug                 enable debug logging
+   --log value             set the log file to write rune logs to (default is stderr)
+   --log-format value      set the log format ('text' (default), or 'json')
+   --root value            root directory for storage of container state (default: "/run/rune")
+   --systemd-cgroup        enable systemd cgroup support
+   --rootless value        ignore cgroup permission errors ('true', 'false', or 'auto') (default: "auto")
+   --help, -h              show help
+   --version, -v           print the version
+"""
+
+
+class Globals:
+    root = "/run/rune"
+    systemd_cgroup = False
+    rootless = "auto"
+    criu = "criu"
+
+
+def _version() -> str:
+    import platform
+
+    from inclavare import __version__
+    from inclavare.oci.spec import OCI_VERSION
+
+    lines = [f"rune version {__version__}", f"spec: {OCI_VERSION}", f"python: {platform.python_version()}"]
+    try:
+        from inclavare.linux.seccomp import libseccomp
+
+        lines.append(f"libseccomp: {libseccomp.version()}")
+    except Exception:  # noqa: BLE001 - the version line is optional
+        pass
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    g = Globals()
+    i = 0
+    try:
+        while i < len(argv) and argv[i].startswith("-"):
+            a = argv[i]
+            name, eq, val = a.lstrip("-").partition("=")
+            i += 1
+            if name in ("root", "log", "log-format", "rootless", "criu"):
+                if not eq:
+                    if i >= len(argv):
+                        raise RuneError(f"rune: flag needs an argument: {a}")
+                    val = argv[i]
+                    i += 1
+                if name == "root":
+                    g.root = val
+                elif name == "log":
+                    log.path = val
+                elif name == "log-format":
+                    if val not in ("text", "json"):
+                        raise RuneError(f"rune: --log-format: invalid log format {val!r} (text or json)")
+                    log.fmt = val
+                elif name == "rootless":
+                    if val not in ("true", "false", "auto"):
+                        raise RuneError(f"rune: --rootless: invalid value {val!r} (true, false or auto)")
+                    g.rootless = val
+                else:
+                    g.criu = val
+            elif name == "debug":
+                log.debug_enabled = True
+            elif name == "systemd-cgroup":
+                g.systemd_cgroup = True
+            elif name in ("help", "h"):
+                sys.stdout.write(USAGE)
+                return 0
+            elif name in ("version", "v"):
+                print(_version())
+                return 0
+            else:
+                raise RuneError(f"rune: flag provided but not defined: {a}")
+        if i >= len(argv):
+            sys.stdout.write(USAGE)
+            return 0
+        cmd = argv[i]
+        if cmd == "help":
+            sys.stdout.write(USAGE)
+            return 0
+        module = COMMANDS.get(cmd)
+        if module is None:
+            raise RuneError(f"rune: no such command {cmd!r} (see rune --help)")
+        if g.systemd_cgroup:
+            import os
+
+            if not os.path.isdir("/run/systemd/system"):
+                raise RuneError("--systemd-cgroup: systemd is not running as PID 1 on this host; drop the flag")
+        mod = __import__(f"inclavare.cli.{module}", fromlist=["main"])
+        return mod.main(g, cmd, argv[i + 1 :])
+    except RuneError as e:
+        log.error(str(e))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

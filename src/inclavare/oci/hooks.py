@@ -1,0 +1,77 @@
+"""OCI hooks: each runs with the container state JSON on its stdin, within its timeout.
+
+Failure handling is the caller's (the runtime spec makes prestart/createRuntime/createContainer/startContainer
+failures fatal and poststart/poststop failures warnings); `run` raises RuneError naming the hook.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from inclavare.errors import RuneError
+
+
+def run(kind: str, hooks: list[dict], state: dict) -> None:
+    if not hooks:
+        return
+    from inclavare.oci import jsonlite
+
+    data = jsonlite.dumps(state).encode()
+    for i, h in enumerate(hooks):
+        _run_one(f"hooks.{kind}[{i}]", h, data)
+
+
+def _run_one(field: str, h: dict, data: bytes) -> None:
+    path = h["path"]
+    args = h.get("args") or [path]
+    env = dict(e.split("=", 1) for e in h.get("env") or () if "=" in e)
+    timeout = h.get("timeout")
+    r, w = os.pipe()
+    outr, outw = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.dup2(r, 0)
+            os.dup2(outw, 1)
+            os.dup2(outw, 2)
+            os.execve(path, args, env)
+        except OSError as e:
+            os.write(2, f"{e.strerror}\n".encode())
+        finally:
+            os._exit(127)
+    os.close(r)
+    os.close(outw)
+    try:
+        os.write(w, data)
+    except BrokenPipeError:
+        pass
+    finally:
+        os.close(w)
+    import select
+
+    out = b""
+    deadline = time.monotonic() + timeout if timeout else None
+    try:
+        while True:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([outr], [], [], wait)
+            if not ready:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                raise RuneError(f"{field}: {path} did not finish within its timeout of {timeout} s and was killed")
+            chunk = os.read(outr, 65536)
+            if not chunk:
+                break
+            out = (out + chunk)[-4096:]
+    finally:
+        os.close(outr)
+    _, status = os.waitpid(pid, 0)
+    if status:
+        code = os.waitstatus_to_exitcode(status)
+        what = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+        last = out.decode(errors="replace").strip().splitlines()
+        detail = f": {last[-1]}" if last else ""
+        if code == 127 and last and not os.path.exists(path):
+            what, detail = "could not be run", f": {path} does not exist"
+        raise RuneError(f"{field}: {path} {what}{detail}")

@@ -1,0 +1,286 @@
+"""`create` and the create half of `run`: from a bundle to a container whose init waits before execve."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from inclavare.errors import RuneError
+from inclavare.runtime import init as cinit
+from inclavare.runtime.store import Container
+
+
+class Options:
+    def __init__(self) -> None:
+        self.bundle = "."
+        self.pid_file = ""
+        self.console_socket = ""
+        self.no_pivot = False
+        self.no_new_keyring = False
+        self.preserve_fds = 0
+        self.systemd_cgroup = False
+        self.rootless = False
+        self.detach = True  # False: foreground `run`
+        self.use_fifo = True  # False: `run`, which starts at once
+
+
+def rfc3339(ns: int) -> str:
+    s, frac = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)) + f".{frac:09d}Z"
+
+
+class Created:
+    """A container whose init is blocked before execve: what `run` needs to go on."""
+
+    def __init__(self, container: Container, state: dict, sock, ctx: cinit.Launch, pty_master: int) -> None:
+        self.container = container
+        self.state = state
+        self.sock = sock
+        self.ctx = ctx
+        self.pty_master = pty_master
+
+    @property
+    def pid(self) -> int:
+        return self.state["pid"]
+
+
+def create(root: str, cid: str, opts: Options) -> Created:
+    """Create the container; on any failure remove all that was made and raise RuneError."""
+    from inclavare.oci import config as oci_config
+
+    bundle = os.path.abspath(opts.bundle)
+    container = Container(root, cid)  # checks the id first
+    config, rootfs = oci_config.load(bundle)
+    process = config.get("process")
+    if process is None:
+        raise RuneError(f"{bundle}/config.json: process: is required to create a container")
+    terminal = bool(process.get("terminal"))
+    if terminal and not opts.console_socket and opts.detach:
+        raise RuneError("process.terminal is true: pass --console-socket to receive the pty master (or run without --detach)")
+    if opts.console_socket and not terminal:
+        raise RuneError("--console-socket was given but process.terminal is false in config.json")
+    linux = config.get("linux") or {}
+    seccomp_filter = None
+    if linux.get("seccomp"):
+        from inclavare.linux import seccomp
+
+        seccomp_filter = seccomp.compile(linux["seccomp"])
+    hooks = config.get("hooks") or {}
+    container.make()
+    sock = None
+    pid = 0
+    cgroup = None
+    console_sock = None
+    state: dict = {
+        "ociVersion": config["ociVersion"],
+        "id": cid,
+        "pid": 0,
+        "status": "creating",
+        "bundle": bundle,
+        "rootfs": rootfs,
+        "created": rfc3339(time.time_ns()),
+        "owner": "",
+        "annotations": config.get("annotations") or {},
+    }
+    try:
+        cgroup = _cgroup(cid, linux, config, opts)
+        if opts.console_socket:
+            from inclavare.linux import console
+
+            try:
+                console_sock = console.connect_unix(opts.console_socket)
+            except OSError as e:
+                raise RuneError(f"--console-socket {opts.console_socket}: cannot connect: {e.strerror}") from None
+        state["cgroup_paths"] = cgroup.paths if cgroup is not None else {}
+        state["config"] = config
+        state["use_fifo"] = opts.use_fifo
+        state["rootless"] = opts.rootless
+        if opts.use_fifo:
+            os.mkfifo(container.fifo_path, 0o622)
+        import _socket
+
+        sock, child = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+        ctx = cinit.Launch(config, rootfs, bundle, child, container.fifo_path if opts.use_fifo else None)
+        ctx.cgroup = cgroup
+        ctx.seccomp = seccomp_filter
+        ctx.console_sock = console_sock
+        ctx.tty_to_parent = terminal and not opts.console_socket
+        ctx.no_pivot = opts.no_pivot
+        ctx.no_new_keyring = opts.no_new_keyring
+        ctx.preserve_fds = opts.preserve_fds
+        ctx.hook_sync = any(hooks.get(k) for k in ("prestart", "createRuntime", "createContainer", "startContainer"))
+        ctx.start_state = state
+        if not opts.detach:
+            from inclavare.linux import syscalls
+
+            syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
+        mid = os.fork()
+        if mid == 0:
+            sock.close()
+            cinit.intermediate(ctx)  # never returns
+        child.close()
+        if console_sock is not None:
+            console_sock.close()
+            console_sock = None
+        pid, pty_master = _handshake(sock, mid, config, state, linux)
+        from inclavare.linux import proc
+
+        st = proc.stat(pid)
+        state["pid"] = pid
+        state["init_start"] = st[1] if st else 0
+        state["status"] = "created"
+        container.write(state, sync=opts.detach)
+        if opts.pid_file:
+            from inclavare.runtime.store import write_atomic
+
+            write_atomic(os.path.abspath(opts.pid_file), str(pid).encode(), sync=False)
+        return Created(container, state, sock, ctx, pty_master)
+    except BaseException:
+        if sock is not None:
+            sock.close()
+        if console_sock is not None:
+            console_sock.close()
+        if pid:
+            _kill_wait(pid)
+        if cgroup is not None:
+            _destroy_cgroup(cgroup)
+        if hooks.get("poststop") and state["status"] == "creating" and pid:
+            from inclavare.oci import hooks as oci_hooks
+
+            try:
+                oci_hooks.run("poststop", hooks["poststop"], dict(state, status="stopped"))
+            except RuneError:
+                pass
+        container.remove()
+        raise
+
+
+def _cgroup(cid: str, linux: dict, config: dict, opts: Options):
+    from inclavare.linux import cgroups
+
+    resources = dict(linux.get("resources") or {})
+    resources["devices"] = device_rules(resources.get("devices"), linux.get("devices"))
+    mgr = cgroups.Manager(cid, linux.get("cgroupsPath"), systemd=opts.systemd_cgroup)
+    try:
+        mgr.create(resources)
+    except BaseException:
+        _destroy_cgroup(mgr)
+        raise
+    return mgr
+
+
+# The devices every container may use, as runc allows them by default (after the config's own rules).
+_ALLOWED_DEVICES = (
+    ("c", 1, 3), ("c", 1, 5), ("c", 1, 7), ("c", 1, 8), ("c", 1, 9), ("c", 5, 0), ("c", 5, 1), ("c", 5, 2),
+    ("c", 136, -1), ("c", 10, 200),
+)  # fmt: skip
+
+
+def device_rules(rules: list | None, devices: list | None) -> list[dict]:
+    out = list(rules or ())
+    for t, ma, mi in _ALLOWED_DEVICES:
+        out.append({"allow": True, "type": t, "major": ma, "minor": mi, "access": "rwm"})
+    for d in devices or ():
+        if d.get("type") in ("c", "b", "u"):
+            t = "c" if d["type"] == "u" else d["type"]
+            out.append({"allow": True, "type": t, "major": d.get("major"), "minor": d.get("minor"), "access": "rwm"})
+    return out
+
+
+def _destroy_cgroup(mgr) -> None:
+    try:
+        for p in mgr.pids():
+            try:
+                os.kill(p, 9)
+            except ProcessLookupError:
+                pass
+        mgr.destroy()
+    except (OSError, RuneError):
+        pass
+
+
+def _kill_wait(pid: int) -> None:
+    try:
+        os.kill(pid, 9)
+    except ProcessLookupError:
+        return
+    try:
+        os.waitpid(pid, 0)
+        return
+    except ChildProcessError:
+        pass
+    from inclavare.linux import proc
+
+    for _ in range(2000):
+        if not proc.alive(pid):
+            return
+        time.sleep(0.001)
+
+
+def _handshake(sock, mid: int, config: dict, state: dict, linux: dict) -> tuple[int, int]:
+    """Serve the children until the init reports ready: (init pid, pty master fd or -1)."""
+    pid = 0
+    pty_master = -1
+    hooks = config.get("hooks") or {}
+    seccomp = linux.get("seccomp") or {}
+    with_fds = config["process"].get("terminal") or seccomp.get("listenerPath")
+    try:
+        while True:
+            fds: list[int] = []
+            if with_fds:
+                from inclavare.linux import console
+
+                msg, fds = console.recv_fds(sock, 1 << 16)
+            else:
+                msg = sock.recv(1 << 16)
+            kind = msg[:1]
+            if kind == cinit.MSG_PTY and fds:
+                pty_master = fds[0]
+                continue
+            if kind == cinit.MSG_SECCOMP and fds:
+                from inclavare.linux import seccomp as sc
+
+                listener = {k: state[k] for k in ("ociVersion", "id", "status", "pid", "bundle", "annotations")}
+                try:
+                    sc.send_listener_fd(seccomp["listenerPath"], fds[0], listener, seccomp.get("listenerMetadata", ""))
+                finally:
+                    os.close(fds[0])
+                continue
+            if kind == cinit.MSG_PID:
+                pid = int(msg[1:])
+                state["pid"] = pid
+                os.waitpid(mid, 0)
+                mid = 0
+            elif kind == cinit.MSG_MAPS:
+                _write_maps(mid, linux)
+                sock.send(cinit.MSG_MAPS_DONE)
+            elif kind == cinit.MSG_HOOKS:
+                from inclavare.oci import hooks as oci_hooks
+                from inclavare.oci import jsonlite
+
+                hook_state = {k: state[k] for k in ("ociVersion", "id", "status", "pid", "bundle", "annotations")}
+                oci_hooks.run("prestart", hooks.get("prestart"), hook_state)
+                oci_hooks.run("createRuntime", hooks.get("createRuntime"), hook_state)
+                sock.send(cinit.MSG_RESUME + jsonlite.dumps(hook_state).encode())
+            elif kind == cinit.MSG_READY:
+                return pid, pty_master
+            elif kind == cinit.MSG_ERROR:
+                raise RuneError(msg[1:].decode(errors="replace"))
+            else:
+                raise RuneError("the container's init process exited before it was ready")
+    finally:
+        if mid:
+            try:
+                os.waitpid(mid, 0)
+            except ChildProcessError:
+                pass
+
+
+def _write_maps(pid: int, linux: dict) -> None:
+    for key, name in (("uidMappings", "uid_map"), ("gidMappings", "gid_map")):
+        lines = "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n" for m in linux.get(key) or ())
+        try:
+            with open(f"/proc/{pid}/{name}", "w") as f:
+                f.write(lines)
+        except OSError as e:
+            raise RuneError(f"config.json linux.{key}: the kernel refused the mapping: {e.strerror}") from None

@@ -1,0 +1,469 @@
+"""The processes that become the container: the intermediate process, which enters and creates the namespaces,
+and the container init, which sets up the root filesystem and the process, then waits for `start` and execs.
+
+rune (parent)
+  └─ intermediate: joins the cgroup, setns() into namespaces given by path, unshare() the new ones (waiting for the
+     parent to write uid/gid maps), forks the init and exits
+       └─ init: PID 1 of a new pid namespace; mounts, devices, pivot_root, console, credentials, then blocks on the
+          exec fifo (create) or the sync socket (run) and execs the user process
+
+Both report to the parent over one SOCK_SEQPACKET socket: a message is one byte of kind and a payload
+(see MSG_*). Any exception in either becomes an error message and the process exits; the parent cleans up.
+"""
+
+from __future__ import annotations
+
+import os
+
+from inclavare.errors import RuneError
+from inclavare.linux import syscalls
+
+# child -> parent
+MSG_MAPS = b"U"  # intermediate: write my uid/gid maps
+MSG_PID = b"P"  # intermediate: the init's pid
+MSG_HOOKS = b"H"  # init: namespaces and mounts ready; run the runtime hooks and send MSG_RESUME
+MSG_READY = b"Y"  # init: blocked before exec
+MSG_ERROR = b"E"  # either: payload is the error sentence
+MSG_PTY = b"T"  # init: pty master attached (foreground terminal run)
+MSG_SECCOMP = b"S"  # init: seccomp notify fd attached, for the listenerPath
+# parent -> child
+MSG_MAPS_DONE = b"K"
+MSG_RESUME = b"R"  # payload: state JSON for the createContainer/startContainer hooks (or empty)
+MSG_GO = b"G"  # run without exec fifo: exec now
+MSG_ABORT = b"A"
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_CATCH = (1, 2, 3, 10, 12, 15)  # HUP INT QUIT USR1 USR2 TERM: a created container dies on them, as runc's does
+
+
+class Launch:
+    """What the parent hands to the children."""
+
+    def __init__(self, config: dict, rootfs: str, bundle: str, sock, fifo: str | None) -> None:
+        self.config = config
+        self.rootfs = rootfs
+        self.bundle = bundle
+        self.sock = sock  # child end of the sync socket
+        self.fifo = fifo  # exec fifo path (create) or None (run)
+        self.cgroup = None  # cgroups Manager, joined by the intermediate
+        self.seccomp = None  # compiled seccomp filter
+        self.console_sock = None  # connected --console-socket
+        self.tty_to_parent = False  # foreground run with a terminal: send the pty master to the parent
+        self.no_pivot = False
+        self.no_new_keyring = False
+        self.preserve_fds = 0
+        self.hook_sync = False  # the parent runs hooks (or sends state) between mounts and pivot_root
+        self.executor = None  # callable(Launch, path, args, env) replacing execve (enclave runtimes plug in here)
+        self.fifo_fd_path = ""  # the fifo through /proc/self/fd, valid after pivot_root
+        self.start_state: dict = {}  # state for startContainer hooks
+
+
+def _send(sock, kind: bytes, payload: bytes = b"") -> None:
+    sock.send(kind + payload)
+
+
+def _fail(sock, e: BaseException) -> None:
+    if isinstance(e, RuneError):
+        msg = str(e)
+    elif isinstance(e, OSError):
+        where = f" {e.filename}" if e.filename else ""
+        msg = f"{e.strerror or e}{where}"
+    else:
+        msg = f"{type(e).__name__}: {e}"
+    try:
+        _send(sock, MSG_ERROR, msg.encode(errors="replace"))
+    except OSError:
+        pass
+
+
+def intermediate(ctx: Launch) -> None:
+    """Runs in the first child; never returns."""
+    code = 1
+    try:
+        _enter_namespaces(ctx)
+        pid = os.fork()
+        if pid == 0:
+            container_init(ctx)  # never returns
+        _send(ctx.sock, MSG_PID, str(pid).encode())
+        code = 0
+    except BaseException as e:  # noqa: BLE001 - everything becomes a message to the parent
+        _fail(ctx.sock, e)
+    os._exit(code)
+
+
+def _enter_namespaces(ctx: Launch) -> None:
+    linux = ctx.config.get("linux") or {}
+    namespaces = linux.get("namespaces") or ()
+    if ctx.cgroup is not None:
+        ctx.cgroup.join(os.getpid())
+    from inclavare.oci.config import NAMESPACES
+
+    joins = [(ns["type"], ns["path"]) for ns in namespaces if ns.get("path")]
+    joins.sort(key=lambda t: t[0] != "user")  # the user namespace first: it owns the others
+    for typ, path in joins:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                syscalls.setns(fd, NAMESPACES[typ])
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise RuneError(f"config.json linux.namespaces: cannot join the {typ} namespace {path}: {e.strerror}") from None
+    flags = 0
+    for ns in namespaces:
+        if not ns.get("path"):
+            flags |= NAMESPACES[ns["type"]]
+    if flags:
+        try:
+            syscalls.unshare(flags)
+        except OSError as e:
+            raise RuneError(f"config.json linux.namespaces: cannot create namespaces: {e.strerror}") from None
+    if flags & syscalls.CLONE_NEWUSER:
+        _send(ctx.sock, MSG_MAPS)
+        reply = ctx.sock.recv(65536)
+        if reply[:1] != MSG_MAPS_DONE:
+            raise RuneError("the runtime could not write the uid/gid mappings")
+    if any(ns.get("type") == "user" for ns in namespaces):
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+    offsets = linux.get("timeOffsets")
+    if offsets and flags & syscalls.CLONE_NEWTIME:
+        with open("/proc/self/timens_offsets", "w") as f:
+            for clock, v in offsets.items():
+                f.write(f"{clock} {v.get('secs', 0)} {v.get('nanosecs', 0)}\n")
+
+
+def container_init(ctx: Launch) -> None:
+    """Runs as the container's init; never returns."""
+    sock = ctx.sock
+    try:
+        path, args, env = _prepare(ctx)
+    except BaseException as e:  # noqa: BLE001
+        _fail(sock, e)
+        os._exit(1)
+    try:
+        _send(sock, MSG_READY)
+        if ctx.fifo is not None:
+            _wait_fifo(ctx)
+        else:
+            msg = sock.recv(65536)
+            if msg[:1] != MSG_GO:
+                os._exit(1)
+        config = ctx.config
+        hooks = (config.get("hooks") or {}).get("startContainer")
+        if hooks:
+            from inclavare.oci import hooks as oci_hooks
+
+            oci_hooks.run("startContainer", hooks, ctx.start_state)
+        _exec(ctx, path, args, env)
+    except BaseException as e:  # noqa: BLE001
+        _fail(sock, e)
+        os._exit(1)
+
+
+def _wait_fifo(ctx: Launch) -> None:
+    """Block until `rune start` opens the fifo for reading, then tell it we go."""
+    import _signal
+
+    def die(signum: int, _frame: object) -> None:
+        os._exit(128 + signum)
+
+    for sig in _CATCH:
+        _signal.signal(sig, die)
+    fd = os.open(ctx.fifo_fd_path, os.O_WRONLY | os.O_CLOEXEC)
+    os.write(fd, b"0")
+    os.close(fd)
+    for sig in _CATCH:
+        _signal.signal(sig, _signal.SIG_DFL)
+
+
+def _prepare(ctx: Launch) -> tuple[str, list[str], dict[str, str]]:
+    config = ctx.config
+    linux = config.get("linux") or {}
+    process = config["process"]
+    namespaces = {ns["type"]: ns.get("path") or "" for ns in linux.get("namespaces") or ()}
+    userns = "user" in namespaces
+    _preimport(config, namespaces)
+    os.setsid()
+    os.umask(0)
+    if not ctx.no_new_keyring:
+        try:
+            syscalls.join_session_keyring(None)
+        except OSError as e:
+            if e.errno not in (38, 1):  # ENOSYS, EPERM (keyrings disabled or in a user namespace)
+                raise
+    if "oomScoreAdj" in process:
+        try:
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write(str(process["oomScoreAdj"]))
+        except OSError as e:
+            raise RuneError(f"config.json process.oomScoreAdj: cannot set {process['oomScoreAdj']}: {e.strerror}") from None
+    os.chdir(ctx.bundle)
+    if ctx.fifo is not None:
+        # keep a handle to the fifo that survives pivot_root
+        ctx.fifo_fd_path = f"/proc/self/fd/{os.open(ctx.fifo, os.O_PATH | os.O_CLOEXEC)}"
+    rootfs = ctx.rootfs
+    if "mount" in namespaces:
+        from inclavare.runtime import rootfs as rfs
+
+        try:
+            rfs.prepare_root(rootfs, linux.get("rootfsPropagation"))
+        except OSError as e:
+            raise RuneError(f"cannot make {rootfs} the container's root mount: {e.strerror}") from None
+        paths = ctx.cgroup.paths if ctx.cgroup is not None else None
+        rfs.mount_all(config, rootfs, ctx.bundle, paths, userns)
+        if not rfs.dev_is_bind(config):
+            rfs.make_devices(config, rootfs, userns)
+            rfs.dev_links(rootfs)
+        cwd = process.get("cwd") or "/"
+        from inclavare.linux.securejoin import secure_join
+
+        try:
+            os.makedirs(secure_join(rootfs, cwd), 0o755, exist_ok=True)
+        except OSError:
+            pass  # reported by chdir below, after the user switch
+    if ctx.hook_sync:
+        _send(ctx.sock, MSG_HOOKS)
+        reply = ctx.sock.recv(1 << 20)
+        if reply[:1] != MSG_RESUME:
+            os._exit(1)
+        from inclavare.oci import jsonlite
+
+        state = jsonlite.loads(reply[1:]) if len(reply) > 1 else {}
+        ctx.start_state = dict(state, status="created")
+        hooks = (config.get("hooks") or {}).get("createContainer")
+        if hooks:
+            from inclavare.oci import hooks as oci_hooks
+
+            oci_hooks.run("createContainer", hooks, state)
+    if "mount" in namespaces:
+        from inclavare.runtime import rootfs as rfs
+
+        try:
+            if ctx.no_pivot:
+                rfs.move_root(rootfs)
+            else:
+                rfs.pivot(rootfs)
+        except OSError as e:
+            raise RuneError(f"cannot change the root to {rootfs}: {e.strerror}") from None
+    else:
+        os.chroot(rootfs)
+        os.chdir("/")
+    if "uts" in namespaces and not namespaces["uts"]:
+        if config.get("hostname"):
+            syscalls.sethostname(config["hostname"])
+        if config.get("domainname"):
+            syscalls.setdomainname(config["domainname"])
+    if "network" in namespaces and not namespaces["network"]:
+        from inclavare.linux import net
+
+        try:
+            net.loopback_up()
+        except OSError:
+            pass
+    if process.get("terminal"):
+        _setup_console(ctx, process)
+    if "mount" in namespaces:
+        from inclavare.runtime import rootfs as rfs
+
+        rfs.finalize(config)
+    return _finish_process(ctx, process, linux)
+
+
+def _preimport(config: dict, namespaces: dict) -> None:
+    """Import now what runs after pivot_root, when this package's files are out of reach."""
+    import _signal  # noqa: F401
+
+    from inclavare.linux import capabilities  # noqa: F401
+
+    process = config["process"]
+    if "network" in namespaces:
+        from inclavare.linux import net  # noqa: F401
+    if process.get("terminal"):
+        from inclavare.linux import console  # noqa: F401
+    if process.get("rlimits"):
+        import resource  # noqa: F401
+    hooks = config.get("hooks") or {}
+    if hooks.get("startContainer"):
+        import select  # noqa: F401
+
+        from inclavare.oci import hooks as _hooks  # noqa: F401
+        from inclavare.oci import jsonlite  # noqa: F401
+    if (config.get("linux") or {}).get("personality") or process.get("execCPUAffinity"):
+        from inclavare.oci import config as _config  # noqa: F401
+    if process.get("ioPriority"):
+        import ctypes  # noqa: F401
+
+
+def _setup_console(ctx: Launch, process: dict) -> None:
+    from inclavare.linux import console
+
+    master, slave_path = console.open_pty("/dev/ptmx")
+    slave = os.open(slave_path, os.O_RDWR | os.O_NOCTTY)
+    size = process.get("consoleSize")
+    if size:
+        console.set_size(slave, size.get("height", 0), size.get("width", 0))
+    try:
+        if not os.path.exists("/dev/console"):
+            os.close(os.open("/dev/console", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666))
+        syscalls.mount(slave_path, "/dev/console", None, syscalls.MS_BIND)
+    except OSError:
+        pass  # no writable /dev: the pty still works
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    if slave > 2:
+        os.close(slave)
+    console.make_controlling(0)
+    if ctx.console_sock is not None:
+        console.send_fds(ctx.console_sock, b"/dev/ptmx", [master])
+        ctx.console_sock.close()
+    else:
+        console.send_fds(ctx.sock, MSG_PTY, [master])
+    os.close(master)
+
+
+def _finish_process(ctx: Launch, process: dict, linux: dict) -> tuple[str, list[str], dict[str, str]]:
+    """Credentials, limits and the program to exec, checked before the container reports ready."""
+    env = {}
+    for e in process.get("env") or ():
+        k, _, v = e.partition("=")
+        env[k] = v
+    user = process.get("user") or {}
+    uid = user.get("uid", 0)
+    gid = user.get("gid", 0)
+    if "HOME" not in env:
+        env["HOME"] = _home_of(uid)
+    for i, r in enumerate(process.get("rlimits") or ()):
+        import resource
+
+        try:
+            resource.setrlimit(getattr(resource, r["type"]), (r["soft"], r["hard"]))
+        except (OSError, ValueError) as e:
+            why = getattr(e, "strerror", None) or str(e)
+            raise RuneError(
+                f"config.json process.rlimits[{i}]: cannot set {r['type']} to {r['soft']}:{r['hard']}: {why}"
+            ) from None
+    pers = linux.get("personality")
+    if pers:
+        from inclavare.oci.config import PERSONALITY_DOMAINS
+
+        syscalls.personality(PERSONALITY_DOMAINS[pers["domain"]])
+    _io_and_sched(process)
+    cwd = process.get("cwd") or "/"
+    try:
+        os.chdir(cwd)
+    except OSError:
+        pass  # may only be reachable as the user: retried below
+    nnp = process.get("noNewPrivileges")
+    if ctx.seccomp is not None and not nnp:
+        _load_seccomp(ctx)
+    from inclavare.linux import capabilities
+
+    try:
+        capabilities.apply(process.get("capabilities"), uid, gid, user.get("additionalGids"))
+    except OSError as e:
+        raise RuneError(f"config.json process.user/capabilities: cannot switch to uid {uid} gid {gid}: {e.strerror}") from None
+    try:
+        os.chdir(cwd)
+    except OSError as e:
+        raise RuneError(f"config.json process.cwd: cannot enter {cwd}: {e.strerror}") from None
+    if nnp:
+        syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
+    args = list(process["args"])
+    path = lookup(args[0], env.get("PATH"))
+    if ctx.seccomp is not None and nnp:
+        _load_seccomp(ctx)
+    os.umask(user["umask"] if "umask" in user else 0o022)
+    return path, args, env
+
+
+def _load_seccomp(ctx: Launch) -> None:
+    fd = ctx.seccomp.load()
+    if fd is not None:
+        # the listener socket is a host path, out of reach after pivot_root: the parent sends the fd on
+        from inclavare.linux import console
+
+        console.send_fds(ctx.sock, MSG_SECCOMP, [fd])
+        os.close(fd)
+
+
+def _io_and_sched(process: dict) -> None:
+    io = process.get("ioPriority")
+    if io:
+        cls = {"IOPRIO_CLASS_RT": 1, "IOPRIO_CLASS_BE": 2, "IOPRIO_CLASS_IDLE": 3}[io["class"]]
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.syscall(251, 1, 0, (cls << 13) | io.get("priority", 0)) != 0:  # ioprio_set(IOPRIO_WHO_PROCESS, self)
+            raise RuneError(f"config.json process.ioPriority: {os.strerror(ctypes.get_errno())}")
+    sched = process.get("scheduler")
+    if sched:
+        policy = {"SCHED_OTHER": 0, "SCHED_FIFO": 1, "SCHED_RR": 2, "SCHED_BATCH": 3, "SCHED_IDLE": 5}[sched["policy"]]
+        try:
+            os.sched_setscheduler(0, policy, os.sched_param(sched.get("priority", 0)))
+            if "nice" in sched:
+                os.setpriority(os.PRIO_PROCESS, 0, sched["nice"])
+        except OSError as e:
+            raise RuneError(f"config.json process.scheduler: {e.strerror}") from None
+    aff = process.get("execCPUAffinity")
+    if aff and aff.get("initial"):
+        _affinity(aff["initial"], "process.execCPUAffinity.initial")
+
+
+def _affinity(cpus: str, field: str) -> None:
+    from inclavare.oci.config import Checker, parse_cpus
+
+    try:
+        os.sched_setaffinity(0, parse_cpus(cpus, Checker("config.json"), field))
+    except OSError as e:
+        raise RuneError(f"config.json {field}: {e.strerror}") from None
+
+
+def _home_of(uid: int) -> str:
+    try:
+        with open("/etc/passwd") as f:
+            for line in f:
+                parts = line.split(":")
+                if len(parts) > 5 and parts[2] == str(uid):
+                    return parts[5] or "/"
+    except OSError:
+        pass
+    return "/"
+
+
+def lookup(name: str, path_env: str | None) -> str:
+    """The executable to exec, resolved in the container's root as execvp would (as runc reports it)."""
+    if "/" in name:
+        if not os.path.exists(name):
+            raise RuneError(f'config.json process.args[0]: exec: "{name}": no such file or directory in the container')
+        if os.path.isdir(name) or not os.access(name, os.X_OK):
+            raise RuneError(f'config.json process.args[0]: exec: "{name}": permission denied')
+        return name
+    for d in (path_env if path_env is not None else DEFAULT_PATH).split(":"):
+        p = os.path.join(d or ".", name)
+        if os.path.isfile(p) and os.access(p, os.X_OK):
+            return p
+    raise RuneError(f'config.json process.args[0]: exec: "{name}": executable file not found in $PATH of the container')
+
+
+def _exec(ctx: Launch, path: str, args: list[str], env: dict[str, str]) -> None:
+    import _signal
+
+    aff = (ctx.config["process"].get("execCPUAffinity") or {}).get("final")
+    if aff:
+        _affinity(aff, "process.execCPUAffinity.final")
+    for fd in range(3, 3 + ctx.preserve_fds):
+        try:
+            os.set_inheritable(fd, True)
+        except OSError:
+            pass
+    # Python ignores SIGPIPE and SIGXFSZ; the container's process starts with the default dispositions
+    _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)
+    _signal.signal(_signal.SIGXFSZ, _signal.SIG_DFL)
+    if ctx.executor is not None:
+        ctx.executor(ctx, path, args, env)
+        os._exit(0)
+    try:
+        os.execve(path, args, env)
+    except OSError as e:
+        raise RuneError(f'config.json process.args[0]: exec: "{args[0]}": {e.strerror}') from None

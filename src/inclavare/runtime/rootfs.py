@@ -1,0 +1,303 @@
+"""The container's root filesystem, set up inside its new mount namespace: mounts, devices, /dev links,
+pivot_root, masked and read-only paths, and the read-only root."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from inclavare.errors import RuneError
+from inclavare.linux import mountopts
+from inclavare.linux import syscalls as s
+from inclavare.linux.securejoin import secure_join
+
+# (path, type, major, minor, mode): the devices every container gets (runtime-spec config-linux.md)
+DEFAULT_DEVICES = (
+    ("/dev/null", "c", 1, 3, 0o666),
+    ("/dev/zero", "c", 1, 5, 0o666),
+    ("/dev/full", "c", 1, 7, 0o666),
+    ("/dev/random", "c", 1, 8, 0o666),
+    ("/dev/urandom", "c", 1, 9, 0o666),
+    ("/dev/tty", "c", 5, 0, 0o666),
+)
+DEV_LINKS = (("/proc/self/fd", "/dev/fd"), ("/proc/self/fd/0", "/dev/stdin"), ("/proc/self/fd/1", "/dev/stdout"),
+             ("/proc/self/fd/2", "/dev/stderr"))  # fmt: skip
+
+
+def _inside(rootfs: str, path: str) -> str:
+    return path[len(rootfs) :] or "/"
+
+
+def prepare_root(rootfs: str, propagation: str | None) -> None:
+    """Set the propagation of the whole tree, then make the rootfs a mount point of its own."""
+    flags = mountopts.PROPAGATION[propagation] if propagation else s.MS_SLAVE | s.MS_REC
+    s.mount(None, "/", None, flags)
+    if flags & s.MS_SHARED:
+        _make_parent_private(rootfs)
+    s.mount(rootfs, rootfs, None, s.MS_BIND | s.MS_REC)
+
+
+def _make_parent_private(rootfs: str) -> None:
+    """pivot_root refuses a new root whose parent mount is shared: make that one mount private."""
+    best = "/"
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            mp = line.split(" ", 5)[4]
+            if (rootfs == mp or rootfs.startswith(mp.rstrip("/") + "/")) and len(mp) > len(best):
+                best = mp
+    s.mount(None, best, None, s.MS_PRIVATE)
+
+
+def mount_all(config: dict, rootfs: str, bundle: str, cgroup_paths: dict | None, userns: bool) -> None:
+    for i, m in enumerate(config.get("mounts") or ()):
+        try:
+            _mount(m, rootfs, bundle, cgroup_paths, userns, config)
+        except OSError as e:
+            dest = m.get("destination")
+            src = m.get("source") or m.get("type") or "none"
+            raise RuneError(f"config.json mounts[{i}]: cannot mount {src} on {dest}: {e.strerror}") from None
+
+
+def _mkdirs(path: str) -> None:
+    try:
+        os.makedirs(path, 0o755)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise NotADirectoryError(20, "Not a directory", path) from None
+
+
+def _touch(path: str) -> None:
+    _mkdirs(os.path.dirname(path))
+    if not os.path.exists(path):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o755))
+
+
+def _mount(m: dict, rootfs: str, bundle: str, cgroup_paths: dict | None, userns: bool, config: dict) -> None:
+    dest = secure_join(rootfs, m["destination"])
+    typ = m.get("type") or ""
+    src = m.get("source") or ""
+    flags, props, data, extra = mountopts.parse(m.get("options") or [])
+    if flags & s.MS_BIND or typ == "bind":
+        if not src.startswith("/"):
+            src = os.path.join(bundle, src)
+        st = os.stat(src)
+        if stat.S_ISDIR(st.st_mode):
+            _mkdirs(dest)
+        else:
+            _touch(dest)
+        s.mount(src, dest, None, s.MS_BIND | (flags & s.MS_REC))
+        rest = flags & ~(s.MS_BIND | s.MS_REC | s.MS_REMOUNT)
+        if rest:
+            remount_bind(dest, rest)
+    elif typ == "cgroup":
+        _mkdirs(dest)
+        _mount_cgroup(dest, flags, config, cgroup_paths)
+    else:
+        _mkdirs(dest)
+        if typ == "sysfs":
+            try:
+                s.mount(src or typ, dest, typ, flags, data or None)
+            except OSError as e:
+                if e.errno != 1:
+                    raise
+                # a sysfs of the host's network namespace cannot be mounted from a user namespace: bind it
+                s.mount("/sys", dest, None, s.MS_BIND | s.MS_REC)
+                remount_bind(dest, flags | s.MS_RDONLY)
+        elif typ == "mqueue" and userns:
+            try:
+                s.mount(src or typ, dest, typ, flags, data or None)
+            except OSError:
+                s.mount("/dev/mqueue", dest, None, s.MS_BIND | s.MS_REC)
+        else:
+            s.mount(src or typ, dest, typ or None, flags, data or None)
+    for p in props:
+        s.mount(None, dest, None, p)
+
+
+def remount_bind(dest: str, flags: int) -> None:
+    """Apply flags to a bind mount; keep the flags the kernel locks (user namespaces) if it refuses."""
+    try:
+        s.mount(None, dest, None, s.MS_BIND | s.MS_REMOUNT | flags)
+    except OSError as e:
+        if e.errno != 1:
+            raise
+        s.mount(None, dest, None, s.MS_BIND | s.MS_REMOUNT | flags | mountopts.locked_flags(dest))
+
+
+def _mount_cgroup(dest: str, flags: int, config: dict, cgroup_paths: dict | None) -> None:
+    """/sys/fs/cgroup in the container: the container's own cgroups, read-only unless asked otherwise.
+
+    With a cgroup namespace the hierarchies are mounted fresh (the kernel roots them at the container's cgroup);
+    without, the container's cgroup directories are bind-mounted, as runc does.
+    """
+    paths = cgroup_paths or {}
+    own_ns = any(ns.get("type") == "cgroup" for ns in (config.get("linux") or {}).get("namespaces") or ())
+    ro = flags & s.MS_RDONLY
+    base_flags = s.MS_NOSUID | s.MS_NODEV | s.MS_NOEXEC | s.MS_RELATIME
+    v1 = {k: v for k, v in paths.items() if k not in ("", "unified")}
+    unified = paths.get("unified") if v1 else paths.get("") or paths.get("unified")
+    if not v1:
+        # pure v2: one cgroup2 mount
+        if own_ns:
+            s.mount("cgroup2", dest, "cgroup2", base_flags | ro)
+        elif unified:
+            s.mount(unified, dest, None, s.MS_BIND)
+            remount_bind(dest, base_flags | ro)
+        return
+    s.mount("tmpfs", dest, "tmpfs", base_flags, "mode=755")
+    mounted: dict[str, str] = {}
+    for ctrl, path in sorted(v1.items()):
+        # co-mounted controllers (cpu,cpuacct) share one directory: mount it once, under the hierarchy's name
+        hier = _hierarchy_name(path, ctrl)
+        if hier in mounted:
+            continue
+        target = os.path.join(dest, hier)
+        _mkdirs(target)
+        if own_ns:
+            opts = "none," + ctrl if ctrl.startswith("name=") else hier
+            s.mount("cgroup", target, "cgroup", base_flags | ro, opts)
+        else:
+            s.mount(path, target, None, s.MS_BIND)
+            remount_bind(target, base_flags | ro)
+        mounted[hier] = target
+        for alias in hier.split(","):
+            if alias != hier and not os.path.exists(os.path.join(dest, alias)):
+                os.symlink(hier, os.path.join(dest, alias))
+    if unified:
+        target = os.path.join(dest, "unified")
+        _mkdirs(target)
+        if own_ns:
+            s.mount("cgroup2", target, "cgroup2", base_flags | ro)
+        else:
+            s.mount(unified, target, None, s.MS_BIND)
+            remount_bind(target, base_flags | ro)
+    if ro:
+        remount_bind(dest, base_flags | s.MS_RDONLY)
+
+
+def _hierarchy_name(path: str, ctrl: str) -> str:
+    """The directory name of a v1 hierarchy under /sys/fs/cgroup, from a cgroup path in it."""
+    rest = path[len("/sys/fs/cgroup/") :] if path.startswith("/sys/fs/cgroup/") else ctrl
+    return rest.split("/", 1)[0] or ctrl
+
+
+def make_devices(config: dict, rootfs: str, userns: bool) -> None:
+    """Default devices and linux.devices: mknod, or bind mounts of the host's nodes in a user namespace."""
+    linux = config.get("linux") or {}
+    devices = [{"path": p, "type": t, "major": ma, "minor": mi, "fileMode": mode, "uid": 0, "gid": 0}
+               for p, t, ma, mi, mode in DEFAULT_DEVICES]  # fmt: skip
+    for i, d in enumerate(linux.get("devices") or ()):
+        devices.append(dict(d, _field=f"linux.devices[{i}]"))
+    for d in devices:
+        dest = secure_join(rootfs, d["path"])
+        try:
+            _make_device(d, dest, userns)
+        except OSError as e:
+            field = d.get("_field", "default device")
+            raise RuneError(f"config.json {field}: cannot create {d['path']}: {e.strerror}") from None
+
+
+def _make_device(d: dict, dest: str, userns: bool) -> None:
+    _mkdirs(os.path.dirname(dest))
+    if userns:
+        _touch(dest)
+        s.mount(d["path"], dest, None, s.MS_BIND)
+        return
+    kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[d["type"]]
+    mode = d.get("fileMode")
+    if mode is None:
+        mode = 0o666
+    try:
+        os.unlink(dest)
+    except FileNotFoundError:
+        pass
+    except IsADirectoryError:
+        raise
+    os.mknod(dest, kind | mode, os.makedev(d.get("major") or 0, d.get("minor") or 0))
+    os.chmod(dest, mode)
+    os.chown(dest, d.get("uid") or 0, d.get("gid") or 0)
+
+
+def dev_links(rootfs: str) -> None:
+    dev = rootfs + "/dev"
+    for target, link in DEV_LINKS:
+        try:
+            os.symlink(target, rootfs + link)
+        except FileExistsError:
+            pass
+    if os.path.exists("/proc/kcore"):
+        try:
+            os.symlink("/proc/kcore", dev + "/core")
+        except FileExistsError:
+            pass
+    if os.path.isdir(dev + "/pts"):
+        try:
+            os.unlink(dev + "/ptmx")
+        except FileNotFoundError:
+            pass
+        os.symlink("pts/ptmx", dev + "/ptmx")
+
+
+def dev_is_bind(config: dict) -> bool:
+    for m in config.get("mounts") or ():
+        if m.get("destination", "").rstrip("/") == "/dev":
+            opts = m.get("options") or ()
+            return m.get("type") == "bind" or "bind" in opts or "rbind" in opts
+    return False
+
+
+def pivot(rootfs: str) -> None:
+    """pivot_root into rootfs without a put_old directory: stack the old root under the new, then detach it."""
+    old = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    new = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fchdir(new)
+        s.pivot_root(".", ".")
+        os.fchdir(old)
+        s.mount(None, ".", None, s.MS_SLAVE | s.MS_REC)
+        s.umount2(".", s.MNT_DETACH)
+        os.chdir("/")
+    finally:
+        os.close(old)
+        os.close(new)
+
+
+def move_root(rootfs: str) -> None:
+    """--no-pivot: move the rootfs over / and chroot into it (for ramfs roots, where pivot_root cannot work)."""
+    os.chdir(rootfs)
+    s.mount(rootfs, "/", None, s.MS_MOVE)
+    os.chroot(".")
+    os.chdir("/")
+
+
+def finalize(config: dict) -> None:
+    """After pivot_root: sysctls, read-only and masked paths, then the read-only root."""
+    linux = config.get("linux") or {}
+    for key, value in (linux.get("sysctl") or {}).items():
+        try:
+            with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+                f.write(value)
+        except OSError as e:
+            raise RuneError(f"config.json linux.sysctl.{key}: cannot set it to {value!r}: {e.strerror}") from None
+    for i, p in enumerate(linux.get("readonlyPaths") or ()):
+        try:
+            s.mount(p, p, None, s.MS_BIND | s.MS_REC)
+            remount_bind(p, s.MS_RDONLY | s.MS_NOSUID | s.MS_NODEV | s.MS_NOEXEC)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise RuneError(f"config.json linux.readonlyPaths[{i}]: cannot make {p} read-only: {e.strerror}") from None
+    for i, p in enumerate(linux.get("maskedPaths") or ()):
+        try:
+            if os.path.isdir(p):
+                s.mount("tmpfs", p, "tmpfs", s.MS_RDONLY)
+            elif os.path.lexists(p):
+                s.mount("/dev/null", p, None, s.MS_BIND)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise RuneError(f"config.json linux.maskedPaths[{i}]: cannot mask {p}: {e.strerror}") from None
+    if linux.get("rootfsPropagation") in ("shared", "rshared", "slave", "rslave", "unbindable", "runbindable"):
+        s.mount(None, "/", None, mountopts.PROPAGATION[linux["rootfsPropagation"]])
+    if (config.get("root") or {}).get("readonly"):
+        remount_bind("/", s.MS_RDONLY)

@@ -1,0 +1,72 @@
+"""`start`: release a created container's init from the exec fifo, then run the poststart hooks."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from inclavare.errors import RuneError
+from inclavare.linux import proc
+from inclavare.runtime.status import status
+from inclavare.runtime.store import Container
+
+
+def start(container: Container) -> None:
+    if not container.lock():
+        raise RuneError(f"container {container.id!r} does not exist")
+    try:
+        state = container.read()
+        st = status(container, state)
+        if st != "created":
+            if st == "stopped":
+                raise RuneError(f"cannot start container {container.id!r}: it has stopped")
+            raise RuneError(f"cannot start container {container.id!r}: it is {st}, not created")
+        release(container, state)
+        hooks = (state.get("config") or {}).get("hooks") or {}
+        if hooks.get("poststart"):
+            from inclavare.oci import hooks as oci_hooks
+
+            run_poststart(hooks["poststart"], state)
+    finally:
+        container.unlock()
+
+
+def release(container: Container, state: dict) -> None:
+    """Open the fifo (which unblocks the init's open for writing), read its byte, remove the fifo."""
+    pid = state["pid"]
+    try:
+        fd = os.open(container.fifo_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise RuneError(f"cannot start container {container.id!r}: it was already started") from None
+    try:
+        deadline = time.monotonic() + 10
+        delay = 0.0001
+        while True:
+            try:
+                if os.read(fd, 1):
+                    break
+            except BlockingIOError:
+                pass
+            if not proc.alive(pid, state.get("init_start")):
+                raise RuneError(f"cannot start container {container.id!r}: its init process has exited")
+            if time.monotonic() > deadline:
+                raise RuneError(f"cannot start container {container.id!r}: its init process does not answer")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.01)
+    finally:
+        os.close(fd)
+    os.unlink(container.fifo_path)
+
+
+def run_poststart(hooks: list, state: dict) -> None:
+    """poststart failures are warnings (runtime spec): log and go on."""
+    from inclavare.oci import hooks as oci_hooks
+
+    hook_state = {k: state.get(k) for k in ("ociVersion", "id", "pid", "bundle", "annotations")}
+    hook_state["status"] = "running"
+    try:
+        oci_hooks.run("poststart", hooks, hook_state)
+    except RuneError as e:
+        from inclavare.cli import log
+
+        log.warning(str(e))

@@ -1,0 +1,136 @@
+"""The state store: one directory per container under the runtime root, holding state.json, the exec fifo and
+the lock.
+
+Writes are atomic (temp file, fsync, rename) and every command that changes a container holds its lock
+(flock on the container directory), so two commands on one container never interleave. A command killed half-way
+leaves a state that `delete --force` can clean.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+
+from inclavare.errors import RuneError
+
+STATE = "state.json"
+FIFO = "exec.fifo"
+ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+-.")
+
+
+def check_id(cid: str) -> None:
+    if not cid:
+        raise RuneError("container id cannot be empty")
+    if cid in (".", "..") or not ID_CHARS.issuperset(cid) or len(cid) > 1024:
+        raise RuneError(f"invalid container id {cid!r}: use letters, digits, '_', '+', '-' and '.' only")
+
+
+class Container:
+    """A container's directory in the store. `lock()` before reading a state you are going to change."""
+
+    def __init__(self, root: str, cid: str) -> None:
+        check_id(cid)
+        self.root = root
+        self.id = cid
+        self.dir = os.path.join(root, cid)
+        self._lockfd = -1
+
+    @property
+    def state_path(self) -> str:
+        return os.path.join(self.dir, STATE)
+
+    @property
+    def fifo_path(self) -> str:
+        return os.path.join(self.dir, FIFO)
+
+    def make(self) -> None:
+        """Create the container directory, locked; RuneError if the id is taken."""
+        try:
+            os.mkdir(self.root, 0o700)
+        except FileExistsError:
+            pass
+        except FileNotFoundError:
+            os.makedirs(self.root, 0o700, exist_ok=True)
+        try:
+            os.mkdir(self.dir, 0o711)
+        except FileExistsError:
+            raise RuneError(f"container {self.id!r} already exists (in {self.root})") from None
+        self.lock()
+
+    def lock(self) -> bool:
+        """Take the container's lock; False if the container does not exist (or vanished while waiting)."""
+        try:
+            fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if os.fstat(fd).st_nlink == 0:  # deleted while we waited
+            os.close(fd)
+            return False
+        self._lockfd = fd
+        return True
+
+    def unlock(self) -> None:
+        if self._lockfd >= 0:
+            os.close(self._lockfd)
+            self._lockfd = -1
+
+    def read(self) -> dict | None:
+        """state.json, or None when there is none yet (a create still running, or killed before writing it)."""
+        try:
+            with open(self.state_path, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            return None
+        from inclavare.oci import jsonlite
+
+        try:
+            return jsonlite.loads(raw)
+        except ValueError:
+            raise RuneError(f"{self.state_path}: corrupt state; remove the container with delete --force") from None
+
+    def write(self, state: dict, sync: bool = True) -> None:
+        from inclavare.oci import jsonlite
+
+        write_atomic(self.state_path, jsonlite.dumps(state).encode(), sync=sync)
+
+    def remove(self) -> None:
+        """Remove the directory and all it holds."""
+        try:
+            names = os.listdir(self.dir)
+        except FileNotFoundError:
+            return
+        for n in names:
+            p = os.path.join(self.dir, n)
+            try:
+                os.unlink(p)
+            except IsADirectoryError:
+                import shutil
+
+                shutil.rmtree(p, ignore_errors=True)
+            except FileNotFoundError:
+                pass
+        try:
+            os.rmdir(self.dir)
+        except FileNotFoundError:
+            pass
+        self.unlock()
+
+
+def write_atomic(path: str, data: bytes, mode: int = 0o644, sync: bool = True) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        os.write(fd, data)
+        if sync:
+            os.fdatasync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+
+
+def list_ids(root: str) -> list[str]:
+    try:
+        return sorted(n for n in os.listdir(root) if not n.startswith("."))
+    except FileNotFoundError:
+        return []
