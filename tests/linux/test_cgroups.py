@@ -439,6 +439,41 @@ def test_cpu_values_and_nested_path_cleanup(lab: Lab) -> None:
     assert not os.path.exists(parent), "the parent create() made is removed too"
 
 
+def a_block_device() -> tuple[int, int] | None:
+    for name in sorted(os.listdir("/sys/block")) if os.path.isdir("/sys/block") else []:
+        if name.startswith(("vd", "sd", "nvme", "xvd")):
+            major, minor = read(f"/sys/block/{name}/dev").split(":")
+            return int(major), int(minor)
+    return None
+
+
+@v1_has("blkio")
+def test_blkio_throttle_written(lab: Lab) -> None:
+    dev = a_block_device()
+    if dev is None:
+        pytest.skip("no disk to throttle")
+    major, minor = dev
+    m = lab.manager()
+    m.create({"blockIO": {"throttleReadBpsDevice": [{"major": major, "minor": minor, "rate": 1048576}],
+                          "throttleWriteIOPSDevice": [{"major": major, "minor": minor, "rate": 100}]}})
+    assert read(m.paths["blkio"] + "/blkio.throttle.read_bps_device") == f"{major}:{minor} 1048576"
+    assert read(m.paths["blkio"] + "/blkio.throttle.write_iops_device") == f"{major}:{minor} 100"
+
+
+@v1_has("memory")
+def test_check_before_update_refuses_limit_below_usage(lab: Lab) -> None:
+    m = lab.manager()
+    m.create({"memory": {"limit": 256 << 20}})
+    proc = lab.child("data = b'z' * (30 << 20)\nprint('ready', flush=True)\nsys.stdin.readline()")
+    m.join(proc.pid)
+    lab.go(proc)
+    assert proc.stdout.readline().strip() == "ready"
+    with pytest.raises(RuneError, match=r"^linux.resources.memory.limit: 8388608 is below the current memory usage "):
+        m.update({"memory": {"limit": 8 << 20, "checkBeforeUpdate": True}})
+    assert read(m.paths["memory"] + "/memory.limit_in_bytes") == str(256 << 20)
+    assert proc.poll() is None
+
+
 @needs_root
 def test_bad_values_name_the_field(lab: Lab) -> None:
     m = lab.manager()
