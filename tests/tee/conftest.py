@@ -46,7 +46,7 @@ def other_key_pem(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def make_bundle(root: Path, extra_annotations: dict | None = None) -> Path:
+def _make_bundle(root: Path, extra_annotations: dict | None = None) -> Path:
     """A tiny OCI bundle: /bin/app (entry), /etc/app.conf, /lib/data.bin, a symlink and a /proc to skip."""
     import json
 
@@ -64,3 +64,9 @@ def make_bundle(root: Path, extra_annotations: dict | None = None) -> Path:
             "root": {"path": "rootfs"}, "annotations": dict(extra_annotations or {})}
     (b / "config.json").write_text(json.dumps(spec))
     return b
+
+
+@pytest.fixture
+def make_bundle():
+    """make_bundle(dir, annotations=None) -> a tiny OCI bundle directory (see _make_bundle)."""
+    return _make_bundle

@@ -5,7 +5,6 @@ import os
 import stat
 
 import pytest
-from conftest import make_bundle
 
 from inclavare.errors import RuneError
 from inclavare.tee import marker
@@ -17,7 +16,7 @@ from inclavare.tee.sim import LaunchPolicy, bundle, ereport, image, launch_check
 
 
 @pytest.fixture
-def signed(tmp_path, sim_dir, signing_key_pem):
+def signed(tmp_path, sim_dir, signing_key_pem, make_bundle):
     b = make_bundle(tmp_path)
     s = bundle.sign_bundle(b, signing_key_pem)
     return b, s
@@ -56,7 +55,7 @@ def test_sign_bundle_annotations_and_artefacts(signed):
     assert len((b / "rootfs" / ".inclavare" / "enclave" / "sigstruct.bin").read_bytes()) == 1808
 
 
-def test_sign_bundle_keeps_runtime_path_and_env_type(tmp_path, sim_dir, signing_key_pem):
+def test_sign_bundle_keeps_runtime_path_and_env_type(tmp_path, sim_dir, signing_key_pem, make_bundle):
     b = make_bundle(tmp_path, {"enclave.runtime.path": "/usr/lib/liberpal-skeleton-v3.so",
                                "enclave.trusted_files": "/etc"})
     spec = json.loads((b / "config.json").read_text())
@@ -147,7 +146,7 @@ def test_attributes_violating_the_mask_are_refused(signed):
         launch_check(b / "rootfs", debug=True)
 
 
-def test_debug_enclave_refused_when_policy_forbids(tmp_path, sim_dir, signing_key_pem):
+def test_debug_enclave_refused_when_policy_forbids(tmp_path, sim_dir, signing_key_pem, make_bundle):
     b = make_bundle(tmp_path)
     bundle.sign_bundle(b, signing_key_pem, debug=True)
     assert launch_check(b / "rootfs").identity.attributes.flags & 2
@@ -155,7 +154,7 @@ def test_debug_enclave_refused_when_policy_forbids(tmp_path, sim_dir, signing_ke
         launch_check(b / "rootfs", policy=LaunchPolicy(allow_debug=False))
 
 
-def test_missing_signed_image(tmp_path, sim_dir):
+def test_missing_signed_image(tmp_path, sim_dir, make_bundle):
     b = make_bundle(tmp_path)
     with pytest.raises(RuneError, match="no signed sim enclave .*sign-bundle"):
         launch_check(b / "rootfs")
