@@ -43,7 +43,7 @@ def main(g, cmd: str, argv: list[str]) -> int:
     table += [[r["id"], str(r["pid"]), r["status"], r["bundle"], r["created"], r["owner"]] for r in rows]
     widths = [max(12, max(len(row[i]) for row in table) + 3) for i in range(5)]
     for row in table:
-        print("".join(cell.ljust(w) for cell, w in zip(row, widths)) + row[5])
+        print("".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + row[5])
     return 0
 
 

@@ -117,6 +117,7 @@ def create(root: str, cid: str, opts: Options) -> Created:
         mid = os.fork()
         if mid == 0:
             sock.close()
+            container.unlock()  # the lock is the command's, not the container's: do not carry it into the init
             cinit.intermediate(ctx)  # never returns
         child.close()
         if console_sock is not None:
@@ -157,9 +158,10 @@ def create(root: str, cid: str, opts: Options) -> Created:
 
 def _cgroup(cid: str, linux: dict, config: dict, opts: Options):
     from inclavare.linux import cgroups
+    from inclavare.linux.cgroups.devices import runc_rules
 
     resources = dict(linux.get("resources") or {})
-    resources["devices"] = device_rules(resources.get("devices"), linux.get("devices"))
+    resources["devices"] = runc_rules(resources.get("devices"), linux.get("devices"))
     mgr = cgroups.Manager(cid, linux.get("cgroupsPath"), systemd=opts.systemd_cgroup)
     try:
         mgr.create(resources)
@@ -167,24 +169,6 @@ def _cgroup(cid: str, linux: dict, config: dict, opts: Options):
         _destroy_cgroup(mgr)
         raise
     return mgr
-
-
-# The devices every container may use, as runc allows them by default (after the config's own rules).
-_ALLOWED_DEVICES = (
-    ("c", 1, 3), ("c", 1, 5), ("c", 1, 7), ("c", 1, 8), ("c", 1, 9), ("c", 5, 0), ("c", 5, 1), ("c", 5, 2),
-    ("c", 136, -1), ("c", 10, 200),
-)  # fmt: skip
-
-
-def device_rules(rules: list | None, devices: list | None) -> list[dict]:
-    out = list(rules or ())
-    for t, ma, mi in _ALLOWED_DEVICES:
-        out.append({"allow": True, "type": t, "major": ma, "minor": mi, "access": "rwm"})
-    for d in devices or ():
-        if d.get("type") in ("c", "b", "u"):
-            t = "c" if d["type"] == "u" else d["type"]
-            out.append({"allow": True, "type": t, "major": d.get("major"), "minor": d.get("minor"), "access": "rwm"})
-    return out
 
 
 def _destroy_cgroup(mgr) -> None:

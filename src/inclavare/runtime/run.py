@@ -83,9 +83,9 @@ def _wait(pid: int) -> int:
             break
         except ChildProcessError:
             # not our child (--no-subreaper): poll until it is gone
-            from inclavare.linux import proc
-
             import time
+
+            from inclavare.linux import proc
 
             while proc.alive(pid):
                 time.sleep(0.01)

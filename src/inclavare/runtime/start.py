@@ -24,7 +24,6 @@ def start(container: Container) -> None:
         release(container, state)
         hooks = (state.get("config") or {}).get("hooks") or {}
         if hooks.get("poststart"):
-            from inclavare.oci import hooks as oci_hooks
 
             run_poststart(hooks["poststart"], state)
     finally:
