@@ -80,6 +80,8 @@ def intermediate(ctx: Launch) -> None:
     """Runs in the first child; never returns."""
     code = 1
     try:
+        # import before entering a user namespace: the container's root may not reach this package's files
+        _preimport(ctx.config, {ns["type"]: "" for ns in (ctx.config.get("linux") or {}).get("namespaces") or ()})
         _enter_namespaces(ctx)
         pid = os.fork()
         if pid == 0:
@@ -183,7 +185,6 @@ def _prepare(ctx: Launch) -> tuple[str, list[str], dict[str, str]]:
     process = config["process"]
     namespaces = {ns["type"]: ns.get("path") or "" for ns in linux.get("namespaces") or ()}
     userns = "user" in namespaces
-    _preimport(config, namespaces)
     os.setsid()
     os.umask(0)
     if not ctx.no_new_keyring:
@@ -277,6 +278,9 @@ def _preimport(config: dict, namespaces: dict) -> None:
     from inclavare.linux import capabilities  # noqa: F401
 
     process = config["process"]
+    if "mount" in namespaces:
+        from inclavare.linux import securejoin  # noqa: F401
+        from inclavare.runtime import rootfs  # noqa: F401
     if "network" in namespaces:
         from inclavare.linux import net  # noqa: F401
     if process.get("terminal"):
@@ -284,7 +288,7 @@ def _preimport(config: dict, namespaces: dict) -> None:
     if process.get("rlimits"):
         import resource  # noqa: F401
     hooks = config.get("hooks") or {}
-    if hooks.get("startContainer"):
+    if any(hooks.get(k) for k in ("prestart", "createRuntime", "createContainer", "startContainer")):
         import select  # noqa: F401
 
         from inclavare.oci import hooks as _hooks  # noqa: F401
