@@ -66,8 +66,10 @@ def create(root: str, cid: str, opts: Options) -> Created:
 
         seccomp_filter = seccomp.compile(linux["seccomp"])
     hooks = config.get("hooks") or {}
+    namespaces = linux.get("namespaces") or ()
     container.make()
     sock = None
+    mid = 0
     pid = 0
     cgroup = None
     console_sock = None
@@ -83,7 +85,6 @@ def create(root: str, cid: str, opts: Options) -> Created:
         "annotations": config.get("annotations") or {},
     }
     try:
-        cgroup = _cgroup(cid, linux, config, opts)
         if opts.console_socket:
             from inclavare.linux import console
 
@@ -91,17 +92,12 @@ def create(root: str, cid: str, opts: Options) -> Created:
                 console_sock = console.connect_unix(opts.console_socket)
             except OSError as e:
                 raise RuneError(f"--console-socket {opts.console_socket}: cannot connect: {e.strerror}") from None
-        state["cgroup_paths"] = cgroup.paths if cgroup is not None else {}
-        state["config"] = config
-        state["use_fifo"] = opts.use_fifo
-        state["rootless"] = opts.rootless
         if opts.use_fifo:
             os.mkfifo(container.fifo_path, 0o622)
         import _socket
 
         sock, child = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
         ctx = cinit.Launch(config, rootfs, bundle, child, container.fifo_path if opts.use_fifo else None)
-        ctx.cgroup = cgroup
         ctx.seccomp = seccomp_filter
         ctx.console_sock = console_sock
         ctx.tty_to_parent = terminal and not opts.console_socket
@@ -109,11 +105,15 @@ def create(root: str, cid: str, opts: Options) -> Created:
         ctx.no_new_keyring = opts.no_new_keyring
         ctx.preserve_fds = opts.preserve_fds
         ctx.hook_sync = any(hooks.get(k) for k in ("prestart", "createRuntime", "createContainer", "startContainer"))
+        ctx.join_cgroup = any(ns.get("type") == "cgroup" and not ns.get("path") for ns in namespaces)
         ctx.start_state = state
         if not opts.detach:
             from inclavare.linux import syscalls
 
             syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
+        # The children start on the namespaces and the root filesystem while this process makes the cgroup:
+        # moving a task into a v1 cgroup can wait for an RCU grace period (milliseconds), time the init spends
+        # mounting instead of waiting.
         mid = os.fork()
         if mid == 0:
             sock.close()
@@ -123,11 +123,19 @@ def create(root: str, cid: str, opts: Options) -> Created:
         if console_sock is not None:
             console_sock.close()
             console_sock = None
-        pid, pty_master = _handshake(sock, mid, config, state, linux)
+        cgroup = _cgroup(cid, linux, config, opts)
+        from inclavare.oci import jsonlite
+
+        sock.send(cinit.MSG_CGROUP + jsonlite.dumps(cgroup.paths).encode())
+        state["cgroup_paths"] = cgroup.paths
+        state["config"] = config
+        state["use_fifo"] = opts.use_fifo
+        state["rootless"] = opts.rootless
+        pid, pty_master = _handshake(sock, mid, config, state, linux, None if ctx.join_cgroup else cgroup)
+        mid = 0
         from inclavare.linux import proc
 
         st = proc.stat(pid)
-        state["pid"] = pid
         state["init_start"] = st[1] if st else 0
         state["status"] = "created"
         container.write(state, sync=opts.detach)
@@ -137,6 +145,9 @@ def create(root: str, cid: str, opts: Options) -> Created:
             write_atomic(os.path.abspath(opts.pid_file), str(pid).encode(), sync=False)
         return Created(container, state, sock, ctx, pty_master)
     except BaseException:
+        pid = state["pid"]
+        if mid and not pid:
+            pid = _reap_intermediate(sock, mid)
         if sock is not None:
             sock.close()
         if console_sock is not None:
@@ -154,6 +165,26 @@ def create(root: str, cid: str, opts: Options) -> Created:
                 pass
         container.remove()
         raise
+
+
+def _reap_intermediate(sock, mid: int) -> int:
+    """After a failure before the init's pid was read: wait for the intermediate, then find the pid it sent."""
+    try:
+        os.waitpid(mid, 0)
+    except ChildProcessError:
+        pass
+    if sock is None:
+        return 0
+    sock.setblocking(False)
+    try:
+        while True:
+            msg = sock.recv(1 << 20)
+            if not msg:
+                return 0
+            if msg[:1] == cinit.MSG_PID:
+                return int(msg[1:])
+    except OSError:
+        return 0
 
 
 def _cgroup(cid: str, linux: dict, config: dict, opts: Options):
@@ -201,15 +232,22 @@ def _kill_wait(pid: int) -> None:
         time.sleep(0.001)
 
 
-def _handshake(sock, mid: int, config: dict, state: dict, linux: dict) -> tuple[int, int]:
-    """Serve the children until the init reports ready: (init pid, pty master fd or -1)."""
+def _handshake(sock, mid: int, config: dict, state: dict, linux: dict, join) -> tuple[int, int]:
+    """Serve the children until the init reports ready: (init pid, pty master fd or -1).
+
+    join: the cgroup Manager to move the init into as soon as its pid is known (None when the intermediate
+    joined itself). The init may report ready, or ask for the hooks, before the intermediate's pid message is
+    read: those wait until the pid is known, so the init is always in its cgroup before it may exec.
+    """
     pid = 0
     pty_master = -1
+    ready = False
+    hooks_asked = False
     hooks = config.get("hooks") or {}
     seccomp = linux.get("seccomp") or {}
     with_fds = config["process"].get("terminal") or seccomp.get("listenerPath")
     try:
-        while True:
+        while not (ready and pid):
             fds: list[int] = []
             if with_fds:
                 from inclavare.linux import console
@@ -218,10 +256,20 @@ def _handshake(sock, mid: int, config: dict, state: dict, linux: dict) -> tuple[
             else:
                 msg = sock.recv(1 << 16)
             kind = msg[:1]
-            if kind == cinit.MSG_PTY and fds:
+            if kind == cinit.MSG_PID:
+                pid = int(msg[1:])
+                state["pid"] = pid
+                if join is not None:
+                    join.join(pid)
+                os.waitpid(mid, 0)
+                mid = 0
+            elif kind == cinit.MSG_READY:
+                ready = True
+            elif kind == cinit.MSG_HOOKS:
+                hooks_asked = True
+            elif kind == cinit.MSG_PTY and fds:
                 pty_master = fds[0]
-                continue
-            if kind == cinit.MSG_SECCOMP and fds:
+            elif kind == cinit.MSG_SECCOMP and fds:
                 from inclavare.linux import seccomp as sc
 
                 listener = {k: state[k] for k in ("ociVersion", "id", "status", "pid", "bundle", "annotations")}
@@ -229,16 +277,15 @@ def _handshake(sock, mid: int, config: dict, state: dict, linux: dict) -> tuple[
                     sc.send_listener_fd(seccomp["listenerPath"], fds[0], listener, seccomp.get("listenerMetadata", ""))
                 finally:
                     os.close(fds[0])
-                continue
-            if kind == cinit.MSG_PID:
-                pid = int(msg[1:])
-                state["pid"] = pid
-                os.waitpid(mid, 0)
-                mid = 0
             elif kind == cinit.MSG_MAPS:
                 _write_maps(mid, linux)
                 sock.send(cinit.MSG_MAPS_DONE)
-            elif kind == cinit.MSG_HOOKS:
+            elif kind == cinit.MSG_ERROR:
+                raise RuneError(msg[1:].decode(errors="replace"))
+            else:
+                raise RuneError("the container's init process exited before it was ready")
+            if hooks_asked and pid:
+                hooks_asked = False
                 from inclavare.oci import hooks as oci_hooks
                 from inclavare.oci import jsonlite
 
@@ -246,12 +293,7 @@ def _handshake(sock, mid: int, config: dict, state: dict, linux: dict) -> tuple[
                 oci_hooks.run("prestart", hooks.get("prestart"), hook_state)
                 oci_hooks.run("createRuntime", hooks.get("createRuntime"), hook_state)
                 sock.send(cinit.MSG_RESUME + jsonlite.dumps(hook_state).encode())
-            elif kind == cinit.MSG_READY:
-                return pid, pty_master
-            elif kind == cinit.MSG_ERROR:
-                raise RuneError(msg[1:].decode(errors="replace"))
-            else:
-                raise RuneError("the container's init process exited before it was ready")
+        return pid, pty_master
     finally:
         if mid:
             try:

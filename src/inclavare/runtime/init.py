@@ -28,6 +28,7 @@ MSG_PTY = b"T"  # init: pty master attached (foreground terminal run)
 MSG_SECCOMP = b"S"  # init: seccomp notify fd attached, for the listenerPath
 # parent -> child
 MSG_MAPS_DONE = b"K"
+MSG_CGROUP = b"C"  # payload: the cgroup paths (JSON); the cgroup exists
 MSG_RESUME = b"R"  # payload: state JSON for the createContainer/startContainer hooks (or empty)
 MSG_GO = b"G"  # run without exec fifo: exec now
 MSG_ABORT = b"A"
@@ -45,7 +46,8 @@ class Launch:
         self.bundle = bundle
         self.sock = sock  # child end of the sync socket
         self.fifo = fifo  # exec fifo path (create) or None (run)
-        self.cgroup = None  # cgroups Manager, joined by the intermediate
+        self.cgroup_paths: dict | None = None  # from MSG_CGROUP, once the parent has made the cgroup
+        self.join_cgroup = False  # the intermediate joins the cgroup itself (needed before a new cgroup namespace)
         self.seccomp = None  # compiled seccomp filter
         self.console_sock = None  # connected --console-socket
         self.tty_to_parent = False  # foreground run with a terminal: send the pty master to the parent
@@ -76,6 +78,29 @@ def _fail(sock, e: BaseException) -> None:
         pass
 
 
+def _recv(ctx: Launch, want: bytes) -> bytes:
+    """The next message of kind `want`; MSG_CGROUP may come at any time and is kept whoever reads it."""
+    while True:
+        msg = ctx.sock.recv(1 << 20)
+        kind = msg[:1]
+        if kind == MSG_CGROUP:
+            from inclavare.oci import jsonlite
+
+            ctx.cgroup_paths = jsonlite.loads(msg[1:])
+            if want == MSG_CGROUP:
+                return msg
+            continue
+        if kind == want:
+            return msg
+        os._exit(1)  # the parent gave up (EOF or abort): it cleans up
+
+
+def cgroup_paths(ctx: Launch) -> dict:
+    if ctx.cgroup_paths is None:
+        _recv(ctx, MSG_CGROUP)
+    return ctx.cgroup_paths or {}
+
+
 def intermediate(ctx: Launch) -> None:
     """Runs in the first child; never returns."""
     code = 1
@@ -96,8 +121,11 @@ def intermediate(ctx: Launch) -> None:
 def _enter_namespaces(ctx: Launch) -> None:
     linux = ctx.config.get("linux") or {}
     namespaces = linux.get("namespaces") or ()
-    if ctx.cgroup is not None:
-        ctx.cgroup.join(os.getpid())
+    if ctx.join_cgroup:
+        # a new cgroup namespace is rooted at the cgroup we are in when unsharing it: join first
+        for path in cgroup_paths(ctx).values():
+            with open(path + "/cgroup.procs", "w") as f:
+                f.write(str(os.getpid()))
     from inclavare.oci.config import NAMESPACES
 
     joins = [(ns["type"], ns["path"]) for ns in namespaces if ns.get("path")]
@@ -122,9 +150,7 @@ def _enter_namespaces(ctx: Launch) -> None:
             raise RuneError(f"config.json linux.namespaces: cannot create namespaces: {e.strerror}") from None
     if flags & syscalls.CLONE_NEWUSER:
         _send(ctx.sock, MSG_MAPS)
-        reply = ctx.sock.recv(65536)
-        if reply[:1] != MSG_MAPS_DONE:
-            raise RuneError("the runtime could not write the uid/gid mappings")
+        _recv(ctx, MSG_MAPS_DONE)
     if any(ns.get("type") == "user" for ns in namespaces):
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
@@ -148,9 +174,7 @@ def container_init(ctx: Launch) -> None:
         if ctx.fifo is not None:
             _wait_fifo(ctx)
         else:
-            msg = sock.recv(65536)
-            if msg[:1] != MSG_GO:
-                os._exit(1)
+            _recv(ctx, MSG_GO)
         config = ctx.config
         hooks = (config.get("hooks") or {}).get("startContainer")
         if hooks:
@@ -211,7 +235,8 @@ def _prepare(ctx: Launch) -> tuple[str, list[str], dict[str, str]]:
             rfs.prepare_root(rootfs, linux.get("rootfsPropagation"))
         except OSError as e:
             raise RuneError(f"cannot make {rootfs} the container's root mount: {e.strerror}") from None
-        paths = ctx.cgroup.paths if ctx.cgroup is not None else None
+        has_cgroup_mount = any(m.get("type") == "cgroup" for m in config.get("mounts") or ())
+        paths = cgroup_paths(ctx) if has_cgroup_mount else None
         rfs.mount_all(config, rootfs, ctx.bundle, paths, userns)
         if not rfs.dev_is_bind(config):
             rfs.make_devices(config, rootfs, userns)
@@ -225,9 +250,7 @@ def _prepare(ctx: Launch) -> tuple[str, list[str], dict[str, str]]:
             pass  # reported by chdir below, after the user switch
     if ctx.hook_sync:
         _send(ctx.sock, MSG_HOOKS)
-        reply = ctx.sock.recv(1 << 20)
-        if reply[:1] != MSG_RESUME:
-            os._exit(1)
+        reply = _recv(ctx, MSG_RESUME)
         from inclavare.oci import jsonlite
 
         state = jsonlite.loads(reply[1:]) if len(reply) > 1 else {}
