@@ -38,6 +38,8 @@ def destroy(container: Container, state: dict | None, st: str) -> None:
                 os.kill(pid, 9)
             except ProcessLookupError:
                 pass
+            if state.get("paused"):
+                _thaw(state)  # a frozen process does not die until thawed
             wait_gone(pid, state.get("init_start"))
         remove_cgroup(state)
         hooks = (state.get("config") or {}).get("hooks") or {}
@@ -53,6 +55,15 @@ def destroy(container: Container, state: dict | None, st: str) -> None:
 
                 log.warning(str(e))
     container.remove()
+
+
+def _thaw(state: dict) -> None:
+    from inclavare.linux import cgroups
+
+    try:
+        cgroups.Manager.from_paths(state["id"], state.get("cgroup_paths") or {}).thaw()
+    except (OSError, RuneError):
+        pass
 
 
 def wait_gone(pid: int, start: int | None, timeout: float = 10.0) -> None:
