@@ -18,10 +18,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-BUSYBOX_APPLETS = ("sh", "ls", "cat", "echo", "sleep", "true", "false", "id", "hostname", "mount", "ps", "env",
-                   "pwd", "grep", "wc", "head", "tail", "touch", "mkdir", "rm", "readlink", "stat", "test",
-                   "kill", "dd", "umask", "ulimit", "nproc", "uname", "domainname", "tty", "stty", "sysctl",
-                   "ip", "ifconfig", "chmod", "printf", "seq", "yes", "timeout", "trap", "md5sum", "tr", "cut")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -50,16 +46,10 @@ def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def build_rootfs(root: Path, busybox: str = "/bin/busybox") -> None:
-    for d in ("bin", "proc", "sys", "dev", "tmp", "etc", "root", "home/user"):
-        (root / d).mkdir(parents=True, exist_ok=True)
-    shutil.copy2(busybox, root / "bin" / "busybox")
-    for a in BUSYBOX_APPLETS:
-        link = root / "bin" / a
-        if not link.exists():
-            link.symlink_to("busybox")
-    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n")
-    (root / "etc" / "group").write_text("root:x:0:\nuser:x:1000:\n")
-    (root / "tmp").chmod(0o1777)
+    sys.path.insert(0, str(REPO / "src"))
+    from inclavare.oci.busybox import build_rootfs as build
+
+    build(str(root), busybox)
 
 
 def default_config(rootfs: Path, args: list[str]) -> dict:
