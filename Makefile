@@ -4,7 +4,7 @@ PREFIX ?= /usr/local
 APT_PACKAGES := busybox-static runc crun hyperfine libseccomp2 gcc
 PYTEST_ARGS ?=
 
-.PHONY: all deps apt-deps pip-deps launchers install test lint demo bench clean
+.PHONY: all deps apt-deps pip-deps launchers install test lint demo bench clean pal
 
 all: launchers
 
@@ -32,17 +32,25 @@ launchers: pip-deps
 install: launchers
 	@$(PYTHON) -m inclavare.launcher $(DESTDIR)$(PREFIX)/bin
 
-test: deps launchers
+test: deps launchers pal
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 lint:
 	$(PYTHON) -m ruff check src tests bench
 
-demo: deps launchers
+demo: deps launchers pal
 	@bash demo/demo.sh
 
 bench: deps launchers
 	$(PYTHON) bench/rune_vs_runc.py
+
+# The reference enclave runtime (PAL API v1, v2, v3 from one source), built with the system C compiler.
+CC ?= cc
+PAL_LIBS := build/pal/liberpal-skeleton-v1.so build/pal/liberpal-skeleton-v2.so build/pal/liberpal-skeleton-v3.so
+pal: $(PAL_LIBS)
+build/pal/liberpal-skeleton-v%.so: pal/skeleton.c
+	@mkdir -p build/pal
+	$(CC) -O2 -Wall -Wextra -fPIC -shared -DPAL_VERSION=$* -o $@ $< -lpthread
 
 clean:
 	rm -rf bin build .pytest_cache
