@@ -107,18 +107,23 @@ def create(root: str, cid: str, opts: Options) -> Created:
         ctx.hook_sync = any(hooks.get(k) for k in ("prestart", "createRuntime", "createContainer", "startContainer"))
         ctx.join_cgroup = any(ns.get("type") == "cgroup" and not ns.get("path") for ns in namespaces)
         ctx.start_state = state
-        if not opts.detach:
-            from inclavare.linux import syscalls
-
-            syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
         # The children start on the namespaces and the root filesystem while this process makes the cgroup:
         # moving a task into a v1 cgroup can wait for an RCU grace period (milliseconds), time the init spends
         # mounting instead of waiting.
-        mid = os.fork()
-        if mid == 0:
-            sock.close()
-            container.unlock()  # the lock is the command's, not the container's: do not carry it into the init
-            cinit.intermediate(ctx)  # never returns
+        if any(ns.get("type") == "user" for ns in namespaces):
+            # a new or joined user namespace must own the others: an intermediate process enters it first
+            if not opts.detach:
+                from inclavare.linux import syscalls
+
+                syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
+            mid = os.fork()
+            if mid == 0:
+                sock.close()
+                container.unlock()  # the lock is the command's, not the container's: do not carry it into the init
+                cinit.intermediate(ctx)  # never returns
+        else:
+            pid = _fork_init(ctx, namespaces, sock, container)
+            state["pid"] = pid
         child.close()
         if console_sock is not None:
             console_sock.close()
@@ -131,7 +136,7 @@ def create(root: str, cid: str, opts: Options) -> Created:
         state["config"] = config
         state["use_fifo"] = opts.use_fifo
         state["rootless"] = opts.rootless
-        pid, pty_master = _handshake(sock, mid, config, state, linux, None if ctx.join_cgroup else cgroup)
+        pid, pty_master = _handshake(sock, mid, config, state, linux, None if ctx.join_cgroup else cgroup, pid)
         mid = 0
         from inclavare.linux import proc
 
@@ -165,6 +170,45 @@ def create(root: str, cid: str, opts: Options) -> Created:
                 pass
         container.remove()
         raise
+
+
+def _fork_init(ctx: cinit.Launch, namespaces: list, sock, container: Container) -> int:
+    """Fork the init directly: its new or joined pid and time namespaces are set up for our children here and
+    restored right after the fork; the init enters the other namespaces itself."""
+    from inclavare.linux import syscalls
+    from inclavare.oci.config import NAMESPACES
+
+    restore: list[tuple[int, int]] = []
+    try:
+        for ns in namespaces:
+            typ = ns["type"]
+            if typ not in cinit.FOR_CHILDREN:
+                continue
+            restore.append((os.open(f"/proc/self/ns/{typ}", os.O_RDONLY | os.O_CLOEXEC), NAMESPACES[typ]))
+            try:
+                if ns.get("path"):
+                    fd = os.open(ns["path"], os.O_RDONLY | os.O_CLOEXEC)
+                    try:
+                        syscalls.setns(fd, NAMESPACES[typ])
+                    finally:
+                        os.close(fd)
+                else:
+                    syscalls.unshare(NAMESPACES[typ])
+                    if typ == "time":
+                        cinit.write_time_offsets((ctx.config.get("linux") or {}).get("timeOffsets"))
+            except OSError as e:
+                what = f"join the {typ} namespace {ns['path']}" if ns.get("path") else f"create a {typ} namespace"
+                raise RuneError(f"config.json linux.namespaces: cannot {what}: {e.strerror}") from None
+        pid = os.fork()
+        if pid == 0:
+            sock.close()
+            container.unlock()  # the lock is the command's, not the container's: do not carry it into the init
+            cinit.init_direct(ctx)  # never returns
+        return pid
+    finally:
+        for fd, flag in restore:
+            syscalls.setns(fd, flag)
+            os.close(fd)
 
 
 def _reap_intermediate(sock, mid: int) -> int:
@@ -232,16 +276,17 @@ def _kill_wait(pid: int) -> None:
         time.sleep(0.001)
 
 
-def _handshake(sock, mid: int, config: dict, state: dict, linux: dict, join) -> tuple[int, int]:
+def _handshake(sock, mid: int, config: dict, state: dict, linux: dict, join, pid: int) -> tuple[int, int]:
     """Serve the children until the init reports ready: (init pid, pty master fd or -1).
 
     join: the cgroup Manager to move the init into as soon as its pid is known (None when the intermediate
     joined itself). The init may report ready, or ask for the hooks, before the intermediate's pid message is
     read: those wait until the pid is known, so the init is always in its cgroup before it may exec.
     """
-    pid = 0
     pty_master = -1
     ready = False
+    if pid and join is not None:
+        join.join(pid)
     hooks_asked = False
     hooks = config.get("hooks") or {}
     seccomp = linux.get("seccomp") or {}

@@ -101,6 +101,22 @@ def cgroup_paths(ctx: Launch) -> dict:
     return ctx.cgroup_paths or {}
 
 
+# Namespaces that unshare(2) and setns(2) apply to the caller's future children only: the parent arranges them
+# before it forks the init directly (see create.py), so no intermediate process is needed.
+FOR_CHILDREN = ("pid", "time")
+
+
+def init_direct(ctx: Launch) -> None:
+    """The init forked by rune itself (no user namespace): it enters its other namespaces; never returns."""
+    try:
+        _preimport(ctx.config, {ns["type"]: "" for ns in (ctx.config.get("linux") or {}).get("namespaces") or ()})
+        _enter_namespaces(ctx, skip=FOR_CHILDREN)
+    except BaseException as e:  # noqa: BLE001 - everything becomes a message to the parent
+        _fail(ctx.sock, e)
+        os._exit(1)
+    container_init(ctx)
+
+
 def intermediate(ctx: Launch) -> None:
     """Runs in the first child; never returns."""
     code = 1
@@ -118,9 +134,9 @@ def intermediate(ctx: Launch) -> None:
     os._exit(code)
 
 
-def _enter_namespaces(ctx: Launch) -> None:
+def _enter_namespaces(ctx: Launch, skip: tuple[str, ...] = ()) -> None:
     linux = ctx.config.get("linux") or {}
-    namespaces = linux.get("namespaces") or ()
+    namespaces = [ns for ns in linux.get("namespaces") or () if ns["type"] not in skip]
     if ctx.join_cgroup:
         # a new cgroup namespace is rooted at the cgroup we are in when unsharing it: join first
         for path in cgroup_paths(ctx).values():
@@ -154,8 +170,13 @@ def _enter_namespaces(ctx: Launch) -> None:
     if any(ns.get("type") == "user" for ns in namespaces):
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
-    offsets = linux.get("timeOffsets")
-    if offsets and flags & syscalls.CLONE_NEWTIME:
+    if flags & syscalls.CLONE_NEWTIME:
+        write_time_offsets(linux.get("timeOffsets"))
+
+
+def write_time_offsets(offsets: dict | None) -> None:
+    """Offsets of a new time namespace, before any process enters it."""
+    if offsets:
         with open("/proc/self/timens_offsets", "w") as f:
             for clock, v in offsets.items():
                 f.write(f"{clock} {v.get('secs', 0)} {v.get('nanosecs', 0)}\n")
