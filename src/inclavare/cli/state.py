@@ -8,8 +8,7 @@ from inclavare.errors import RuneError
 
 def main(g, cmd: str, argv: list[str]) -> int:
     cid = a.need_id(cmd, a.parse(cmd, argv, {}))
-    import json
-
+    from inclavare.oci.jsonlite import dumps_indent
     from inclavare.runtime.status import oci_state
     from inclavare.runtime.store import Container
 
@@ -17,7 +16,7 @@ def main(g, cmd: str, argv: list[str]) -> int:
     if not c.lock():
         raise RuneError(f"container {cid!r} does not exist")
     try:
-        print(json.dumps(oci_state(c, c.read()), indent=2))
+        print(dumps_indent(oci_state(c, c.read())))
     finally:
         c.unlock()
     return 0

@@ -57,3 +57,15 @@ _encode = _json.make_encoder(None, _default, _json.encode_basestring_ascii, None
 def dumps(obj: object) -> str:
     """Compact JSON (no spaces), ASCII-only, as Go's encoding/json writes it."""
     return "".join(_encode(obj, 0))
+
+
+def dumps_indent(obj: object, indent: str = "  ", level: int = 0) -> str:
+    """Indented JSON as json.dumps(obj, indent=...) writes it (for `rune state`, which engines call often)."""
+    pad = indent * (level + 1)
+    if isinstance(obj, dict) and obj:
+        items = [f"{pad}{dumps(str(k))}: {dumps_indent(v, indent, level + 1)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + indent * level + "}"
+    if isinstance(obj, list) and obj:
+        items = [pad + dumps_indent(v, indent, level + 1) for v in obj]
+        return "[\n" + ",\n".join(items) + "\n" + indent * level + "]"
+    return dumps(obj)
