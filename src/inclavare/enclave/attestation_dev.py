@@ -1,0 +1,98 @@
+"""/dev/attestation inside a `sim` enclave container: Gramine's pseudo-files, served by the init-runelet, usable
+from any language with plain file I/O (busybox `dd` and `cat` included).
+
+    attestation_type      "dcap" (the quote has the DCAP quote v3 layout; it is marked SIMULATED inside)
+    my_target_info        512 bytes: this enclave's TARGETINFO
+    target_info           write 512 bytes: the enclave `report` is made for (initially zeros)
+    user_report_data      write up to 64 bytes (zero-padded): the report_data of the next report or quote
+    report                read: a 432-byte REPORT over user_report_data for target_info
+    quote                 read: a sim quote v3 over user_report_data
+    keys/_sgx_mrenclave   16 bytes: sealing key bound to MRENCLAVE
+    keys/_sgx_mrsigner    16 bytes: sealing key bound to MRSIGNER
+
+Mechanism (no FUSE): the directory is a small tmpfs the runelet mounts at create. `report` and `quote` are named
+pipes. The runelet keeps one thread per pipe blocked in open(O_WRONLY), which returns when the payload opens the
+pipe to read; the runelet then reads user_report_data (and target_info) as they are at that moment, writes the
+evidence and closes, so the reader gets exactly one report or quote and then end-of-file. Write user_report_data
+(and close it) before opening `quote`; readers of one pipe are served one at a time, so concurrent readers of the same
+pipe must take turns (as they must with Gramine's per-process files).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+REPORT_DATA_SIZE = 64
+TARGET_INFO_SIZE = 512
+
+
+class AttestationDev:
+    def __init__(self, host_dir: str, uid: int, gid: int) -> None:
+        self.host_dir = host_dir  # path before pivot_root
+        self.dir = "/dev/attestation"  # path after
+        self.uid, self.gid = uid, gid
+        self.stopped = False
+
+    def mount(self) -> None:
+        """Before pivot_root, privileged: a tmpfs at ROOTFS/dev/attestation owned by the container's user."""
+        from inclavare.linux import syscalls
+
+        os.makedirs(self.host_dir, 0o755, exist_ok=True)
+        syscalls.mount("tmpfs", self.host_dir, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC,
+                       f"size=1m,mode=0755,uid={self.uid},gid={self.gid}")
+
+    def start(self, report, quote, seal_keys: dict[str, bytes], my_target_info: bytes) -> None:
+        """After pivot_root: create the files and serve `report` and `quote` (callables of report_data[, ti])."""
+        d = self.dir
+        os.makedirs(f"{d}/keys", 0o755, exist_ok=True)
+        _write(f"{d}/attestation_type", b"dcap", 0o444)
+        _write(f"{d}/my_target_info", my_target_info, 0o444)
+        _write(f"{d}/target_info", bytes(TARGET_INFO_SIZE), 0o644)
+        _write(f"{d}/user_report_data", bytes(REPORT_DATA_SIZE), 0o644)
+        for name, key in seal_keys.items():
+            _write(f"{d}/keys/{name}", key, 0o400)
+        for name, make in (("report", lambda: report(self._read("user_report_data", REPORT_DATA_SIZE),
+                                                      self._read("target_info", TARGET_INFO_SIZE))),
+                           ("quote", lambda: quote(self._read("user_report_data", REPORT_DATA_SIZE)))):
+            path = f"{d}/{name}"
+            if not os.path.exists(path):
+                os.mkfifo(path, 0o644)
+            threading.Thread(target=self._serve, args=(path, make), daemon=True).start()
+
+    def _read(self, name: str, size: int) -> bytes:
+        try:
+            with open(f"{self.dir}/{name}", "rb") as f:
+                data = f.read(size)
+        except OSError:
+            data = b""
+        return data.ljust(size, b"\0")
+
+    def _serve(self, path: str, make) -> None:  # noqa: ANN001
+        while not self.stopped:
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)  # blocks until a reader opens the pipe
+            except OSError:
+                return
+            try:
+                data = make()
+                view = memoryview(data)
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
+            except Exception as e:  # noqa: BLE001 - a reader that went away, or a failed quote: keep serving
+                try:
+                    os.write(2, f"rune: /dev/attestation: {path}: {e}\n".encode())
+                except OSError:
+                    pass
+            finally:
+                os.close(fd)
+
+
+def _write(path: str, data: bytes, mode: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.chmod(path, mode)

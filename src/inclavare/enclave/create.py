@@ -1,0 +1,44 @@
+"""What `rune create` adds for an enclave container, on the host side, before the container's processes exist.
+
+runtime/create.py calls `prepare` only when config.json names an enclave type (a plain dict lookup there keeps this
+package off the plain-container path), then `attach` once the init's Launch exists:
+  - prepare: the enclave configuration (config.detect), the intelSgx host probe with its devices, cgroup rules and
+    host directories, and the ENCLAVE_* variables stripped from process.env;
+  - attach: state["enclave"] for state.json, and the init-runelet plugged into the init's seams (pre_pivot,
+    pre_ready, executor).
+"""
+
+from __future__ import annotations
+
+import os
+
+from inclavare.enclave import config as enclave_config
+from inclavare.enclave.config import INTEL_SGX, EnclaveConfig
+from inclavare.enclave.runelet import Runelet
+
+
+class Prepared:
+    def __init__(self, cfg: EnclaveConfig, config: dict) -> None:
+        self.cfg = cfg
+        self.config = config
+
+    def attach(self, ctx, state: dict, state_dir: str) -> None:  # noqa: ANN001 - runtime.init.Launch
+        sim_dir = os.environ.get("INCLAVARE_SIM_DIR") or None
+        state["enclave"] = dict(self.cfg.record(), agent="agent.sock", sim_dir=sim_dir)
+        runelet = Runelet(self.cfg, state_dir, self.config, sim_dir)
+        ctx.pre_pivot = runelet.load
+        ctx.pre_ready = runelet.init
+        ctx.executor = runelet
+
+
+def prepare(config: dict) -> Prepared | None:
+    """None when config.json names no enclave type (rune then behaves as runc); RuneError for a bad setting."""
+    cfg = enclave_config.detect(config)
+    if cfg is None:
+        return None
+    if cfg.type == INTEL_SGX:
+        from inclavare.enclave import probe
+
+        probe.apply(config, probe.probe_sgx())
+    enclave_config.strip_env(config)
+    return Prepared(cfg, config)

@@ -1,0 +1,334 @@
+"""The init-runelet: PID 1 of an enclave container. It never execs; it hosts the enclave runtime (a PAL) and runs
+the container's process, and every `rune exec`, through it.
+
+It plugs into the runtime's init at three points (runtime/init.py, Launch):
+  pre_pivot  `load`:  in the container's namespaces, mounts done, before pivot_root: bind the agent socket in the
+             state dir, load the PAL from its host path (dlopen, or the built-in sim runtime's launch check), and
+             import everything needed later (the package's files are out of reach after pivot_root);
+  pre_ready  `init`:  after pivot_root and the process's credentials, before create reports ready: pal_init
+             (its failure fails `create`);
+  executor   `__call__`: at start: pal_create_process + pal_exec (v2/v3) or pal_exec (v1) of the container's process
+             with the runelet's stdio; every signal the runelet gets goes to that process as pal_kill(pid, sig)
+             (not -1: the original's -1 broke Occlum); agent requests are served; when the process ends:
+             pal_destroy, and its exit status becomes the container's.
+With PAL v1 (no pal_kill) a signal whose default action ends a process ends the runelet, and with it the container.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from inclavare.enclave.config import SIM, EnclaveConfig
+from inclavare.errors import RuneError
+
+_NOT_FORWARDED = (9, 17, 19, 13)  # SIGKILL, SIGCHLD (reaping), SIGSTOP, SIGPIPE (the runelet's own broken pipes)
+_TERMINATING = (1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 14, 15, 24, 25, 26, 27, 29, 30, 31)
+
+
+def log(msg: str) -> None:
+    try:
+        os.write(2, f"rune: {msg}\n".encode(errors="replace"))
+    except OSError:
+        pass
+
+
+class Runelet:
+    def __init__(self, cfg: EnclaveConfig, state_dir: str, config: dict, sim_dir: str | None) -> None:
+        self.cfg = cfg
+        self.state_dir = state_dir
+        self.config = config
+        self.sim_dir = sim_dir
+        self.pal = None
+        self.listener = None
+        self.running = False
+        self.pids: set[int] = set()
+        self.lock = None  # threading.Lock, made in load
+
+    # --- pre_pivot -------------------------------------------------------------------------------------------
+    def load(self, ctx) -> None:  # noqa: ANN001 - runtime.init.Launch
+        import fcntl  # noqa: F401
+        import json  # noqa: F401
+        import select  # noqa: F401
+        import signal  # noqa: F401
+        import socket  # noqa: F401
+        import struct  # noqa: F401
+        import termios  # noqa: F401
+        import threading
+
+        from inclavare.enclave import agent
+        from inclavare.linux import console  # noqa: F401
+
+        self.lock = threading.Lock()
+        self.listener = agent.listen(self.state_dir)
+        if self.cfg.runtime_path:
+            from inclavare.enclave import pal
+
+            if self.cfg.type == SIM:
+                from inclavare.enclave import sim_runtime
+
+                if sim_runtime.is_signed(ctx.rootfs, self.config):
+                    sim_runtime.verify_image(ctx.rootfs, self.sim_dir)
+            self.pal = pal.load(self.cfg.runtime_path)
+        else:
+            from inclavare.enclave import sim_runtime
+
+            self.pal = sim_runtime.SimPal(ctx.rootfs, self.config, self.sim_dir)
+            self.pal.load()
+
+    # --- pre_ready -------------------------------------------------------------------------------------------
+    def init(self, ctx) -> None:  # noqa: ANN001
+        self.pal.init(self.cfg.runtime_args, self.cfg.loglevel)
+
+    # --- executor --------------------------------------------------------------------------------------------
+    def __call__(self, ctx, path: str, args: list[str], env: dict[str, str]) -> None:  # noqa: ANN001
+        import select
+        import signal
+        import threading
+
+        pal = self.pal
+        env_list = [f"{k}={v}" for k, v in env.items()]
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        done_r, done_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        for s in signal.valid_signals():
+            if s not in (9, 19):
+                try:
+                    signal.signal(s, _noop)
+                except (OSError, ValueError):
+                    pass
+        result = {"code": 1}
+        pid = 0
+        if pal.version >= 2:
+            with self.lock:
+                pid = pal.create_process(path, args, env_list, (0, 1, 2))  # its RuneError fails start / run
+                self.pids.add(pid)
+
+            def wait() -> None:
+                try:
+                    result["code"] = pal.exec(pid)
+                except RuneError as e:
+                    log(str(e))
+                os.write(done_w, b"x")
+        else:
+            def wait() -> None:
+                try:
+                    result["code"] = pal.exec_v1(path, args, (0, 1, 2))
+                except RuneError as e:
+                    log(str(e))
+                os.write(done_w, b"x")
+
+        threading.Thread(target=wait, daemon=True).start()
+        self.running = True
+        ctx.sock.close()  # tells `run` that the process started
+        listener = self.listener
+        while True:
+            try:
+                ready, _, _ = select.select([wake_r, listener, done_r], [], [])
+            except InterruptedError:
+                continue
+            if done_r in ready:
+                break
+            if wake_r in ready:
+                try:
+                    sigs = os.read(wake_r, 512)
+                except BlockingIOError:
+                    sigs = b""
+                for sig in sigs:
+                    if sig == 17:
+                        self._reap_orphans()
+                    elif sig not in _NOT_FORWARDED:
+                        self._forward(pid, sig)
+            if listener in ready:
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    continue
+                threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+        self.running = False
+        listener.close()
+        try:
+            pal.destroy()
+        except RuneError as e:
+            log(str(e))
+        sys.stdout.flush()
+        os._exit(result["code"] & 0xFF)
+
+    def _forward(self, pid: int, sig: int) -> None:
+        if self.pal.version < 2:
+            if sig in _TERMINATING:
+                os._exit(128 + sig)  # the pid namespace ends with its init: the payload goes too
+            return
+        try:
+            self.pal.kill(pid, sig)
+        except RuneError as e:
+            log(str(e))
+
+    def _reap_orphans(self) -> None:
+        """Reap zombies that are ours but not the PAL's (orphans re-parented to PID 1); the PAL waits for its own."""
+        if self.pal.version < 2:
+            return  # a v1 PAL's processes have pids we never learn
+        me = str(os.getpid())
+        with self.lock:
+            try:
+                entries = os.listdir("/proc")
+            except OSError:
+                return
+            for name in entries:
+                if not name.isdigit() or int(name) in self.pids:
+                    continue
+                try:
+                    with open(f"/proc/{name}/stat") as f:
+                        fields = f.read().rpartition(")")[2].split()
+                except OSError:
+                    continue
+                if len(fields) > 1 and fields[0] == "Z" and fields[1] == me:
+                    try:
+                        os.waitpid(int(name), os.WNOHANG)
+                    except ChildProcessError:
+                        pass
+
+    # --- agent -----------------------------------------------------------------------------------------------
+    def _serve(self, conn) -> None:  # noqa: ANN001 - socket.socket
+        from inclavare.enclave import agent
+
+        fds: list[int] = []
+        try:
+            req, fds = agent.recv_msg(conn)
+            if req is None:
+                return
+            kind = req.get("type")
+            if kind == "exec":
+                owned, fds = fds, []
+                self._exec(conn, req, owned)
+            elif kind == "attest":
+                report = self.pal.get_local_report(bytes.fromhex(req.get("target_info", "")),
+                                                   bytes.fromhex(req.get("report_data", "")))
+                agent.send_msg(conn, {"type": "report", "report": report.hex()})
+            else:
+                agent.send_msg(conn, {"type": "error", "msg": f"the enclave agent does not know request {kind!r}"})
+        except RuneError as e:
+            try:
+                agent.send_msg(conn, {"type": "error", "msg": str(e)})
+            except OSError:
+                pass
+        except Exception as e:  # noqa: BLE001 - a bad request must not take PID 1 down
+            try:
+                agent.send_msg(conn, {"type": "error", "msg": f"the enclave agent failed: {type(e).__name__}: {e}"})
+            except OSError:
+                pass
+        finally:
+            for fd in fds:
+                os.close(fd)
+            try:
+                conn.shutdown(2)  # wakes the thread that reads kill requests
+            except OSError:
+                pass
+            conn.close()
+
+    def _exec(self, conn, req: dict, fds: list[int]) -> None:  # noqa: ANN001
+        import threading
+
+        from inclavare.enclave import agent
+
+        pal = self.pal
+        ok = False
+        master = -1
+        try:
+            if not self.running:
+                raise RuneError("the enclave container is not started: its enclave runtime runs processes only "
+                                "after 'rune start'")
+            argv = req.get("argv")
+            if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+                raise RuneError("exec: argv must be a non-empty list of strings")
+            env = [e for e in req.get("env") or () if isinstance(e, str)]
+            if req.get("tty"):
+                from inclavare.linux import console
+
+                for fd in fds:
+                    os.close(fd)
+                fds = []
+                master, slave_path = console.open_pty("/dev/ptmx")
+                slave = os.open(slave_path, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+                fds = [slave]
+                if req.get("size"):
+                    console.set_size(slave, *req["size"])
+                stdio = (slave, slave, slave)
+            elif len(fds) != 3:
+                raise RuneError(f"exec: expected 3 stdio fds, got {len(fds)}")
+            else:
+                stdio = (fds[0], fds[1], fds[2])
+            path = resolve(argv[0], env)
+            pid = 0
+            if pal.version >= 2:
+                with self.lock:
+                    old = os.open(".", os.O_PATH | os.O_CLOEXEC)
+                    try:
+                        if req.get("cwd"):
+                            try:
+                                os.chdir(req["cwd"])
+                            except OSError as e:
+                                raise RuneError(f"exec: cannot enter {req['cwd']}: {e.strerror}") from None
+                        pid = pal.create_process(path, argv, env, stdio)
+                        self.pids.add(pid)
+                    finally:
+                        os.fchdir(old)
+                        os.close(old)
+            ok = True
+        finally:
+            if pal.version >= 2 or not ok:
+                for fd in fds:
+                    os.close(fd)
+                fds = []
+                if not ok and master >= 0:
+                    os.close(master)
+        agent.send_msg(conn, {"type": "started", "pid": pid}, [master] if master >= 0 else ())
+        if master >= 0:
+            os.close(master)
+        if pal.version < 2:
+            try:
+                code = pal.exec_v1(path, argv, stdio)  # synchronous: the fds stay open until it returns
+            finally:
+                for fd in fds:
+                    os.close(fd)
+        else:
+            def kills() -> None:
+                while True:
+                    try:
+                        msg, extra = agent.recv_msg(conn)
+                    except (OSError, RuneError, ValueError):
+                        return
+                    for fd in extra:
+                        os.close(fd)
+                    if msg is None:
+                        return
+                    if msg.get("type") == "kill" and isinstance(msg.get("sig"), int):
+                        try:
+                            pal.kill(pid, msg["sig"])
+                        except RuneError as e:
+                            log(str(e))
+
+            threading.Thread(target=kills, daemon=True).start()
+            try:
+                code = pal.exec(pid)
+            finally:
+                with self.lock:
+                    self.pids.discard(pid)
+        agent.send_msg(conn, {"type": "exit", "code": code})
+
+
+def resolve(name: str, env: list[str]) -> str:
+    """argv[0] looked up in the container's PATH; passed through unchanged when not found (an enclave runtime such
+    as Occlum resolves it inside its own image)."""
+    if "/" in name:
+        return name
+    path = next((e[5:] for e in env if e.startswith("PATH=")), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    for d in path.split(":"):
+        p = os.path.join(d or ".", name)
+        if os.path.isfile(p) and os.access(p, os.X_OK):
+            return p
+    return name
+
+
+def _noop(_sig: int, _frame: object) -> None:
+    pass
