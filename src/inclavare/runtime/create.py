@@ -59,6 +59,11 @@ def create(root: str, cid: str, opts: Options) -> Created:
         raise RuneError("process.terminal is true: pass --console-socket to receive the pty master (or run without --detach)")
     if opts.console_socket and not terminal:
         raise RuneError("--console-socket was given but process.terminal is false in config.json")
+    enclave = None
+    if (config.get("annotations") or {}).get("enclave.type") or any(e[:13] == "ENCLAVE_TYPE=" for e in process.get("env") or ()):
+        from inclavare.enclave import create as enclave_create
+
+        enclave = enclave_create.prepare(config)  # None: no enclave type after all
     linux = config.get("linux") or {}
     seccomp_filter = None
     if linux.get("seccomp"):
@@ -107,6 +112,8 @@ def create(root: str, cid: str, opts: Options) -> Created:
         ctx.hook_sync = any(hooks.get(k) for k in ("prestart", "createRuntime", "createContainer", "startContainer"))
         ctx.join_cgroup = any(ns.get("type") == "cgroup" and not ns.get("path") for ns in namespaces)
         ctx.start_state = state
+        if enclave is not None:
+            enclave.attach(ctx, state, container.dir)
         # The children start on the namespaces and the root filesystem while this process makes the cgroup:
         # moving a task into a v1 cgroup can wait for an RCU grace period (milliseconds), time the init spends
         # mounting instead of waiting.

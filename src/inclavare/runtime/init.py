@@ -56,6 +56,8 @@ class Launch:
         self.preserve_fds = 0
         self.hook_sync = False  # the parent runs hooks (or sends state) between mounts and pivot_root
         self.executor = None  # callable(Launch, path, args, env) replacing execve (enclave runtimes plug in here)
+        self.pre_pivot = None  # callable(Launch): after the mounts, before pivot_root (an enclave runtime loads)
+        self.pre_ready = None  # callable(Launch): after the process setup, before create reports ready
         self.fifo_fd_path = ""  # the fifo through /proc/self/fd, valid after pivot_root
         self.start_state: dict = {}  # state for startContainer hooks
 
@@ -187,6 +189,8 @@ def container_init(ctx: Launch) -> None:
     sock = ctx.sock
     try:
         path, args, env = _prepare(ctx)
+        if ctx.pre_ready is not None:
+            ctx.pre_ready(ctx)
     except BaseException as e:  # noqa: BLE001
         _fail(sock, e)
         os._exit(1)
@@ -281,6 +285,8 @@ def _prepare(ctx: Launch) -> tuple[str, list[str], dict[str, str]]:
             from inclavare.oci import hooks as oci_hooks
 
             oci_hooks.run("createContainer", hooks, state)
+    if ctx.pre_pivot is not None:
+        ctx.pre_pivot(ctx)
     if "mount" in namespaces:
         from inclavare.runtime import rootfs as rfs
 
@@ -418,7 +424,12 @@ def _finish_process(ctx: Launch, process: dict, linux: dict) -> tuple[str, list[
     if nnp:
         syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
     args = list(process["args"])
-    path = lookup(args[0], env.get("PATH"))
+    try:
+        path = lookup(args[0], env.get("PATH"))
+    except RuneError:
+        if ctx.executor is None:
+            raise
+        path = args[0]  # an enclave runtime may find it in its own image (Occlum)
     if ctx.seccomp is not None and nnp:
         _load_seccomp(ctx)
     os.umask(user["umask"] if "umask" in user else 0o022)
