@@ -13,7 +13,11 @@ TEMPLATE = """#!{python} -IS
 import sys
 sys.path.insert(0, {path!r})
 from {module} import main
-sys.exit(main())
+code = main()
+sys.stdout.flush()
+sys.stderr.flush()
+import os
+os._exit(code or 0)  # interpreter finalization (module teardown, GC) is pure overhead for a CLI
 """
 
 LAUNCHERS = {"rune": "inclavare.cli.rune", "sgx-tools": "inclavare.cli.sgx_tools"}

@@ -73,7 +73,8 @@ def _version() -> str:
     try:
         from inclavare.linux.seccomp import libseccomp
 
-        lines.append(f"libseccomp: {libseccomp.version()}")
+        v = libseccomp.version()
+        lines.append("libseccomp: " + (".".join(map(str, v)) if isinstance(v, tuple) else str(v)))
     except Exception:  # noqa: BLE001 - the version line is optional
         pass
     return "\n".join(lines)

@@ -1,15 +1,76 @@
-"""Thin wrappers over the system calls Python's os module lacks (libc through ctypes).
+"""Thin wrappers over the system calls Python's os module lacks (libc through the _ctypes extension).
 
 Each wrapper raises OSError with errno set, like os functions, so callers can name the path and the call in their
-error message. Only ctypes and os are imported: this module is on the hot path of every container start.
+error message. This module is on the hot path of every container start: it uses the `_ctypes` extension directly
+and defines the four C types it needs, because `import ctypes` costs about 2 ms more (the package builds dozens of
+types at import). Modules that need structures or callbacks (seccomp, eBPF) import ctypes themselves.
 """
 
 from __future__ import annotations
 
-import ctypes
+import _ctypes
 import os
 
-_libc = ctypes.CDLL(None, use_errno=True)
+
+class c_int(_ctypes._SimpleCData):
+    _type_ = "i"
+
+
+class c_long(_ctypes._SimpleCData):
+    _type_ = "l"
+
+
+class c_ulong(_ctypes._SimpleCData):
+    _type_ = "L"
+
+
+class c_char_p(_ctypes._SimpleCData):
+    _type_ = "z"
+
+
+class _c_char(_ctypes._SimpleCData):
+    _type_ = "c"
+
+
+class _CapBuffer(_ctypes.Array):
+    """struct __user_cap_data_struct[2], as raw bytes."""
+
+    _type_ = _c_char
+    _length_ = 24
+
+
+class _Libc:
+    def __init__(self) -> None:
+        self._handle = _ctypes.dlopen(None, 2)  # the running program and its libc, RTLD_NOW
+
+
+class _Function(_ctypes.CFuncPtr):
+    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+    _restype_ = c_int
+
+
+_libc = _Libc()
+
+
+def _fn(name: str, argtypes: tuple | None, restype: type = c_int) -> _Function:
+    f = _Function((name, _libc))
+    f.restype = restype
+    if argtypes is not None:
+        f.argtypes = argtypes
+    return f
+
+
+_mount = _fn("mount", (c_char_p, c_char_p, c_char_p, c_ulong, c_char_p))
+_umount2 = _fn("umount2", (c_char_p, c_int))
+_unshare = _fn("unshare", (c_int,))
+_setns = _fn("setns", (c_int, c_int))
+_prctl = _fn("prctl", (c_int, c_ulong, c_ulong, c_ulong, c_ulong))
+_sethostname = _fn("sethostname", (c_char_p, c_ulong))
+_setdomainname = _fn("setdomainname", (c_char_p, c_ulong))
+_personality = _fn("personality", (c_ulong,))
+_syscall = _fn("syscall", None, c_long)
+get_errno = _ctypes.get_errno
+
 
 # clone(2) / unshare(2) namespace flags
 CLONE_NEWTIME = 0x00000080
@@ -64,17 +125,9 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 # syscall numbers (x86_64) for calls glibc 2.36 has no wrapper for
 _NR = {"pivot_root": 155, "capset": 126, "capget": 125, "keyctl": 250}
 
-_libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
-_libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
-_libc.prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
-_libc.sethostname.argtypes = (ctypes.c_char_p, ctypes.c_size_t)
-_libc.setdomainname.argtypes = (ctypes.c_char_p, ctypes.c_size_t)
-_libc.personality.argtypes = (ctypes.c_ulong,)
-
-
 def _check(ret: int, what: str, path: str | None = None) -> int:
     if ret == -1:
-        e = ctypes.get_errno()
+        e = get_errno()
         if path is None:
             raise OSError(e, f"{what}: {os.strerror(e)}")
         raise OSError(e, f"{what}: {os.strerror(e)}", path)
@@ -86,78 +139,68 @@ def _b(s: str | None) -> bytes | None:
 
 
 def unshare(flags: int) -> None:
-    _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
+    _check(_unshare(flags), "unshare")
 
 
 def setns(fd: int, nstype: int = 0) -> None:
-    _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns")
+    _check(_setns(fd, nstype), "setns")
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
-    _check(_libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)), "mount", target)
+    _check(_mount(_b(source), _b(target), _b(fstype), flags, _b(data)), "mount", target)
 
 
 def umount2(target: str, flags: int = 0) -> None:
-    _check(_libc.umount2(_b(target), flags), "umount2", target)
+    _check(_umount2(_b(target), flags), "umount2", target)
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
-    _check(_libc.syscall(_NR["pivot_root"], _b(new_root), _b(put_old)), "pivot_root", new_root)
+    _check(_syscall(c_long(_NR["pivot_root"]), _b(new_root), _b(put_old)), "pivot_root", new_root)
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
-    return _check(_libc.prctl(option, arg2, arg3, arg4, arg5), "prctl")
+    return _check(_prctl(option, arg2, arg3, arg4, arg5), "prctl")
 
 
 def sethostname(name: str) -> None:
     b = name.encode()
-    _check(_libc.sethostname(b, len(b)), "sethostname")
+    _check(_sethostname(b, len(b)), "sethostname")
 
 
 def setdomainname(name: str) -> None:
     b = name.encode()
-    _check(_libc.setdomainname(b, len(b)), "setdomainname")
+    _check(_setdomainname(b, len(b)), "setdomainname")
 
 
 def personality(persona: int) -> None:
-    _check(_libc.personality(persona), "personality")
+    _check(_personality(persona), "personality")
 
 
 def join_session_keyring(name: str | None = None) -> None:
     """keyctl(KEYCTL_JOIN_SESSION_KEYRING): a new session keyring, as runc gives each container."""
-    _check(_libc.syscall(_NR["keyctl"], 1, _b(name), 0, 0, 0), "keyctl")
-
-
-class _CapHeader(ctypes.Structure):
-    _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
-
-
-class _CapData(ctypes.Structure):
-    _fields_ = (("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32))
+    _check(_syscall(c_long(_NR["keyctl"]), c_long(1), _b(name), c_long(0), c_long(0), c_long(0)), "keyctl")
 
 
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 
+def _cap_header(pid: int) -> bytes:
+    return _LINUX_CAPABILITY_VERSION_3.to_bytes(4, "little") + pid.to_bytes(4, "little", signed=True)
+
+
 def capset(effective: int, permitted: int, inheritable: int) -> None:
     """Set this thread's capability sets (64-bit masks)."""
-    hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
-    data = (_CapData * 2)()
-    for i in (0, 1):
-        shift = 32 * i
-        data[i].effective = (effective >> shift) & 0xFFFFFFFF
-        data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
-        data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
-    _check(_libc.syscall(_NR["capset"], ctypes.byref(hdr), ctypes.byref(data)), "capset")
+    data = b""
+    for shift in (0, 32):
+        for m in (effective, permitted, inheritable):
+            data += ((m >> shift) & 0xFFFFFFFF).to_bytes(4, "little")
+    _check(_syscall(c_long(_NR["capset"]), _cap_header(0), data), "capset")
 
 
 def capget(pid: int = 0) -> tuple[int, int, int]:
     """(effective, permitted, inheritable) of a thread, as 64-bit masks."""
-    hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, pid)
-    data = (_CapData * 2)()
-    _check(_libc.syscall(_NR["capget"], ctypes.byref(hdr), ctypes.byref(data)), "capget")
-    return (
-        data[0].effective | data[1].effective << 32,
-        data[0].permitted | data[1].permitted << 32,
-        data[0].inheritable | data[1].inheritable << 32,
-    )
+    buf = _CapBuffer()
+    _check(_syscall(c_long(_NR["capget"]), _cap_header(pid), buf), "capget")
+    raw = buf.raw
+    words = [int.from_bytes(raw[i : i + 4], "little") for i in range(0, 24, 4)]
+    return words[0] | words[3] << 32, words[1] | words[4] << 32, words[2] | words[5] << 32
