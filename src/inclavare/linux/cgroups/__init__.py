@@ -18,7 +18,7 @@ import time
 
 from inclavare.errors import RuneError
 
-from . import devices, files, freezer, v1, v2
+from . import files
 from . import host as _hostmod
 from .files import Item, read, read_or, write_raw
 from .host import Host
@@ -187,6 +187,8 @@ class Manager:
         self._freeze(False)
 
     def _freeze(self, frozen: bool) -> None:
+        from . import freezer
+
         if "freezer" in self.paths:
             freezer.v1_set(self.paths["freezer"], frozen)
         elif self.unified:
@@ -197,6 +199,8 @@ class Manager:
 
     def freezer_state(self) -> str:
         """"FROZEN" or "THAWED"."""
+        from . import freezer
+
         if "freezer" in self.paths:
             return freezer.v1_state(self.paths["freezer"])
         if self.unified:
@@ -242,6 +246,8 @@ class Manager:
     def _enable_controllers(self, resources: dict) -> None:
         """cgroup2: enable controllers in cgroup.subtree_control from the root down to the parent. On v2 all the
         root offers (as runc, so that a later update or stats finds them); on hybrid only those the resources use."""
+        from . import v2
+
         h = self.host
         offered = h.unified_controllers()
         if not offered or not h.unified:
@@ -279,6 +285,8 @@ class Manager:
 
     def _route(self, section: str) -> str:
         """Which hierarchy gets a resources section on this host: "v1", "v2" or "" (none has it)."""
+        from . import v1, v2
+
         if self.mode == "v1":
             return "v1"
         if self.mode == "v2":
@@ -293,6 +301,8 @@ class Manager:
 
     def _plan(self, resources: dict) -> _Plan:
         """The writes, in order; every value checked before anything is written."""
+        from . import devices, v1, v2
+
         if type(resources) is not dict:
             raise RuneError(f"linux.resources: must be an object, got {resources!r}")
         v1_items: list[Item] = []
@@ -340,6 +350,8 @@ class Manager:
                             f"(checkBeforeUpdate is set)")
 
     def _write(self, plan: _Plan) -> None:
+        from . import devices
+
         if plan.v1:
             files.apply(self.paths, [i for i in plan.v1 if i.ctrl in self.paths or not _skip(i)])
         if plan.v2:
@@ -351,7 +363,7 @@ class Manager:
 class _Plan:
     __slots__ = ("v1", "v2", "device_rules")
 
-    def __init__(self, v1_items: list[Item], v2_items: list[Item], device_rules: list[devices.Rule] | None) -> None:
+    def __init__(self, v1_items: list[Item], v2_items: list[Item], device_rules: list | None) -> None:  # devices.Rule
         self.v1, self.v2, self.device_rules = v1_items, v2_items, device_rules
 
 
