@@ -38,20 +38,19 @@ def release(container: Container, state: dict) -> None:
     except FileNotFoundError:
         raise RuneError(f"cannot start container {container.id!r}: it was already started") from None
     try:
+        import select
+
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
         deadline = time.monotonic() + 10
-        delay = 0.0001
         while True:
-            try:
-                if os.read(fd, 1):
-                    break
-            except BlockingIOError:
-                pass
+            # the init is blocked opening the fifo for writing: our open lets it go on, and it writes one byte
+            if poller.poll(10) and os.read(fd, 1):
+                break
             if not proc.alive(pid, state.get("init_start")):
                 raise RuneError(f"cannot start container {container.id!r}: its init process has exited")
             if time.monotonic() > deadline:
                 raise RuneError(f"cannot start container {container.id!r}: its init process does not answer")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.01)
     finally:
         os.close(fd)
     os.unlink(container.fifo_path)
