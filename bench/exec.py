@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""`exec` latency: `RUNTIME exec ID true` into a detached sleeping busybox container, rune against runc and crun.
+
+Each runtime gets its own --root and its own container; the runtimes take turns run after run, each gets at least
+--runs timed runs (after --warmup), and the report gives medians, p25-p75 and the ratios rune/runc and rune/crun.
+crun runs inside the private mount namespace of rune_vs_runc.py (crun 1.8 refuses hybrid cgroup hosts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, BENCH)
+
+from rune_vs_runc import REPO, Runtime, make_bundle, pct, private_cgroup_view  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=50)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--rune", default=os.path.join(REPO, "bin", "rune"))
+    ap.add_argument("--json", help="also write the results to this file")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run as root: containers need it")
+    if args.runs < 30:
+        raise SystemExit("--runs: take at least 30 runs for a stable median")
+    if not os.path.exists(args.rune):
+        subprocess.run([sys.executable, "-m", "inclavare.launcher", os.path.dirname(args.rune)], check=True)
+    work = tempfile.mkdtemp(prefix="rune-bench-exec-")
+    helper = None
+    started: list[tuple[Runtime, str]] = []
+    try:
+        bundle = make_bundle(os.path.join(work, "bundle"), ["sleep", "1000000"])
+        with open(os.path.join(bundle, "config.json")) as f:
+            config = json.load(f)
+        config["ociVersion"] = "1.0.2"  # crun 1.8 knows runtime-spec 1.0.x; the bundle uses nothing newer
+        with open(os.path.join(bundle, "config.json"), "w") as f:
+            json.dump(config, f)
+        runtimes = [Runtime("rune", [args.rune, "--root", os.path.join(work, "rune")])]
+        if shutil.which("runc"):
+            runtimes.append(Runtime("runc", ["runc", "--root", os.path.join(work, "runc")]))
+        if shutil.which("crun"):
+            mntns = None
+            if os.path.exists("/sys/fs/cgroup/unified/cgroup.controllers"):
+                helper, mntns = private_cgroup_view()
+            runtimes.append(Runtime("crun", ["crun", "--root", os.path.join(work, "crun")], mntns))
+        for rt in runtimes:
+            cid = f"bench-exec-{rt.name}-{os.getpid()}"
+            rt.call("run", "-d", "--bundle", bundle, cid)
+            started.append((rt, cid))
+        for i in range(args.warmup + args.runs):
+            for rt, cid in started:
+                dt = rt.call("exec", cid, "true")[0]
+                if i >= args.warmup:
+                    rt.run_times.append(dt)
+        report: dict = {"runs": args.runs, "runtimes": {}}
+        print(f"{'runtime':8} {'exec median':>12} {'p25-p75':>16}")
+        for rt in runtimes:
+            r = {"exec_median_ms": statistics.median(rt.run_times) * 1000,
+                 "exec_p25_ms": pct(rt.run_times, 0.25) * 1000, "exec_p75_ms": pct(rt.run_times, 0.75) * 1000}
+            report["runtimes"][rt.name] = r
+            print(f"{rt.name:8} {r['exec_median_ms']:10.1f}ms {r['exec_p25_ms']:7.1f}-{r['exec_p75_ms']:5.1f} ms")
+        rune = report["runtimes"]["rune"]["exec_median_ms"]
+        for other in ("runc", "crun"):
+            if other in report["runtimes"]:
+                ratio = rune / report["runtimes"][other]["exec_median_ms"]
+                report[f"rune/{other}"] = ratio
+                print(f"rune/{other}: exec {ratio:.2f}")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(report, f, indent=2)
+    finally:
+        for rt, cid in started:
+            try:
+                rt.call("delete", "-f", cid)
+            except SystemExit as e:
+                print(f"cleanup: {e}", file=sys.stderr)
+        if helper is not None:
+            helper.kill()
+            helper.wait()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
