@@ -176,6 +176,7 @@ def exec_in_enclave(container_state_dir: str, state: dict, args: list[str], env:
         rows, cols = struct.unpack("HHHH", ws)[:2]
         req["size"] = [rows, cols]
     sock = connect(container_state_dir, cid)
+    caught = None if detach else _catch_signals()  # before the process exists: no signal may slip past
     try:
         send_msg(sock, req, () if tty else (0, 1, 2))
         started, fds = _reply(sock, cid)
@@ -203,14 +204,19 @@ def exec_in_enclave(container_state_dir: str, state: dict, args: list[str], env:
             if master >= 0:
                 os.close(master)
             return 0
-        return _wait_exit(sock, cid, master)
+        return _wait_exit(sock, cid, master, caught)
     finally:
         sock.close()
+        if caught is not None:
+            import signal
+
+            signal.set_wakeup_fd(caught[2])
+            os.close(caught[0])
+            os.close(caught[1])
 
 
-def _wait_exit(sock: socket.socket, cid: str, master: int) -> int:
-    """Forward our signals as kill requests (and the terminal, with a pty) until the exit status arrives."""
-    import select
+def _catch_signals() -> tuple[int, int, int, list[int]]:
+    """Catch every signal we forward into a wakeup pipe: (read fd, write fd, previous wakeup fd, signals)."""
     import signal
 
     rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -222,6 +228,15 @@ def _wait_exit(sock: socket.socket, cid: str, master: int) -> int:
             signal.signal(s, lambda *_: None)
         except (OSError, ValueError):
             pass
+    return rfd, wfd, old_wakeup, forwarded
+
+
+def _wait_exit(sock: socket.socket, cid: str, master: int, caught: tuple[int, int, int, list[int]]) -> int:
+    """Forward our signals as kill requests (and the terminal, with a pty) until the exit status arrives."""
+    import select
+    import signal
+
+    rfd, _wfd, _old, forwarded = caught
     saved = None
     watch = [sock, rfd]
     if master >= 0:
@@ -263,15 +278,12 @@ def _wait_exit(sock: socket.socket, cid: str, master: int) -> int:
                         _drain(master)
                     return int(msg.get("code", 1))
     finally:
-        signal.set_wakeup_fd(old_wakeup)
         if saved is not None:
             import termios
 
             termios.tcsetattr(0, termios.TCSADRAIN, saved)
         if master >= 0:
             os.close(master)
-        os.close(rfd)
-        os.close(wfd)
 
 
 def _drain(master: int) -> None:

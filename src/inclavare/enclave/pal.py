@@ -19,7 +19,7 @@ does):
     int pal_destroy(void);
     int pal_get_local_report(void *ti, int ti_len, void *report, int *report_len);    // v3
 
-A negative return is an error: -errno by convention; a bare -1 with errno set is read as that errno.
+A negative return is an error: -errno (the v1 spec lists -ENOENT, -EACCES, -ENOEXEC, -ENOMEM, -EINVAL).
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ class CPal:
     def __init__(self, path: str) -> None:
         self.name = path
         try:
-            self.lib = ctypes.CDLL(path, mode=os.RTLD_NOW, use_errno=True)
+            self.lib = ctypes.CDLL(path, mode=os.RTLD_NOW, )
         except OSError as e:
             raise RuneError(f"enclave runtime {path} cannot be loaded: {e}") from None
         for sym in ("pal_init", "pal_exec", "pal_destroy"):
@@ -123,7 +123,7 @@ class CPal:
 
     def _check(self, fn: str, ret: int) -> int:
         if ret < 0:
-            err = ctypes.get_errno() if ret == -1 and ctypes.get_errno() else -ret
+            err = -ret  # the PAL convention: -errno (-1 is -EPERM)
             raise RuneError(f"enclave runtime {self.name}: {fn} failed: {os.strerror(err)} (errno {err})")
         return ret
 

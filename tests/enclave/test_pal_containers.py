@@ -1,0 +1,306 @@
+"""Enclave containers with the reference PAL (liberpal-skeleton v1, v2, v3) on real containers: run, create/start,
+exec, signals, exit codes, stdio, long arguments, PAL failures and bad libraries."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from tests.conftest import cgroup_leftovers, new_id
+from tests.enclave.conftest import pal_bundle, read_state, wait_status
+
+SPACED = "two  words and\ttab"
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_run_exit_code_stdio_argv_env(rune, pal_libs, version):
+    b = pal_bundle(rune, pal_libs[version],
+                   ["sh", "-c", 'echo "out:$1:${FOO-unset}"; echo "err:$2" >&2; exit 7', "sh", SPACED, "e r r"],
+                   env=("FOO=bar baz",))
+    p = rune("run", "--bundle", str(b), new_id())
+    assert p.returncode == 7, p.stderr
+    # v1's pal_exec passes no environment (as in the original); v2/v3 pass the container's
+    assert p.stdout == f"out:{SPACED}:{'unset' if version == 1 else 'bar baz'}\n"
+    assert p.stderr == "err:e r r\n"
+
+
+def test_enclave_env_stripped_and_recorded(rune, pal_libs):
+    b = pal_bundle(rune, pal_libs[2], ["sh", "-c", "env; sleep 30"], pal_args="a,b",
+                   env=("ENCLAVE_RUNTIME_LOGLEVEL=x", "ENCLAVE_RA_TYPE=bogus"))
+    cid = new_id()
+    assert rune("create", "--bundle", str(b), cid).returncode == 0
+    st = read_state(rune, cid)
+    assert st["enclave"]["type"] == "sim" and st["enclave"]["runtime_path"] == pal_libs[2]
+    assert st["enclave"]["runtime_args"] == "a b"  # commas become spaces for pal_init
+    assert st["enclave"]["loglevel"] == "info"  # one character counts as empty; unknown levels are info
+    assert st["enclave"]["ra_type"] == ""  # unknown RA types are dropped
+    assert not [e for e in st["config"]["process"]["env"] if e.startswith("ENCLAVE_")]
+    # exec before start: a clear error, not a hang or a crash
+    p = rune("exec", cid, "true")
+    assert p.returncode != 0 and "created but not started" in p.stderr and f"rune start {cid}" in p.stderr
+    assert rune("start", cid).returncode == 0
+    assert wait_status(rune, cid, "running") == "running"
+    p = rune("exec", cid, "sh", "-c", 'echo "[$1]" ; env | grep -c ENCLAVE_ ; true', "sh", SPACED)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == f"[{SPACED}]\n0\n"
+    assert rune("delete", "--force", cid).returncode == 0
+    assert cgroup_leftovers(cid) == []
+
+
+def test_plain_container_has_no_enclave(rune):
+    b = rune.bundle(["sleep", "30"], edit=lambda c: c["process"]["env"].append("ENCLAVE_TYPE=x"))  # one char: empty
+    cid = new_id()
+    assert rune("create", "--bundle", str(b), cid).returncode == 0
+    st = read_state(rune, cid)
+    assert "enclave" not in st and "ENCLAVE_TYPE=x" in st["config"]["process"]["env"]
+    assert not (rune.root / cid / "agent.sock").exists()
+    assert rune("delete", "--force", cid).returncode == 0
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_many_concurrent_execs(rune, pal_libs, version):
+    cid = new_id()
+    assert rune("run", "-d", "--bundle", str(pal_bundle(rune, pal_libs[version], ["sleep", "60"])), cid).returncode == 0
+    try:
+        def one(i: int) -> tuple[int, str, str]:
+            p = rune("exec", cid, "sh", "-c", f'echo "out {i} $1"; echo "err {i}" >&2; exit $(({i} % 50))', "sh",
+                     f"arg {i}")
+            return p.returncode, p.stdout, p.stderr
+
+        with ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(one, range(40)))
+        for i, (rc, out, err) in enumerate(results):
+            assert (rc, out, err) == (i % 50, f"out {i} arg {i}\n", f"err {i}\n")
+    finally:
+        rune("delete", "--force", cid)
+
+
+def test_exec_v1_and_long_arguments(rune, pal_libs, tmp_path):
+    long_args = [f"{i:05d}-" + "x" * 200 for i in range(500)]  # ~100 KiB of argv
+    cid = new_id()
+    assert rune("run", "-d", "--bundle", str(pal_bundle(rune, pal_libs[1], ["sleep", "60"])), cid).returncode == 0
+    try:
+        p = rune("exec", cid, "sh", "-c", 'echo $#; echo "$1"; echo "${500}"; exit 3', "sh", *long_args)
+        assert p.returncode == 3, p.stderr
+        assert p.stdout.split("\n")[:3] == ["500", long_args[0], long_args[-1]]
+    finally:
+        rune("delete", "--force", cid)
+
+
+def test_exec_with_tty(rune, pal_libs):
+    cid = new_id()
+    assert rune("run", "-d", "--bundle", str(pal_bundle(rune, pal_libs[3], ["sleep", "60"])), cid).returncode == 0
+    try:
+        p = rune("exec", "-t", cid, "sh", "-c", "tty; test -t 0 && echo stdin-is-tty; exit 4", stdin=subprocess.DEVNULL)
+        assert p.returncode == 4, p.stderr
+        lines = p.stdout.replace("\r", "").split("\n")
+        assert lines[0].startswith("/dev/pts/") and "stdin-is-tty" in lines
+    finally:
+        rune("delete", "--force", cid)
+
+
+def test_exec_pid_file_and_detach(rune, pal_libs, tmp_path):
+    cid = new_id()
+    assert rune("run", "-d", "--bundle", str(pal_bundle(rune, pal_libs[2], ["sleep", "60"])), cid).returncode == 0
+    try:
+        pid_file = tmp_path / "exec.pid"
+        p = rune("exec", "-d", "--pid-file", str(pid_file), cid, "sleep", "45")
+        assert p.returncode == 0, p.stderr
+        pid = int(pid_file.read_text())
+        assert open(f"/proc/{pid}/cmdline").read().split("\0")[:2] == ["sleep", "45"]
+    finally:
+        rune("delete", "--force", cid)
+
+
+@pytest.mark.parametrize("sig", ["HUP", "INT", "QUIT", "USR1", "USR2", "TERM"])
+def test_kill_forwards_each_signal_to_the_payload(rune, pal_libs, sig):
+    """The runelet catches the signal and forwards it with pal_kill(payload pid): the payload dies of it and the
+    container's exit status says so."""
+    cid = new_id()
+    b = pal_bundle(rune, pal_libs[2], ["sleep", "60"])
+    with open(rune.tmp / "out", "w") as out:
+        proc = subprocess.Popen([rune.binary, "--root", str(rune.root), "run", "--bundle", str(b), cid],
+                                stdout=out, stderr=subprocess.STDOUT)
+        try:
+            assert wait_status(rune, cid, "running") == "running"
+            assert rune("kill", cid, sig).returncode == 0
+            assert proc.wait(timeout=20) == 128 + getattr(signal, f"SIG{sig}")
+        finally:
+            if proc.poll() is None:
+                rune("delete", "--force", cid)
+                proc.wait(timeout=20)
+
+
+def test_payload_handles_signal_and_container_keeps_running(rune, pal_libs):
+    cid = new_id()
+    script = 'trap "echo got-usr1" USR1; echo ready; while :; do sleep 0.05; done'
+    b = pal_bundle(rune, pal_libs[3], ["sh", "-c", script])
+    log = rune.tmp / "log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([rune.binary, "--root", str(rune.root), "run", "--bundle", str(b), cid],
+                                stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 10
+            while "ready" not in log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert rune("kill", cid, "USR1").returncode == 0
+            while "got-usr1" not in log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert "got-usr1" in log.read_text()
+            assert rune.state(cid)["status"] == "running"
+            assert rune("kill", cid, "KILL").returncode == 0
+            assert proc.wait(timeout=20) == 137
+        finally:
+            if proc.poll() is None:
+                rune("delete", "--force", cid)
+                proc.wait(timeout=20)
+    assert not (rune.root / cid).exists()  # a foreground run deletes its container
+
+
+def test_exec_signal_forwarding(rune, pal_libs):
+    cid = new_id()
+    assert rune("run", "-d", "--bundle", str(pal_bundle(rune, pal_libs[2], ["sleep", "60"])), cid).returncode == 0
+    try:
+        with open(rune.tmp / "x", "w") as out:
+            proc = subprocess.Popen([rune.binary, "--root", str(rune.root), "exec", cid, "sh", "-c",
+                                     'trap "exit 42" TERM; echo up; while :; do sleep 0.05; done'], stdout=out)
+            deadline = time.monotonic() + 10
+            while "up" not in (rune.tmp / "x").read_text() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=20) == 42
+    finally:
+        rune("delete", "--force", cid)
+
+
+@pytest.mark.parametrize("fn", ["pal_get_version", "pal_init", "pal_create_process"])
+def test_pal_failing_at_create_or_start(rune, pal_libs, fn, monkeypatch):
+    monkeypatch.setenv("PAL_SKELETON_FAIL", fn)  # the runelet loads the PAL with rune's environment
+    cid = new_id()
+    p = rune("run", "--bundle", str(pal_bundle(rune, pal_libs[3], ["true"])), cid)
+    assert p.returncode == 1
+    assert f"{fn} failed: Operation not permitted (errno 1)" in p.stderr and pal_libs[3] in p.stderr
+    assert not (rune.root / cid).exists() and cgroup_leftovers(cid) == []
+
+
+def test_pal_init_failing_by_args_fails_create(rune, pal_libs):
+    cid = new_id()
+    p = rune("create", "--bundle", str(pal_bundle(rune, pal_libs[2], ["true"], pal_args="fail=pal_init")), cid)
+    assert p.returncode == 1 and "pal_init failed" in p.stderr
+    assert not (rune.root / cid).exists() and cgroup_leftovers(cid) == []
+
+
+def test_pal_exec_and_destroy_failures_are_reported(rune, pal_libs):
+    p = rune("run", "--bundle", str(pal_bundle(rune, pal_libs[2], ["true"], pal_args="fail=pal_exec")), new_id())
+    assert p.returncode == 1 and "pal_exec failed: Operation not permitted (errno 1)" in p.stderr
+    p = rune("run", "--bundle", str(pal_bundle(rune, pal_libs[2], ["sh", "-c", "exit 3"], pal_args="fail=pal_destroy")),
+             new_id())
+    assert p.returncode == 3 and "pal_destroy failed" in p.stderr
+
+
+def test_pal_kill_failure_is_reported(rune, pal_libs):
+    cid = new_id()
+    b = pal_bundle(rune, pal_libs[3], ["sleep", "60"], pal_args="fail=pal_kill")
+    log = rune.tmp / "log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([rune.binary, "--root", str(rune.root), "run", "--bundle", str(b), cid],
+                                stdout=out, stderr=subprocess.STDOUT)
+        try:
+            assert wait_status(rune, cid, "running") == "running"
+            assert rune("kill", cid, "TERM").returncode == 0
+            deadline = time.monotonic() + 10
+            while "pal_kill failed" not in log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert "pal_kill failed" in log.read_text()
+            assert rune.state(cid)["status"] == "running"
+            assert rune("kill", cid, "KILL").returncode == 0
+            assert proc.wait(timeout=20) == 137
+        finally:
+            if proc.poll() is None:
+                rune("delete", "--force", cid)
+                proc.wait(timeout=20)
+    assert not (rune.root / cid).exists()  # a foreground run deletes its container
+
+
+def test_bad_pal_libraries(rune, pal_libs, tmp_path, monkeypatch):
+    cases = [
+        (str(tmp_path / "missing.so"), "does not exist on the host"),
+        ("/bin/true", "cannot be loaded"),
+        (_libc(), "is not a PAL library: it has no pal_init function"),
+        ("relative.so", "must be an absolute path"),
+    ]
+    for path, sentence in cases:
+        cid = new_id()
+        p = rune("create", "--bundle", str(pal_bundle(rune, path, ["true"])), cid)
+        assert p.returncode == 1 and sentence in p.stderr, (path, p.stderr)
+        assert not (rune.root / cid).exists() and cgroup_leftovers(cid) == []
+    monkeypatch.setenv("PAL_SKELETON_VERSION", "4")
+    p = rune("create", "--bundle", str(pal_bundle(rune, pal_libs[3], ["true"])), new_id())
+    assert p.returncode == 1 and "implements PAL API version 4" in p.stderr
+
+
+def _libc() -> str:
+    import ctypes.util
+
+    name = ctypes.util.find_library("m") or "libm.so.6"
+    for d in ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64"):
+        p = f"{d}/{name}"
+        try:
+            open(p).close()
+            return p
+        except OSError:
+            continue
+    pytest.skip("no libm to use as a non-PAL library")
+
+
+def test_attest_v3_and_older(rune, pal_libs, sim_dir):
+    cid = new_id()
+    assert rune("run", "-d", "--bundle", str(pal_bundle(rune, pal_libs[3], ["sleep", "60"])), cid).returncode == 0
+    try:
+        p = rune("attest", "--reportFile", str(rune.tmp / "r.bin"), cid)
+        assert p.returncode == 0, p.stderr
+        raw = (rune.tmp / "r.bin").read_bytes()
+        assert len(raw) == 432 and raw[320:363] == b"inclavare liberpal-skeleton: not an enclave"
+        assert json.loads(p.stdout)["report"]["structure"] == "report"
+        p = rune("attest", "--isRA", cid)  # the skeleton's dummy REPORT has no valid MAC: the sim QE refuses it
+        assert p.returncode == 1 and "MAC does not verify" in p.stderr
+    finally:
+        rune("delete", "--force", cid)
+    cid = new_id()
+    assert rune("run", "-d", "--bundle", str(pal_bundle(rune, pal_libs[2], ["sleep", "60"])), cid).returncode == 0
+    try:
+        p = rune("attest", cid)
+        assert p.returncode == 1 and "local reports need v3" in p.stderr
+    finally:
+        rune("delete", "--force", cid)
+
+
+def test_agent_socket_under_a_long_state_path(rune_bin, rootfs, tmp_path, pal_libs):
+    from tests.conftest import Rune
+
+    root = tmp_path / ("r" * 100) / ("o" * 60)
+    r = Rune(rune_bin, root, tmp_path, rootfs)
+    cid = new_id("long-" + "i" * 40)
+    assert len(str(root / cid / "agent.sock")) > 108
+    assert r("run", "-d", "--bundle", str(pal_bundle(r, pal_libs[2], ["sleep", "60"])), cid).returncode == 0
+    try:
+        p = r("exec", cid, "sh", "-c", "echo via-agent; exit 9")
+        assert (p.returncode, p.stdout) == (9, "via-agent\n"), p.stderr
+    finally:
+        assert r("delete", "--force", cid).returncode == 0
+
+
+def test_intel_sgx_on_a_host_without_sgx(rune, pal_libs):
+    from inclavare.enclave.probe import cpu_has_sgx
+
+    if cpu_has_sgx():
+        pytest.skip("this host has SGX")
+    cid = new_id()
+    p = rune("create", "--bundle", str(pal_bundle(rune, pal_libs[2], ["true"], typ="intelSgx")), cid)
+    assert p.returncode == 1
+    assert "the CPUID probe failed" in p.stderr and "ENCLAVE_TYPE=sim" in p.stderr
+    assert not (rune.root / cid).exists() and cgroup_leftovers(cid) == []
