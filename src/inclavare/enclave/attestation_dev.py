@@ -13,7 +13,8 @@ from any language with plain file I/O (busybox `dd` and `cat` included).
 Mechanism (no FUSE): the directory is a small tmpfs the runelet mounts at create. `report` and `quote` are named
 pipes. The runelet keeps one thread per pipe blocked in open(O_WRONLY), which returns when the payload opens the
 pipe to read; the runelet then reads user_report_data (and target_info) as they are at that moment, writes the
-evidence and closes, so the reader gets exactly one report or quote and then end-of-file. Write user_report_data
+evidence, puts a fresh pipe in place for the next reader and closes, so the reader gets exactly one report or quote
+and then end-of-file. Write user_report_data
 (and close it) before opening `quote`; readers of one pipe are served one at a time, so concurrent readers of the same
 pipe must take turns (as they must with Gramine's per-process files).
 """
@@ -80,6 +81,10 @@ class AttestationDev:
                 while view:
                     n = os.write(fd, view)
                     view = view[n:]
+                # a fresh pipe for the next reader; this one reaches end-of-file when we close it
+                tmp = f"{path}.next"
+                os.mkfifo(tmp, 0o644)
+                os.rename(tmp, path)
             except Exception as e:  # noqa: BLE001 - a reader that went away, or a failed quote: keep serving
                 try:
                     os.write(2, f"rune: /dev/attestation: {path}: {e}\n".encode())
