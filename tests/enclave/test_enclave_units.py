@@ -1,0 +1,101 @@
+"""Enclave configuration detection, the intelSgx probe on fake hosts, and the PAL ABI struct sizes."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from inclavare.enclave import config as ec
+from inclavare.enclave import pal, probe
+from inclavare.errors import RuneError
+
+
+def cfg(env=(), annotations=None) -> dict:
+    return {"process": {"env": ["PATH=/bin", *env]}, "annotations": annotations or {}}
+
+
+def test_env_wins_over_annotations_and_one_char_is_empty(tmp_path):
+    so = tmp_path / "pal.so"
+    so.write_bytes(b"")
+    c = cfg(["ENCLAVE_TYPE=sim", "ENCLAVE_RUNTIME_ARGS=a,b,c", "ENCLAVE_RUNTIME_LOGLEVEL=d"],
+            {"enclave.type": "intelSgx", "enclave.runtime.path": str(so), "enclave.runtime.loglevel": "debug",
+             "enclave.runtime.args": "x"})
+    e = ec.detect(c)
+    assert (e.type, e.runtime_path, e.runtime_args, e.loglevel) == ("sim", str(so), "a b c", "debug")
+    assert ec.detect(cfg(["ENCLAVE_TYPE=s"])) is None  # one character: empty, and no annotation either
+    assert ec.detect(cfg(["ENCLAVE_TYPE=s"], {"enclave.type": "sim"})).type == "sim"
+    assert ec.detect(cfg(["ENCLAVE_RUNTIME_PATH=/x"])) is None
+
+
+def test_bad_settings_name_the_setting(tmp_path):
+    for c, words in [
+        (cfg(["ENCLAVE_TYPE=foo"]), "unknown enclave type 'foo'"),
+        (cfg(["ENCLAVE_TYPE=Jailhouse"]), "not supported by this rune"),
+        (cfg(["ENCLAVE_TYPE=intelSgx"]), "needs an enclave runtime"),
+        (cfg(["ENCLAVE_TYPE=sim", "ENCLAVE_RUNTIME_PATH=/no/such.so"]), r"/no/such.so \(ENCLAVE_RUNTIME_PATH"),
+        (cfg(["ENCLAVE_TYPE=sim", "ENCLAVE_RA_TYPE=epidLinkable"]), "ENCLAVE_RA_EPID_SPID"),
+    ]:
+        with pytest.raises(RuneError, match=words):
+            ec.detect(c)
+    e = ec.detect(cfg(["ENCLAVE_TYPE=sim", "ENCLAVE_RA_TYPE=ecdsa", "ENCLAVE_RUNTIME_LOGLEVEL=loud"]))
+    assert (e.ra_type, e.loglevel) == ("ecdsa", "info")
+    e = ec.detect(cfg(["ENCLAVE_TYPE=sim", "ENCLAVE_RA_TYPE=epidUnlinkable", "ENCLAVE_RA_EPID_SPID=ab",
+                       "ENCLAVE_RA_EPID_SUB_KEY=secret"]))
+    assert e.record()["ra_epid_subscription_key_set"] is True and "secret" not in str(e.record())
+
+
+def test_strip_env():
+    c = cfg(["ENCLAVE_TYPE=sim", "A=1", "ENCLAVE_RUNTIME_ARGS=x", "ENCLAVE_OTHER=kept"])
+    ec.strip_env(c)
+    assert c["process"]["env"] == ["PATH=/bin", "A=1", "ENCLAVE_OTHER=kept"]
+
+
+def test_probe_without_sgx_names_the_failed_probe(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor : 0\nflags : fpu vme sse2 avx\n")
+    with pytest.raises(RuneError, match="CPUID probe failed.*ENCLAVE_TYPE=sim"):
+        probe.probe_sgx(str(cpuinfo), str(tmp_path))
+    cpuinfo.write_text("processor : 0\nflags : fpu sgx sgx_lc\n")
+    with pytest.raises(RuneError, match="device probe failed.*/dev/sgx_enclave.*ENCLAVE_TYPE=sim"):
+        probe.probe_sgx(str(cpuinfo), str(tmp_path))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mknod needs root")
+def test_probe_with_fake_sgx_devices(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("flags : fpu sgx\n")
+    (tmp_path / "dev" / "sgx").mkdir(parents=True)
+    os.mknod(tmp_path / "dev" / "sgx_enclave", 0o666 | stat.S_IFCHR, os.makedev(10, 125))
+    os.mknod(tmp_path / "dev" / "sgx_provision", 0o660 | stat.S_IFCHR, os.makedev(10, 126))
+    (tmp_path / "dev" / "sgx" / "enclave").symlink_to("../sgx_enclave")  # a symlink is accepted
+    (tmp_path / "var" / "run" / "aesmd").mkdir(parents=True)
+    host = probe.probe_sgx(str(cpuinfo), str(tmp_path))
+    assert [d["path"] for d in host.devices] == ["/dev/sgx_enclave", "/dev/sgx/enclave", "/dev/sgx_provision"]
+    assert host.rules[0] == {"allow": True, "type": "c", "major": 10, "minor": 125, "access": "rwm"}
+    assert [m["destination"] for m in host.mounts] == ["/var/run/aesmd"]
+    config = {"linux": {"resources": {"devices": [{"allow": False, "access": "rwm"}]}}, "mounts": []}
+    probe.apply(config, host)
+    assert len(config["linux"]["devices"]) == 3 and len(config["linux"]["resources"]["devices"]) == 4
+    assert config["mounts"][0]["options"] == ["rbind", "rprivate"]
+
+
+def test_pal_struct_sizes():
+    import ctypes
+
+    for cls, size in pal.SIZES.items():
+        assert ctypes.sizeof(cls) == size, cls.__name__
+    assert pal.PalExecArgs.exit_value.offset == 8
+    assert pal.PalAttrV3.fd.offset == 16 and pal.PalAttrV3.addr.offset == 24
+
+
+def test_spec_enclave_template(tmp_path, rune_bin):
+    import json
+    import subprocess
+
+    p = subprocess.run([rune_bin, "spec", "--enclave", "--bundle", str(tmp_path)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    c = json.loads((tmp_path / "config.json").read_text())
+    assert c["annotations"]["enclave.type"] == "sim" and "enclave.runtime.path" in c["annotations"]
+    assert c["process"]["cwd"] == "/var/run/rune" and c["hostname"] == "rune"

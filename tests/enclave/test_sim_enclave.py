@@ -1,0 +1,134 @@
+"""The built-in `sim` enclave runtime: sgx-tools sign-bundle, then rune run in the sim enclave; /dev/attestation
+from inside; rune attest; a tampered trusted file refused at launch."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from tests.conftest import build_rootfs, cgroup_leftovers, default_config, new_id
+
+
+def sim_bundle(tmp: Path, args: list[str], key: Path, rune_bin: str, readonly: bool = True) -> Path:
+    b = tmp / f"simb-{new_id()}"
+    (b / "rootfs").mkdir(parents=True)
+    build_rootfs(b / "rootfs", shutil.which("busybox") or "/bin/busybox")
+    c = default_config(b / "rootfs", args)
+    c["root"]["readonly"] = readonly
+    (b / "config.json").write_text(json.dumps(c))
+    sgx_tools = str(Path(rune_bin).with_name("sgx-tools"))
+    p = subprocess.run([sgx_tools, "sign-bundle", "--key", str(key), str(b)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    return b
+
+
+QUOTE_SCRIPT = (
+    "printf inside-report-data | dd of=/dev/attestation/user_report_data 2>/dev/null; "
+    "cat /dev/attestation/quote > /tmp/quote; cat /dev/attestation/quote > /tmp/quote2; "
+    "cat /dev/attestation/report > /tmp/report; cat /dev/attestation/attestation_type; echo; "
+    "wc -c < /dev/attestation/keys/_sgx_mrenclave; wc -c < /dev/attestation/my_target_info; "
+    "cat /tmp/quote"
+)
+
+
+def test_signed_bundle_runs_in_sim_and_quotes_from_inside(rune, sim_dir, signing_key, tmp_path):
+    from inclavare.tee.sgx.quote import Quote
+    from inclavare.tee.sgx.quote_verify import sim_marks
+    from inclavare.tee.sim import qe
+    from inclavare.tee.sim.platform import load_platform
+
+    b = sim_bundle(tmp_path, ["sh", "-c", QUOTE_SCRIPT], signing_key, rune.binary, readonly=False)
+    annotations = json.loads((b / "config.json").read_text())["annotations"]
+    p = rune("run", "--bundle", str(b), new_id(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=False)
+    assert p.returncode == 0, p.stderr
+    head, _, raw = p.stdout.partition(b"\n512\n")
+    assert head.split(b"\n") == [b"dcap", b"16"]
+    quote = Quote.from_bytes(raw)
+    assert quote.report_body.report_data == b"inside-report-data".ljust(64, b"\0")
+    assert quote.report_body.mr_enclave.hex() == annotations["enclave.sim.mrenclave"]
+    assert quote.report_body.mr_signer.hex() == annotations["enclave.sim.mrsigner"]
+    assert len(sim_marks(quote)) == 3
+    verified = qe.verify_sim_quote(raw, load_platform(str(sim_dir)).root_ca)
+    assert verified.simulated
+
+
+def test_sim_tampered_trusted_file_is_refused(rune, sim_dir, signing_key, tmp_path):
+    b = sim_bundle(tmp_path, ["true"], signing_key, rune.binary)
+    assert rune("run", "--bundle", str(b), new_id()).returncode == 0
+    passwd = b / "rootfs" / "etc" / "passwd"
+    data = bytearray(passwd.read_bytes())
+    data[5] ^= 1
+    passwd.write_bytes(bytes(data))
+    cid = new_id()
+    p = rune("run", "--bundle", str(b), cid)
+    assert p.returncode == 1
+    assert "does not match its signature: the trusted file /etc/passwd changed since signing" in p.stderr
+    assert not (rune.root / cid).exists() and cgroup_leftovers(cid) == []
+    # removing the signed image does not skip the launch check: the config still says it is signed
+    shutil.rmtree(b / "rootfs" / ".inclavare")
+    p = rune("run", "--bundle", str(b), new_id())
+    assert p.returncode == 1 and "has no signed sim enclave" in p.stderr
+
+
+def test_sim_unsigned_rootfs_is_refused(rune, sim_dir):
+    b = rune.bundle(["true"], edit=lambda c: c["process"]["env"].append("ENCLAVE_TYPE=sim"))
+    p = rune("run", "--bundle", str(b), new_id())
+    assert p.returncode == 1 and "sgx-tools sign-bundle" in p.stderr
+
+
+def test_sim_exec_attest_and_protections(rune, sim_dir, signing_key, tmp_path):
+    from inclavare.tee.sgx.quote import Quote
+    from inclavare.tee.sgx.report import Report
+
+    b = sim_bundle(tmp_path, ["sleep", "60"], signing_key, rune.binary)
+    annotations = json.loads((b / "config.json").read_text())["annotations"]
+    cid = new_id()
+    assert rune("run", "-d", "--bundle", str(b), cid).returncode == 0
+    try:
+        p = rune("exec", cid, "sh", "-c", 'echo "$1"; ulimit -c; exit 6', "sh", "a b")
+        assert (p.returncode, p.stdout) == (6, "a b\n0\n"), p.stderr
+        # the verified files are read-only mounts, even in a writable rootfs... and the runelet is not dumpable
+        p = rune("exec", cid, "sh", "-c", "echo x >> /etc/passwd")
+        assert p.returncode != 0 and "Read-only file system" in p.stderr
+        pid = rune.state(cid)["pid"]
+        assert _dumpable(pid) is False
+        p = rune("attest", "--isRA", "--reportFile", str(tmp_path / "q.bin"), cid)
+        assert p.returncode == 0, p.stderr
+        doc = json.loads(p.stdout)
+        assert doc["quote"]["simulated"] is True
+        assert doc["report"]["body"]["mr_enclave"] == annotations["enclave.sim.mrenclave"]
+        q = Quote.from_bytes((tmp_path / "q.bin").read_bytes())
+        assert q.report_body.mr_enclave.hex() == annotations["enclave.sim.mrenclave"]
+        p = rune("attest", "--reportFile", str(tmp_path / "r.bin"), cid)
+        assert p.returncode == 0 and len(Report.from_bytes((tmp_path / "r.bin").read_bytes()).body) == 384
+        p = rune("attest", "--isRA", "--quote-type", "epidLinkable", cid)
+        assert p.returncode == 1 and "EPID" in p.stderr
+    finally:
+        rune("delete", "--force", cid)
+
+
+def _dumpable(pid: int) -> bool:
+    """ptrace's rules: a same-uid process without CAP_SYS_PTRACE reads /proc/PID/environ only if PID is dumpable."""
+    p = subprocess.run(["setpriv", "--reuid=0", "--regid=0", "--clear-groups", "--inh-caps=-all",
+                        "--bounding-set=-all", "cat", f"/proc/{pid}/environ"], capture_output=True)
+    if p.returncode != 0 and b"setpriv" in p.stderr and b"not found" in p.stderr:
+        pytest.skip("setpriv is missing")
+    return p.returncode == 0
+
+
+def test_sign_bundle_keeps_a_pal_path_and_still_checks_launch(rune, sim_dir, signing_key, tmp_path, pal_libs):
+    b = sim_bundle(tmp_path, ["sh", "-c", "exit 5"], signing_key, rune.binary)
+    c = json.loads((b / "config.json").read_text())
+    c["annotations"]["enclave.runtime.path"] = pal_libs[2]
+    (b / "config.json").write_text(json.dumps(c))
+    subprocess.run([str(Path(rune.binary).with_name("sgx-tools")), "sign-bundle", "--key", str(signing_key), str(b)],
+                   check=True, capture_output=True)
+    assert json.loads((b / "config.json").read_text())["annotations"]["enclave.runtime.path"] == pal_libs[2]
+    assert rune("run", "--bundle", str(b), new_id()).returncode == 5
+    (b / "rootfs" / "etc" / "group").write_text("tampered\n")
+    p = rune("run", "--bundle", str(b), new_id())
+    assert p.returncode == 1 and "/etc/group changed since signing" in p.stderr
+
