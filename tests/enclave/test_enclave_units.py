@@ -81,6 +81,13 @@ def test_probe_with_fake_sgx_devices(tmp_path):
     assert config["mounts"][0]["options"] == ["rbind", "rprivate"]
 
 
+def test_sim_enclave_dir_matches_the_tee():
+    from inclavare.enclave import sim_runtime
+    from inclavare.tee.sim import image
+
+    assert sim_runtime.ENCLAVE_DIR == image.ENCLAVE_DIR
+
+
 def test_pal_struct_sizes():
     import ctypes
 

@@ -4,7 +4,7 @@ The runelet listens on a unix socket in the container's state dir (`<root>/<id>/
 reach it path-length safely: through /proc/self/fd/N/agent.sock of an O_PATH fd of the directory, so state dirs of
 any length work (the original failed over 108 bytes).
 
-Framing: a 4-byte little-endian length, then a JSON object; file descriptors travel with a message by SCM_RIGHTS.
+Framing: a 4-byte little-endian length, then a JSON object (inclavare.oci.jsonlite: no `json`/`re` import in PID 1); file descriptors travel with a message by SCM_RIGHTS.
 Requests (client -> runelet):
     {"type": "exec", "argv": [...], "env": ["K=V", ...], "cwd": "/", "tty": false, "size": [rows, cols]}
         + fds stdin, stdout, stderr (none with "tty": the runelet makes a pty in the container and sends the master)
@@ -20,12 +20,12 @@ argv is a list: arguments with spaces arrive as they were given (the original sp
 
 from __future__ import annotations
 
-import json
+import _socket as socket
 import os
-import socket
 import struct
 
 from inclavare.errors import RuneError
+from inclavare.oci import jsonlite
 
 SOCKET = "agent.sock"
 MAX_MSG = 16 << 20
@@ -33,7 +33,7 @@ _SCM = (socket.SOL_SOCKET, socket.SCM_RIGHTS)
 
 
 def send_msg(sock: socket.socket, obj: dict, fds: list[int] | tuple[int, ...] = ()) -> None:
-    data = json.dumps(obj).encode()
+    data = jsonlite.dumps(obj).encode()
     frame = struct.pack("<I", len(data)) + data
     anc = [(*_SCM, struct.pack(f"{len(fds)}i", *fds))] if fds else []
     sent = sock.sendmsg([frame], anc, socket.MSG_NOSIGNAL)
@@ -67,7 +67,7 @@ def recv_msg(sock: socket.socket) -> tuple[dict | None, list[int]]:
         if not chunk:
             raise RuneError("the agent connection closed in the middle of a message")
         body += chunk
-    return json.loads(body), fds
+    return jsonlite.loads(bytes(body)), fds
 
 
 def _short_path(state_dir: str) -> tuple[str, int]:

@@ -18,7 +18,6 @@ not an enclave container, and rune behaves as runc.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from inclavare.errors import RuneError
 
@@ -41,15 +40,22 @@ KEYS = {  # field: (env var, annotation)
 ENV_VARS = frozenset(env for env, _ in KEYS.values())
 
 
-@dataclass(frozen=True)
 class EnclaveConfig:
-    type: str
-    runtime_path: str = ""  # host path of a PAL .so; "" = the type's built-in runtime (sim)
-    runtime_args: str = ""  # as pal_init gets it: commas already turned into spaces
-    loglevel: str = "info"
-    ra_type: str = ""
-    ra_epid_spid: str = ""
-    ra_epid_subscription_key: str = ""
+    """type; runtime_path: host path of a PAL .so, "" for the type's built-in runtime (sim); runtime_args: as
+    pal_init gets them (commas already spaces); loglevel; ra_type and the EPID settings."""
+
+    __slots__ = ("type", "runtime_path", "runtime_args", "loglevel", "ra_type", "ra_epid_spid",
+                 "ra_epid_subscription_key")
+
+    def __init__(self, type: str, runtime_path: str = "", runtime_args: str = "", loglevel: str = "info",  # noqa: A002
+                 ra_type: str = "", ra_epid_spid: str = "", ra_epid_subscription_key: str = "") -> None:
+        self.type = type
+        self.runtime_path = runtime_path
+        self.runtime_args = runtime_args
+        self.loglevel = loglevel
+        self.ra_type = ra_type
+        self.ra_epid_spid = ra_epid_spid
+        self.ra_epid_subscription_key = ra_epid_subscription_key
 
     def record(self) -> dict[str, str]:
         """What state.json keeps (the EPID subscription key is a secret: only whether it was set)."""

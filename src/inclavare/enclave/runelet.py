@@ -47,11 +47,10 @@ class Runelet:
 
     # --- pre_pivot -------------------------------------------------------------------------------------------
     def load(self, ctx) -> None:  # noqa: ANN001 - runtime.init.Launch
+        import _socket  # noqa: F401
         import fcntl  # noqa: F401
-        import json  # noqa: F401
         import select  # noqa: F401
         import signal  # noqa: F401
-        import socket  # noqa: F401
         import struct  # noqa: F401
         import termios  # noqa: F401
         import threading
@@ -82,6 +81,7 @@ class Runelet:
 
     # --- executor --------------------------------------------------------------------------------------------
     def __call__(self, ctx, path: str, args: list[str], env: dict[str, str]) -> None:  # noqa: ANN001
+        import _socket
         import select
         import signal
         import threading
@@ -141,9 +141,10 @@ class Runelet:
                         self._forward(pid, sig)
             if listener in ready:
                 try:
-                    conn, _ = listener.accept()
+                    fd, _ = listener._accept()  # _socket: the `socket` module costs PID 1 an import of enum
                 except OSError:
                     continue
+                conn = _socket.socket(fileno=fd)
                 threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
         self.running = False
         listener.close()

@@ -25,15 +25,14 @@ import os
 from inclavare.errors import RuneError
 
 ANNOTATION_MRENCLAVE = "enclave.sim.mrenclave"
+ENCLAVE_DIR = ".inclavare/enclave"  # inclavare.tee.sim.image.ENCLAVE_DIR, without importing the TEE for a PAL
 
 
 def is_signed(rootfs: str, config: dict) -> bool:
     """The bundle says it is a signed sim enclave: its config carries sign-bundle's annotation, or its rootfs the
     signed image. Either one makes the launch check mandatory (removing the image does not skip it)."""
-    from inclavare.tee.sim import image
-
     return bool((config.get("annotations") or {}).get(ANNOTATION_MRENCLAVE)) or os.path.exists(
-        os.path.join(rootfs, image.ENCLAVE_DIR))
+        os.path.join(rootfs, ENCLAVE_DIR))
 
 
 def verify_image(rootfs: str, sim_dir: str | None):  # noqa: ANN201 - LaunchedEnclave
