@@ -138,7 +138,10 @@ def create(root: str, cid: str, opts: Options) -> Created:
         cgroup = _cgroup(cid, linux, config, opts)
         from inclavare.oci import jsonlite
 
-        sock.send(cinit.MSG_CGROUP + jsonlite.dumps(cgroup.paths).encode())
+        try:
+            sock.send(cinit.MSG_CGROUP + jsonlite.dumps(cgroup.paths).encode())
+        except OSError:
+            pass  # the children have failed already: the handshake reads why
         state["cgroup_paths"] = cgroup.paths
         state["config"] = config
         state["use_fifo"] = opts.use_fifo
@@ -301,12 +304,16 @@ def _handshake(sock, mid: int, config: dict, state: dict, linux: dict, join, pid
     try:
         while not (ready and pid):
             fds: list[int] = []
-            if with_fds:
-                from inclavare.linux import console
+            try:
+                if with_fds:
+                    from inclavare.linux import console
 
-                msg, fds = console.recv_fds(sock, 1 << 16)
-            else:
-                msg = sock.recv(1 << 16)
+                    msg, fds = console.recv_fds(sock, 1 << 16)
+                else:
+                    msg = sock.recv(1 << 16)
+            except ConnectionResetError:
+                continue  # a child exited with our message unread: reported once, then what it sent is read
+
             kind = msg[:1]
             if kind == cinit.MSG_PID:
                 pid = int(msg[1:])
