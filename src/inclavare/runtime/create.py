@@ -99,6 +99,8 @@ def create(root: str, cid: str, opts: Options) -> Created:
                 raise RuneError(f"--console-socket {opts.console_socket}: cannot connect: {e.strerror}") from None
         if opts.use_fifo:
             os.mkfifo(container.fifo_path, 0o622)
+            # not the umask's 0600: an init that runs as a non-root user opens the fifo for writing
+            os.chmod(container.fifo_path, 0o622)
         import _socket
 
         sock, child = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
