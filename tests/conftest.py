@@ -41,6 +41,7 @@ def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not os.path.exists(busybox):
         pytest.skip("busybox-static is not installed")
     root = tmp_path_factory.mktemp("rootfs")
+    root.chmod(0o755)  # pytest makes it 0700: users other than root in a container must reach /tmp
     build_rootfs(root, busybox)
     return root
 

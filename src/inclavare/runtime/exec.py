@@ -338,7 +338,7 @@ def _intermediate(ctx: cinit.Launch, pid: int, joins: list[tuple[str, str]], cgr
                     f.write(me)
             except OSError as e:
                 raise RuneError(f"cannot join the container's cgroup {d}: {e.strerror}") from None
-        _close_inherited(3 + ctx.preserve_fds)
+        cinit.close_inherited(3 + ctx.preserve_fds)
         process = ctx.config["process"]
         cinit._preimport({"process": process, "linux": ctx.config["linux"]}, {})
         if ctx.seccomp is not None and ctx.seccomp.notify:
@@ -377,18 +377,6 @@ def _intermediate(ctx: cinit.Launch, pid: int, joins: list[tuple[str, str]], cgr
     except BaseException as e:  # noqa: BLE001 - everything becomes a message to the parent
         cinit._fail(sock, e)
     os._exit(code)
-
-
-def _close_inherited(lowest: int) -> None:
-    """Mark close-on-exec every fd from `lowest` up that rune exec inherited from its caller (as runc does): only
-    stdio and the --preserve-fds reach the process."""
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        if fd >= lowest:
-            try:
-                os.set_inheritable(fd, False)
-            except OSError:
-                pass  # the directory's own fd, closed meanwhile
 
 
 def _process(ctx: cinit.Launch) -> None:

@@ -505,12 +505,29 @@ def lookup(name: str, path_env: str | None) -> str:
     raise RuneError(f'config.json process.args[0]: exec: "{name}": executable file not found in $PATH of the container')
 
 
+def close_inherited(lowest: int) -> None:
+    """Mark close-on-exec every fd from `lowest` up that rune inherited from its caller (as runc does): only stdio
+    and the --preserve-fds reach the container's process."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        names = [str(fd) for fd in range(lowest, 1024)]
+    for name in names:
+        fd = int(name)
+        if fd >= lowest:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                pass  # the directory's own fd, closed meanwhile
+
+
 def _exec(ctx: Launch, path: str, args: list[str], env: dict[str, str]) -> None:
     import _signal
 
     aff = (ctx.config["process"].get("execCPUAffinity") or {}).get("final")
     if aff:
         _affinity(aff, "process.execCPUAffinity.final")
+    close_inherited(3 + ctx.preserve_fds)
     for fd in range(3, 3 + ctx.preserve_fds):
         try:
             os.set_inheritable(fd, True)
