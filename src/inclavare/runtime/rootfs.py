@@ -32,7 +32,8 @@ def prepare_root(rootfs: str, propagation: str | None) -> None:
     """Set the propagation of the whole tree, then make the rootfs a mount point of its own."""
     flags = mountopts.PROPAGATION[propagation] if propagation else s.MS_SLAVE | s.MS_REC
     s.mount(None, "/", None, flags)
-    if flags & s.MS_SHARED:
+    if flags & s.MS_SHARED or not flags & s.MS_REC:
+        # the mount holding the rootfs may still be shared (a non-recursive change leaves it as it was)
         _make_parent_private(rootfs)
     s.mount(rootfs, rootfs, None, s.MS_BIND | s.MS_REC)
 
