@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+
 from inclavare.cli import args as a
 
 FLAGS = {
@@ -23,7 +25,7 @@ def options(g, p: a.Args):
     o.no_new_keyring = p.no_new_keyring
     o.preserve_fds = p.preserve_fds or 0
     o.systemd_cgroup = g.systemd_cgroup
-    o.rootless = g.rootless == "true"
+    o.rootless = g.rootless == "true" or (g.rootless == "auto" and os.geteuid() != 0)
     return o
 
 

@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
 
             if not os.path.isdir("/run/systemd/system"):
                 raise RuneError("--systemd-cgroup: systemd is not running as PID 1 on this host; drop the flag")
+        log.debug(f"rune {' '.join(argv)}")
         mod = __import__(f"inclavare.cli.{module}", fromlist=["main"])
         return mod.main(g, cmd, argv[i + 1 :])
     except RuneError as e:

@@ -252,6 +252,16 @@ def _cgroup(cid: str, linux: dict, config: dict, opts: Options):
     mgr = cgroups.Manager(cid, linux.get("cgroupsPath"), systemd=opts.systemd_cgroup)
     try:
         mgr.create(resources)
+    except (RuneError, OSError) as e:
+        _destroy_cgroup(mgr)
+        limits = [k for k, v in (linux.get("resources") or {}).items() if v and k != "devices"]
+        if opts.rootless and not limits:
+            # --rootless: a user who may not make cgroups still gets a container, as long as it asks for no limits
+            from inclavare.cli import log
+
+            log.debug(f"--rootless: running without cgroups: {e}")
+            return None
+        raise
     except BaseException:
         _destroy_cgroup(mgr)
         raise
