@@ -189,3 +189,28 @@ def test_only_stdio_and_preserved_fds_reach_the_container(rune):
         assert p.stdout.splitlines() == ["open 3", f"closed {extra}"], p.stdout + p.stderr
     finally:
         os.close(extra)
+
+
+def test_delete_force_cleans_after_rune_was_killed_during_create(rune):
+    """rune killed while a prestart hook runs: `delete --force` removes the init, the cgroups and the state."""
+    hook = {"path": "/bin/sh", "args": ["sh", "-c", "sleep 5"]}
+    b = rune.bundle(["sleep", "30"], edit=lambda c: c.update(hooks={"prestart": [hook]}))
+    cid = new_id()
+    proc = subprocess.Popen([rune.binary, "--root", str(rune.root), "create", "-b", str(b), cid],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state_file = rune.root / cid / "state.json"
+    deadline = time.monotonic() + 20
+    while not (state_file.exists() and json.loads(state_file.read_text()).get("pid")):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    time.sleep(0.3)  # the hook is running now
+    pid = json.loads(state_file.read_text())["pid"]
+    proc.kill()
+    proc.wait()
+    assert json.loads(rune("state", cid).stdout)["status"] in ("creating", "stopped")
+    assert rune("delete", "--force", cid).returncode == 0
+    assert not (rune.root / cid).exists()
+    assert cgroup_leftovers(cid) == []
+    time.sleep(0.1)
+    assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+    # the hook's sleep was started by the killed rune; it is not the container's, but must not hold the cgroup

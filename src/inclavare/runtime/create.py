@@ -148,6 +148,8 @@ def create(root: str, cid: str, opts: Options) -> Created:
         state["config"] = config
         state["use_fifo"] = opts.use_fifo
         state["rootless"] = opts.rootless
+        # a first state, so that `delete --force` finds the process and the cgroup if this command is killed
+        container.write(state, sync=False)
         pid, pty_master = _handshake(sock, mid, config, state, linux, None if ctx.join_cgroup else cgroup, pid)
         mid = 0
         from inclavare.linux import proc

@@ -11,7 +11,9 @@ from inclavare.runtime.store import Container
 
 def status(container: Container, state: dict | None) -> str:
     if state is None or state.get("status") == "creating":
-        return "creating" if state is None or not state.get("pid") else _live(container, state)
+        # a create in progress, or one that was killed: its init, if any, decides
+        pid = (state or {}).get("pid") or 0
+        return "creating" if not pid or proc.alive(pid) else "stopped"
     return _live(container, state)
 
 
