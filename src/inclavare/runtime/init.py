@@ -169,11 +169,12 @@ def _enter_namespaces(ctx: Launch, skip: tuple[str, ...] = ()) -> None:
     if flags & syscalls.CLONE_NEWUSER:
         _send(ctx.sock, MSG_MAPS)
         _recv(ctx, MSG_MAPS_DONE)
+    if flags & syscalls.CLONE_NEWTIME:
+        # before the switch to the mapped root, which makes /proc/self/timens_offsets unwritable
+        write_time_offsets(linux.get("timeOffsets"))
     if any(ns.get("type") == "user" for ns in namespaces):
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
-    if flags & syscalls.CLONE_NEWTIME:
-        write_time_offsets(linux.get("timeOffsets"))
 
 
 def write_time_offsets(offsets: dict | None) -> None:
@@ -248,7 +249,11 @@ def _prepare(ctx: Launch) -> tuple[str, list[str], dict[str, str]]:
                 f.write(str(process["oomScoreAdj"]))
         except OSError as e:
             raise RuneError(f"config.json process.oomScoreAdj: cannot set {process['oomScoreAdj']}: {e.strerror}") from None
-    os.chdir(ctx.bundle)
+    try:
+        os.chdir(ctx.bundle)
+    except OSError as e:
+        hint = " (the user namespace's root must be able to reach the bundle and the rootfs)" if userns else ""
+        raise RuneError(f"cannot enter the bundle {ctx.bundle}: {e.strerror}{hint}") from None
     if ctx.fifo is not None:
         # keep a handle to the fifo that survives pivot_root
         ctx.fifo_fd_path = f"/proc/self/fd/{os.open(ctx.fifo, os.O_PATH | os.O_CLOEXEC)}"
