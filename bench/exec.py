@@ -13,14 +13,13 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, BENCH)
 
-from rune_vs_runc import REPO, Runtime, make_bundle, pct, private_cgroup_view  # noqa: E402
+from peers import REPO, Runtime, bundle, pct, runtimes  # noqa: E402
 
 
 def main() -> int:
@@ -34,29 +33,15 @@ def main() -> int:
         raise SystemExit("run as root: containers need it")
     if args.runs < 30:
         raise SystemExit("--runs: take at least 30 runs for a stable median")
-    if not os.path.exists(args.rune):
-        subprocess.run([sys.executable, "-m", "inclavare.launcher", os.path.dirname(args.rune)], check=True)
     work = tempfile.mkdtemp(prefix="rune-bench-exec-")
     helper = None
     started: list[tuple[Runtime, str]] = []
     try:
-        bundle = make_bundle(os.path.join(work, "bundle"), ["sleep", "1000000"])
-        with open(os.path.join(bundle, "config.json")) as f:
-            config = json.load(f)
-        config["ociVersion"] = "1.0.2"  # crun 1.8 knows runtime-spec 1.0.x; the bundle uses nothing newer
-        with open(os.path.join(bundle, "config.json"), "w") as f:
-            json.dump(config, f)
-        runtimes = [Runtime("rune", [args.rune, "--root", os.path.join(work, "rune")])]
-        if shutil.which("runc"):
-            runtimes.append(Runtime("runc", ["runc", "--root", os.path.join(work, "runc")]))
-        if shutil.which("crun"):
-            mntns = None
-            if os.path.exists("/sys/fs/cgroup/unified/cgroup.controllers"):
-                helper, mntns = private_cgroup_view()
-            runtimes.append(Runtime("crun", ["crun", "--root", os.path.join(work, "crun")], mntns))
-        for rt in runtimes:
+        b = bundle(os.path.join(work, "bundle"), ["sleep", "1000000"])
+        peers, helper = runtimes(work, args.rune)
+        for rt in peers:
             cid = f"bench-exec-{rt.name}-{os.getpid()}"
-            rt.call("run", "-d", "--bundle", bundle, cid)
+            rt.call("run", "-d", "--bundle", b, cid)
             started.append((rt, cid))
         for i in range(args.warmup + args.runs):
             for rt, cid in started:
@@ -65,7 +50,7 @@ def main() -> int:
                     rt.run_times.append(dt)
         report: dict = {"runs": args.runs, "runtimes": {}}
         print(f"{'runtime':8} {'exec median':>12} {'p25-p75':>16}")
-        for rt in runtimes:
+        for rt in peers:
             r = {"exec_median_ms": statistics.median(rt.run_times) * 1000,
                  "exec_p25_ms": pct(rt.run_times, 0.25) * 1000, "exec_p75_ms": pct(rt.run_times, 0.75) * 1000}
             report["runtimes"][rt.name] = r
