@@ -411,12 +411,11 @@ def runtime(request: pytest.FixtureRequest, rune_bin: str) -> tuple[str, str]:
     return request.param, (rune_bin if request.param == "rune" else d.RUNC)
 
 
-@pytest.fixture(params=ENGINES)
-def engine(request: pytest.FixtureRequest, runtime: tuple[str, str]) -> Iterator[Engine]:
+def _engine(request: pytest.FixtureRequest, name: str, runtime: tuple[str, str]) -> Iterator[Engine]:
     rt, binary = runtime
-    if request.param == "containerd":
+    if name == "containerd":
         e: Engine = Ctr(rt, binary, request.getfixturevalue("containerd"))
-    elif request.param == "docker":
+    elif name == "docker":
         e = Docker(rt, binary, request.getfixturevalue("dockerd"))
     else:
         e = Podman(rt, binary, request.getfixturevalue("podman"))
@@ -431,6 +430,16 @@ def engine(request: pytest.FixtureRequest, runtime: tuple[str, str]) -> Iterator
     if left:
         e.cleanup()
     assert not left, f"{e.name}/{rt} left behind: {left}"
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest, runtime: tuple[str, str]) -> Iterator[Engine]:
+    yield from _engine(request, request.param, runtime)
+
+
+@pytest.fixture
+def docker(request: pytest.FixtureRequest, runtime: tuple[str, str]) -> Iterator[Engine]:
+    yield from _engine(request, "docker", runtime)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -7,7 +7,7 @@ that no mount (under the engine's directories) or cgroup (under the engine's cgr
 from __future__ import annotations
 
 import pytest
-from tests.engines.conftest import Engine, Opts, need
+from tests.engines.conftest import Docker, Engine, Opts, need
 
 pytestmark = pytest.mark.engines
 
@@ -134,3 +134,18 @@ def test_bad_command(engine: Engine) -> None:
     assert '"/nonexistent"' in p.stderr and "no such file or directory" in p.stderr, p.stderr
     if engine.runtime == "rune":  # rune's own sentence reaches the user through the engine
         assert "process.args[0]" in p.stderr, p.stderr
+
+
+def test_docker_logs_and_inspect(docker: Docker) -> None:
+    """docker logs keeps both streams apart and docker inspect has the exit code, with the container removed after."""
+    cid = docker.run_detached(["sh", "-c", "echo to-stdout; echo to-stderr >&2; exit 4"])
+    try:
+        assert docker.k.docker("wait", cid).stdout.strip() == "4"
+        assert docker.k.docker("inspect", "-f", "{{.State.ExitCode}} {{.State.Status}}", cid).stdout.split() == [
+            "4", "exited"]
+        logs = docker.k.docker("logs", cid)
+        assert (logs.stdout, logs.stderr) == ("to-stdout\n", "to-stderr\n")
+        docker.remove(cid)
+    except BaseException:
+        docker.force_remove(cid)
+        raise
