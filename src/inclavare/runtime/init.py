@@ -66,7 +66,7 @@ def _send(sock, kind: bytes, payload: bytes = b"") -> None:
     sock.send(kind + payload)
 
 
-def _fail(sock, e: BaseException) -> None:
+def _fail(sock, e: BaseException) -> str:
     if isinstance(e, RuneError):
         msg = str(e)
     elif isinstance(e, OSError):
@@ -78,6 +78,7 @@ def _fail(sock, e: BaseException) -> None:
         _send(sock, MSG_ERROR, msg.encode(errors="replace"))
     except OSError:
         pass
+    return msg
 
 
 def _recv(ctx: Launch, want: bytes) -> bytes:
@@ -209,7 +210,9 @@ def container_init(ctx: Launch) -> None:
             oci_hooks.run("startContainer", hooks, ctx.start_state)
         _exec(ctx, path, args, env)
     except BaseException as e:  # noqa: BLE001
-        _fail(sock, e)
+        msg = _fail(sock, e)
+        if ctx.fifo is not None:  # after `start` no rune reads the socket: say it on the stdio `create` gave, as runc
+            os.write(2, msg.encode(errors="replace") + b"\n")
         os._exit(1)
 
 
