@@ -386,7 +386,7 @@ def _process(ctx: cinit.Launch) -> None:
         os.setsid()
         process = ctx.config["process"]
         if process.get("terminal"):
-            _terminal(ctx, process)
+            cinit.setup_terminal(ctx, process, bind_console=False)
         path, args, env = cinit._finish_process(ctx, process, {})
         cinit._exec(ctx, path, args, env)
     except BaseException as e:  # noqa: BLE001
@@ -396,27 +396,3 @@ def _process(ctx: cinit.Launch) -> None:
     os._exit(1)
 
 
-def _terminal(ctx: cinit.Launch, process: dict) -> None:
-    """A new pty of the container's devpts as the controlling terminal; the master goes to the console socket or
-    to rune exec."""
-    from inclavare.linux import console
-
-    try:
-        master, slave_path = console.open_pty("/dev/ptmx")
-        slave = os.open(slave_path, os.O_RDWR | os.O_NOCTTY)
-    except OSError as e:
-        raise RuneError(f"--tty: cannot open a pty in the container ({e.filename or '/dev/ptmx'}: {e.strerror})") from None
-    size = process.get("consoleSize")
-    if size:
-        console.set_size(slave, size.get("height", 0), size.get("width", 0))
-    for fd in (0, 1, 2):
-        os.dup2(slave, fd)
-    if slave > 2:
-        os.close(slave)
-    console.make_controlling(0)
-    if ctx.console_sock is not None:
-        console.send_fds(ctx.console_sock, b"/dev/ptmx", [master])
-        ctx.console_sock.close()
-    else:
-        console.send_fds(ctx.sock, cinit.MSG_PTY, [master])
-    os.close(master)

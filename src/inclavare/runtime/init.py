@@ -321,7 +321,7 @@ def _prepare(ctx: Launch) -> tuple[str, list[str], dict[str, str]]:
         except OSError:
             pass
     if process.get("terminal"):
-        _setup_console(ctx, process)
+        setup_terminal(ctx, process)
     if "mount" in namespaces:
         from inclavare.runtime import rootfs as rfs
 
@@ -357,20 +357,26 @@ def _preimport(config: dict, namespaces: dict) -> None:
         import ctypes  # noqa: F401
 
 
-def _setup_console(ctx: Launch, process: dict) -> None:
+def setup_terminal(ctx: Launch, process: dict, bind_console: bool = True) -> None:
+    """A new pty of the container's devpts becomes the controlling terminal and stdio (bound on /dev/console for
+    the init); the master goes to the --console-socket, or to the rune process that proxies it."""
     from inclavare.linux import console
 
-    master, slave_path = console.open_pty("/dev/ptmx")
-    slave = os.open(slave_path, os.O_RDWR | os.O_NOCTTY)
+    try:
+        master, slave_path = console.open_pty("/dev/ptmx")
+        slave = os.open(slave_path, os.O_RDWR | os.O_NOCTTY)
+    except OSError as e:
+        raise RuneError(f"cannot open a pty in the container ({e.filename or '/dev/ptmx'}: {e.strerror})") from None
     size = process.get("consoleSize")
     if size:
         console.set_size(slave, size.get("height", 0), size.get("width", 0))
-    try:
-        if not os.path.exists("/dev/console"):
-            os.close(os.open("/dev/console", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666))
-        syscalls.mount(slave_path, "/dev/console", None, syscalls.MS_BIND)
-    except OSError:
-        pass  # no writable /dev: the pty still works
+    if bind_console:
+        try:
+            if not os.path.exists("/dev/console"):
+                os.close(os.open("/dev/console", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666))
+            syscalls.mount(slave_path, "/dev/console", None, syscalls.MS_BIND)
+        except OSError:
+            pass  # no writable /dev: the pty still works
     for fd in (0, 1, 2):
         os.dup2(slave, fd)
     if slave > 2:
