@@ -9,7 +9,9 @@ passes with runc is a rune bug.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,6 +35,9 @@ def engine_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     reason = d.ensure_packages()
     if reason:
         pytest.skip(reason)
+    # a session ended by SIGTERM still tears down its fixtures (and the daemons' atexit stops run)
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     # short: unix socket paths must stay under 108 bytes
     return tmp_path_factory.mktemp("eng")
 
