@@ -90,7 +90,7 @@ class Opts:
     """What a case asks of the engine, in engine-neutral words."""
 
     def __init__(self, env: dict[str, str] | None = None, user: str = "", workdir: str = "", read_only: bool = False,
-                 memory: int = 0, pids: int = 0, cpus: str = "", seccomp: str = "") -> None:
+                 memory: int = 0, pids: int = 0, cpus: str = "", seccomp: str = "", tty: bool = False) -> None:
         self.env = env or {}
         self.user = user
         self.workdir = workdir
@@ -99,6 +99,7 @@ class Opts:
         self.pids = pids
         self.cpus = cpus
         self.seccomp = seccomp  # "": what the engine does by default; "default" or "unconfined"
+        self.tty = tty
 
 
 class Engine:
@@ -178,7 +179,11 @@ class Ctr(Engine):
         return f
 
     def run(self, cmd: list[str], o: Opts | None = None) -> subprocess.CompletedProcess:
-        return self.c.ctr("run", "--rm", *self._flags(o or Opts()), d.IMAGE, name(), *cmd, check=False)
+        o = o or Opts()
+        if o.tty:  # ctr -t wants a terminal on its own stdin
+            return run_in_pty(["ctr", "-a", self.c.sock, "-n", self.c.namespace, "run", "--rm", "-t", *self._flags(o),
+                               d.IMAGE, name(), *cmd])
+        return self.c.ctr("run", "--rm", *self._flags(o), d.IMAGE, name(), *cmd, check=False)
 
     def run_detached(self, cmd: list[str]) -> str:
         cid = name()
@@ -256,6 +261,8 @@ class Docker(Engine):
             f += ["--cpus", o.cpus]
         if o.seccomp == "unconfined":
             f += ["--security-opt", "seccomp=unconfined"]
+        if o.tty:
+            f.append("-t")
         return f
 
     def run(self, cmd: list[str], o: Opts | None = None) -> subprocess.CompletedProcess:
@@ -319,6 +326,8 @@ class Podman(Engine):
             f += ["--cpus", o.cpus]
         if o.seccomp == "unconfined":
             f += ["--security-opt", "seccomp=unconfined"]
+        if o.tty:
+            f.append("-t")
         return f
 
     def run(self, cmd: list[str], o: Opts | None = None) -> subprocess.CompletedProcess:

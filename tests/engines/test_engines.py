@@ -26,6 +26,12 @@ def test_run_exit_status(engine: Engine) -> None:
     assert (p.returncode, p.stdout) == (3, "out\n"), p.stderr
 
 
+def test_run_with_tty(engine: Engine) -> None:
+    p = engine.run(["tty"], Opts(tty=True))
+    lines = p.stdout.splitlines()
+    assert p.returncode == 0 and lines[0].startswith("/dev/pts/"), (p.returncode, p.stdout, p.stderr)
+
+
 def test_detached_stop_remove(engine: Engine) -> None:
     cid = engine.run_detached(["sh", "-c", WAIT_FOR_TERM])
     try:
@@ -134,6 +140,26 @@ def test_bad_command(engine: Engine) -> None:
     assert '"/nonexistent"' in p.stderr and "no such file or directory" in p.stderr, p.stderr
     if engine.runtime == "rune":  # rune's own sentence reaches the user through the engine
         assert "process.args[0]" in p.stderr, p.stderr
+
+
+def test_docker_pause_update_restart(docker: Docker) -> None:
+    """What `docker pause/unpause/update/top/restart` ask of the runtime (pause, resume, update, ps, kill, start)."""
+    cid = docker.run_detached(["sh", "-c", WAIT_FOR_TERM])
+    try:
+        docker.k.docker("pause", cid)
+        assert docker.k.docker("inspect", "-f", "{{.State.Status}}", cid).stdout.strip() == "paused"
+        docker.k.docker("unpause", cid)
+        assert "sleep 1000" in docker.k.docker("top", cid).stdout
+        docker.k.docker("update", "--memory", "100m", "--memory-swap", "200m", cid)
+        p = docker.exec(cid, ["cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes"])
+        assert p.stdout.strip() == str(100 << 20), (p.stdout, p.stderr)
+        docker.k.docker("restart", "-t", "5", cid)
+        assert docker.k.docker("inspect", "-f", "{{.State.Status}}", cid).stdout.strip() == "running"
+        assert docker.stop(cid) == 7
+        docker.remove(cid)
+    except BaseException:
+        docker.force_remove(cid)
+        raise
 
 
 def test_docker_logs_and_inspect(docker: Docker) -> None:
