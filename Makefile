@@ -4,7 +4,7 @@ PREFIX ?= /usr/local
 APT_PACKAGES := busybox-static runc crun hyperfine libseccomp2 gcc
 PYTEST_ARGS ?=
 
-.PHONY: all deps apt-deps pip-deps launchers install test lint demo bench clean pal
+.PHONY: all deps apt-deps pip-deps launchers install test lint demo bench bench-engines clean pal
 
 all: launchers
 
@@ -43,6 +43,10 @@ demo: deps launchers pal
 
 bench: deps launchers
 	$(PYTHON) bench/rune_vs_runc.py
+
+# ctr/docker/podman run --rm with rune vs runc (starts its own containerd and dockerd, stops them by PID)
+bench-engines: deps launchers
+	$(PYTHON) bench/engines.py
 
 # The reference enclave runtime (PAL API v1, v2, v3 from one source), built with the system C compiler.
 CC ?= cc
