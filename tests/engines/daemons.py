@@ -43,7 +43,7 @@ def ensure_packages(packages: Iterable[str] = PACKAGES) -> str | None:
     if not shutil.which("apt-get"):
         return f"{' '.join(missing)} missing and there is no apt-get"
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    cmd = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing]
+    cmd = ["apt-get", "install", "-y", "-qq", *missing]  # with the recommends, as tested
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if p.returncode != 0:
         subprocess.run(["apt-get", "update", "-qq"], capture_output=True, env=env)
