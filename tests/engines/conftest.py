@@ -271,6 +271,13 @@ class Docker(Engine):
     def run_detached(self, cmd: list[str]) -> str:
         return self.k.docker("run", "-d", *self._flags(Opts()), d.IMAGE, *cmd).stdout.strip()
 
+    def run_detached_with(self, flags: list[str], cmd: list[str]) -> str:
+        return self.k.docker("run", "-d", *self._flags(Opts()), *flags, d.IMAGE, *cmd).stdout.strip()
+
+    def flags(self) -> list[str]:
+        """The flags every case's `docker run` has (network, runtime, cgroup parent)."""
+        return self._flags(Opts())
+
     def exec(self, cid: str, cmd: list[str], tty: bool = False, user: str = "") -> subprocess.CompletedProcess:
         return self.k.docker("exec", *(["-t"] if tty else []), *(["-u", user] if user else []), cid, *cmd, check=False)
 

@@ -6,7 +6,10 @@ that no mount (under the engine's directories) or cgroup (under the engine's cgr
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from tests.engines import daemons as d
 from tests.engines.conftest import Docker, Engine, Opts, need
 
 pytestmark = pytest.mark.engines
@@ -175,3 +178,26 @@ def test_docker_logs_and_inspect(docker: Docker) -> None:
     except BaseException:
         docker.force_remove(cid)
         raise
+
+
+def test_docker_oom_killed(docker: Docker) -> None:
+    """The shim sees the OOM kill in the cgroup rune made: docker inspect says OOMKilled."""
+    cid = docker.run_detached_with(["--memory", "8m", "--memory-swap", "8m"], ["sh", "-c", "x=a; while :; do x=$x$x; done"])
+    try:
+        assert docker.k.docker("wait", cid).stdout.strip() == "137"
+        assert docker.k.docker("inspect", "-f", "{{.State.OOMKilled}}", cid).stdout.strip() == "true"
+        docker.remove(cid)
+    except BaseException:
+        docker.force_remove(cid)
+        raise
+
+
+def test_docker_volume_tmpfs_init(docker: Docker, tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("from the host\n")
+    p = docker.k.docker("run", "--rm", *docker.flags(), "--init", "-v", f"{tmp_path}:/data:ro", "--tmpfs", "/scratch",
+                        d.IMAGE, "sh", "-c", "cat /data/f; touch /data/x 2>&1; touch /scratch/y && echo scratch ok; "
+                        "cat /proc/1/cmdline | tr '\\0' ' '", check=False)
+    lines = p.stdout.splitlines()
+    assert p.returncode == 0, p.stderr
+    assert lines[0] == "from the host" and "Read-only file system" in lines[1] and lines[2] == "scratch ok", lines
+    assert lines[3].startswith("/sbin/docker-init -- sh -c"), lines
