@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,6 +27,10 @@ CGROUP = Path("/sys/fs/cgroup")
 # ---- session: packages, image, daemons ---------------------------------------------------------------------------
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 @pytest.fixture(scope="session")
 def engine_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if os.geteuid() != 0:
@@ -35,9 +38,9 @@ def engine_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     reason = d.ensure_packages()
     if reason:
         pytest.skip(reason)
-    # a session ended by SIGTERM still tears down its fixtures (and the daemons' atexit stops run)
+    # SIGTERM ends the session as Ctrl-C does: pytest stops and tears the fixtures down, which stops the daemons
     if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+        signal.signal(signal.SIGTERM, _interrupt)
     # short: unix socket paths must stay under 108 bytes
     return tmp_path_factory.mktemp("eng")
 
