@@ -4,6 +4,7 @@ exec, signals, exit codes, stdio, long arguments, PAL failures and bad libraries
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -110,10 +111,36 @@ def test_exec_pid_file_and_detach(rune, pal_libs, tmp_path):
         pid_file = tmp_path / "exec.pid"
         p = rune("exec", "-d", "--pid-file", str(pid_file), cid, "sleep", "45")
         assert p.returncode == 0, p.stderr
-        pid = int(pid_file.read_text())
-        assert open(f"/proc/{pid}/cmdline").read().split("\0")[:2] == ["sleep", "45"]
+        # the pid file names the waiter that an engine's shim reaps (the process is the runelet's child, out of the
+        # shim's reach): it lives as long as the process and forwards the signals it gets
+        waiter = int(pid_file.read_text())
+        init = rune.state(cid)["pid"]
+        sleeps = [c for c in _children(init) if open(f"/proc/{c}/cmdline").read().split("\0")[:2] == ["sleep", "45"]]
+        assert len(sleeps) == 1 and waiter not in _children(init)
+        assert open(f"/proc/{waiter}/cmdline").read().split("\0")[:1] != ["sleep"]
+        os.kill(waiter, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while (_alive(sleeps[0]) or _alive(waiter)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not _alive(sleeps[0]) and not _alive(waiter)
     finally:
         rune("delete", "--force", cid)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for t in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{t}/children") as f:
+            out += [int(c) for c in f.read().split()]
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 @pytest.mark.parametrize("sig", ["HUP", "INT", "QUIT", "USR1", "USR2", "TERM"])

@@ -176,12 +176,12 @@ def exec_in_enclave(container_state_dir: str, state: dict, args: list[str], env:
         rows, cols = struct.unpack("HHHH", ws)[:2]
         req["size"] = [rows, cols]
     sock = connect(container_state_dir, cid)
-    caught = None if detach else _catch_signals()  # before the process exists: no signal may slip past
+    caught = _catch_signals()  # before the process exists: no signal may slip past (a detached waiter inherits it)
     try:
         send_msg(sock, req, () if tty else (0, 1, 2))
         started, fds = _reply(sock, cid)
         master = fds[0] if fds else -1
-        if pid_file:
+        if pid_file and not detach:
             hp = _host_pid(state["pid"], started.get("pid") or 0)
             if not hp:
                 raise RuneError(f"--pid-file: the enclave runtime of container {cid!r} does not report the "
@@ -203,6 +203,7 @@ def exec_in_enclave(container_state_dir: str, state: dict, args: list[str], env:
         if detach:
             if master >= 0:
                 os.close(master)
+            _detach_waiter(sock, cid, caught, pid_file)
             return 0
         return _wait_exit(sock, cid, master, caught)
     finally:
@@ -213,6 +214,35 @@ def exec_in_enclave(container_state_dir: str, state: dict, args: list[str], env:
             signal.set_wakeup_fd(caught[2])
             os.close(caught[0])
             os.close(caught[1])
+
+
+def _detach_waiter(sock: socket.socket, cid: str, caught: tuple[int, int, int, list[int]], pid_file: str | None) -> None:
+    """Leave behind a waiter that holds the agent connection, forwards the signals it gets and exits with the exec'd
+    process's status; the pid file names it.
+
+    The process itself is a child of the runelet inside the container: the engine's shim (or conmon), a child
+    subreaper that waits for the pid in --pid-file, could never reap it. The waiter is our child, so it is reparented
+    to the shim when we return, as runc's exec'd process is."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.setsid()
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):  # the process has its own copies: its pipes end when it does
+                os.dup2(null, fd)
+            os.close(null)
+            code = _wait_exit(sock, cid, -1, caught)
+        except RuneError:  # the runelet went away: the container, and the process with it, was killed
+            code = 128 + 9
+        except BaseException:  # noqa: BLE001 - no traceback from a detached waiter (its stderr is /dev/null)
+            code = 1
+        finally:
+            os._exit(code & 0xFF)
+    if pid_file:
+        from inclavare.runtime.store import write_atomic
+
+        write_atomic(os.path.abspath(pid_file), str(pid).encode(), sync=False)
 
 
 def _catch_signals() -> tuple[int, int, int, list[int]]:
