@@ -127,6 +127,19 @@ def test_exec_pid_file_and_detach(rune, pal_libs, tmp_path):
         rune("delete", "--force", cid)
 
 
+def test_exec_as_another_user_is_refused(rune, pal_libs):
+    """The runelet starts every process as the container's user: another --user is an error, not ignored."""
+    cid = new_id()
+    assert rune("run", "-d", "--bundle", str(pal_bundle(rune, pal_libs[2], ["sleep", "60"])), cid).returncode == 0
+    try:
+        p = rune("exec", "--user", "1000", cid, "id", "-u")
+        assert p.returncode == 255 and "runs every process as the container's user (uid 0 gid 0)" in p.stderr, p.stderr
+        p = rune("exec", "--user", "0:0", cid, "id", "-u")
+        assert (p.returncode, p.stdout) == (0, "0\n"), p.stderr
+    finally:
+        rune("delete", "--force", cid)
+
+
 def _children(pid: int) -> list[int]:
     out = []
     for t in os.listdir(f"/proc/{pid}/task"):

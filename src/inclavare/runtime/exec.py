@@ -76,10 +76,21 @@ def exec_process(root: str, cid: str, o: ExecOptions) -> int:
     if state.get("enclave"):
         from inclavare.enclave import agent
 
+        _same_user_as_runelet(cid, config.get("process") or {}, process)
         env = process.get("env") or []
         return agent.exec_in_enclave(container.dir, state, process["args"], env, process.get("cwd") or "/",
                                      bool(process.get("terminal")), o.console_socket, o.detach, o.pid_file)
     return _launch(state, config, process, o)
+
+
+def _same_user_as_runelet(cid: str, base: dict, process: dict) -> None:
+    """An enclave container's processes are started by its runelet, as the container's user: another one is refused
+    rather than ignored (`docker exec -u 1000` ran as root)."""
+    want, have = process.get("user") or {}, base.get("user") or {}
+    w, h = (want.get("uid", 0), want.get("gid", 0)), (have.get("uid", 0), have.get("gid", 0))
+    if w != h:
+        raise RuneError(f"cannot exec as uid {w[0]} gid {w[1]} in enclave container {cid!r}: its enclave runtime runs "
+                        f"every process as the container's user (uid {h[0]} gid {h[1]})")
 
 
 def build_process(base: dict, o: ExecOptions) -> dict:
