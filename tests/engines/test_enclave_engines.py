@@ -125,6 +125,9 @@ def test_detached_exec_stop_remove(engine: Engine, pal_libs: dict[int, str], run
         assert_runelet_is_pid1(lines[2:4])
         p = engine.exec(cid, ["sh", "-c", "echo to-err >&2; exit 5"])
         assert (p.returncode, p.stderr) == (5, "to-err\n"), (p.returncode, p.stdout, p.stderr)
+        p = engine.exec(cid, ["id", "-u"], user="1000")  # the runelet starts processes as the container's user
+        assert p.returncode != 0 and "runs every process as the container's user (uid 0 gid 0)" in p.stdout + p.stderr, (
+            p.returncode, p.stdout, p.stderr)
         p = engine.exec(cid, ["sh", "-c", "tty; exit 6"], tty=True)
         assert p.returncode == 6 and p.stdout.strip().startswith("/dev/pts/"), (p.returncode, p.stdout, p.stderr)
         # PAL v1 has no pal_kill: a terminating signal ends the runelet, and the container, with 128+signal
