@@ -145,3 +145,33 @@ def test_negative_oom_score_adj_without_cap_sys_resource(rune):
     p = rune("run", "--bundle", str(b), new_id())
     assert p.returncode == 1
     assert p.stderr == "config.json process.oomScoreAdj: cannot set -500: Permission denied\n"
+
+
+@pytest.mark.parametrize("caps", [None, {"effective": ["CAP_KILL"], "permitted": ["CAP_KILL"]}])
+def test_without_a_bounding_list_the_bounding_set_is_empty(rune, caps):
+    """No process.capabilities, or none for `bounding`: nothing may come back at execve (as runc)."""
+
+    def edit(c: dict) -> None:
+        c["process"]["noNewPrivileges"] = False
+        if caps is None:
+            c["process"].pop("capabilities")
+        else:
+            c["process"]["capabilities"] = caps
+
+    st = _status(run_ok(rune, ["cat", "/proc/self/status"], edit=edit))
+    assert int(st["CapBnd"], 16) == 0
+    assert int(st["CapEff"], 16) == 0 and int(st["CapPrm"], 16) == 0
+
+
+def test_unlimited_and_every_rlimit_type(rune):
+    """2**64-1 is RLIM_INFINITY (docker's --ulimit x=-1); RLIMIT_LOCKS has no name in Python's resource module."""
+    unlimited = (1 << 64) - 1
+
+    def edit(c: dict) -> None:
+        c["process"]["rlimits"] = [{"type": "RLIMIT_CORE", "soft": unlimited, "hard": unlimited},
+                                   {"type": "RLIMIT_LOCKS", "soft": 77, "hard": 77}]  # fmt: skip
+
+    out = run_ok(rune, ["sh", "-c", "ulimit -c; grep 'Max file locks' /proc/self/limits"], edit=edit)
+    core, locks = out.splitlines()
+    assert core == "unlimited"
+    assert locks.split()[3:5] == ["77", "77"]

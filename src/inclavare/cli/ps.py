@@ -18,7 +18,7 @@ def main(g, cmd: str, argv: list[str]) -> int:
     from inclavare.runtime.store import Container
 
     c = Container(g.root, cid)
-    if not c.lock():
+    if not c.lock(shared=True):
         raise RuneError(f"container {cid!r} does not exist")
     try:
         state = c.read()
@@ -32,7 +32,7 @@ def main(g, cmd: str, argv: list[str]) -> int:
     if fmt == "json":
         import json
 
-        print(json.dumps(pids))
+        print(json.dumps(pids or None))  # Go encodes an empty list as null
         return 0
     import subprocess
 

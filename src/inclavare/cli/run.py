@@ -17,6 +17,7 @@ def main(g, cmd: str, argv: list[str]) -> int:
     o = options(g, p)
     o.detach = p.detach
     o.use_fifo = False
+    o.subreaper = not p.no_subreaper
     from inclavare.runtime.run import run
 
     return run(g.root, cid, o, keep=p.keep)

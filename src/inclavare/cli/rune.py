@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
                     val = argv[i]
                     i += 1
                 if name == "root":
-                    g.root = val
+                    import os
+
+                    g.root = os.path.abspath(val)  # the init changes directory before it uses the root
                 elif name == "log":
                     log.path = val
                 elif name == "log-format":
@@ -141,6 +143,14 @@ def main(argv: list[str] | None = None) -> int:
         return mod.main(g, cmd, argv[i + 1 :])
     except RuneError as e:
         log.error(str(e))
+        return 1
+    except BrokenPipeError:
+        return 1  # `rune list | head`
+    except OSError as e:
+        # a failure no check foresaw still gets one sentence naming the file, not a traceback
+        where = f"{e.filename}: " if e.filename else ""
+        cmd = f" {argv[i]}" if i < len(argv) else ""
+        log.error(f"rune{cmd}: {where}{e.strerror or e}")
         return 1
     except KeyboardInterrupt:
         return 130

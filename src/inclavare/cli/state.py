@@ -13,7 +13,7 @@ def main(g, cmd: str, argv: list[str]) -> int:
     from inclavare.runtime.store import Container
 
     c = Container(g.root, cid)
-    if not c.lock():
+    if not c.lock(shared=True):
         raise RuneError(f"container {cid!r} does not exist")
     try:
         print(dumps_indent(oci_state(c, c.read())))

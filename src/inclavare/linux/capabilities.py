@@ -41,11 +41,12 @@ def apply(caps: dict | None, uid: int, gid: int, additional_gids: list[int] | No
     """
     caps = caps or {}
     top = last_cap()
-    if "bounding" in caps:
-        keep = mask(caps["bounding"])
-        for n in range(top + 1):
-            if not keep & (1 << n):
-                syscalls.prctl(syscalls.PR_CAPBSET_DROP, n)
+    # the bounding set is always cut to what the config lists (nothing when it lists none), as runc does: a full
+    # bounding set would give a root process every capability back at execve
+    keep = mask(caps.get("bounding", ()))
+    for n in range(top + 1):
+        if not keep & (1 << n):
+            syscalls.prctl(syscalls.PR_CAPBSET_DROP, n)
     syscalls.prctl(syscalls.PR_SET_KEEPCAPS, 1)
     import os
 

@@ -123,7 +123,14 @@ PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 # syscall numbers (x86_64) for calls glibc 2.36 has no wrapper for
-_NR = {"pivot_root": 155, "capset": 126, "capget": 125, "keyctl": 250}
+_NR = {"pivot_root": 155, "capset": 126, "capget": 125, "keyctl": 250, "prlimit64": 302}
+
+# resource numbers of setrlimit(2) / prlimit(2), by their OCI names
+RLIMITS = {
+    "RLIMIT_CPU": 0, "RLIMIT_FSIZE": 1, "RLIMIT_DATA": 2, "RLIMIT_STACK": 3, "RLIMIT_CORE": 4, "RLIMIT_RSS": 5,
+    "RLIMIT_NPROC": 6, "RLIMIT_NOFILE": 7, "RLIMIT_MEMLOCK": 8, "RLIMIT_AS": 9, "RLIMIT_LOCKS": 10,
+    "RLIMIT_SIGPENDING": 11, "RLIMIT_MSGQUEUE": 12, "RLIMIT_NICE": 13, "RLIMIT_RTPRIO": 14, "RLIMIT_RTTIME": 15,
+}  # fmt: skip
 
 def _check(ret: int, what: str, path: str | None = None) -> int:
     if ret == -1:
@@ -160,6 +167,12 @@ def pivot_root(new_root: str, put_old: str) -> None:
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     return _check(_prctl(option, arg2, arg3, arg4, arg5), "prctl")
+
+
+def setrlimit(resource: int, soft: int, hard: int) -> None:
+    """prlimit64 on this process: unsigned 64-bit limits (2**64-1 is RLIM_INFINITY), every resource the kernel has."""
+    new = (soft & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little") + (hard & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little")
+    _check(_syscall(c_long(_NR["prlimit64"]), c_long(0), c_long(resource), new, None), "prlimit")
 
 
 def sethostname(name: str) -> None:

@@ -22,11 +22,14 @@ class Options:
         self.rootless = False
         self.detach = True  # False: foreground `run`
         self.use_fifo = True  # False: `run`, which starts at once
+        self.subreaper = True  # foreground run through an intermediate process: adopt the init (--no-subreaper)
 
 
 def rfc3339(ns: int) -> str:
+    """UTC time as Go's RFC3339Nano writes it (trailing zeros of the fraction dropped), as runc reports `created`."""
     s, frac = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)) + f".{frac:09d}Z"
+    digits = f"{frac:09d}".rstrip("0")
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)) + (f".{digits}" if digits else "") + "Z"
 
 
 class Created:
@@ -121,7 +124,7 @@ def create(root: str, cid: str, opts: Options) -> Created:
         # mounting instead of waiting.
         if any(ns.get("type") == "user" for ns in namespaces):
             # a new or joined user namespace must own the others: an intermediate process enters it first
-            if not opts.detach:
+            if not opts.detach and opts.subreaper:
                 from inclavare.linux import syscalls
 
                 syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
@@ -140,11 +143,12 @@ def create(root: str, cid: str, opts: Options) -> Created:
         cgroup = _cgroup(cid, linux, config, opts)
         from inclavare.oci import jsonlite
 
+        paths = cgroup.paths if cgroup is not None else {}  # None: --rootless without permission for cgroups
         try:
-            sock.send(cinit.MSG_CGROUP + jsonlite.dumps(cgroup.paths).encode())
+            sock.send(cinit.MSG_CGROUP + jsonlite.dumps(paths).encode())
         except OSError:
             pass  # the children have failed already: the handshake reads why
-        state["cgroup_paths"] = cgroup.paths
+        state["cgroup_paths"] = paths
         state["config"] = config
         state["use_fifo"] = opts.use_fifo
         state["rootless"] = opts.rootless
@@ -159,9 +163,9 @@ def create(root: str, cid: str, opts: Options) -> Created:
         state["status"] = "created"
         container.write(state, sync=opts.detach)
         if opts.pid_file:
-            from inclavare.runtime.store import write_atomic
+            from inclavare.runtime.store import write_pid_file
 
-            write_atomic(os.path.abspath(opts.pid_file), str(pid).encode(), sync=False)
+            write_pid_file(opts.pid_file, pid)
         return Created(container, state, sock, ctx, pty_master)
     except BaseException:
         pid = state["pid"]

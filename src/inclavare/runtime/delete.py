@@ -18,7 +18,14 @@ def delete(container: Container, force: bool) -> None:
             return
         raise RuneError(f"container {container.id!r} does not exist")
     try:
-        state = container.read()
+        try:
+            state = container.read()
+        except RuneError:
+            if not force:
+                raise
+            # a corrupt state.json: --force removes what can be found without it
+            _remove_unreadable(container)
+            return
         st = status(container, state)
         if st in ("running", "paused") and not force:
             raise RuneError(f"cannot delete container {container.id!r} that is not stopped: {st} (use --force)")
@@ -27,6 +34,18 @@ def delete(container: Container, force: bool) -> None:
         destroy(container, state, st)
     finally:
         container.unlock()
+
+
+def _remove_unreadable(container: Container) -> None:
+    """The cgroups a default cgroupsPath would have given the container, then its directory."""
+    try:
+        from inclavare.linux import cgroups
+
+        mgr = cgroups.Manager(container.id, None)
+        remove_cgroup({"id": container.id, "cgroup_paths": mgr.paths})
+    except (OSError, RuneError):
+        pass
+    container.remove()
 
 
 def destroy(container: Container, state: dict | None, st: str) -> None:

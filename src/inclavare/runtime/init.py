@@ -343,8 +343,6 @@ def _preimport(config: dict, namespaces: dict) -> None:
         from inclavare.linux import net  # noqa: F401
     if process.get("terminal"):
         from inclavare.linux import console  # noqa: F401
-    if process.get("rlimits"):
-        import resource  # noqa: F401
     hooks = config.get("hooks") or {}
     if any(hooks.get(k) for k in ("prestart", "createRuntime", "createContainer", "startContainer")):
         import select  # noqa: F401
@@ -402,14 +400,11 @@ def _finish_process(ctx: Launch, process: dict, linux: dict) -> tuple[str, list[
     if "HOME" not in env:
         env["HOME"] = _home_of(uid)
     for i, r in enumerate(process.get("rlimits") or ()):
-        import resource
-
         try:
-            resource.setrlimit(getattr(resource, r["type"]), (r["soft"], r["hard"]))
-        except (OSError, ValueError) as e:
-            why = getattr(e, "strerror", None) or str(e)
+            syscalls.setrlimit(syscalls.RLIMITS[r["type"]], r["soft"], r["hard"])
+        except OSError as e:
             raise RuneError(
-                f"config.json process.rlimits[{i}]: cannot set {r['type']} to {r['soft']}:{r['hard']}: {why}"
+                f"config.json process.rlimits[{i}]: cannot set {r['type']} to {r['soft']}:{r['hard']}: {e.strerror}"
             ) from None
     pers = linux.get("personality")
     if pers:

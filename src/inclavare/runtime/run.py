@@ -33,10 +33,9 @@ def run(root: str, cid: str, opts: Options, keep: bool = False) -> int:
     if c.pty_master >= 0:
         _proxy_tty(c.pty_master, pid)
     status = _wait(pid)
-    if not keep:
+    if not keep and c.container.lock():  # False: someone deleted it meanwhile
         from inclavare.runtime.delete import destroy
 
-        c.container.lock()
         destroy(c.container, c.state, "stopped")
     return status
 
@@ -44,9 +43,11 @@ def run(root: str, cid: str, opts: Options, keep: bool = False) -> int:
 def go(c: Created) -> None:
     """Let the init exec, and wait until it has (its end of the sync socket closes on exec)."""
     sock = c.sock
-    sock.send(cinit.MSG_GO)
     try:
+        sock.send(cinit.MSG_GO)
         msg = sock.recv(1 << 16)
+    except OSError:
+        msg = b""  # the init is gone: its exit status tells the rest
     finally:
         sock.close()
     if msg[:1] == cinit.MSG_ERROR:

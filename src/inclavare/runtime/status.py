@@ -39,10 +39,12 @@ def _frozen(state: dict) -> bool:
 
 def oci_state(container: Container, state: dict | None) -> dict:
     """The state object of the runtime spec, as `runc state` prints it."""
+    from inclavare.oci.spec import OCI_VERSION
+
     st = status(container, state)
     state = state or {}
     out = {
-        "ociVersion": state.get("ociVersion", "1.2.0"),
+        "ociVersion": OCI_VERSION,  # the version of the spec the state complies with: the runtime's
         "id": container.id,
         "pid": state.get("pid", 0) if st != "stopped" else 0,
         "status": st,

@@ -46,24 +46,26 @@ class Container:
     def make(self) -> None:
         """Create the container directory, locked; RuneError if the id is taken."""
         try:
-            os.mkdir(self.root, 0o700)
-        except FileExistsError:
-            pass
-        except FileNotFoundError:
             os.makedirs(self.root, 0o700, exist_ok=True)
-        try:
             os.mkdir(self.dir, 0o711)
         except FileExistsError:
+            if not os.path.isdir(self.root):
+                raise RuneError(f"--root {self.root}: not a directory") from None
             raise RuneError(f"container {self.id!r} already exists (in {self.root})") from None
+        except OSError as e:
+            raise RuneError(f"--root {self.root}: cannot make the container's state directory: {e.strerror}") from None
         self.lock()
 
-    def lock(self) -> bool:
-        """Take the container's lock; False if the container does not exist (or vanished while waiting)."""
+    def lock(self, shared: bool = False) -> bool:
+        """Take the container's lock (shared: for commands that only read); False if the container does not exist
+        (or vanished while waiting)."""
         try:
             fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
             return False
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        except NotADirectoryError:
+            raise RuneError(f"{self.dir} is not a container directory: is --root {self.root} right?") from None
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         if os.fstat(fd).st_nlink == 0:  # deleted while we waited
             os.close(fd)
             return False
@@ -92,7 +94,8 @@ class Container:
     def write(self, state: dict, sync: bool = True) -> None:
         from inclavare.oci import jsonlite
 
-        write_atomic(self.state_path, jsonlite.dumps(state).encode(), sync=sync)
+        # 0600: the state holds the whole config, process.env included
+        write_atomic(self.state_path, jsonlite.dumps(state).encode(), mode=0o600, sync=sync)
 
     def remove(self) -> None:
         """Remove the directory and all it holds."""
@@ -127,6 +130,15 @@ def write_atomic(path: str, data: bytes, mode: int = 0o644, sync: bool = True) -
     finally:
         os.close(fd)
     os.rename(tmp, path)
+
+
+def write_pid_file(path: str, pid: int) -> None:
+    """--pid-file: the pid without a newline, as runc writes it, atomically."""
+    path = os.path.abspath(path)
+    try:
+        write_atomic(path, str(pid).encode(), sync=False)
+    except OSError as e:
+        raise RuneError(f"--pid-file {path}: cannot write it: {e.strerror}") from None
 
 
 def list_ids(root: str) -> list[str]:
