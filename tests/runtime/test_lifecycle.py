@@ -214,3 +214,25 @@ def test_delete_force_cleans_after_rune_was_killed_during_create(rune):
     time.sleep(0.1)
     assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
     # the hook's sleep was started by the killed rune; it is not the container's, but must not hold the cgroup
+
+
+def test_sigterm_during_create_removes_what_was_made(rune):
+    """An engine that gives up on a slow create (SIGTERM to rune) is left with nothing: no state, cgroup or init."""
+    hook = {"path": "/bin/sh", "args": ["sh", "-c", "sleep 3"]}
+    b = rune.bundle(["sleep", "30"], edit=lambda c: c.update(hooks={"createRuntime": [hook]}))
+    cid = new_id()
+    proc = subprocess.Popen([rune.binary, "--root", str(rune.root), "create", "-b", str(b), cid],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    state_file = rune.root / cid / "state.json"
+    deadline = time.monotonic() + 20
+    while not (state_file.exists() and json.loads(state_file.read_text()).get("pid")):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    pid = json.loads(state_file.read_text())["pid"]
+    time.sleep(0.3)  # in the hook now
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 1 and "interrupted by signal 15" in err
+    assert not (rune.root / cid).exists()
+    assert cgroup_leftovers(cid) == []
+    assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"

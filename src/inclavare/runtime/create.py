@@ -47,8 +47,31 @@ class Created:
         return self.state["pid"]
 
 
+class Interrupted(RuneError):
+    """A signal that ends rune arrived during create: what was made is removed, as on any failure."""
+
+
+_STOP_SIGNALS = (1, 2, 15)  # SIGHUP, SIGINT, SIGTERM
+
+
+def _interrupted(signum: int, _frame: object) -> None:
+    raise Interrupted(f"rune was interrupted by signal {signum} while creating the container; nothing was left behind")
+
+
 def create(root: str, cid: str, opts: Options) -> Created:
-    """Create the container; on any failure remove all that was made and raise RuneError."""
+    """Create the container; on any failure (or SIGTERM, SIGINT, SIGHUP) remove all that was made and raise
+    RuneError."""
+    import _signal
+
+    saved = [(s, _signal.signal(s, _interrupted)) for s in _STOP_SIGNALS]
+    try:
+        return _create(root, cid, opts)
+    finally:
+        for s, handler in saved:
+            _signal.signal(s, handler)
+
+
+def _create(root: str, cid: str, opts: Options) -> Created:
     from inclavare.oci import config as oci_config
 
     bundle = os.path.abspath(opts.bundle)
@@ -107,6 +130,8 @@ def create(root: str, cid: str, opts: Options) -> Created:
         import _socket
 
         sock, child = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+        if opts.preserve_fds:
+            child = cinit.socket_above(child, 3 + opts.preserve_fds)
         ctx = cinit.Launch(config, rootfs, bundle, child, container.fifo_path if opts.use_fifo else None)
         ctx.seccomp = seccomp_filter
         ctx.console_sock = console_sock

@@ -60,6 +60,7 @@ class Launch:
         self.pre_ready = None  # callable(Launch): after the process setup, before create reports ready
         self.fifo_fd_path = ""  # the fifo through /proc/self/fd, valid after pivot_root
         self.start_state: dict = {}  # state for startContainer hooks
+        self.pdeathsig = False  # the init dies with rune until it has reported ready
 
 
 def _send(sock, kind: bytes, payload: bytes = b"") -> None:
@@ -110,8 +111,19 @@ FOR_CHILDREN = ("pid", "time")
 
 
 def init_direct(ctx: Launch) -> None:
-    """The init forked by rune itself (no user namespace): it enters its other namespaces; never returns."""
+    """The init forked by rune itself (no user namespace): it enters its other namespaces; never returns.
+
+    Until it reports ready it dies with rune (PR_SET_PDEATHSIG), so that a rune killed half-way leaves no init."""
     try:
+        syscalls.prctl(syscalls.PR_SET_PDEATHSIG, 9)
+        # rune may have died before the line above (getppid() cannot tell: the parent is outside our pid
+        # namespace): then our end of the socket reads EOF
+        try:
+            if ctx.sock.recv(1, 0x2 | 0x40) == b"":  # MSG_PEEK | MSG_DONTWAIT
+                os._exit(1)
+        except BlockingIOError:
+            pass
+        ctx.pdeathsig = True
         _preimport(ctx.config, {ns["type"]: "" for ns in (ctx.config.get("linux") or {}).get("namespaces") or ()})
         _enter_namespaces(ctx, skip=FOR_CHILDREN)
     except BaseException as e:  # noqa: BLE001 - everything becomes a message to the parent
@@ -174,8 +186,14 @@ def _enter_namespaces(ctx: Launch, skip: tuple[str, ...] = ()) -> None:
         # before the switch to the mapped root, which makes /proc/self/timens_offsets unwritable
         write_time_offsets(linux.get("timeOffsets"))
     if any(ns.get("type") == "user" for ns in namespaces):
-        os.setresgid(0, 0, 0)
-        os.setresuid(0, 0, 0)
+        try:
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+        except OSError as e:
+            raise RuneError(
+                "config.json linux.uidMappings/gidMappings: the user namespace has no mapping for the container's "
+                f"root (uid and gid 0): {e.strerror}"
+            ) from None
 
 
 def write_time_offsets(offsets: dict | None) -> None:
@@ -198,6 +216,8 @@ def container_init(ctx: Launch) -> None:
         os._exit(1)
     try:
         _send(sock, MSG_READY)
+        if ctx.pdeathsig:
+            syscalls.prctl(syscalls.PR_SET_PDEATHSIG, 0)  # from now on the container outlives `rune create`
         if ctx.fifo is not None:
             _wait_fifo(ctx)
         else:
@@ -259,7 +279,7 @@ def _prepare(ctx: Launch) -> tuple[str, list[str], dict[str, str]]:
         raise RuneError(f"cannot enter the bundle {ctx.bundle}: {e.strerror}{hint}") from None
     if ctx.fifo is not None:
         # keep a handle to the fifo that survives pivot_root
-        ctx.fifo_fd_path = f"/proc/self/fd/{os.open(ctx.fifo, os.O_PATH | os.O_CLOEXEC)}"
+        ctx.fifo_fd_path = f"/proc/self/fd/{above(os.open(ctx.fifo, os.O_PATH | os.O_CLOEXEC), 3 + ctx.preserve_fds)}"
     rootfs = ctx.rootfs
     if "mount" in namespaces:
         from inclavare.runtime import rootfs as rfs
@@ -439,6 +459,7 @@ def _finish_process(ctx: Launch, process: dict, linux: dict) -> tuple[str, list[
         if ctx.executor is None:
             raise
         path = args[0]  # an enclave runtime may find it in its own image (Occlum)
+    close_inherited(3 + ctx.preserve_fds)  # before a strict seccomp filter is in force
     if ctx.seccomp is not None and nnp:
         _load_seccomp(ctx)
     os.umask(user["umask"] if "umask" in user else 0o022)
@@ -514,6 +535,29 @@ def lookup(name: str, path_env: str | None) -> str:
     raise RuneError(f'config.json process.args[0]: exec: "{name}": executable file not found in $PATH of the container')
 
 
+def above(fd: int, lowest: int) -> int:
+    """fd moved to a number >= lowest (close-on-exec), out of the way of --preserve-fds."""
+    if fd >= lowest:
+        return fd
+    import fcntl
+
+    new = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, lowest)
+    os.close(fd)
+    return new
+
+
+def socket_above(s, lowest: int):
+    """A socket moved to an fd number >= lowest."""
+    if s.fileno() >= lowest:
+        return s
+    import _socket
+
+    fd = above(os.dup(s.fileno()), lowest)
+    family, type_ = s.family, s.type
+    s.close()
+    return _socket.socket(family, type_, 0, fd)
+
+
 def close_inherited(lowest: int) -> None:
     """Mark close-on-exec every fd from `lowest` up that rune inherited from its caller (as runc does): only stdio
     and the --preserve-fds reach the container's process."""
@@ -536,7 +580,6 @@ def _exec(ctx: Launch, path: str, args: list[str], env: dict[str, str]) -> None:
     aff = (ctx.config["process"].get("execCPUAffinity") or {}).get("final")
     if aff:
         _affinity(aff, "process.execCPUAffinity.final")
-    close_inherited(3 + ctx.preserve_fds)
     for fd in range(3, 3 + ctx.preserve_fds):
         try:
             os.set_inheritable(fd, True)
