@@ -93,6 +93,18 @@ def test_hook_timeout(rune, tmp_path):
     assert not (rune.root / cid).exists() and cgroup_leftovers(cid) == []
 
 
+def test_hook_timeout_after_closing_its_output(rune, tmp_path):
+    """The deadline holds after the hook closes stdout and stderr: it is killed, not waited for."""
+    out = tmp_path / "hooks"
+    out.mkdir()
+    extra = {"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", "exec >&- 2>&-; sleep 5"], "timeout": 1}]}
+    cid = new_id()
+    p = rune("create", "--bundle", str(_bundle(rune, out, ["true"], extra=extra)), cid, timeout=30)
+    assert p.returncode == 1, p.stderr
+    assert p.stderr == "hooks.createRuntime[0]: /bin/sh did not finish within its timeout of 1 s and was killed\n"
+    assert not (rune.root / cid).exists() and cgroup_leftovers(cid) == []
+
+
 @pytest.mark.parametrize("kind", ["prestart", "createRuntime", "createContainer", "startContainer"])
 def test_failing_hook_before_the_process_is_fatal(rune, tmp_path, kind):
     out = tmp_path / "hooks"

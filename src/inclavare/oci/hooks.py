@@ -52,21 +52,25 @@ def _run_one(field: str, h: dict, data: bytes) -> None:
 
     out = b""
     deadline = time.monotonic() + timeout if timeout else None
+    timed_out = RuneError(f"{field}: {path} did not finish within its timeout of {timeout} s and was killed")
     try:
         while True:
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
             ready, _, _ = select.select([outr], [], [], wait)
             if not ready:
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
-                raise RuneError(f"{field}: {path} did not finish within its timeout of {timeout} s and was killed")
+                _kill(pid)
+                raise timed_out
             chunk = os.read(outr, 65536)
             if not chunk:
                 break
             out = (out + chunk)[-4096:]
     finally:
         os.close(outr)
-    _, status = os.waitpid(pid, 0)
+    # end of output is not the end of the hook (it may close stdout and stderr and go on): the deadline holds
+    status = _wait(pid, deadline)
+    if status is None:
+        _kill(pid)
+        raise timed_out
     if status:
         code = os.waitstatus_to_exitcode(status)
         what = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
@@ -75,3 +79,37 @@ def _run_one(field: str, h: dict, data: bytes) -> None:
         if code == 127 and last and not os.path.exists(path):
             what, detail = "could not be run", f": {path} does not exist"
         raise RuneError(f"{field}: {path} {what}{detail}")
+
+
+def _kill(pid: int) -> None:
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+
+
+def _wait(pid: int, deadline: float | None) -> int | None:
+    """The hook's wait status, or None if it is still running at the deadline."""
+    if deadline is None:
+        return os.waitpid(pid, 0)[1]
+    import select
+
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        pidfd = -1  # a kernel before 5.3: poll
+    try:
+        delay = 0.001
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return status
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            if pidfd >= 0:
+                select.select([pidfd], [], [], left)
+            else:
+                time.sleep(min(delay, left))
+                delay = min(delay * 2, 0.05)
+    finally:
+        if pidfd >= 0:
+            os.close(pidfd)
