@@ -105,6 +105,21 @@ def test_hook_timeout_after_closing_its_output(rune, tmp_path):
     assert not (rune.root / cid).exists() and cgroup_leftovers(cid) == []
 
 
+@pytest.mark.parametrize("kind", ["createRuntime", "createContainer"])
+def test_hook_without_env_gets_the_runtimes_environment(rune, tmp_path, kind):
+    """As runc: no `env` passes rune's environment (podman hooks.d, libnetwork-setkey); `env: []` is empty."""
+    out = tmp_path / "hooks"
+    out.mkdir()
+    extra = {kind: [{"path": "/bin/sh", "args": ["sh", "-c", f'echo "${{RUNE_HOOK_T-unset}}" > {out}/inherited']},
+                    {"path": "/bin/sh", "args": ["sh", "-c", f'echo "${{RUNE_HOOK_T-unset}}" > {out}/empty'],
+                     "env": []}]}  # fmt: skip
+    env = dict(os.environ, RUNE_HOOK_T="from-rune")
+    p = rune("run", "--bundle", str(_bundle(rune, out, ["true"], extra=extra)), new_id(), env=env)
+    assert p.returncode == 0, p.stderr
+    assert (out / "inherited").read_text() == "from-rune\n"
+    assert (out / "empty").read_text() == "unset\n"
+
+
 @pytest.mark.parametrize("kind", ["prestart", "createRuntime", "createContainer", "startContainer"])
 def test_failing_hook_before_the_process_is_fatal(rune, tmp_path, kind):
     out = tmp_path / "hooks"

@@ -25,7 +25,10 @@ def run(kind: str, hooks: list[dict], state: dict) -> None:
 def _run_one(field: str, h: dict, data: bytes) -> None:
     path = h["path"]
     args = h.get("args") or [path]
-    env = dict(e.split("=", 1) for e in h.get("env") or () if "=" in e)
+    # no `env`: the runtime's own environment, as runc (Go's exec.Cmd with a nil Env) gives it; podman's hooks.d and
+    # dockerd's libnetwork-setkey rely on it. An `env` given (even empty) is the whole environment.
+    given = h.get("env")
+    env = os.environ if given is None else dict(e.split("=", 1) for e in given if "=" in e)
     timeout = h.get("timeout")
     r, w = os.pipe()
     outr, outw = os.pipe()
