@@ -71,6 +71,19 @@ def test_exec_exit_status_and_output(rune):
         assert rune("exec", cid, "sh", "-c", "kill -TERM $$").returncode == 128 + 15
 
 
+def test_exec_oom_score_adj(rune):
+    """The exec'd process takes process.oomScoreAdj, of the container's config or of --process (runc exec does)."""
+    with running(rune, edit=lambda c: c["process"].update(oomScoreAdj=123)) as cid:
+        p = rune("exec", cid, "cat", "/proc/self/oom_score_adj")
+        assert (p.returncode, p.stdout) == (0, "123\n"), p.stderr
+        proc = {"args": ["cat", "/proc/self/oom_score_adj"], "cwd": "/", "user": {"uid": 0, "gid": 0},
+                "oomScoreAdj": 321}
+        pj = rune.tmp / "process.json"
+        pj.write_text(json.dumps(proc))
+        p = rune("exec", "--process", str(pj), cid)
+        assert (p.returncode, p.stdout) == (0, "321\n"), p.stderr
+
+
 def test_exec_joins_every_namespace_and_the_cgroup(rune):
     with running(rune) as cid:
         init = rune.state(cid)["pid"]
