@@ -182,7 +182,10 @@ def test_docker_logs_and_inspect(docker: Docker) -> None:
 
 def test_docker_oom_killed(docker: Docker) -> None:
     """The shim sees the OOM kill in the cgroup rune made: docker inspect says OOMKilled."""
-    cid = docker.run_detached_with(["--memory", "8m", "--memory-swap", "8m"], ["sh", "-c", "x=a; while :; do x=$x$x; done"])
+    # the shim watches the cgroup for OOM only once the task started: allocate a moment later, or the event can be
+    # missed (seen with runc as with rune)
+    cid = docker.run_detached_with(["--memory", "8m", "--memory-swap", "8m"],
+                                   ["sh", "-c", "sleep 1; x=a; while :; do x=$x$x; done"])
     try:
         assert docker.k.docker("wait", cid).stdout.strip() == "137"
         assert docker.k.docker("inspect", "-f", "{{.State.OOMKilled}}", cid).stdout.strip() == "true"
