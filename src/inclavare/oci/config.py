@@ -246,11 +246,11 @@ def check_process(c: Checker, p: dict, f: str) -> None:
             raise c.fail(rf, f"soft limit {soft} is above the hard limit {hard}")
     c.integer(p, "oomScoreAdj", f + ".oomScoreAdj", lo=-1000, hi=1000)
     if c.string(p, "apparmorProfile", f + ".apparmorProfile"):
-        if not _read("/sys/module/apparmor/parameters/enabled").startswith("Y"):
-            raise c.fail(f + ".apparmorProfile", "AppArmor is not enabled on this host; remove the field")
+        raise c.fail(f + ".apparmorProfile", _lsm_refusal("AppArmor", apparmor_enabled(), "apply AppArmor profiles",
+                                                          "run the process unconfined"))
     if c.string(p, "selinuxLabel", f + ".selinuxLabel"):
-        if not os.path.exists("/sys/fs/selinux/enforce"):
-            raise c.fail(f + ".selinuxLabel", "SELinux is not enabled on this host; remove the field")
+        raise c.fail(f + ".selinuxLabel", _lsm_refusal("SELinux", selinux_enabled(), "apply SELinux labels",
+                                                       "run the process unconfined"))
     io = c.obj(p, "ioPriority", f + ".ioPriority")
     if io:
         cls = c.string(io, "class", f + ".ioPriority.class", required=True)
@@ -287,6 +287,29 @@ def parse_cpus(v: str, c: Checker, field: str) -> set[int]:
     except ValueError:
         raise c.fail(field, f"{v!r} is not a CPU list such as 0-3,7") from None
     return cpus
+
+
+# where the host says its LSMs are on (module-level so that tests can point them elsewhere)
+APPARMOR_ENABLED = "/sys/module/apparmor/parameters/enabled"
+SELINUX_ENFORCE = "/sys/fs/selinux/enforce"
+
+
+def apparmor_enabled() -> bool:
+    return _read(APPARMOR_ENABLED).startswith("Y")
+
+
+def selinux_enabled() -> bool:
+    return os.path.exists(SELINUX_ENFORCE)
+
+
+def _lsm_refusal(lsm: str, enabled: bool, what: str, instead: str) -> str:
+    """Why an LSM field is refused. rune applies no LSM: on a host where the LSM is on, ignoring the field would
+    silently drop the confinement an engine asked for (docker-default, container_t); where it is off, runc refuses the
+    field too (its apparmor write and selinux check fail)."""
+    if enabled:
+        return (f"{lsm} is enabled on this host but rune does not {what}: refusing to {instead} (remove the field to "
+                "run without it)")
+    return f"{lsm} is not enabled on this host; remove the field"
 
 
 def _read(path: str) -> str:
@@ -372,8 +395,9 @@ def _check_linux(c: Checker, linux: dict, config: dict) -> None:
             c.typed(v, dict, f"linux.timeOffsets.{k}", "an object")
             c.integer(v, "secs", f"linux.timeOffsets.{k}.secs")
             c.integer(v, "nanosecs", f"linux.timeOffsets.{k}.nanosecs", lo=0, hi=999999999)
-    if c.string(linux, "mountLabel", "linux.mountLabel") and not os.path.exists("/sys/fs/selinux/enforce"):
-        raise c.fail("linux.mountLabel", "SELinux is not enabled on this host; remove the field")
+    if c.string(linux, "mountLabel", "linux.mountLabel"):
+        raise c.fail("linux.mountLabel", _lsm_refusal("SELinux", selinux_enabled(), "label mounts",
+                                                      "mount without the label"))
     if config.get("hostname") and ("uts" not in types or types["uts"]):
         raise c.fail("hostname", "setting the hostname needs a new uts namespace in linux.namespaces")
     if config.get("domainname") and ("uts" not in types or types["uts"]):
