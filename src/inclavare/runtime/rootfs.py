@@ -59,6 +59,84 @@ def mount_all(config: dict, rootfs: str, bundle: str, cgroup_paths: dict | None,
             raise RuneError(f"config.json mounts[{i}]: cannot mount {src} on {dest}: {e.strerror}") from None
 
 
+_O_PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _real_root(rootfs: str) -> str:
+    """The rootfs as /proc/self/fd/N names what is under it (its own path may go through symlinks of the host)."""
+    real = _REAL_ROOTS.get(rootfs)
+    if real is None:
+        real = _REAL_ROOTS[rootfs] = os.path.realpath(rootfs)
+    return real
+
+
+_REAL_ROOTS: dict[str, str] = {}
+
+
+def _check_fd(fd: int, rootfs: str, path: str) -> None:
+    """Refuse an fd that is not `path` (a secure_join result under rootfs): a symlink swapped in since the join."""
+    want = _real_root(rootfs) + path[len(rootfs) :]
+    have = os.readlink(f"/proc/self/fd/{fd}")
+    if have != want:
+        os.close(fd)
+        raise OSError(18, f"{path} is {have} by now (it changed after it was resolved): refusing it", path)
+
+
+def _open(rootfs: str, path: str, create: str = "") -> int:
+    """An O_PATH fd of `path`, a secure_join result under rootfs, reached one component at a time without following
+    symlinks (the join resolved them inside the rootfs; one that appears since, in a volume another container shares,
+    fails with ENOTDIR or ELOOP instead of leading out), and checked through /proc/self/fd.
+
+    create: "" opens what is there; "dir" creates missing directories; "file" creates missing parent directories
+    and an empty file at the end (mount points for file bind mounts)."""
+    rel = path[len(rootfs) :].strip("/")
+    parts = rel.split("/") if rel else []
+    fd = os.open(_real_root(rootfs), _O_PATH | os.O_DIRECTORY)
+    try:
+        for i, name in enumerate(parts):
+            last = i == len(parts) - 1
+            flags = _O_PATH if last else _O_PATH | os.O_DIRECTORY
+            try:
+                nfd = os.open(name, flags, dir_fd=fd)
+            except NotADirectoryError:
+                if stat.S_ISLNK(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+                    raise _raced("/".join([rootfs, *parts[: i + 1]])) from None
+                raise
+            except FileNotFoundError:
+                if not create:
+                    raise
+                if last and create == "file":
+                    try:
+                        os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                         0o755, dir_fd=fd))  # fmt: skip
+                    except FileExistsError:
+                        pass
+                else:
+                    try:
+                        os.mkdir(name, 0o755, dir_fd=fd)
+                    except FileExistsError:
+                        pass
+                nfd = os.open(name, flags, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+        st = os.fstat(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    if stat.S_ISLNK(st.st_mode):
+        os.close(fd)
+        raise _raced(path)
+    if create == "dir" and not stat.S_ISDIR(st.st_mode):
+        os.close(fd)
+        raise NotADirectoryError(20, "Not a directory", path)
+    _check_fd(fd, rootfs, path)
+    return fd
+
+
+def _raced(path: str) -> OSError:
+    return OSError(40, f"{path} became a symbolic link after it was resolved: refusing to follow it", path)
+
+
 def _mkdirs(path: str) -> None:
     try:
         os.makedirs(path, 0o755)
@@ -192,51 +270,75 @@ def make_devices(config: dict, rootfs: str, userns: bool) -> None:
     for d in devices:
         dest = secure_join(rootfs, d["path"])
         try:
-            _make_device(d, dest, userns)
+            _make_device(d, rootfs, dest, userns)
         except OSError as e:
             field = d.get("_field", "default device")
             raise RuneError(f"config.json {field}: cannot create {d['path']}: {e.strerror}") from None
 
 
-def _make_device(d: dict, dest: str, userns: bool) -> None:
-    _mkdirs(os.path.dirname(dest))
-    if userns:
-        _touch(dest)
-        s.mount(d["path"], dest, None, s.MS_BIND)
-        return
-    kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[d["type"]]
-    mode = d.get("fileMode")
-    if mode is None:
-        mode = 0o666
+def _make_device(d: dict, rootfs: str, dest: str, userns: bool) -> None:
+    """The node is made by name in its directory's fd (checked under the rootfs), never through the path again."""
+    if len(dest) <= len(rootfs):
+        raise IsADirectoryError(21, "Is a directory", dest)  # the path named the root itself
+    parent, name = dest.rsplit("/", 1)
+    dirfd = _open(rootfs, parent, "dir")
     try:
-        os.unlink(dest)
-    except FileNotFoundError:
-        pass
-    except IsADirectoryError:
-        raise
-    os.mknod(dest, kind | mode, os.makedev(d.get("major") or 0, d.get("minor") or 0))
-    os.chmod(dest, mode)
-    os.chown(dest, d.get("uid") or 0, d.get("gid") or 0)
+        if userns:
+            fd = _open(rootfs, dest, "file")
+            try:
+                s.mount(d["path"], f"/proc/self/fd/{fd}", None, s.MS_BIND)
+            finally:
+                os.close(fd)
+            return
+        kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[d["type"]]
+        mode = d.get("fileMode")
+        if mode is None:
+            mode = 0o666
+        try:
+            os.unlink(name, dir_fd=dirfd)
+        except FileNotFoundError:
+            pass
+        os.mknod(name, kind | mode, os.makedev(d.get("major") or 0, d.get("minor") or 0), dir_fd=dirfd)
+        fd = os.open(name, _O_PATH, dir_fd=dirfd)
+        try:
+            if stat.S_IFMT(os.fstat(fd).st_mode) != kind:
+                raise OSError(18, "was replaced after it was made: refusing it", dest)
+            node = f"/proc/self/fd/{fd}"
+            os.chmod(node, mode)
+            os.chown(node, d.get("uid") or 0, d.get("gid") or 0)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(dirfd)
 
 
 def dev_links(rootfs: str) -> None:
-    dev = rootfs + "/dev"
-    for target, link in DEV_LINKS:
+    """/dev/fd, /dev/std{in,out,err}, /dev/core and /dev/ptmx, made by name in /dev's fd: a /dev that is a symlink in
+    the image (dev -> /tmp/x) resolves inside the rootfs, never to the host's /tmp/x."""
+    dev = _open(rootfs, secure_join(rootfs, "/dev"), "dir")
+    try:
+        for target, link in DEV_LINKS:
+            try:
+                os.symlink(target, link[len("/dev/") :], dir_fd=dev)
+            except FileExistsError:
+                pass
+        if os.path.exists("/proc/kcore"):
+            try:
+                os.symlink("/proc/kcore", "core", dir_fd=dev)
+            except FileExistsError:
+                pass
         try:
-            os.symlink(target, rootfs + link)
-        except FileExistsError:
-            pass
-    if os.path.exists("/proc/kcore"):
-        try:
-            os.symlink("/proc/kcore", dev + "/core")
-        except FileExistsError:
-            pass
-    if os.path.isdir(dev + "/pts"):
-        try:
-            os.unlink(dev + "/ptmx")
+            pts = stat.S_ISDIR(os.stat("pts", dir_fd=dev, follow_symlinks=False).st_mode)
         except FileNotFoundError:
-            pass
-        os.symlink("pts/ptmx", dev + "/ptmx")
+            pts = False
+        if pts:
+            try:
+                os.unlink("ptmx", dir_fd=dev)
+            except FileNotFoundError:
+                pass
+            os.symlink("pts/ptmx", "ptmx", dir_fd=dev)
+    finally:
+        os.close(dev)
 
 
 def dev_is_bind(config: dict) -> bool:
