@@ -109,6 +109,16 @@ def _race(tmp_path: Path, what: str) -> tuple[dict, Path, dict]:
     return json.loads(p.stdout), host, before
 
 
+def test_mount_point_swapped_for_a_symlink_is_refused(rune, tmp_path):
+    """A mount point reached through a directory swapped for a symlink to the host after secure_join: the mount is
+    refused, not made on the host."""
+    out, host, before = _race(tmp_path, "mount")
+    assert not out["host_mounted"]
+    assert out["error"] == ("config.json mounts[0]: cannot mount tmpfs on /vol/sub/target: "
+                            f"{tmp_path}/racefs/vol/sub became a symbolic link after it was resolved: refusing to follow it")
+    assert _tree(host) == before
+
+
 def test_device_path_swapped_for_a_symlink_is_refused(rune, tmp_path):
     """A device whose directory is swapped for a symlink to the host after secure_join: no host file is unlinked
     or replaced by a node."""

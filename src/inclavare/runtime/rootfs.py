@@ -137,18 +137,30 @@ def _raced(path: str) -> OSError:
     return OSError(40, f"{path} became a symbolic link after it was resolved: refusing to follow it", path)
 
 
-def _mkdirs(path: str) -> None:
-    try:
-        os.makedirs(path, 0o755)
-    except FileExistsError:
-        if not os.path.isdir(path):
-            raise NotADirectoryError(20, "Not a directory", path) from None
+class _Target:
+    """A mount point in the rootfs held by an O_PATH fd: mount(2) gets /proc/self/fd/N, so it acts on what was
+    checked, not on whatever the path names by then (CVE-2021-30465). After a mount, `reopen` takes the new
+    mount's root for the remount and propagation calls that follow."""
 
+    def __init__(self, rootfs: str, path: str, create: str = "") -> None:
+        self.rootfs = rootfs
+        self.path = path
+        self.fd = _open(rootfs, path, create)
 
-def _touch(path: str) -> None:
-    _mkdirs(os.path.dirname(path))
-    if not os.path.exists(path):
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o755))
+    @property
+    def proc(self) -> str:
+        return f"/proc/self/fd/{self.fd}"
+
+    def reopen(self) -> str:
+        os.close(self.fd)
+        self.fd = -1
+        self.fd = _open(self.rootfs, self.path)
+        return self.proc
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def _mount(m: dict, rootfs: str, bundle: str, cgroup_paths: dict | None, userns: bool, config: dict) -> None:
@@ -156,41 +168,44 @@ def _mount(m: dict, rootfs: str, bundle: str, cgroup_paths: dict | None, userns:
     typ = m.get("type") or ""
     src = m.get("source") or ""
     flags, props, data, extra = mountopts.parse(m.get("options") or [])
-    if flags & s.MS_BIND or typ == "bind":
+    bind = bool(flags & s.MS_BIND) or typ == "bind"
+    if bind:
         if not src.startswith("/"):
             src = os.path.join(bundle, src)
-        st = os.stat(src)
-        if stat.S_ISDIR(st.st_mode):
-            _mkdirs(dest)
-        else:
-            _touch(dest)
-        s.mount(src, dest, None, s.MS_BIND | (flags & s.MS_REC))
-        rest = flags & ~(s.MS_BIND | s.MS_REC | s.MS_REMOUNT)
-        if rest:
-            remount_bind(dest, rest)
-    elif typ == "cgroup":
-        _mkdirs(dest)
-        _mount_cgroup(dest, flags, config, cgroup_paths)
+        create = "dir" if stat.S_ISDIR(os.stat(src).st_mode) else "file"
     else:
-        _mkdirs(dest)
-        if typ == "sysfs":
+        create = "dir"
+    t = _Target(rootfs, dest, create)
+    try:
+        if bind:
+            s.mount(src, t.proc, None, s.MS_BIND | (flags & s.MS_REC))
+            rest = flags & ~(s.MS_BIND | s.MS_REC | s.MS_REMOUNT)
+            if rest:
+                remount_bind(t.reopen(), rest)
+        elif typ == "cgroup":
+            _mount_cgroup(t, flags, config, cgroup_paths)
+        elif typ == "sysfs":
             try:
-                s.mount(src or typ, dest, typ, flags, data or None)
+                s.mount(src or typ, t.proc, typ, flags, data or None)
             except OSError as e:
                 if e.errno != 1:
                     raise
                 # a sysfs of the host's network namespace cannot be mounted from a user namespace: bind it
-                s.mount("/sys", dest, None, s.MS_BIND | s.MS_REC)
-                remount_bind(dest, flags | s.MS_RDONLY)
+                s.mount("/sys", t.proc, None, s.MS_BIND | s.MS_REC)
+                remount_bind(t.reopen(), flags | s.MS_RDONLY)
         elif typ == "mqueue" and userns:
             try:
-                s.mount(src or typ, dest, typ, flags, data or None)
+                s.mount(src or typ, t.proc, typ, flags, data or None)
             except OSError:
-                s.mount("/dev/mqueue", dest, None, s.MS_BIND | s.MS_REC)
+                s.mount("/dev/mqueue", t.proc, None, s.MS_BIND | s.MS_REC)
         else:
-            s.mount(src or typ, dest, typ or None, flags, data or None)
-    for p in props:
-        s.mount(None, dest, None, p)
+            s.mount(src or typ, t.proc, typ or None, flags, data or None)
+        if props:
+            target = t.reopen()
+            for p in props:
+                s.mount(None, target, None, p)
+    finally:
+        t.close()
 
 
 def remount_bind(dest: str, flags: int) -> None:
@@ -203,7 +218,7 @@ def remount_bind(dest: str, flags: int) -> None:
         s.mount(None, dest, None, s.MS_BIND | s.MS_REMOUNT | flags | mountopts.locked_flags(dest))
 
 
-def _mount_cgroup(dest: str, flags: int, config: dict, cgroup_paths: dict | None) -> None:
+def _mount_cgroup(t: _Target, flags: int, config: dict, cgroup_paths: dict | None) -> None:
     """/sys/fs/cgroup in the container: the container's own cgroups, read-only unless asked otherwise.
 
     With a cgroup namespace the hierarchies are mounted fresh (the kernel roots them at the container's cgroup);
@@ -218,40 +233,48 @@ def _mount_cgroup(dest: str, flags: int, config: dict, cgroup_paths: dict | None
     if not v1:
         # pure v2: one cgroup2 mount
         if own_ns:
-            s.mount("cgroup2", dest, "cgroup2", base_flags | ro)
+            s.mount("cgroup2", t.proc, "cgroup2", base_flags | ro)
         elif unified:
-            s.mount(unified, dest, None, s.MS_BIND)
-            remount_bind(dest, base_flags | ro)
+            s.mount(unified, t.proc, None, s.MS_BIND)
+            remount_bind(t.reopen(), base_flags | ro)
         return
-    s.mount("tmpfs", dest, "tmpfs", base_flags, "mode=755")
+    s.mount("tmpfs", t.proc, "tmpfs", base_flags, "mode=755")
+    t.reopen()  # the tmpfs: what follows is made in it, through its fd
     mounted: dict[str, str] = {}
     for ctrl, path in sorted(v1.items()):
         # co-mounted controllers (cpu,cpuacct) share one directory: mount it once, under the hierarchy's name
         hier = _hierarchy_name(path, ctrl)
         if hier in mounted:
             continue
-        target = os.path.join(dest, hier)
-        _mkdirs(target)
-        if own_ns:
-            opts = "none," + ctrl if ctrl.startswith("name=") else hier
-            s.mount("cgroup", target, "cgroup", base_flags | ro, opts)
-        else:
-            s.mount(path, target, None, s.MS_BIND)
-            remount_bind(target, base_flags | ro)
-        mounted[hier] = target
+        sub = _Target(t.rootfs, t.path + "/" + hier, "dir")
+        try:
+            if own_ns:
+                opts = "none," + ctrl if ctrl.startswith("name=") else hier
+                s.mount("cgroup", sub.proc, "cgroup", base_flags | ro, opts)
+            else:
+                s.mount(path, sub.proc, None, s.MS_BIND)
+                remount_bind(sub.reopen(), base_flags | ro)
+        finally:
+            sub.close()
+        mounted[hier] = hier
         for alias in hier.split(","):
-            if alias != hier and not os.path.exists(os.path.join(dest, alias)):
-                os.symlink(hier, os.path.join(dest, alias))
+            if alias != hier:
+                try:
+                    os.symlink(hier, alias, dir_fd=t.fd)
+                except FileExistsError:
+                    pass
     if unified:
-        target = os.path.join(dest, "unified")
-        _mkdirs(target)
-        if own_ns:
-            s.mount("cgroup2", target, "cgroup2", base_flags | ro)
-        else:
-            s.mount(unified, target, None, s.MS_BIND)
-            remount_bind(target, base_flags | ro)
+        sub = _Target(t.rootfs, t.path + "/unified", "dir")
+        try:
+            if own_ns:
+                s.mount("cgroup2", sub.proc, "cgroup2", base_flags | ro)
+            else:
+                s.mount(unified, sub.proc, None, s.MS_BIND)
+                remount_bind(sub.reopen(), base_flags | ro)
+        finally:
+            sub.close()
     if ro:
-        remount_bind(dest, base_flags | s.MS_RDONLY)
+        remount_bind(t.reopen(), base_flags | s.MS_RDONLY)
 
 
 def _hierarchy_name(path: str, ctrl: str) -> str:
@@ -284,11 +307,11 @@ def _make_device(d: dict, rootfs: str, dest: str, userns: bool) -> None:
     dirfd = _open(rootfs, parent, "dir")
     try:
         if userns:
-            fd = _open(rootfs, dest, "file")
+            t = _Target(rootfs, dest, "file")
             try:
-                s.mount(d["path"], f"/proc/self/fd/{fd}", None, s.MS_BIND)
+                s.mount(d["path"], t.proc, None, s.MS_BIND)
             finally:
-                os.close(fd)
+                t.close()
             return
         kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[d["type"]]
         mode = d.get("fileMode")
