@@ -127,12 +127,14 @@ def test_failing_hook_before_the_process_is_fatal(rune, tmp_path, kind):
     cid = new_id()
     b = _bundle(rune, out, ["sh", "-c", "echo payload >> /hooks/order"], fail=kind)
     if kind == "startContainer":
-        # it runs in the container's init after `start` released it (as runc's): `start` has returned 0 by then,
-        # so the init says it on the stdio `create` was given, and exits instead of running the process
+        # it runs in the container's init after `start` released it; `start` waits for the exec, so it fails with
+        # the hook's sentence; the init also says it on the stdio `create` was given (as runc's init does)
         errfile = tmp_path / "create.err"
         with open(errfile, "w") as err:
             assert rune("create", "--bundle", str(b), cid, stdout=err, stderr=err).returncode == 0
-        assert rune("start", cid).returncode == 0
+        p = rune("start", cid)
+        assert p.returncode == 1
+        assert p.stderr.startswith(f"hooks.{kind}[0]: /bin/sh exited with status 3: boom"), p.stderr
         assert wait_status(rune, cid, "stopped")["status"] == "stopped"
         stderr = errfile.read_text()
         assert rune("delete", cid).returncode == 0

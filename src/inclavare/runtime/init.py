@@ -61,6 +61,7 @@ class Launch:
         self.fifo_fd_path = ""  # the fifo through /proc/self/fd, valid after pivot_root
         self.start_state: dict = {}  # state for startContainer hooks
         self.pdeathsig = False  # the init dies with rune until it has reported ready
+        self.fifo_wfd = -1  # the exec fifo's write end, open from `start` until execve
 
 
 def _send(sock, kind: bytes, payload: bytes = b"") -> None:
@@ -233,6 +234,11 @@ def container_init(ctx: Launch) -> None:
         msg = _fail(sock, e)
         if ctx.fifo is not None:  # after `start` no rune reads the socket: say it on the stdio `create` gave, as runc
             os.write(2, msg.encode(errors="replace") + b"\n")
+            if ctx.fifo_wfd >= 0:
+                try:
+                    os.write(ctx.fifo_wfd, b"E" + msg.encode(errors="replace")[:4000])  # `rune start` reports it
+                except OSError:
+                    pass
         os._exit(1)
 
 
@@ -247,7 +253,9 @@ def _wait_fifo(ctx: Launch) -> None:
         _signal.signal(sig, die)
     fd = os.open(ctx.fifo_fd_path, os.O_WRONLY | os.O_CLOEXEC)
     os.write(fd, b"0")
-    os.close(fd)
+    # kept open: execve closes it (close-on-exec), which tells `rune start` that the process runs, after the
+    # startContainer hooks, so that its poststart hooks come after them as the runtime spec orders
+    ctx.fifo_wfd = fd
     for sig in _CATCH:
         _signal.signal(sig, _signal.SIG_DFL)
 
@@ -589,6 +597,9 @@ def _exec(ctx: Launch, path: str, args: list[str], env: dict[str, str]) -> None:
     _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)
     _signal.signal(_signal.SIGXFSZ, _signal.SIG_DFL)
     if ctx.executor is not None:
+        if ctx.fifo_wfd >= 0:
+            os.close(ctx.fifo_wfd)  # the executor does not exec: the payload is started now
+            ctx.fifo_wfd = -1
         ctx.executor(ctx, path, args, env)
         os._exit(0)
     try:

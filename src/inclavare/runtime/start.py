@@ -43,17 +43,28 @@ def release(container: Container, state: dict) -> None:
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         deadline = time.monotonic() + 10
-        while True:
-            # the init is blocked opening the fifo for writing: our open lets it go on, and it writes one byte
-            if poller.poll(10) and os.read(fd, 1):
-                break
+        # the init is blocked opening the fifo for writing: our open lets it go on, and it writes one byte
+        while not (poller.poll(10) and os.read(fd, 1)):
             if not proc.alive(pid, state.get("init_start")):
                 raise RuneError(f"cannot start container {container.id!r}: its init process has exited")
             if time.monotonic() > deadline:
                 raise RuneError(f"cannot start container {container.id!r}: its init process does not answer")
+        # then it runs the startContainer hooks and execs, which closes its end: wait for that end of file, or for
+        # the message it writes when a hook or the exec failed
+        failure = b""
+        while True:
+            if poller.poll(100):
+                data = os.read(fd, 4096)
+                if not data:
+                    break
+                failure += data
+            elif not proc.alive(pid, state.get("init_start")):
+                break
     finally:
         os.close(fd)
     os.unlink(container.fifo_path)
+    if failure.startswith(b"E"):
+        raise RuneError(failure[1:].decode(errors="replace"))
 
 
 def run_poststart(hooks: list, state: dict) -> None:
