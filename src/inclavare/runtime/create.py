@@ -144,9 +144,6 @@ def _create(root: str, cid: str, opts: Options) -> Created:
         ctx.start_state = state
         if enclave is not None:
             enclave.attach(ctx, state, container.dir)
-        # The children start on the namespaces and the root filesystem while this process makes the cgroup:
-        # moving a task into a v1 cgroup can wait for an RCU grace period (milliseconds), time the init spends
-        # mounting instead of waiting.
         if any(ns.get("type") == "user" for ns in namespaces):
             # a new or joined user namespace must own the others: an intermediate process enters it first
             if not opts.detach and opts.subreaper:
@@ -169,6 +166,8 @@ def _create(root: str, cid: str, opts: Options) -> Created:
         from inclavare.oci import jsonlite
 
         paths = cgroup.paths if cgroup is not None else {}  # None: --rootless without permission for cgroups
+        if pid and cgroup is not None and not ctx.join_cgroup:
+            cgroup.join(pid)  # the init waits for MSG_CGROUP, idle: see _fork_init
         try:
             sock.send(cinit.MSG_CGROUP + jsonlite.dumps(paths).encode())
         except OSError:
@@ -179,7 +178,8 @@ def _create(root: str, cid: str, opts: Options) -> Created:
         state["rootless"] = opts.rootless
         # a first state, so that `delete --force` finds the process and the cgroup if this command is killed
         container.write(state, sync=False)
-        pid, pty_master = _handshake(sock, mid, config, state, linux, None if ctx.join_cgroup else cgroup, pid)
+        join = cgroup if mid and not ctx.join_cgroup else None
+        pid, pty_master = _handshake(sock, mid, config, state, linux, join, pid)
         mid = 0
         from inclavare.linux import proc
 
@@ -217,7 +217,12 @@ def _create(root: str, cid: str, opts: Options) -> Created:
 
 def _fork_init(ctx: cinit.Launch, namespaces: list, sock, container: Container) -> int:
     """Fork the init directly: its new or joined pid and time namespaces are set up for our children here and
-    restored right after the fork; the init enters the other namespaces itself."""
+    restored right after the fork; the init enters the other namespaces itself.
+
+    The init then waits, idle, until this process has made the cgroup and moved it in. Moving a task into a v1
+    cgroup waits for an RCU grace period, and a grace period is short only while the other CPUs are idle: an init
+    mounting its root filesystem meanwhile made the move take 5-20 ms instead of well under one (measured here).
+    """
     from inclavare.linux import syscalls
     from inclavare.oci.config import NAMESPACES
 
@@ -332,14 +337,13 @@ def _kill_wait(pid: int) -> None:
 def _handshake(sock, mid: int, config: dict, state: dict, linux: dict, join, pid: int) -> tuple[int, int]:
     """Serve the children until the init reports ready: (init pid, pty master fd or -1).
 
-    join: the cgroup Manager to move the init into as soon as its pid is known (None when the intermediate
-    joined itself). The init may report ready, or ask for the hooks, before the intermediate's pid message is
-    read: those wait until the pid is known, so the init is always in its cgroup before it may exec.
+    join: the cgroup Manager to move the init into when the intermediate reports its pid (None when the init
+    was forked directly and is already in it, or when the intermediate joined itself). The init may report
+    ready, or ask for the hooks, before the intermediate's pid message is read: those wait until the pid is
+    known, so the init is always in its cgroup before it may exec.
     """
     pty_master = -1
     ready = False
-    if pid and join is not None:
-        join.join(pid)
     hooks_asked = False
     hooks = config.get("hooks") or {}
     seccomp = linux.get("seccomp") or {}

@@ -125,6 +125,7 @@ def init_direct(ctx: Launch) -> None:
         except BlockingIOError:
             pass
         ctx.pdeathsig = True
+        cgroup_paths(ctx)  # wait, idle, until rune has moved us into the cgroup (see create._fork_init)
         _preimport(ctx.config, {ns["type"]: "" for ns in (ctx.config.get("linux") or {}).get("namespaces") or ()})
         _enter_namespaces(ctx, skip=FOR_CHILDREN)
     except BaseException as e:  # noqa: BLE001 - everything becomes a message to the parent
