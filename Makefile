@@ -39,7 +39,7 @@ lint:
 	$(PYTHON) -m ruff check src tests bench
 
 demo: deps launchers pal
-	@bash demo/demo.sh
+	@PYTHON=$(PYTHON) bash demo/demo.sh
 
 bench: deps launchers
 	$(PYTHON) bench/rune_vs_runc.py

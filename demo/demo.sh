@@ -10,6 +10,7 @@ REPO=$PWD
 RUNE="$REPO/bin/rune"
 SGX_TOOLS="$REPO/bin/sgx-tools"
 SHARED="$REPO/../shared"
+PY=${PYTHON:-python3}
 WORK=$(mktemp -d /tmp/rune-demo.XXXXXX)
 ROOT="$WORK/state"
 trap 'for c in $("$RUNE" --root "$ROOT" list -q 2>/dev/null); do "$RUNE" --root "$ROOT" delete -f "$c"; done; rm -rf "$WORK"' EXIT
@@ -18,7 +19,7 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 show() { printf '$ %s\n' "$*"; "$@"; }
 
 step "a busybox bundle (rootfs from busybox-static, config.json from 'rune spec')"
-python3 -c "import sys; sys.path.insert(0, 'src'); from inclavare.oci.busybox import make_bundle; \
+"$PY" -c "import sys; sys.path.insert(0, 'src'); from inclavare.oci.busybox import make_bundle; \
 make_bundle('$WORK/bundle', ['sh', '-c', 'echo hello from \$(hostname), pid \$\$; sleep 2; echo bye'])"
 ls "$WORK/bundle" "$WORK/bundle/rootfs"
 
@@ -35,14 +36,14 @@ show "$RUNE" --root "$ROOT" delete demo
 echo "left in $ROOT: $(ls "$ROOT" | wc -l) containers"
 
 step "foreground run returns the container's exit status"
-python3 -c "import sys; sys.path.insert(0, 'src'); from inclavare.oci.busybox import make_bundle; \
+"$PY" -c "import sys; sys.path.insert(0, 'src'); from inclavare.oci.busybox import make_bundle; \
 make_bundle('$WORK/exit3', ['sh', '-c', 'echo exiting with 3; exit 3'], rootfs='$WORK/bundle/rootfs')"
 set +e; "$RUNE" --root "$ROOT" run --bundle "$WORK/exit3" demo-exit; echo "exit status: $?"; set -e
 
 if [ -d "$SHARED/vectors/enarx-sgx" ]; then
   step "SGX measurement: MRENCLAVE of a real enclave equals its SIGSTRUCT's enclave_hash"
   show "$SGX_TOOLS" measure --flat "$SHARED/vectors/enarx-sgx/encl.bin" --enclave-size 0x8000 --ssa-frame-size 1 --tcs-pages 0
-  "$SGX_TOOLS" dump --json "$SHARED/vectors/enarx-sgx/encl.ss" | python3 -c "import json,sys; print('enclave_hash', json.load(sys.stdin)['enclave_hash'])"
+  "$SGX_TOOLS" dump --json "$SHARED/vectors/enarx-sgx/encl.ss" | "$PY" -c "import json,sys; print('enclave_hash', json.load(sys.stdin)['enclave_hash'])"
   step "a real SGX quote (dcap-qvl vector): its fields, then its signatures and PCK chain checked"
   "$SGX_TOOLS" dump "$SHARED/vectors/dcap-qvl/sgx_quote" | head -20
   show "$SGX_TOOLS" verify-quote --quote "$SHARED/vectors/dcap-qvl/sgx_quote"

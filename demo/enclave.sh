@@ -8,12 +8,13 @@ ROOT=$2
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 RUNE="$REPO/bin/rune"
 SGX_TOOLS="$REPO/bin/sgx-tools"
+PY=${PYTHON:-python3}
 export INCLAVARE_SIM_DIR="$WORK/sim"   # the demo's own simulated platform, not the host's
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 show() { printf '$ %s\n' "$*"; "$@"; }
 
 step "an enclave image signed for the sim TEE (RSA-3072, e=3, as SGX signs)"
-python3 - "$WORK" <<'PY'
+"$PY" - "$WORK" <<'PY'
 import json, os, sys
 sys.path.insert(0, "src")
 from cryptography.hazmat.primitives import serialization
@@ -59,9 +60,9 @@ echo "rune run exit code: $?"
 set -e
 
 step "the reference C PAL (liberpal-skeleton v2) runs an ordinary bundle as an enclave container"
-python3 -c "import sys; sys.path.insert(0, 'src'); from inclavare.oci.busybox import make_bundle; \
+"$PY" -c "import sys; sys.path.insert(0, 'src'); from inclavare.oci.busybox import make_bundle; \
 make_bundle('$WORK/pal', ['sh', '-c', 'echo hello through the PAL API; exit 7'], rootfs='$WORK/enc/rootfs')"
-python3 - "$WORK/pal/config.json" "$REPO/build/pal/liberpal-skeleton-v2.so" <<'PY'
+"$PY" - "$WORK/pal/config.json" "$REPO/build/pal/liberpal-skeleton-v2.so" <<'PY'
 import json, sys
 path, pal = sys.argv[1], sys.argv[2]
 c = json.load(open(path))
