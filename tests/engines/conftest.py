@@ -248,25 +248,7 @@ class Docker(Engine):
 
     def _flags(self, o: Opts) -> list[str]:
         f = ["--network", "none", "--runtime", self.runtime, "--cgroup-parent", "/" + self.parent]
-        for k, v in o.env.items():
-            f += ["-e", f"{k}={v}"]
-        if o.user:
-            f += ["-u", o.user]
-        if o.workdir:
-            f += ["-w", o.workdir]
-        if o.read_only:
-            f.append("--read-only")
-        if o.memory:
-            f += ["--memory", str(o.memory)]
-        if o.pids:
-            f += ["--pids-limit", str(o.pids)]
-        if o.cpus:
-            f += ["--cpus", o.cpus]
-        if o.seccomp == "unconfined":
-            f += ["--security-opt", "seccomp=unconfined"]
-        if o.tty:
-            f.append("-t")
-        return f
+        return f + cli_flags(o)
 
     def run(self, cmd: list[str], o: Opts | None = None) -> subprocess.CompletedProcess:
         return self.k.docker("run", "--rm", *self._flags(o or Opts()), d.IMAGE, *cmd, check=False)
@@ -320,25 +302,7 @@ class Podman(Engine):
 
     def _flags(self, o: Opts) -> list[str]:
         f = ["--network", "none", *d.PODMAN_ULIMITS, "--cgroup-parent", "/" + self.parent]
-        for k, v in o.env.items():
-            f += ["-e", f"{k}={v}"]
-        if o.user:
-            f += ["-u", o.user]
-        if o.workdir:
-            f += ["-w", o.workdir]
-        if o.read_only:
-            f.append("--read-only")
-        if o.memory:
-            f += ["--memory", str(o.memory)]
-        if o.pids:
-            f += ["--pids-limit", str(o.pids)]
-        if o.cpus:
-            f += ["--cpus", o.cpus]
-        if o.seccomp == "unconfined":
-            f += ["--security-opt", "seccomp=unconfined"]
-        if o.tty:
-            f.append("-t")
-        return f
+        return f + cli_flags(o)
 
     def run(self, cmd: list[str], o: Opts | None = None) -> subprocess.CompletedProcess:
         return self.pm("run", "--rm", *self._flags(o or Opts()), d.IMAGE, *cmd, check=False)
@@ -491,4 +455,28 @@ def need(e: Engine, what: str) -> None:
                ("containerd", "pids"): "ctr run has no pids limit flag"}
     if (e.name, what) in reasons:
         pytest.skip(reasons[(e.name, what)])
+
+
+def cli_flags(o: Opts) -> list[str]:
+    """The docker/podman run flags (the two CLIs agree) for the options a case asks for."""
+    f: list[str] = []
+    for k, v in o.env.items():
+        f += ["-e", f"{k}={v}"]
+    if o.user:
+        f += ["-u", o.user]
+    if o.workdir:
+        f += ["-w", o.workdir]
+    if o.read_only:
+        f.append("--read-only")
+    if o.memory:
+        f += ["--memory", str(o.memory)]
+    if o.pids:
+        f += ["--pids-limit", str(o.pids)]
+    if o.cpus:
+        f += ["--cpus", o.cpus]
+    if o.seccomp == "unconfined":
+        f += ["--security-opt", "seccomp=unconfined"]
+    if o.tty:
+        f.append("-t")
+    return f
 

@@ -351,13 +351,7 @@ def _intermediate(ctx: cinit.Launch, pid: int, joins: list[tuple[str, str]], cgr
                 raise RuneError(f"cannot join the container's cgroup {d}: {e.strerror}") from None
         cinit.close_inherited(3 + ctx.preserve_fds)
         process = ctx.config["process"]
-        if "oomScoreAdj" in process:
-            # set here, through the host's /proc (the container may have none): the process inherits it on fork
-            try:
-                with open("/proc/self/oom_score_adj", "w") as f:
-                    f.write(str(process["oomScoreAdj"]))
-            except OSError as e:
-                raise RuneError(f"process.oomScoreAdj: cannot set {process['oomScoreAdj']}: {e.strerror}") from None
+        cinit.set_oom_score_adj(process)  # through the host's /proc (the container may have none); inherited on fork
         cinit._preimport({"process": process, "linux": ctx.config["linux"]}, {})
         if ctx.seccomp is not None and ctx.seccomp.notify:
             from inclavare.linux import console  # noqa: F401 - used after the mount namespace changes

@@ -275,12 +275,7 @@ def _prepare(ctx: Launch) -> tuple[str, list[str], dict[str, str]]:
         except OSError as e:
             if e.errno not in (38, 1):  # ENOSYS, EPERM (keyrings disabled or in a user namespace)
                 raise
-    if "oomScoreAdj" in process:
-        try:
-            with open("/proc/self/oom_score_adj", "w") as f:
-                f.write(str(process["oomScoreAdj"]))
-        except OSError as e:
-            raise RuneError(f"config.json process.oomScoreAdj: cannot set {process['oomScoreAdj']}: {e.strerror}") from None
+    set_oom_score_adj(process)
     try:
         os.chdir(ctx.bundle)
     except OSError as e:
@@ -542,6 +537,16 @@ def lookup(name: str, path_env: str | None) -> str:
         if os.path.isfile(p) and os.access(p, os.X_OK):
             return p
     raise RuneError(f'config.json process.args[0]: exec: "{name}": executable file not found in $PATH of the container')
+
+
+def set_oom_score_adj(process: dict) -> None:
+    """process.oomScoreAdj for this process (and what it forks), through the host's /proc."""
+    if "oomScoreAdj" in process:
+        try:
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write(str(process["oomScoreAdj"]))
+        except OSError as e:
+            raise RuneError(f"config.json process.oomScoreAdj: cannot set {process['oomScoreAdj']}: {e.strerror}") from None
 
 
 def above(fd: int, lowest: int) -> int:
