@@ -166,18 +166,18 @@ def _create(root: str, cid: str, opts: Options) -> Created:
         from inclavare.oci import jsonlite
 
         paths = cgroup.paths if cgroup is not None else {}  # None: --rootless without permission for cgroups
-        if pid and cgroup is not None and not ctx.join_cgroup:
-            cgroup.join(pid)  # the init waits for MSG_CGROUP, idle: see _fork_init
-        try:
-            sock.send(cinit.MSG_CGROUP + jsonlite.dumps(paths).encode())
-        except OSError:
-            pass  # the children have failed already: the handshake reads why
         state["cgroup_paths"] = paths
         state["config"] = config
         state["use_fifo"] = opts.use_fifo
         state["rootless"] = opts.rootless
         # a first state, so that `delete --force` finds the process and the cgroup if this command is killed
         container.write(state, sync=False)
+        if pid and cgroup is not None and not ctx.join_cgroup:
+            cgroup.join(pid)  # the init waits for MSG_CGROUP, idle: see _fork_init
+        try:
+            sock.send(cinit.MSG_CGROUP + jsonlite.dumps(paths).encode())
+        except OSError:
+            pass  # the children have failed already: the handshake reads why
         join = cgroup if mid and not ctx.join_cgroup else None
         pid, pty_master = _handshake(sock, mid, config, state, linux, join, pid)
         mid = 0
