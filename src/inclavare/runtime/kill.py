@@ -45,9 +45,9 @@ def kill(container: Container, sig: int, all_processes: bool) -> None:
                 signal_cgroup(state, sig)  # strays of a container without its own pid namespace
                 return
             raise RuneError(f"container {container.id!r} is not running")
-        if all_processes:
-            signal_cgroup(state, sig)
+        if all_processes and signal_cgroup(state, sig):
             return
+        # without --all, or with no cgroup to list (--rootless without cgroups): the init
         try:
             os.kill(state["pid"], sig)
         except ProcessLookupError:
