@@ -174,12 +174,15 @@ def _create(root: str, cid: str, opts: Options) -> Created:
         container.write(state, sync=False)
         if pid and cgroup is not None and not ctx.join_cgroup:
             cgroup.join(pid)  # the init waits for MSG_CGROUP, idle: see _fork_init
-        try:
-            sock.send(cinit.MSG_CGROUP + jsonlite.dumps(paths).encode())
-        except OSError:
-            pass  # the children have failed already: the handshake reads why
+        cgroup_msg = cinit.MSG_CGROUP + jsonlite.dumps(paths).encode()
+        # through an intermediate, the init's pid comes later: the handshake moves it, then sends the message
         join = cgroup if mid and not ctx.join_cgroup else None
-        pid, pty_master = _handshake(sock, mid, config, state, linux, join, pid)
+        if join is None:
+            try:
+                sock.send(cgroup_msg)
+            except OSError:
+                pass  # the children have failed already: the handshake reads why
+        pid, pty_master = _handshake(sock, mid, config, state, linux, join, pid, cgroup_msg)
         mid = 0
         from inclavare.linux import proc
 
@@ -334,13 +337,13 @@ def _kill_wait(pid: int) -> None:
         time.sleep(0.001)
 
 
-def _handshake(sock, mid: int, config: dict, state: dict, linux: dict, join, pid: int) -> tuple[int, int]:
+def _handshake(sock, mid: int, config: dict, state: dict, linux: dict, join, pid: int,
+               cgroup_msg: bytes) -> tuple[int, int]:
     """Serve the children until the init reports ready: (init pid, pty master fd or -1).
 
-    join: the cgroup Manager to move the init into when the intermediate reports its pid (None when the init
-    was forked directly and is already in it, or when the intermediate joined itself). The init may report
-    ready, or ask for the hooks, before the intermediate's pid message is read: those wait until the pid is
-    known, so the init is always in its cgroup before it may exec.
+    join: the cgroup Manager to move the init into when the intermediate reports its pid, then send it
+    cgroup_msg, which the init waits for, idle (None when the init was forked directly and is already in it, or
+    when the intermediate joined itself). Hook requests wait until the pid is known.
     """
     pty_master = -1
     ready = False
@@ -367,6 +370,7 @@ def _handshake(sock, mid: int, config: dict, state: dict, linux: dict, join, pid
                 state["pid"] = pid
                 if join is not None:
                     join.join(pid)
+                    sock.send(cgroup_msg)
                 os.waitpid(mid, 0)
                 mid = 0
             elif kind == cinit.MSG_READY:

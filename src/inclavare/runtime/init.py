@@ -210,6 +210,8 @@ def container_init(ctx: Launch) -> None:
     """Runs as the container's init; never returns."""
     sock = ctx.sock
     try:
+        # wait, idle, until rune has moved us into the cgroup (a busy CPU slows that move: see create._fork_init)
+        cgroup_paths(ctx)
         path, args, env = _prepare(ctx)
         if ctx.pre_ready is not None:
             ctx.pre_ready(ctx)
