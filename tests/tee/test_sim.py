@@ -262,3 +262,11 @@ def test_sigstruct_in_bundle_parses(signed):
     b, s = signed
     ss = Sigstruct.from_bytes((b / "rootfs" / ".inclavare" / "enclave" / "sigstruct.bin").read_bytes())
     assert ss.enclave_hash == s.mr_enclave
+
+
+def test_trusted_path_that_does_not_exist_is_refused(tmp_path, sim_dir, signing_key_pem, make_bundle):
+    b = make_bundle(tmp_path)
+    with pytest.raises(RuneError, match="trusted path '/nope' does not exist"):
+        bundle.sign_bundle(b, signing_key_pem, trusted=["/etc", "/nope"])
+    with pytest.raises(RuneError, match="trusted path '/proc/none' does not exist"):
+        bundle.sign_bundle(b, signing_key_pem, trusted=["/proc/none"])

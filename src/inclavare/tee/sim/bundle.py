@@ -145,7 +145,10 @@ def sign_bundle(bundle: str | os.PathLike[str], key_path: str | os.PathLike[str]
     for start in trusted if trusted is not None else ["/"]:
         if not start.startswith("/"):
             raise RuneError(f"the trusted path '{start}' must be absolute inside the rootfs")
-        files.extend(_walk_regular(rootfs, start))
+        found = _walk_regular(rootfs, start)
+        if not found:
+            raise RuneError(f"the trusted path '{start}' does not exist in the rootfs {rootfs} or holds no regular file")
+        files.extend(found)
     config = image.EnclaveConfig(entry=entry, trusted_files=tuple(files), debug=debug, isv_prod_id=isv_prod_id,
                                  isv_svn=isv_svn)
     signed = sign_image(rootfs, load_key(key_path), config)
