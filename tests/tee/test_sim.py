@@ -270,3 +270,12 @@ def test_trusted_path_that_does_not_exist_is_refused(tmp_path, sim_dir, signing_
         bundle.sign_bundle(b, signing_key_pem, trusted=["/etc", "/nope"])
     with pytest.raises(RuneError, match="trusted path '/proc/none' does not exist"):
         bundle.sign_bundle(b, signing_key_pem, trusted=["/proc/none"])
+
+
+@pytest.mark.parametrize("text", ["[]", "\"x\"", "3", "null"])
+def test_launch_policy_that_is_not_an_object_is_refused(signed, sim_dir, text):
+    b, _ = signed
+    sim_dir.mkdir(parents=True, exist_ok=True)
+    (sim_dir / "launch-policy.json").write_text(text)
+    with pytest.raises(RuneError, match=r"^the launch policy .*launch-policy.json must be a JSON object$"):
+        launch_check(b / "rootfs")

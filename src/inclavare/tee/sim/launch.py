@@ -45,7 +45,9 @@ class LaunchPolicy:
             raise RuneError(f"the launch policy {path} cannot be read: {e.strerror}") from None
         except ValueError as e:
             raise RuneError(f"the launch policy {path} is not valid JSON: {e}") from None
-        signers = obj.get("allowed_mrsigners") if isinstance(obj, dict) else None
+        if not isinstance(obj, dict):
+            raise RuneError(f"the launch policy {path} must be a JSON object")
+        signers = obj.get("allowed_mrsigners")
         if signers is not None and (not isinstance(signers, list) or not all(
                 isinstance(s, str) and len(s) == 64 for s in signers)):
             raise RuneError(f"'allowed_mrsigners' in the launch policy {path} must be a list of 64-digit hex MRSIGNERs")
