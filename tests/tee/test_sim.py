@@ -279,3 +279,15 @@ def test_launch_policy_that_is_not_an_object_is_refused(signed, sim_dir, text):
     (sim_dir / "launch-policy.json").write_text(text)
     with pytest.raises(RuneError, match=r"^the launch policy .*launch-policy.json must be a JSON object$"):
         launch_check(b / "rootfs")
+
+
+@pytest.mark.parametrize("digests", [[], "x", 3, None])
+def test_manifest_digests_not_an_object_gives_the_mismatch_sentence(signed, digests):
+    b, _ = signed
+    (b / "rootfs" / "bin" / "app").write_bytes(b"changed")
+    mpath = b / "rootfs" / ".inclavare" / "enclave" / "manifest.json"
+    manifest = json.loads(mpath.read_text())
+    manifest["digests"] = digests
+    mpath.write_text(json.dumps(manifest))
+    with pytest.raises(RuneError, match="does not match its signature: a trusted file"):
+        launch_check(b / "rootfs")

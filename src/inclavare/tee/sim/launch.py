@@ -149,7 +149,9 @@ def launch_check(rootfs: str | os.PathLike[str], *, policy: LaunchPolicy | None 
         raise RuneError(f"the enclave SIGSTRUCT {where} is refused: {e}") from None
     measured = image.measure_image(root, config)
     if measured.mr_enclave != sig.enclave_hash:
-        changed = [p for p, h in measured.digests.items() if manifest.get("digests", {}).get(p) not in (None, h)]
+        digests = manifest.get("digests") if isinstance(manifest, dict) else None
+        digests = digests if isinstance(digests, dict) else {}
+        changed = [p for p, h in measured.digests.items() if digests.get(p) not in (None, h)]
         what = (f"the {'entry binary' if changed[0] == config.entry else 'trusted file'} {changed[0]} changed"
                 if changed else "a trusted file, the entry binary or the enclave configuration changed")
         raise RuneError(
