@@ -291,3 +291,13 @@ def test_manifest_digests_not_an_object_gives_the_mismatch_sentence(signed, dige
     mpath.write_text(json.dumps(manifest))
     with pytest.raises(RuneError, match="does not match its signature: a trusted file"):
         launch_check(b / "rootfs")
+
+
+@pytest.mark.parametrize("name,content", [("quoting.key", "garbage"), ("pck.key", ""), ("root_ca.pem", "x"),
+                                          ("platform.json", "{}"), ("platform.json", "[]"),
+                                          ("platform.json", '{"platform_id": "a", "cpu_svn": "zz"}')])
+def test_corrupt_platform_keys_are_refused_in_one_sentence(sim_dir, name, content):
+    platform.load_platform()
+    (sim_dir / name).write_text(content)
+    with pytest.raises(RuneError, match=r"sim platform keys in .* are unreadable; remove the directory"):
+        platform.load_platform()

@@ -156,13 +156,22 @@ def load_platform(directory: str | os.PathLike[str] | None = None, create: bool 
         data = {name: (d / name).read_bytes() for name in FILES[1:]}
     except (OSError, ValueError) as e:
         raise RuneError(f"the sim platform identity in {d} is unreadable or incomplete ({e}); remove the directory to create a new one") from None
+    unreadable = f"the sim platform keys in {d} are unreadable; remove the directory to create a new one"
+    if not isinstance(meta, dict):
+        raise RuneError(unreadable)
     host = _host_id()
     if meta.get("host") and host and meta["host"] != host:
         raise RuneError(f"the sim platform identity in {d} was created on another host (machine-id differs); "
                         f"remove it or set {ENV_DIR} so that hosts never share one by accident")
-    q = serialization.load_pem_private_key(data["quoting.key"], None)
-    p = serialization.load_pem_private_key(data["pck.key"], None)
+    try:
+        q = serialization.load_pem_private_key(data["quoting.key"], None)
+        p = serialization.load_pem_private_key(data["pck.key"], None)
+        platform_id = meta["platform_id"]
+        cpu_svn = bytes.fromhex(meta["cpu_svn"])
+        x509.load_pem_x509_certificate(data["root_ca.pem"])
+    except (ValueError, TypeError, KeyError):
+        raise RuneError(unreadable) from None
     if not isinstance(q, ec.EllipticCurvePrivateKey) or not isinstance(p, ec.EllipticCurvePrivateKey):
         raise RuneError(f"the sim platform keys in {d} are not ECDSA keys; remove the directory to create a new one")
-    return Platform(d, meta["platform_id"], data["platform.secret"], bytes.fromhex(meta["cpu_svn"]), q, p,
+    return Platform(d, platform_id, data["platform.secret"], cpu_svn, q, p,
                     data["pck_chain.pem"], data["root_ca.pem"])
