@@ -123,7 +123,8 @@ PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 # syscall numbers (x86_64) for calls glibc 2.36 has no wrapper for
-_NR = {"pivot_root": 155, "capset": 126, "capget": 125, "keyctl": 250, "prlimit64": 302}
+_NR = {"pivot_root": 155, "capset": 126, "capget": 125, "keyctl": 250, "prlimit64": 302, "gettid": 186,
+       "clone3": 435}
 
 # resource numbers of setrlimit(2) / prlimit(2), by their OCI names
 RLIMITS = {
@@ -173,6 +174,31 @@ def setrlimit(resource: int, soft: int, hard: int) -> None:
     """prlimit64 on this process: unsigned 64-bit limits (2**64-1 is RLIM_INFINITY), every resource the kernel has."""
     new = (soft & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little") + (hard & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little")
     _check(_syscall(c_long(_NR["prlimit64"]), c_long(0), c_long(resource), new, None), "prlimit")
+
+
+_CLONE_CHILD_SETTID = 0x01000000
+_CLONE_INTO_CGROUP = 1 << 33
+_SIGCHLD = 17
+_TID_OFFSET = 0x2D0  # offsetof(struct pthread, tid) in glibc 2.34+ on x86-64; checked before use
+_pthread_self = _fn("pthread_self", (), c_ulong)
+
+
+def fork_into_cgroup(cgroup_fd: int) -> int:
+    """fork(2) as clone3(CLONE_INTO_CGROUP): the child starts in the cgroup2 directory cgroup_fd.
+
+    Moving a task through cgroup.procs takes the cgroup write lock, whose first writer waits for an RCU grace
+    period (5-17 ms measured here); a child born in its cgroup takes the read side only. Returns like os.fork.
+    The kernel writes the child's thread id into glibc's thread descriptor (CLONE_CHILD_SETTID), as glibc's own
+    fork does; the offset is checked against gettid() first, and OSError(ENOSYS) tells the caller to os.fork
+    instead. The child skips CPython's after-fork bookkeeping, which a single-threaded process that goes on to
+    execve does not need (os.fork's child would reinitialise thread and import-lock state it does not use).
+    """
+    tcb = _pthread_self()
+    if c_int.from_address(tcb + _TID_OFFSET).value != _syscall(c_long(_NR["gettid"])):
+        raise OSError(38, "clone3 into a cgroup: unknown thread descriptor layout")
+    args = b"".join(v.to_bytes(8, "little") for v in (
+        _CLONE_CHILD_SETTID | _CLONE_INTO_CGROUP, 0, tcb + _TID_OFFSET, 0, _SIGCHLD, 0, 0, 0, 0, 0, cgroup_fd))
+    return _check(_syscall(c_long(_NR["clone3"]), args, c_long(len(args))), "clone3")
 
 
 def sethostname(name: str) -> None:

@@ -48,6 +48,7 @@ class Launch:
         self.fifo = fifo  # exec fifo path (create) or None (run)
         self.cgroup_paths: dict | None = None  # from MSG_CGROUP, once the parent has made the cgroup
         self.join_cgroup = False  # the intermediate joins the cgroup itself (needed before a new cgroup namespace)
+        self.born_in_cgroup = False  # the init was forked into the cgroup2 directory (clone3 CLONE_INTO_CGROUP)
         self.seccomp = None  # compiled seccomp filter
         self.console_sock = None  # connected --console-socket
         self.tty_to_parent = False  # foreground run with a terminal: send the pty master to the parent
@@ -125,13 +126,31 @@ def init_direct(ctx: Launch) -> None:
         except BlockingIOError:
             pass
         ctx.pdeathsig = True
-        cgroup_paths(ctx)  # wait, idle, until rune has moved us into the cgroup (see create._fork_init)
+        join_own_cgroups(ctx)
         _preimport(ctx.config, {ns["type"]: "" for ns in (ctx.config.get("linux") or {}).get("namespaces") or ()})
         _enter_namespaces(ctx, skip=FOR_CHILDREN)
     except BaseException as e:  # noqa: BLE001 - everything becomes a message to the parent
         _fail(ctx.sock, e)
         os._exit(1)
     container_init(ctx)
+
+
+def join_own_cgroups(ctx: Launch) -> None:
+    """Move this process, single-threaded, into the container's cgroups without the cgroup write lock: v1
+    hierarchies by writing 0 to `tasks` (the kernel skips the lock for the caller's own thread); the cgroup2
+    directory by having been born in it (clone3), else through cgroup.procs."""
+    for key, path in (ctx.cgroup_paths or {}).items():
+        if key == "":
+            if ctx.born_in_cgroup:
+                continue
+            name = "cgroup.procs"
+        else:
+            name = "tasks"
+        try:
+            with open(f"{path}/{name}", "w") as f:
+                f.write("0")
+        except OSError as e:
+            raise RuneError(f"cannot join the container's cgroup {path}: {e.strerror}") from None
 
 
 def intermediate(ctx: Launch) -> None:
