@@ -119,6 +119,25 @@ def _dumpable(pid: int) -> bool:
     return p.returncode == 0
 
 
+def test_sim_changed_args_or_env_and_unmeasured_exec_are_refused(rune, sim_dir, signing_key, tmp_path):
+    b = sim_bundle(tmp_path, ["sleep", "60"], signing_key, rune.binary, readonly=False)
+    c = json.loads((b / "config.json").read_text())
+    shutil.copy(b / "rootfs" / "bin" / "busybox", b / "rootfs" / "tmp" / "bb")  # added after signing: unmeasured
+    for key, value in (("args", ["sh", "-c", "exit 3"]), ("env", c["process"]["env"] + ["LD_PRELOAD=/x.so"])):
+        (b / "config.json").write_text(json.dumps({**c, "process": {**c["process"], key: value}}))
+        p = rune("run", "--bundle", str(b), new_id())
+        assert p.returncode == 1 and f"the process.{key} in config.json differ" in p.stderr, p.stderr
+    (b / "config.json").write_text(json.dumps(c))
+    cid = new_id()
+    assert rune("run", "-d", "--bundle", str(b), cid).returncode == 0
+    try:
+        assert rune("exec", cid, "true").returncode == 0
+        p = rune("exec", cid, "/tmp/bb", "true")
+        assert p.returncode != 0 and "'/tmp/bb' is not a measured file of the signed enclave" in p.stderr, p.stderr
+    finally:
+        rune("delete", "--force", cid)
+
+
 def test_sign_bundle_keeps_a_pal_path_and_still_checks_launch(rune, sim_dir, signing_key, tmp_path, pal_libs):
     b = sim_bundle(tmp_path, ["sh", "-c", "exit 5"], signing_key, rune.binary)
     c = json.loads((b / "config.json").read_text())

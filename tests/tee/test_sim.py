@@ -301,3 +301,24 @@ def test_corrupt_platform_keys_are_refused_in_one_sentence(sim_dir, name, conten
     (sim_dir / name).write_text(content)
     with pytest.raises(RuneError, match=r"sim platform keys in .* are unreadable; remove the directory"):
         platform.load_platform()
+
+
+def test_argv_and_env_are_measured_and_checked(signed, signing_key_pem):
+    from inclavare.tee.sim.launch import check_process
+
+    b, s = signed
+    assert s.config.argv == ("app", "--x") and s.config.env == ("PATH=/usr/bin:/bin",)
+    proc = json.loads((b / "config.json").read_text())["process"]
+    check_process(launch_check(b / "rootfs").config, proc)
+    check_process(s.config, {**proc, "env": proc["env"] + ["ENCLAVE_TYPE=sim", "ENCLAVE_RUNTIME_ARGS=x"]})
+    with pytest.raises(RuneError, match=r"^the process.args in config.json differ from the ones the enclave"):
+        check_process(s.config, {**proc, "args": ["app", "--evil"]})
+    with pytest.raises(RuneError, match=r"^the process.env in config.json differs .*from the one the enclave"):
+        check_process(s.config, {**proc, "env": proc["env"] + ["LD_PRELOAD=/tmp/x.so"]})
+    # argv is in the measured configuration: editing it in the manifest breaks the signature
+    mpath = b / "rootfs" / ".inclavare" / "enclave" / "manifest.json"
+    manifest = json.loads(mpath.read_text())
+    manifest["enclave"]["argv"] = ["app", "--evil"]
+    mpath.write_text(json.dumps(manifest))
+    with pytest.raises(RuneError, match="does not match its signature"):
+        launch_check(b / "rootfs")

@@ -67,7 +67,7 @@ class Runelet:
                 from inclavare.enclave import sim_runtime
 
                 if sim_runtime.is_signed(ctx.rootfs, self.config):
-                    sim_runtime.verify_image(ctx.rootfs, self.sim_dir)
+                    sim_runtime.verify_image(ctx.rootfs, self.sim_dir, self.config)
             self.pal = pal.load(self.cfg.runtime_path)
         else:
             from inclavare.enclave import sim_runtime

@@ -35,10 +35,14 @@ def is_signed(rootfs: str, config: dict) -> bool:
         os.path.join(rootfs, ENCLAVE_DIR))
 
 
-def verify_image(rootfs: str, sim_dir: str | None):  # noqa: ANN201 - LaunchedEnclave
-    from inclavare.tee.sim.launch import LaunchPolicy, launch_check
+def verify_image(rootfs: str, sim_dir: str | None, config: dict | None = None):  # noqa: ANN201 - LaunchedEnclave
+    """The launch check; with the bundle `config`, also its process.args and env against the signed ones."""
+    from inclavare.tee.sim.launch import LaunchPolicy, check_process, launch_check
 
-    return launch_check(rootfs, policy=LaunchPolicy.for_host(sim_dir), sim_dir=sim_dir)
+    launched = launch_check(rootfs, policy=LaunchPolicy.for_host(sim_dir), sim_dir=sim_dir)
+    if config is not None:
+        check_process(launched.config, config.get("process"))
+    return launched
 
 
 class SimPal:
@@ -53,6 +57,7 @@ class SimPal:
         self.platform = None
         self.dev = None
         self.procs: set[int] = set()
+        self.measured: frozenset[str] | None = None  # real paths of the measured files, seen after pivot_root
 
     # before pivot_root
     def load(self) -> None:
@@ -66,7 +71,7 @@ class SimPal:
         from inclavare.tee.sim.image import MANIFEST, SIGSTRUCT, enclave_dir, resolve_in_rootfs
         from inclavare.tee.sim.platform import load_platform
 
-        self.launched = verify_image(self.rootfs, self.sim_dir)
+        self.launched = verify_image(self.rootfs, self.sim_dir, self.config)
         self.platform = load_platform(self.sim_dir)
         ident = self.launched.identity
         # everything the enclave's services use after pivot_root, exercised once now (lazy imports included)
@@ -108,6 +113,8 @@ class SimPal:
             raise RuneError("sim enclave: pal_init before the enclave was loaded")
         syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        cfg = self.launched.config
+        self.measured = frozenset(os.path.realpath(p) for p in (cfg.entry, *cfg.trusted_files))
         if self.dev is not None:
             from inclavare.tee.sgx.report import TargetInfo
             from inclavare.tee.sim import ereport, qe
@@ -130,6 +137,9 @@ class SimPal:
 
         from inclavare.linux import syscalls
 
+        if self.measured is not None and os.path.realpath(path) not in self.measured:
+            raise RuneError(f"{self.name}: the program {path!r} is not a measured file of the signed enclave; "
+                            f"sign the bundle with it among the trusted files")
         r, w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:

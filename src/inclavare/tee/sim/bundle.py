@@ -106,6 +106,12 @@ def _walk_regular(rootfs: Path, start: str) -> list[str]:
     return found
 
 
+def payload_env(env: object) -> list[str]:
+    """process.env as the payload gets it, minus what rune adds: no ENCLAVE_* variable, strings only."""
+    return [e for e in env or () if isinstance(e, str) and not e.startswith("ENCLAVE_")] if isinstance(
+        env, (list, tuple)) else []
+
+
 def _entry(rootfs: Path, args: list[str], env: list[str]) -> str:
     if not args:
         raise RuneError("config.json has no process.args; the enclave entry is process.args[0]")
@@ -150,7 +156,8 @@ def sign_bundle(bundle: str | os.PathLike[str], key_path: str | os.PathLike[str]
             raise RuneError(f"the trusted path '{start}' does not exist in the rootfs {rootfs} or holds no regular file")
         files.extend(found)
     config = image.EnclaveConfig(entry=entry, trusted_files=tuple(files), debug=debug, isv_prod_id=isv_prod_id,
-                                 isv_svn=isv_svn)
+                                 isv_svn=isv_svn, argv=tuple(process.get("args") or ()),
+                                 env=tuple(payload_env(process.get("env") or ())))
     signed = sign_image(rootfs, load_key(key_path), config)
     annotations.update({"enclave.type": "sim", "enclave.sim.mrenclave": signed.mr_enclave.hex(),
                         "enclave.sim.mrsigner": signed.mr_signer.hex()})

@@ -1,7 +1,9 @@
 """Sim enclave images: what a sim enclave measures, and in which order.
 
 An image is declared by its manifest, ROOTFS/.inclavare/enclave/manifest.json, whose "enclave" object is the enclave
-configuration (entry, trusted_files, debug, isv_prod_id, isv_svn, misc_select, xfrm, ssa_frame_size). The signed
+configuration (entry, trusted_files, debug, isv_prod_id, isv_svn, misc_select, xfrm, ssa_frame_size, and argv / env:
+the payload's process.args and process.env minus the ENCLAVE_* variables, which the launch check compares with
+config.json). The signed
 SIGSTRUCT lies next to it as sigstruct.bin. Other manifest keys ("digests", "mr_enclave", "mr_signer") are
 informational: they help name what changed, and are never trusted.
 
@@ -53,6 +55,8 @@ class EnclaveConfig:
     xfrm: int = attr.XFRM_LEGACY
     ssa_frame_size: int = 1
     extra: dict[str, object] = field(default_factory=dict)
+    argv: tuple[str, ...] | None = None  # the payload's process.args, measured (None: an image signed without)
+    env: tuple[str, ...] | None = None  # the payload's process.env minus ENCLAVE_*, measured
 
     def __post_init__(self) -> None:
         if not self.entry.startswith("/"):
@@ -69,21 +73,34 @@ class EnclaveConfig:
             raise RuneError("the enclave setting 'ssa_frame_size' must be an integer from 1 to 16")
         if not isinstance(self.debug, bool):
             raise RuneError("the enclave setting 'debug' must be true or false")
+        for name in ("argv", "env"):
+            v = getattr(self, name)
+            if v is not None:
+                if not isinstance(v, (list, tuple)) or not all(isinstance(a, str) for a in v):
+                    raise RuneError(f"the enclave setting '{name}' must be a list of strings")
+                object.__setattr__(self, name, tuple(v))
 
     @property
     def attributes(self) -> Attributes:
         return Attributes(attr.MODE64BIT | (attr.DEBUG if self.debug else 0), self.xfrm)
 
     def to_json(self) -> dict[str, object]:
-        return {**self.extra, "entry": self.entry, "trusted_files": list(self.trusted_files), "debug": self.debug,
-                "isv_prod_id": self.isv_prod_id, "isv_svn": self.isv_svn, "misc_select": self.misc_select,
-                "xfrm": self.xfrm, "ssa_frame_size": self.ssa_frame_size}
+        obj: dict[str, object] = {
+            **self.extra, "entry": self.entry, "trusted_files": list(self.trusted_files), "debug": self.debug,
+            "isv_prod_id": self.isv_prod_id, "isv_svn": self.isv_svn, "misc_select": self.misc_select,
+            "xfrm": self.xfrm, "ssa_frame_size": self.ssa_frame_size}
+        if self.argv is not None:
+            obj["argv"] = list(self.argv)
+        if self.env is not None:
+            obj["env"] = list(self.env)
+        return obj
 
     @classmethod
     def from_json(cls, obj: object, where: str = "the enclave manifest") -> EnclaveConfig:
         if not isinstance(obj, dict):
             raise RuneError(f"'enclave' in {where} must be an object")
-        known = {"entry", "trusted_files", "debug", "isv_prod_id", "isv_svn", "misc_select", "xfrm", "ssa_frame_size"}
+        known = {"entry", "trusted_files", "debug", "isv_prod_id", "isv_svn", "misc_select", "xfrm", "ssa_frame_size",
+                 "argv", "env"}
         if not isinstance(obj.get("entry"), str):
             raise RuneError(f"'enclave.entry' in {where} must be a path string")
         files = obj.get("trusted_files", [])

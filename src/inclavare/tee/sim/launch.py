@@ -182,3 +182,18 @@ def launch_check(rootfs: str | os.PathLike[str], *, policy: LaunchPolicy | None 
         isv_ext_prod_id=sig.isvext_prod_id,
     )
     return LaunchedEnclave(root, config, sig, identity, None if sim_dir is None else str(sim_dir))
+
+
+def check_process(config: image.EnclaveConfig, process: object, where: str = "config.json") -> None:
+    """Refuse (one sentence) a process whose args or env (minus ENCLAVE_*) differ from those signed into `config`."""
+    from inclavare.tee.sim.bundle import payload_env
+
+    proc = process if isinstance(process, dict) else {}
+    args = proc.get("args")
+    args = list(args) if isinstance(args, (list, tuple)) else []
+    if config.argv is not None and args != list(config.argv):
+        raise RuneError(f"the process.args in {where} differ from the ones the enclave was signed with "
+                        f"({list(config.argv)!r}); re-sign the bundle with sgx-tools sign-bundle")
+    if config.env is not None and payload_env(proc.get("env")) != list(config.env):
+        raise RuneError(f"the process.env in {where} differs (ENCLAVE_* aside) from the one the enclave was signed "
+                        f"with; re-sign the bundle with sgx-tools sign-bundle")
