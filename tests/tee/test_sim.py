@@ -322,3 +322,15 @@ def test_argv_and_env_are_measured_and_checked(signed, signing_key_pem):
     mpath.write_text(json.dumps(manifest))
     with pytest.raises(RuneError, match="does not match its signature"):
         launch_check(b / "rootfs")
+
+
+def test_hard_linked_measured_files_are_refused_at_sign_and_launch(tmp_path, sim_dir, signing_key_pem, make_bundle):
+    b = make_bundle(tmp_path)
+    os.link(b / "rootfs" / "lib" / "data.bin", tmp_path / "other-name")
+    with pytest.raises(RuneError, match="trusted file '/lib/data.bin' has 2 hard links"):
+        bundle.sign_bundle(b, signing_key_pem)
+    os.unlink(tmp_path / "other-name")
+    bundle.sign_bundle(b, signing_key_pem)
+    os.link(b / "rootfs" / "bin" / "app", b / "rootfs" / "app2")
+    with pytest.raises(RuneError, match="entry binary '/bin/app' has 2 hard links"):
+        launch_check(b / "rootfs")

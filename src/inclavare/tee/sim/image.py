@@ -146,6 +146,10 @@ def _open_regular(rootfs: str | os.PathLike[str], path: str, role: str) -> tuple
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         raise RuneError(f"the enclave {role} '{path}' is not a regular file")
+    if st.st_nlink > 1:
+        os.close(fd)
+        raise RuneError(f"the enclave {role} '{path}' has {st.st_nlink} hard links (another name could change it); "
+                        f"copy it so that it has one")
     return fd, st.st_size
 
 
