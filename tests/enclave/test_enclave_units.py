@@ -106,3 +106,37 @@ def test_spec_enclave_template(tmp_path, rune_bin):
     c = json.loads((tmp_path / "config.json").read_text())
     assert c["annotations"]["enclave.type"] == "sim" and "enclave.runtime.path" in c["annotations"]
     assert c["process"]["cwd"] == "/var/run/rune" and c["hostname"] == "rune"
+
+
+def test_sim_load_refuses_a_file_swapped_between_measuring_and_mounting(tmp_path, monkeypatch):
+    import pytest as _pytest
+    from tests.tee.conftest import _make_bundle
+
+    from inclavare.enclave import sim_runtime
+    from inclavare.errors import RuneError
+    from inclavare.linux import syscalls
+    from inclavare.tee.sim import bundle
+
+    monkeypatch.setenv("INCLAVARE_SIM_DIR", str(tmp_path / "sim"))
+    from cryptography.hazmat.primitives import serialization
+
+    from inclavare.tee.sgx.sigstruct import generate_signing_key
+
+    key = tmp_path / "k.pem"
+    key.write_bytes(generate_signing_key().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    b = _make_bundle(tmp_path)
+    bundle.sign_bundle(b, key)
+    config = __import__("json").loads((b / "config.json").read_text())
+    swapped = []
+
+    def mount(src, target, fstype, flags, data=None):  # noqa: ANN001, ANN202 - the attacker wins the race
+        if not swapped:
+            (b / "rootfs" / "lib" / "data.bin").write_bytes(b"swapped")
+            swapped.append(target)
+
+    monkeypatch.setattr(syscalls, "mount", mount)
+    pal = sim_runtime.SimPal(str(b / "rootfs"), config, str(tmp_path / "sim"))
+    with _pytest.raises(RuneError, match="does not match its signature|changed while"):
+        pal.load()
+    assert swapped

@@ -87,6 +87,10 @@ class SimPal:
                 syscalls.mount(None, h, None, syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_RDONLY)
             except OSError as e:
                 raise RuneError(f"sim enclave: cannot mount the verified file {h} read-only: {e.strerror}") from None
+        # measured, then mounted: a file swapped in between is what the read-only mounts now hold; measure those
+        again = verify_image(self.rootfs, self.sim_dir)
+        if again.mr_enclave != self.launched.mr_enclave:
+            raise RuneError("sim enclave: the verified files changed while they were being mounted read-only")
         dev = [m for m in self.config.get("mounts") or () if m.get("destination") == "/dev"]
         if dev and dev[-1].get("type") == "tmpfs":  # never write into a host /dev bound into the container
             from inclavare.enclave.attestation_dev import AttestationDev
