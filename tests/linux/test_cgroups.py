@@ -240,7 +240,10 @@ def test_device_rules_v1_lines_and_program_shape() -> None:
                                                                "access": "wr"}, {"allow": True, "type": "b",
                                                                                  "major": 8, "access": "m"}])
     assert [r.line() for r in rules] == ["a", "c 1:3 rw", "b 8:* m"]
-    assert [i.file for i in devices.v1_items(rules)] == ["devices.deny", "devices.allow", "devices.allow"]
+    # v1: deny everything first (a new cgroup inherits its parent's list), then the rules in order
+    assert [i.file for i in devices.v1_items(rules)] == ["devices.deny", "devices.deny", "devices.allow",
+                                                         "devices.allow"]
+    assert devices.v1_items(devices.parse([{"allow": True, "type": "c", "major": 1, "minor": 3}]))[0].value == "a"
     # prologue 6, rule "b 8:* m": type + 3 access + major + mov/exit = 7, "c 1:3 rw": 1+3+1+1+2 = 8,
     # "a": unconditional mov/exit = 2 (and nothing after it).
     assert len(devices.program(rules)) == 8 * (6 + 7 + 8 + 2)
@@ -658,3 +661,65 @@ def test_create_join_destroy_is_fast(lab: Lab) -> None:
     print(f"create+join+destroy on a {host_mode()} host: median {median * 1000:.2f} ms, "
           f"min {times[0] * 1000:.2f} ms, max {times[-1] * 1000:.2f} ms")
     assert median < 0.02
+
+
+def test_v1_devices_refuse_a_deny_inside_a_wildcard_allow() -> None:
+    """The v1 controller cannot punch a hole in `c *:* rwm`: refused (as runc does) rather than applied wrongly."""
+    rules = devices.parse([{"allow": False, "access": "rwm"},
+                           {"allow": True, "type": "c", "access": "rwm"},
+                           {"allow": False, "type": "c", "major": 10, "minor": 200, "access": "rwm"}])
+    with pytest.raises(RuneError, match=r"devices\[2\]: the cgroup v1 devices controller cannot deny 'c 10:200 rwm'"):
+        devices.v1_items(rules)
+
+
+def test_v1_devices_without_a_deny_all_rule_start_from_deny_all(lab: Lab) -> None:
+    m = lab.manager()
+    m.create({"devices": [{"allow": True, "type": "c", "major": 1, "minor": 5, "access": "rwm"}]})
+    assert read(m.paths["devices"] + "/devices.list").split("\n") == ["c 1:5 rwm"]
+    assert open_devices(lab, m) == "null:EPERM zero:ok"
+
+
+def test_v2_device_program_partial_deny_blocks_a_combined_request() -> None:
+    """allow c 1:3 rwm, then deny c 1:3 w: an open for read+write is denied, a read-only open allowed."""
+    prog = devices.program(devices.parse([{"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
+                                          {"allow": False, "type": "c", "major": 1, "minor": 3, "access": "w"}]))
+    # interpret the few opcodes the generator emits, on a context (access << 16 | type, major, minor)
+    def run(access: int) -> int:
+        ctx = [(access << 16) | 2, 1, 3]
+        regs = [0] * 11
+        pc = 0
+        while True:
+            code, regbyte = prog[pc * 8], prog[pc * 8 + 1]
+            dst, src = regbyte & 0xF, regbyte >> 4
+            off = int.from_bytes(prog[pc * 8 + 2 : pc * 8 + 4], "little", signed=True)
+            imm = int.from_bytes(prog[pc * 8 + 4 : pc * 8 + 8], "little", signed=True) & 0xFFFFFFFF
+            pc += 1
+            if code == 0x61:
+                regs[dst] = ctx[off // 4]
+            elif code == 0x54:
+                regs[dst] &= imm
+            elif code == 0x74:
+                regs[dst] >>= imm
+            elif code == 0xBC:
+                regs[dst] = regs[src]
+            elif code == 0xB7:
+                regs[dst] = imm
+            elif code == 0x56 and regs[dst] != imm or code == 0x5E and regs[dst] != regs[src]:
+                pc += off
+            elif code == 0x16 and regs[dst] == imm:
+                pc += off
+            elif code == 0x95:
+                return regs[0]
+
+    assert run(2 | 4) == 0  # read + write: the deny of w applies
+    assert run(2) == 1  # read only: allowed
+
+
+def test_v2_swap_equal_to_the_limit_means_no_swap() -> None:
+    """docker --memory X --memory-swap X: memory.swap.max is 0, not left at max."""
+    from inclavare.linux.cgroups import v2
+
+    out: list = []
+    v2.memory({"limit": 104857600, "swap": 104857600}, out)
+    assert [(i.file, i.value) for i in out] == [("memory.max", "104857600"), ("memory.swap.max", "0")]
+

@@ -82,8 +82,24 @@ def parse(rules: object) -> list[Rule]:
 
 
 def v1_items(rules: list[Rule]) -> list[Item]:
-    """One write per rule, in order, to devices.allow or devices.deny."""
-    return [Item("devices", "devices.allow" if r.allow else "devices.deny", r.line(), FIELD) for r in rules]
+    """Deny everything first (a new v1 cgroup inherits its parent's list, often `a *:* rwm`), then one write per
+    rule, in order, to devices.allow or devices.deny. The v1 controller cannot deny part of an allowed wildcard:
+    such a rule list is refused, as runc refuses it, rather than applied as something else."""
+    for i, r in enumerate(rules):
+        if r.allow:
+            continue
+        for j in range(i):
+            w = rules[j]
+            if w.line() == "a":
+                continue  # allowing everything switches the controller to deny-listing: exceptions work there
+            wildcard = w.type == "a" or w.major == -1 or w.minor == -1
+            covers = (w.type in ("a", r.type) and w.major in (-1, r.major) and w.minor in (-1, r.minor)
+                      and set(w.access) & set(r.access))
+            if w.allow and wildcard and covers and not (r.type == "a" or r.major == -1 and r.minor == -1):
+                raise RuneError(f"{FIELD}[{i}]: the cgroup v1 devices controller cannot deny {r.line()!r} inside "
+                                f"the wildcard allowed by {FIELD}[{j}] ({w.line()!r})")
+    return [Item("devices", "devices.deny", "a", FIELD)] + [
+        Item("devices", "devices.allow" if r.allow else "devices.deny", r.line(), FIELD) for r in rules]
 
 
 # --- cgroup v2: a BPF_PROG_TYPE_CGROUP_DEVICE program -------------------------------------------------------------
@@ -100,6 +116,7 @@ _MOV32_X = 0xBC     # BPF_ALU | BPF_MOV | BPF_X
 _MOV64_K = 0xB7     # BPF_ALU64 | BPF_MOV | BPF_K
 _JNE32_K = 0x56     # BPF_JMP32 | BPF_JNE | BPF_K
 _JNE32_X = 0x5E     # BPF_JMP32 | BPF_JNE | BPF_X
+_JEQ32_K = 0x16     # BPF_JMP32 | BPF_JEQ | BPF_K
 _EXIT = 0x95        # BPF_JMP | BPF_EXIT
 
 
@@ -125,17 +142,18 @@ def program(rules: list[Rule]) -> bytes:
             checks.append((_JNE32_K, 2, 0, _TYPE[rule.type]))
         if rule.access != "rwm":
             mask = sum(_ACCESS[c] for c in rule.access)
-            # r1 = r3 & mask; the rule matches only if every requested access bit is in the mask.
+            # r1 = r3 & mask; an allow rule matches only if every requested access bit is in its mask, a deny rule
+            # as soon as one is (a request for rw is denied by a rule that denies w)
             checks.append((_MOV32_X, 1, 3, 0))
             checks.append((_AND32_K, 1, 0, mask))
-            checks.append((_JNE32_X, 1, 3, 0))
+            checks.append((_JNE32_X, 1, 3, 0) if rule.allow else (_JEQ32_K, 1, 0, 0))
         if rule.major != -1:
             checks.append((_JNE32_K, 4, 0, rule.major))
         if rule.minor != -1:
             checks.append((_JNE32_K, 5, 0, rule.minor))
         block_len = len(checks) + 2
         for i, (op, dst, src, imm) in enumerate(checks):
-            jump = op in (_JNE32_K, _JNE32_X)
+            jump = op in (_JNE32_K, _JNE32_X, _JEQ32_K)
             code.append(_insn(op, dst, src, block_len - i - 1 if jump else 0, imm))
         code.append(_insn(_MOV64_K, 0, imm=1 if rule.allow else 0))
         code.append(_insn(_EXIT))

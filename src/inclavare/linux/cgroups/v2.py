@@ -59,7 +59,8 @@ def memory(res: object, out: list[Item]) -> None:
     swap = integer(res["swap"], f + ".swap") if res.get("swap") is not None else 0
     if limit:
         out.append(Item("memory", "memory.max", _max(limit), f + ".limit"))
-    if swap_value := swap_max(swap, limit):
+    swap_value = swap_max(swap, limit)
+    if swap_value or swap > 0:  # swap == limit gives 0: no swap at all, as runc writes it
         out.append(Item("memory", "memory.swap.max", _max(swap_value), f + ".swap"))
     if res.get("reservation") is not None and (value := integer(res["reservation"], f + ".reservation")):
         out.append(Item("memory", "memory.low", _max(value), f + ".reservation"))
