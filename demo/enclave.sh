@@ -61,7 +61,7 @@ set -e
 
 step "the reference C PAL (liberpal-skeleton v2) runs an ordinary bundle as an enclave container"
 "$PY" -c "import sys; sys.path.insert(0, 'src'); from inclavare.oci.busybox import make_bundle; \
-make_bundle('$WORK/pal', ['sh', '-c', 'echo hello through the PAL API; exit 7'], rootfs='$WORK/enc/rootfs')"
+make_bundle('$WORK/pal', ['sh', '-c', 'echo hello through the PAL API; exit 7'])"
 "$PY" - "$WORK/pal/config.json" "$REPO/build/pal/liberpal-skeleton-v2.so" <<'PY'
 import json, sys
 path, pal = sys.argv[1], sys.argv[2]
