@@ -183,6 +183,11 @@ _TID_OFFSET = 0x2D0  # offsetof(struct pthread, tid) in glibc 2.34+ on x86-64; c
 _pthread_self = _fn("pthread_self", (), c_ulong)
 
 
+def can_fork_into_cgroup() -> bool:
+    """True when glibc's thread descriptor has the thread id where fork_into_cgroup expects it."""
+    return c_int.from_address(_pthread_self() + _TID_OFFSET).value == _syscall(c_long(_NR["gettid"]))
+
+
 def fork_into_cgroup(cgroup_fd: int) -> int:
     """fork(2) as clone3(CLONE_INTO_CGROUP): the child starts in the cgroup2 directory cgroup_fd.
 
@@ -193,9 +198,9 @@ def fork_into_cgroup(cgroup_fd: int) -> int:
     instead. The child skips CPython's after-fork bookkeeping, which a single-threaded process that goes on to
     execve does not need (os.fork's child would reinitialise thread and import-lock state it does not use).
     """
-    tcb = _pthread_self()
-    if c_int.from_address(tcb + _TID_OFFSET).value != _syscall(c_long(_NR["gettid"])):
+    if not can_fork_into_cgroup():
         raise OSError(38, "clone3 into a cgroup: unknown thread descriptor layout")
+    tcb = _pthread_self()
     args = b"".join(v.to_bytes(8, "little") for v in (
         _CLONE_CHILD_SETTID | _CLONE_INTO_CGROUP, 0, tcb + _TID_OFFSET, 0, _SIGCHLD, 0, 0, 0, 0, 0, cgroup_fd))
     return _check(_syscall(c_long(_NR["clone3"]), args, c_long(len(args))), "clone3")

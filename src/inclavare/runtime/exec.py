@@ -342,11 +342,21 @@ def _intermediate(ctx: cinit.Launch, pid: int, joins: list[tuple[str, str]], cgr
     sock = ctx.sock
     code = 1
     try:
-        me = str(os.getpid())
+        from inclavare.linux import syscalls
+
+        # Into the cgroups without the cgroup write lock (whose first writer waits for an RCU grace period):
+        # v1 hierarchies by moving our only thread through `tasks`, the cgroup2 directory by forking the
+        # process into it (see create._fork_init); through cgroup.procs where that cannot be done.
+        unified_fd = -1
+        born_ok = syscalls.can_fork_into_cgroup()
         for d in cgroup_dirs:
+            v2 = os.path.exists(d + "/cgroup.controllers")
             try:
-                with open(d + "/cgroup.procs", "w") as f:
-                    f.write(me)
+                if v2 and born_ok and unified_fd < 0:
+                    unified_fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                    continue
+                with open(d + ("/cgroup.procs" if v2 else "/tasks"), "w") as f:
+                    f.write("0")
             except OSError as e:
                 raise RuneError(f"cannot join the container's cgroup {d}: {e.strerror}") from None
         cinit.close_inherited(3 + ctx.preserve_fds)
@@ -355,7 +365,6 @@ def _intermediate(ctx: cinit.Launch, pid: int, joins: list[tuple[str, str]], cgr
         cinit._preimport({"process": process, "linux": ctx.config["linux"]}, {})
         if ctx.seccomp is not None and ctx.seccomp.notify:
             from inclavare.linux import console  # noqa: F401 - used after the mount namespace changes
-        from inclavare.linux import syscalls
 
         root_fd = os.open(f"/proc/{pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         fds = []
@@ -381,7 +390,7 @@ def _intermediate(ctx: cinit.Launch, pid: int, joins: list[tuple[str, str]], cgr
             os.fchdir(root_fd)
             os.chroot(".")
         os.close(root_fd)
-        xpid = os.fork()
+        xpid = syscalls.fork_into_cgroup(unified_fd) if unified_fd >= 0 else os.fork()
         if xpid == 0:
             _process(ctx)  # never returns
         cinit._send(sock, cinit.MSG_PID, str(xpid).encode())
