@@ -27,7 +27,7 @@ with open(os.path.join(work, "enclave.pem"), "wb") as f:
     f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                               serialization.NoEncryption()))
 script = ("printf demo-nonce | dd of=/dev/attestation/user_report_data 2>/dev/null; "
-          "cat /dev/attestation/quote > /tmp/quote; echo enclave ready; sleep 300")
+          "cat /dev/attestation/quote > /dev/shm/quote; echo enclave ready; sleep 300")
 b = make_bundle(os.path.join(work, "enc"), ["sh", "-c", script])
 with open(os.path.join(b, "config.json")) as f:
     config = json.load(f)
@@ -39,14 +39,14 @@ show "$SGX_TOOLS" sign-bundle --key "$WORK/enclave.pem" "$WORK/enc"
 
 step "run it: the init-runelet launches the payload in the sim enclave after the launch check"
 show "$RUNE" --root "$ROOT" run -d --bundle "$WORK/enc" demo-enclave
-for _ in $(seq 100); do "$RUNE" --root "$ROOT" exec demo-enclave test -s /tmp/quote 2>/dev/null && break; sleep 0.1; done
+for _ in $(seq 100); do "$RUNE" --root "$ROOT" exec demo-enclave test -s /dev/shm/quote 2>/dev/null && break; sleep 0.1; done
 set +e
 "$RUNE" --root "$ROOT" exec demo-enclave sh -c 'echo "inside the enclave: $(cat /dev/attestation/attestation_type) attestation"; exit 3'
 echo "exec exit code: $?"
 set -e
 
 step "the enclave's identity and a quote over its own report_data, read from inside through /dev/attestation"
-"$RUNE" --root "$ROOT" exec demo-enclave cat /tmp/quote > "$WORK/quote.bin"
+"$RUNE" --root "$ROOT" exec demo-enclave cat /dev/shm/quote > "$WORK/quote.bin"
 "$SGX_TOOLS" dump "$WORK/quote.bin" | grep -E "^ {4}(vendor_id|user_data|mr_enclave|mr_signer|isv_prod_id|isv_svn|report_data):|simulated" || true
 show "$SGX_TOOLS" verify-quote --quote "$WORK/quote.bin" --sim || true
 show "$RUNE" --root "$ROOT" delete -f demo-enclave

@@ -27,10 +27,10 @@ def sim_bundle(tmp: Path, args: list[str], key: Path, rune_bin: str, readonly: b
 
 QUOTE_SCRIPT = (
     "printf inside-report-data | dd of=/dev/attestation/user_report_data 2>/dev/null; "
-    "cat /dev/attestation/quote > /tmp/quote; cat /dev/attestation/quote > /tmp/quote2; "
-    "cat /dev/attestation/report > /tmp/report; cat /dev/attestation/attestation_type; echo; "
+    "cat /dev/attestation/quote > /dev/shm/quote; cat /dev/attestation/quote > /dev/shm/quote2; "
+    "cat /dev/attestation/report > /dev/shm/report; cat /dev/attestation/attestation_type; echo; "
     "wc -c < /dev/attestation/keys/_sgx_mrenclave; wc -c < /dev/attestation/my_target_info; "
-    "cat /tmp/quote"
+    "cat /dev/shm/quote"
 )
 
 
@@ -151,3 +151,14 @@ def test_sign_bundle_keeps_a_pal_path_and_still_checks_launch(rune, sim_dir, sig
     p = rune("run", "--bundle", str(b), new_id())
     assert p.returncode == 1 and "/etc/group changed since signing" in p.stderr
 
+
+
+def test_signed_sim_enclave_root_is_read_only_whatever_the_config_says(rune, sim_dir, signing_key, tmp_path):
+    """Renaming a measured file's directory, or writing next to it, after the launch check would bypass the
+    measurement: a signed sim enclave always gets a read-only root (writable tmpfs mounts stay writable)."""
+    script = ("mv /bin /bin.old 2>/dev/null && echo moved; echo x > /etc/new 2>/dev/null && echo wrote; "
+              "echo ok > /dev/shm/f && cat /dev/shm/f")
+    b = sim_bundle(tmp_path, ["sh", "-c", script], signing_key, rune.binary, readonly=False)
+    p = rune("run", "--bundle", str(b), new_id())
+    assert (p.returncode, p.stdout) == (0, "ok\n"), p.stdout + p.stderr
+    assert (b / "rootfs" / "bin").is_dir() and not (b / "rootfs" / "etc" / "new").exists()

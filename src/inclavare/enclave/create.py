@@ -24,6 +24,11 @@ class Prepared:
 
     def attach(self, ctx, state: dict, state_dir: str) -> None:  # noqa: ANN001 - runtime.init.Launch
         sim_dir = os.environ.get("INCLAVARE_SIM_DIR") or None
+        if self.cfg.type == "sim" and os.path.exists(os.path.join(ctx.rootfs, ".inclavare", "enclave", "manifest.json")):
+            # a signed sim enclave's root is read-only whatever root.readonly says: renaming a measured file's
+            # directory (or adding a file next to it) after the launch check would bypass the measurement;
+            # payloads write to the tmpfs mounts (/dev/shm) instead
+            self.config.setdefault("root", {})["readonly"] = True
         state["enclave"] = dict(self.cfg.record(), agent="agent.sock", sim_dir=sim_dir)
         runelet = Runelet(self.cfg, state_dir, self.config, sim_dir)
         ctx.pre_pivot = runelet.load
