@@ -162,3 +162,44 @@ def test_signed_sim_enclave_root_is_read_only_whatever_the_config_says(rune, sim
     p = rune("run", "--bundle", str(b), new_id())
     assert (p.returncode, p.stdout) == (0, "ok\n"), p.stdout + p.stderr
     assert (b / "rootfs" / "bin").is_dir() and not (b / "rootfs" / "etc" / "new").exists()
+
+
+@pytest.mark.parametrize("change", ["retarget a symlink", "add a file", "add a symlink", "remove a symlink"])
+def test_sim_tree_changes_after_signing_are_refused(rune, sim_dir, signing_key, tmp_path, change):
+    """The signature covers the trusted tree itself: a script's `cat` can no more be swapped than the entry."""
+    b = sim_bundle(tmp_path, ["/bin/sh", "-c", "cat /etc/group"], signing_key, rune.binary)
+    root = b / "rootfs"
+    assert rune("run", "--bundle", str(b), new_id()).returncode == 0
+    evil = root / "tmp" / "evil"  # /tmp is not measured: a place to put a payload
+    evil.write_text("#!/bin/sh\necho EVIL\n")
+    evil.chmod(0o755)
+    if change == "retarget a symlink":
+        (root / "bin" / "cat").unlink()
+        (root / "bin" / "cat").symlink_to("/tmp/evil")
+        expect = "the symlink /bin/cat -> /tmp/evil was retargeted"
+    elif change == "add a file":
+        shutil.copy(evil, root / "bin" / "newtool")
+        expect = "the file /bin/newtool was added"
+    elif change == "add a symlink":
+        (root / "bin" / "zz").symlink_to("/tmp/evil")
+        expect = "the symlink /bin/zz -> /tmp/evil was added"
+    else:
+        (root / "bin" / "cat").unlink()
+        expect = "the symlink /bin/cat was removed"
+    p = rune("run", "--bundle", str(b), new_id())
+    assert p.returncode == 1 and expect in p.stderr, p.stderr
+    assert "EVIL" not in p.stdout
+
+
+def test_sim_tree_record_is_measured(rune, sim_dir, signing_key, tmp_path):
+    """Editing the manifest's record of the tree to match a swap changes MRENCLAVE: refused."""
+    b = sim_bundle(tmp_path, ["/bin/sh", "-c", "cat /etc/group"], signing_key, rune.binary)
+    root = b / "rootfs"
+    (root / "bin" / "cat").unlink()
+    (root / "bin" / "cat").symlink_to("/tmp/evil")
+    manifest = root / ".inclavare" / "enclave" / "manifest.json"
+    m = json.loads(manifest.read_text())
+    m["enclave"]["symlinks"]["/bin/cat"] = "/tmp/evil"
+    manifest.write_text(json.dumps(m))
+    p = rune("run", "--bundle", str(b), new_id())
+    assert p.returncode == 1 and "does not match its signature" in p.stderr and "MRENCLAVE" in p.stderr, p.stderr

@@ -90,20 +90,33 @@ def _atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
 
 def _walk_regular(rootfs: Path, start: str) -> list[str]:
     """Regular files under `start` (a path inside the rootfs), without following symlinks, minus SKIP_DIRS."""
+    return walk_tree(rootfs, start)[0]
+
+
+def walk_tree(rootfs: Path, start: str) -> tuple[list[str], dict[str, str]]:
+    """(regular files, {symlink: target}) under `start` (a path inside the rootfs), without following symlinks,
+    minus SKIP_DIRS: what a signature covers, and what the launch check finds again."""
     host = image.resolve_in_rootfs(rootfs, start)
     real_root = os.path.realpath(rootfs)
     if host.is_file() and not host.is_symlink():
-        return ["/" + os.path.relpath(host, real_root)]
-    found = []
+        return ["/" + os.path.relpath(host, real_root)], {}
+    found: list[str] = []
+    links: dict[str, str] = {}
     for dirpath, dirnames, filenames in os.walk(host):
         rel = "/" + os.path.relpath(dirpath, real_root).lstrip(".")
         rel = "/" if rel in ("/", "/.") else rel.rstrip("/")
+        for name in list(dirnames):
+            if os.path.islink(os.path.join(dirpath, name)):  # os.walk lists symlinked directories here
+                dirnames.remove(name)
+                filenames.append(name)
         dirnames[:] = sorted(d for d in dirnames if os.path.join(rel, d) not in SKIP_DIRS)
         for name in sorted(filenames):
             p = os.path.join(dirpath, name)
-            if os.path.isfile(p) and not os.path.islink(p):
+            if os.path.islink(p):
+                links[os.path.join(rel, name)] = os.readlink(p)
+            elif os.path.isfile(p):
                 found.append(os.path.join(rel, name))
-    return found
+    return found, links
 
 
 def payload_env(env: object) -> list[str]:
@@ -148,16 +161,22 @@ def sign_bundle(bundle: str | os.PathLike[str], key_path: str | os.PathLike[str]
     if trusted is None and annotations.get(ANNOTATION_TRUSTED):
         trusted = [p.strip() for p in annotations[ANNOTATION_TRUSTED].split(",") if p.strip()]
     files: list[str] = []
-    for start in trusted if trusted is not None else ["/"]:
+    links: dict[str, str] = {}
+    roots = trusted if trusted is not None else ["/"]
+    for start in roots:
         if not start.startswith("/"):
             raise RuneError(f"the trusted path '{start}' must be absolute inside the rootfs")
-        found = _walk_regular(rootfs, start)
+        found, found_links = walk_tree(rootfs, start)
         if not found:
             raise RuneError(f"the trusted path '{start}' does not exist in the rootfs {rootfs} or holds no regular file")
         files.extend(found)
+        links.update(found_links)
+    # the symlinks and the trusted roots are part of the measured configuration: the launch check finds the same
+    # tree again (a symlink retargeted or a file added under a trusted root is refused)
     config = image.EnclaveConfig(entry=entry, trusted_files=tuple(files), debug=debug, isv_prod_id=isv_prod_id,
                                  isv_svn=isv_svn, argv=tuple(process.get("args") or ()),
-                                 env=tuple(payload_env(process.get("env") or ())))
+                                 env=tuple(payload_env(process.get("env") or ())),
+                                 extra={"symlinks": links, "trusted_roots": list(roots)})
     signed = sign_image(rootfs, load_key(key_path), config)
     annotations.update({"enclave.type": "sim", "enclave.sim.mrenclave": signed.mr_enclave.hex(),
                         "enclave.sim.mrsigner": signed.mr_signer.hex()})

@@ -133,6 +133,33 @@ def read_signed_image(rootfs: str | os.PathLike[str]) -> tuple[image.EnclaveConf
     return config, sig, manifest
 
 
+def _check_tree(root: Path, config: image.EnclaveConfig) -> None:
+    """The trusted roots hold what was signed: the same symlinks with the same targets, no file added (images
+    signed before the signed configuration recorded its tree are not checked here)."""
+    roots = config.extra.get("trusted_roots")
+    signed_links = config.extra.get("symlinks")
+    if not isinstance(roots, list) or not isinstance(signed_links, dict):
+        return
+    from inclavare.tee.sim.bundle import walk_tree
+
+    signed_files = set(config.trusted_files) | {config.entry}
+    for start in roots:
+        files, links = walk_tree(root, start)
+        for path in files:
+            if path not in signed_files:
+                raise RuneError(f"the enclave in {root} does not match its signature: the file {path} was added under "
+                                f"the trusted path {start} since signing; remove it or re-sign the bundle")
+        for path, target in links.items():
+            if signed_links.get(path) != target:
+                what = "retargeted" if path in signed_links else "added"
+                raise RuneError(f"the enclave in {root} does not match its signature: the symlink {path} -> {target} "
+                                f"was {what} since signing; restore it or re-sign the bundle")
+    for path in signed_links:
+        if not os.path.lexists(str(root) + path):
+            raise RuneError(f"the enclave in {root} does not match its signature: the symlink {path} was removed "
+                            f"since signing; restore it or re-sign the bundle")
+
+
 def launch_check(rootfs: str | os.PathLike[str], *, policy: LaunchPolicy | None = None, debug: bool | None = None,
                  sim_dir: str | os.PathLike[str] | None = None) -> LaunchedEnclave:
     """Apply EINIT's rules to the sim enclave signed into `rootfs`; return it, or raise RuneError (one sentence).
@@ -159,6 +186,7 @@ def launch_check(rootfs: str | os.PathLike[str], *, policy: LaunchPolicy | None 
             f"(MRENCLAVE {measured.mr_enclave.hex()} != enclave_hash {sig.enclave_hash.hex()}); re-sign the bundle "
             f"or restore the file"
         )
+    _check_tree(root, config)
     secs = config.attributes
     if debug is not None:
         secs = Attributes(secs.flags | DEBUG if debug else secs.flags & ~DEBUG, secs.xfrm)
