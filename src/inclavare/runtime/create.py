@@ -263,7 +263,7 @@ def _fork_init(ctx: cinit.Launch, namespaces: list, sock, container: Container) 
                     ctx.born_in_cgroup = True
                     pid = syscalls.fork_into_cgroup(cfd)
                 finally:
-                    os.close(cfd) if pid != 0 else None
+                    os.close(cfd)
             except OSError:
                 ctx.born_in_cgroup = False  # no clone3 here: the init joins through cgroup.procs
         if pid == -1:
