@@ -11,6 +11,17 @@ import time
 
 from inclavare.errors import RuneError
 
+SPEC_STATE = ("ociVersion", "id", "status", "pid", "bundle", "annotations")
+
+
+def spec_state(state: dict, status: str, pid: int | None = None) -> dict:
+    """The runtime-spec state object (what hooks and seccomp listeners get) from rune's state.json."""
+    out = {k: state.get(k) for k in SPEC_STATE}
+    out["status"] = status
+    if pid is not None:
+        out["pid"] = pid
+    return out
+
 
 def run(kind: str, hooks: list[dict], state: dict) -> None:
     if not hooks:

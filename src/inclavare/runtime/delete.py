@@ -65,10 +65,8 @@ def destroy(container: Container, state: dict | None, st: str) -> None:
         if hooks.get("poststop"):
             from inclavare.oci import hooks as oci_hooks
 
-            hook_state = {k: state.get(k) for k in ("ociVersion", "id", "bundle", "annotations")}
-            hook_state.update(status="stopped", pid=0)
             try:
-                oci_hooks.run("poststop", hooks["poststop"], hook_state)
+                oci_hooks.run("poststop", hooks["poststop"], oci_hooks.spec_state(state, "stopped", pid=0))
             except RuneError as e:
                 from inclavare.cli import log
 

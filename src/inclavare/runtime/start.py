@@ -71,10 +71,8 @@ def run_poststart(hooks: list, state: dict) -> None:
     """poststart failures are warnings (runtime spec): log and go on."""
     from inclavare.oci import hooks as oci_hooks
 
-    hook_state = {k: state.get(k) for k in ("ociVersion", "id", "pid", "bundle", "annotations")}
-    hook_state["status"] = "running"
     try:
-        oci_hooks.run("poststart", hooks, hook_state)
+        oci_hooks.run("poststart", hooks, oci_hooks.spec_state(state, "running"))
     except RuneError as e:
         from inclavare.cli import log
 
