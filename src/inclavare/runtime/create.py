@@ -214,7 +214,7 @@ def _create(root: str, cid: str, opts: Options) -> Created:
             from inclavare.oci import hooks as oci_hooks
 
             try:
-                oci_hooks.run("poststop", hooks["poststop"], dict(state, status="stopped"))
+                oci_hooks.run("poststop", hooks["poststop"], oci_hooks.spec_state(state, "stopped", pid=0))
             except RuneError:
                 pass
         container.remove()
@@ -341,17 +341,9 @@ def _kill_wait(pid: int) -> None:
         os.kill(pid, 9)
     except ProcessLookupError:
         return
-    try:
-        os.waitpid(pid, 0)
-        return
-    except ChildProcessError:
-        pass
-    from inclavare.linux import proc
+    from inclavare.runtime.delete import wait_gone
 
-    for _ in range(2000):
-        if not proc.alive(pid):
-            return
-        time.sleep(0.001)
+    wait_gone(pid, None, timeout=2)
 
 
 def _handshake(sock, mid: int, config: dict, state: dict, linux: dict, join, pid: int,
@@ -398,8 +390,9 @@ def _handshake(sock, mid: int, config: dict, state: dict, linux: dict, join, pid
                 pty_master = fds[0]
             elif kind == cinit.MSG_SECCOMP and fds:
                 from inclavare.linux import seccomp as sc
+                from inclavare.oci.hooks import spec_state
 
-                listener = {k: state[k] for k in ("ociVersion", "id", "status", "pid", "bundle", "annotations")}
+                listener = spec_state(state, state["status"])
                 try:
                     sc.send_listener_fd(seccomp["listenerPath"], fds[0], listener, seccomp.get("listenerMetadata", ""))
                 finally:
@@ -416,7 +409,7 @@ def _handshake(sock, mid: int, config: dict, state: dict, linux: dict, join, pid
                 from inclavare.oci import hooks as oci_hooks
                 from inclavare.oci import jsonlite
 
-                hook_state = {k: state[k] for k in ("ociVersion", "id", "status", "pid", "bundle", "annotations")}
+                hook_state = oci_hooks.spec_state(state, state["status"])
                 oci_hooks.run("prestart", hooks.get("prestart"), hook_state)
                 oci_hooks.run("createRuntime", hooks.get("createRuntime"), hook_state)
                 sock.send(cinit.MSG_RESUME + jsonlite.dumps(hook_state).encode())
