@@ -242,9 +242,9 @@ def _launch(state: dict, config: dict, process: dict, o: ExecOptions) -> int:
 
     sock, child = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
     if o.preserve_fds:
-        child = _above(child, 3 + o.preserve_fds)
+        child = cinit.socket_above(child, 3 + o.preserve_fds)
         if console_sock is not None:
-            console_sock = _above(console_sock, 3 + o.preserve_fds)
+            console_sock = cinit.socket_above(console_sock, 3 + o.preserve_fds)
     ctx.sock = child
     ctx.console_sock = console_sock
     from inclavare.linux import syscalls
@@ -274,17 +274,6 @@ def _launch(state: dict, config: dict, process: dict, o: ExecOptions) -> int:
     return run._wait(xpid)
 
 
-def _above(s, lowest: int):
-    """The socket moved to an fd number >= lowest, out of the way of --preserve-fds."""
-    import _socket
-    import fcntl
-
-    fd = fcntl.fcntl(s.fileno(), fcntl.F_DUPFD_CLOEXEC, lowest)
-    family, type_ = s.family, s.type
-    s.close()
-    return _socket.socket(family, type_, 0, fd)
-
-
 def _handshake(sock, mid: int, state: dict, linux: dict, want_pty: bool) -> tuple[int, int]:
     """Serve the children until the process has exec'd: (its host pid, pty master fd or -1)."""
     seccomp = linux.get("seccomp") or {}
@@ -310,9 +299,9 @@ def _handshake(sock, mid: int, state: dict, linux: dict, want_pty: bool) -> tupl
                 pty_master = fds.pop()
             elif kind == cinit.MSG_SECCOMP and fds:
                 from inclavare.linux import seccomp as sc
+                from inclavare.oci.hooks import spec_state
 
-                listener = {k: state.get(k) for k in ("ociVersion", "id", "pid", "bundle", "annotations")}
-                listener["status"] = "running"
+                listener = spec_state(state, "running")
                 try:
                     sc.send_listener_fd(seccomp["listenerPath"], fds[0], listener, seccomp.get("listenerMetadata", ""),
                                         pid=xpid or None)
