@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from inclavare.errors import RuneError
+from inclavare.linux.syscalls import RLIMITS as RLIMIT_NUMBERS
 
 NAMESPACES = {
     "pid": 0x20000000, "network": 0x40000000, "mount": 0x00020000, "ipc": 0x08000000, "uts": 0x04000000,
@@ -18,9 +19,6 @@ NAMESPACES = {
 }  # fmt: skip
 NS_PROC_NAMES = {"pid": "pid", "network": "net", "mount": "mnt", "ipc": "ipc", "uts": "uts", "user": "user",
                  "cgroup": "cgroup", "time": "time"}  # fmt: skip
-RLIMITS = ("RLIMIT_AS", "RLIMIT_CORE", "RLIMIT_CPU", "RLIMIT_DATA", "RLIMIT_FSIZE", "RLIMIT_LOCKS", "RLIMIT_MEMLOCK",
-           "RLIMIT_MSGQUEUE", "RLIMIT_NICE", "RLIMIT_NOFILE", "RLIMIT_NPROC", "RLIMIT_RSS", "RLIMIT_RTPRIO",
-           "RLIMIT_RTTIME", "RLIMIT_SIGPENDING", "RLIMIT_STACK")  # fmt: skip
 HOOK_KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
 PROPAGATIONS = ("private", "rprivate", "shared", "rshared", "slave", "rslave", "unbindable", "runbindable")
 DEVICE_TYPES = ("c", "b", "u", "p")
@@ -235,7 +233,7 @@ def check_process(c: Checker, p: dict, f: str) -> None:
         rf = f"{f}.rlimits[{i}]"
         c.typed(r, dict, rf, "an object")
         t = c.string(r, "type", rf + ".type", required=True)
-        if t not in RLIMITS:
+        if t not in RLIMIT_NUMBERS:
             raise c.fail(rf + ".type", f"unknown resource limit {t!r}")
         if t in seen:
             raise c.fail(rf + ".type", f"{t} is given twice")
