@@ -62,14 +62,13 @@ def main() -> int:
     try:
         rootfs = os.path.join(tmp, "plain", "rootfs")
         make_bundle(os.path.join(tmp, "plain"), ["/bin/true"])
-        for c in c_bundle_dirs(tmp):
-            make_bundle(os.path.join(tmp, c), ["/bin/true"], rootfs=rootfs)
+        make_bundle(os.path.join(tmp, "pal"), ["/bin/true"], rootfs=rootfs)
         edit(os.path.join(tmp, "pal"), lambda c: c["process"]["env"].extend(
             ["ENCLAVE_TYPE=sim", f"ENCLAVE_RUNTIME_PATH={PAL}"]))
         sim = os.path.join(tmp, "sim-bundle")
         make_bundle(sim, ["/bin/true"])
         key = os.path.join(tmp, "key.pem")
-        subprocess.run([sys.executable, "-c", KEYGEN, key], check=True)
+        subprocess.run([SGX_TOOLS, "gen-key", key], check=True, stdout=subprocess.DEVNULL, env=env)
         subprocess.run([SGX_TOOLS, "sign-bundle", "--key", key, sim], check=True, stdout=subprocess.DEVNULL, env=env)
         variants = {
             "rune enclave (reference PAL v2)": lambda i: [RUNE, "--root", f"{tmp}/root", "run", "-b", f"{tmp}/pal",
@@ -102,19 +101,6 @@ def main() -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-
-def c_bundle_dirs(_tmp: str) -> list[str]:
-    return ["pal"]
-
-
-KEYGEN = """
-import sys
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-k = rsa.generate_private_key(public_exponent=3, key_size=3072)
-open(sys.argv[1], "wb").write(k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                              serialization.NoEncryption()))
-"""
 
 if __name__ == "__main__":
     sys.exit(main())
