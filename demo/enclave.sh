@@ -14,27 +14,10 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 show() { printf '$ %s\n' "$*"; "$@"; }
 
 step "an enclave image signed for the sim TEE (RSA-3072, e=3, as SGX signs)"
-"$PY" - "$WORK" <<'PY'
-import json, os, sys
-sys.path.insert(0, "src")
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from inclavare.oci.busybox import make_bundle
-
-work = sys.argv[1]
-key = rsa.generate_private_key(public_exponent=3, key_size=3072)
-with open(os.path.join(work, "enclave.pem"), "wb") as f:
-    f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption()))
-script = ("printf demo-nonce | dd of=/dev/attestation/user_report_data 2>/dev/null; "
-          "cat /dev/attestation/quote > /dev/shm/quote; echo enclave ready; sleep 300")
-b = make_bundle(os.path.join(work, "enc"), ["sh", "-c", script])
-with open(os.path.join(b, "config.json")) as f:
-    config = json.load(f)
-config["root"]["readonly"] = False
-with open(os.path.join(b, "config.json"), "w") as f:
-    json.dump(config, f, indent="\t")
-PY
+show "$SGX_TOOLS" gen-key "$WORK/enclave.pem"
+"$PY" -c "import sys; sys.path.insert(0, 'src'); from inclavare.oci.busybox import make_bundle; \
+make_bundle('$WORK/enc', ['sh', '-c', 'printf demo-nonce | dd of=/dev/attestation/user_report_data 2>/dev/null; \
+cat /dev/attestation/quote > /dev/shm/quote; echo enclave ready; sleep 300'])"
 show "$SGX_TOOLS" sign-bundle --key "$WORK/enclave.pem" "$WORK/enc"
 
 step "run it: the init-runelet launches the payload in the sim enclave after the launch check"
