@@ -1,0 +1,122 @@
+"""The exec trampoline (inclavare.linux.dmz): its bytes are its assembly source, its memfd cannot be changed, and it
+keeps its contract (exec, report a failed exec, refuse to run as a script's interpreter)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from tests.conftest import REPO
+
+sys.path.insert(0, str(REPO / "src"))
+from inclavare.linux import dmz, sealed_exe  # noqa: E402
+
+SOURCE = REPO / "src" / "inclavare" / "linux" / "dmz_x86_64.S"
+
+
+def test_the_bytes_are_the_assembly_source(tmp_path):
+    if not (shutil.which("as") and shutil.which("objcopy")):
+        pytest.skip("binutils (as, objcopy) are not installed")
+    obj, flat = tmp_path / "dmz.o", tmp_path / "dmz.bin"
+    subprocess.run(["as", "--64", "-o", str(obj), str(SOURCE)], check=True)
+    subprocess.run(["objcopy", "-O", "binary", "-j", ".text", str(obj), str(flat)], check=True)
+    assert flat.read_bytes() == dmz._CODE_X86_64
+
+
+def test_the_elf_is_well_formed(tmp_path):
+    exe = tmp_path / "dmz"
+    exe.write_bytes(dmz.elf())
+    if shutil.which("readelf"):
+        out = subprocess.run(["readelf", "-lh", str(exe)], capture_output=True, text=True, check=True).stdout
+        assert "EXEC (Executable file)" in out and "Advanced Micro Devices X86-64" in out
+        assert "GNU_STACK" in out and "RWE" not in out
+
+
+def _child(fn) -> tuple[int, bytes]:
+    """Run fn in a forked child with a report pipe; (exit code, what it reported)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            fn(w)
+        finally:
+            os._exit(99)
+    os.close(w)
+    data = os.read(r, 64)
+    os.close(r)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), data
+
+
+def test_exec_and_its_failures():
+    code, data = _child(lambda w: dmz.execve("/bin/sh", ["sh", "-c", "exit 7"], {}, w))
+    assert (code, data) == (7, b"")  # the report fd was closed by the successful exec
+    code, data = _child(lambda w: dmz.execve("/nonexistent", ["x"], {}, w))
+    assert (code, dmz.failure(data)) == (127, 2)
+    code, data = _child(lambda w: dmz.execve("/etc/hostname", ["x"], {}, w))
+    assert code == 126 and dmz.failure(data) in (8, 13)  # not executable: EACCES (or ENOEXEC)
+
+
+def test_the_environment_is_passed_on():
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.dup2(w, 1)
+        dmz.execve("/usr/bin/env", ["env"], {"ONLY": "this"})
+    os.close(w)
+    out = os.read(r, 4096)
+    os.waitpid(pid, 0)
+    assert out == b"ONLY=this\n"
+
+
+def test_refuses_to_run_as_an_interpreter(tmp_path):
+    """A script `#!/proc/self/exe` exec'd by the trampoline gets the trampoline as its interpreter, which says so and
+    exits 126 (no loop, nothing run)."""
+    script = tmp_path / "evil"
+    script.write_text("#!/proc/self/exe\necho ran\n")
+    script.chmod(0o755)
+    err = tmp_path / "err"
+
+    def go(w: int) -> None:
+        fd = os.open(err, os.O_WRONLY | os.O_CREAT)
+        os.dup2(fd, 2)
+        dmz.execve(str(script), ["evil"], {}, w)
+
+    code, data = _child(go)
+    assert code == 126 and data == b""
+    assert "exec trampoline" in err.read_text()
+
+
+@pytest.mark.parametrize("make", [lambda: dmz.sealed_fd(), sealed_exe.sealed_copy], ids=["trampoline", "interpreter"])
+def test_the_memfd_refuses_every_change(make):
+    fd = make()
+    path = f"/proc/self/fd/{fd}"
+    before = open(path, "rb").read()
+    for flags in (os.O_WRONLY, os.O_RDWR, os.O_WRONLY | os.O_TRUNC, os.O_WRONLY | os.O_APPEND):
+        try:
+            w = os.open(path, flags)
+        except PermissionError:
+            continue
+        try:
+            with pytest.raises(PermissionError):
+                os.write(w, b"\x7fELF-overwritten")
+        finally:
+            os.close(w)
+    with pytest.raises(PermissionError):
+        os.truncate(path, 0)
+    w = os.open(path, os.O_RDWR)
+    try:
+        with pytest.raises(PermissionError):
+            os.ftruncate(w, 1 << 20)
+        import mmap
+
+        with pytest.raises(PermissionError):
+            mmap.mmap(w, os.fstat(w).st_size, mmap.MAP_SHARED, mmap.PROT_WRITE)
+    finally:
+        os.close(w)
+    assert open(path, "rb").read() == before
+    if fd != dmz.sealed_fd():
+        os.close(fd)
