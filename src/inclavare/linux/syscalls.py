@@ -124,7 +124,7 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 # syscall numbers (x86_64) for calls glibc 2.36 has no wrapper for
 _NR = {"pivot_root": 155, "capset": 126, "capget": 125, "keyctl": 250, "prlimit64": 302, "gettid": 186,
-       "clone3": 435}
+       "clone3": 435, "close_range": 436, "openat2": 437, "fstatfs": 138}
 
 # resource numbers of setrlimit(2) / prlimit(2), by their OCI names
 RLIMITS = {
@@ -168,6 +168,31 @@ def pivot_root(new_root: str, put_old: str) -> None:
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     return _check(_prctl(option, arg2, arg3, arg4, arg5), "prctl")
+
+
+def close_range(first: int, last: int = 0xFFFFFFFF) -> None:
+    """Close every fd from first to last (Linux 5.9+); OSError(ENOSYS) on older kernels."""
+    _check(_syscall(c_long(_NR["close_range"]), c_ulong(first), c_ulong(last), c_ulong(0)), "close_range")
+
+
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+PROC_SUPER_MAGIC = 0x9FA0
+
+
+def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
+    """openat2(2) (Linux 5.6+): open path under dirfd with RESOLVE_* restrictions on how it is reached."""
+    how = flags.to_bytes(8, "little") + mode.to_bytes(8, "little") + resolve.to_bytes(8, "little")
+    return _check(_syscall(c_long(_NR["openat2"]), c_int(dirfd), _b(path), how, c_ulong(len(how))), "openat2", path)
+
+
+def fstatfs_type(fd: int) -> int:
+    """The f_type (filesystem magic) of the filesystem holding fd."""
+    buf = (_c_char * 120)()
+    _check(_syscall(c_long(_NR["fstatfs"]), c_int(fd), buf), "fstatfs")
+    return int.from_bytes(bytes(buf)[:8], "little")
 
 
 def setrlimit(resource: int, soft: int, hard: int) -> None:

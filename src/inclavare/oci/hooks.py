@@ -23,23 +23,25 @@ def spec_state(state: dict, status: str, pid: int | None = None) -> dict:
     return out
 
 
-def run(kind: str, hooks: list[dict], state: dict) -> None:
+def run(kind: str, hooks: list[dict], state: dict, execve=os.execve, environ=None) -> None:  # noqa: ANN001
+    """execve: how the hook's process execs its program (rune's exec trampoline for hooks whose path resolves in the
+    container); environ: the environment of a hook without `env` (rune's own by default)."""
     if not hooks:
         return
     from inclavare.oci import jsonlite
 
     data = jsonlite.dumps(state).encode()
     for i, h in enumerate(hooks):
-        _run_one(f"hooks.{kind}[{i}]", h, data)
+        _run_one(f"hooks.{kind}[{i}]", h, data, execve, os.environ if environ is None else environ)
 
 
-def _run_one(field: str, h: dict, data: bytes) -> None:
+def _run_one(field: str, h: dict, data: bytes, execve, environ) -> None:  # noqa: ANN001
     path = h["path"]
     args = h.get("args") or [path]
     # no `env`: the runtime's own environment, as runc (Go's exec.Cmd with a nil Env) gives it; podman's hooks.d and
     # dockerd's libnetwork-setkey rely on it. An `env` given (even empty) is the whole environment.
     given = h.get("env")
-    env = os.environ if given is None else dict(e.split("=", 1) for e in given if "=" in e)
+    env = environ if given is None else dict(e.split("=", 1) for e in given if "=" in e)
     timeout = h.get("timeout")
     r, w = os.pipe()
     outr, outw = os.pipe()
@@ -49,7 +51,7 @@ def _run_one(field: str, h: dict, data: bytes) -> None:
             os.dup2(r, 0)
             os.dup2(outw, 1)
             os.dup2(outw, 2)
-            os.execve(path, args, env)
+            execve(path, args, env)
         except OSError as e:
             os.write(2, f"{e.strerror}\n".encode())
         finally:

@@ -90,6 +90,12 @@ def _create(root: str, cid: str, opts: Options) -> Created:
         from inclavare.enclave import create as enclave_create
 
         enclave = enclave_create.prepare(config)  # None: no enclave type after all
+        if enclave is not None and enclave.cfg.runtime_path:
+            from inclavare.linux import sealed_exe
+
+            if not sealed_exe.is_sealed():
+                # an enclave runtime's own code will fork and exec in the container: from a sealed interpreter
+                sealed_exe.reexec("inclavare.cli.rune")
     linux = config.get("linux") or {}
     seccomp_filter = None
     if linux.get("seccomp"):
@@ -157,7 +163,7 @@ def _create(root: str, cid: str, opts: Options) -> Created:
                 from inclavare.linux import syscalls
 
                 syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
-            mid = os.fork()
+            mid = cinit.undumpable_fork()
             if mid == 0:
                 sock.close()
                 container.unlock()  # the lock is the command's, not the container's: do not carry it into the init
@@ -261,13 +267,14 @@ def _fork_init(ctx: cinit.Launch, namespaces: list, sock, container: Container) 
                 cfd = os.open(unified, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
                 try:
                     ctx.born_in_cgroup = True
-                    pid = syscalls.fork_into_cgroup(cfd)
+                    pid = cinit.undumpable_fork(lambda: syscalls.fork_into_cgroup(cfd))
                 finally:
-                    os.close(cfd)
+                    if pid != 0:
+                        os.close(cfd)
             except OSError:
                 ctx.born_in_cgroup = False  # no clone3 here: the init joins through cgroup.procs
         if pid == -1:
-            pid = os.fork()
+            pid = cinit.undumpable_fork()
         if pid == 0:
             sock.close()
             container.unlock()  # the lock is the command's, not the container's: do not carry it into the init

@@ -250,14 +250,15 @@ def _launch(state: dict, config: dict, process: dict, o: ExecOptions) -> int:
     from inclavare.linux import syscalls
 
     syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)  # the process is reparented to us when the intermediate exits
-    mid = os.fork()
+    mid = cinit.undumpable_fork()
     if mid == 0:
         sock.close()
         _intermediate(ctx, pid, joins, cgroup_dirs)  # never returns
     child.close()
     if console_sock is not None:
         console_sock.close()
-    xpid, pty_master = _handshake(sock, mid, state, linux, bool(process.get("terminal")) and not o.console_socket)
+    xpid, pty_master = _handshake(sock, mid, state, linux, bool(process.get("terminal")) and not o.console_socket,
+                                  process["args"][0])
     if o.pid_file:
         from inclavare.runtime.store import write_atomic
 
@@ -274,8 +275,10 @@ def _launch(state: dict, config: dict, process: dict, o: ExecOptions) -> int:
     return run._wait(xpid)
 
 
-def _handshake(sock, mid: int, state: dict, linux: dict, want_pty: bool) -> tuple[int, int]:
+def _handshake(sock, mid: int, state: dict, linux: dict, want_pty: bool, program: str) -> tuple[int, int]:
     """Serve the children until the process has exec'd: (its host pid, pty master fd or -1)."""
+    from inclavare.linux import dmz
+
     seccomp = linux.get("seccomp") or {}
     with_fds = want_pty or seccomp.get("listenerPath")
     xpid = 0
@@ -309,6 +312,8 @@ def _handshake(sock, mid: int, state: dict, linux: dict, want_pty: bool) -> tupl
                     os.close(fds.pop())
             elif kind == cinit.MSG_ERROR:
                 error = msg[1:].decode(errors="replace")
+            elif kind == dmz.EXEC_FAILED:
+                error = cinit.exec_failure(msg, program) or error
             for fd in fds:
                 os.close(fd)
     finally:
@@ -333,6 +338,7 @@ def _intermediate(ctx: cinit.Launch, pid: int, joins: list[tuple[str, str]], cgr
     try:
         from inclavare.linux import syscalls
 
+        cinit.close_host_fds(ctx)  # before anything is opened in the container's cgroup or namespaces
         # Into the cgroups without the cgroup write lock (whose first writer waits for an RCU grace period):
         # v1 hierarchies by moving our only thread through `tasks`, the cgroup2 directory by forking the
         # process into it (see create._fork_init); through cgroup.procs where that cannot be done.
@@ -348,7 +354,6 @@ def _intermediate(ctx: cinit.Launch, pid: int, joins: list[tuple[str, str]], cgr
                     f.write("0")
             except OSError as e:
                 raise RuneError(f"cannot join the container's cgroup {d}: {e.strerror}") from None
-        cinit.close_inherited(3 + ctx.preserve_fds)
         process = ctx.config["process"]
         cinit.set_oom_score_adj(process)  # through the host's /proc (the container may have none); inherited on fork
         cinit._preimport({"process": process, "linux": ctx.config["linux"]}, {})
@@ -381,6 +386,8 @@ def _intermediate(ctx: cinit.Launch, pid: int, joins: list[tuple[str, str]], cgr
         os.close(root_fd)
         xpid = syscalls.fork_into_cgroup(unified_fd) if unified_fd >= 0 else os.fork()
         if xpid == 0:
+            if unified_fd >= 0:
+                os.close(unified_fd)  # the cgroup2 directory of the host: not in the container's process
             _process(ctx)  # never returns
         cinit._send(sock, cinit.MSG_PID, str(xpid).encode())
         code = 0

@@ -112,6 +112,53 @@ def cgroup_paths(ctx: Launch) -> dict:
 FOR_CHILDREN = ("pid", "time")
 
 
+def undumpable_fork(fork=os.fork) -> int:
+    """fork() whose child is non-dumpable from its first instruction until it execs: no process of the container
+    it enters can open its /proc/PID/exe (the host's interpreter: CVE-2019-5736), fd/, environ or mem, nor ptrace
+    it (CVE-2016-9962). The flag lives in the memory descriptor that fork copies; the parent gets its own back."""
+    syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
+    try:
+        pid = fork()
+    except BaseException:
+        syscalls.prctl(syscalls.PR_SET_DUMPABLE, 1)
+        raise
+    if pid != 0:
+        syscalls.prctl(syscalls.PR_SET_DUMPABLE, 1)
+    return pid
+
+
+def close_host_fds(ctx: Launch, *extra: int) -> None:
+    """Close (not only mark close-on-exec) every fd above stdio and the --preserve-fds but the sync socket, the
+    console socket and `extra`: fds inherited from rune's caller or opened by rune before the fork (a cgroup2
+    directory, namespace files) must not exist in a process that enters the container, which could reach them
+    through /proc/self/fd while it still runs (CVE-2024-21626)."""
+    keep = [ctx.sock.fileno(), *extra]
+    if ctx.console_sock is not None:
+        keep.append(ctx.console_sock.fileno())
+    close_fds_from(3 + ctx.preserve_fds, keep)
+
+
+def close_fds_from(lowest: int, keep) -> None:  # noqa: ANN001 - iterable of fds
+    start = lowest
+    for k in sorted(k for k in keep if k >= lowest):
+        if k > start:
+            _close_range(start, k - 1)
+        start = max(start, k + 1)
+    _close_range(start, 0xFFFFFFFF)
+
+
+def _close_range(first: int, last: int) -> None:
+    try:
+        syscalls.close_range(first, last)
+    except OSError:  # a kernel before 5.9
+        for name in os.listdir("/proc/self/fd"):
+            if first <= int(name) <= last:
+                try:
+                    os.close(int(name))
+                except OSError:
+                    pass
+
+
 def init_direct(ctx: Launch) -> None:
     """The init forked by rune itself (no user namespace): it enters its other namespaces; never returns.
 
@@ -126,6 +173,7 @@ def init_direct(ctx: Launch) -> None:
         except BlockingIOError:
             pass
         ctx.pdeathsig = True
+        close_host_fds(ctx)
         join_own_cgroups(ctx)
         _preimport(ctx.config, {ns["type"]: "" for ns in (ctx.config.get("linux") or {}).get("namespaces") or ()})
         _enter_namespaces(ctx, skip=FOR_CHILDREN)
@@ -157,6 +205,7 @@ def intermediate(ctx: Launch) -> None:
     """Runs in the first child; never returns."""
     code = 1
     try:
+        close_host_fds(ctx)
         # import before entering a user namespace: the container's root may not reach this package's files
         _preimport(ctx.config, {ns["type"]: "" for ns in (ctx.config.get("linux") or {}).get("namespaces") or ()})
         _enter_namespaces(ctx)
@@ -248,9 +297,11 @@ def container_init(ctx: Launch) -> None:
         config = ctx.config
         hooks = (config.get("hooks") or {}).get("startContainer")
         if hooks:
+            from inclavare.linux import dmz
             from inclavare.oci import hooks as oci_hooks
 
-            oci_hooks.run("startContainer", hooks, ctx.start_state)
+            # its path resolves in the container: exec'd through the trampoline, with no environment of rune's
+            oci_hooks.run("startContainer", hooks, ctx.start_state, execve=dmz.execve, environ={})
         _exec(ctx, path, args, env)
     except BaseException as e:  # noqa: BLE001
         msg = _fail(sock, e)
@@ -319,11 +370,8 @@ def _prepare(ctx: Launch) -> tuple[str, list[str], dict[str, str]]:
         if not rfs.dev_is_bind(config):
             rfs.make_devices(config, rootfs, userns)
             rfs.dev_links(rootfs)
-        cwd = process.get("cwd") or "/"
-        from inclavare.linux.securejoin import secure_join
-
         try:
-            os.makedirs(secure_join(rootfs, cwd), 0o755, exist_ok=True)
+            rfs.make_dir(rootfs, process.get("cwd") or "/")
         except OSError:
             pass  # reported by chdir below, after the user switch
     if ctx.hook_sync:
@@ -378,7 +426,12 @@ def _preimport(config: dict, namespaces: dict) -> None:
     """Import now what runs after pivot_root, when this package's files are out of reach."""
     import _signal  # noqa: F401
 
-    from inclavare.linux import capabilities  # noqa: F401
+    from inclavare.linux import (
+        capabilities,  # noqa: F401
+        dmz,
+    )
+
+    dmz.sealed_fd()  # made now: a strict seccomp profile may refuse memfd_create later
 
     process = config["process"]
     if "mount" in namespaces:
@@ -406,20 +459,15 @@ def setup_terminal(ctx: Launch, process: dict, bind_console: bool = True) -> Non
     from inclavare.linux import console
 
     try:
-        master, slave_path = console.open_pty("/dev/ptmx")
-        slave = os.open(slave_path, os.O_RDWR | os.O_NOCTTY)
+        master, _ = console.open_pty("/dev/ptmx")
+        slave = console.open_peer(master)
     except OSError as e:
         raise RuneError(f"cannot open a pty in the container ({e.filename or '/dev/ptmx'}: {e.strerror})") from None
     size = process.get("consoleSize")
     if size:
         console.set_size(slave, size.get("height", 0), size.get("width", 0))
     if bind_console:
-        try:
-            if not os.path.exists("/dev/console"):
-                os.close(os.open("/dev/console", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666))
-            syscalls.mount(slave_path, "/dev/console", None, syscalls.MS_BIND)
-        except OSError:
-            pass  # no writable /dev: the pty still works
+        _bind_console(slave)
     for fd in (0, 1, 2):
         os.dup2(slave, fd)
     if slave > 2:
@@ -431,6 +479,29 @@ def setup_terminal(ctx: Launch, process: dict, bind_console: bool = True) -> Non
     else:
         console.send_fds(ctx.sock, MSG_PTY, [master])
     os.close(master)
+
+
+def _bind_console(slave: int) -> None:
+    """The pty bound on /dev/console, from its fd onto the mount point's fd: neither is followed through a link."""
+    nofollow = os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        try:
+            os.close(os.open("/dev/console", os.O_WRONLY | os.O_CREAT | os.O_EXCL | nofollow, 0o666))
+        except FileExistsError:
+            pass
+        target = os.open("/dev/console", os.O_PATH | nofollow)
+    except OSError:
+        return  # no writable /dev: the pty still works
+    try:
+        import stat
+
+        mode = os.fstat(target).st_mode
+        if stat.S_ISREG(mode) or stat.S_ISCHR(mode):  # not a link, a directory or a fifo swapped in
+            syscalls.mount(f"/proc/self/fd/{slave}", f"/proc/self/fd/{target}", None, syscalls.MS_BIND)
+    except OSError:
+        pass
+    finally:
+        os.close(target)
 
 
 def _finish_process(ctx: Launch, process: dict, linux: dict) -> tuple[str, list[str], dict[str, str]]:
@@ -475,6 +546,7 @@ def _finish_process(ctx: Launch, process: dict, linux: dict) -> tuple[str, list[
         os.chdir(cwd)
     except OSError as e:
         raise RuneError(f"config.json process.cwd: cannot enter {cwd}: {e.strerror}") from None
+    check_cwd(cwd)
     if nnp:
         syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
     args = list(process["args"])
@@ -489,6 +561,15 @@ def _finish_process(ctx: Launch, process: dict, linux: dict) -> tuple[str, list[
         _load_seccomp(ctx)
     os.umask(user["umask"] if "umask" in user else 0o022)
     return path, args, env
+
+
+def check_cwd(cwd: str) -> None:
+    """Refuse a working directory outside the container's root (a directory fd reached through /proc/self/fd:
+    CVE-2024-21626): getcwd(3) fails with ENOENT for a directory that the root does not reach."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        raise RuneError(f"config.json process.cwd: {cwd!r} is outside the container's root filesystem") from None
 
 
 def _load_seccomp(ctx: Launch) -> None:
@@ -629,7 +710,22 @@ def _exec(ctx: Launch, path: str, args: list[str], env: dict[str, str]) -> None:
             ctx.fifo_wfd = -1
         ctx.executor(ctx, path, args, env)
         os._exit(0)
+    from inclavare.linux import dmz
+
+    # never the container's file from this process, whose /proc/self/exe is the host's interpreter: the sealed
+    # trampoline execs it (CVE-2019-5736); its execve failure comes back on the fd that tells rune it exec'd
+    report = ctx.fifo_wfd if ctx.fifo_wfd >= 0 else ctx.sock.fileno()
     try:
-        os.execve(path, args, env)
+        dmz.execve(path, args, env, report)
     except OSError as e:
         raise RuneError(f'config.json process.args[0]: exec: "{args[0]}": {e.strerror}') from None
+
+
+def exec_failure(data: bytes, program: str) -> str | None:
+    """The sentence for a failed execve that the trampoline reported in `data`, or None if it is no such report."""
+    from inclavare.linux import dmz
+
+    errno = dmz.failure(data)
+    if errno is None:
+        return None
+    return f'config.json process.args[0]: exec: "{program}": {os.strerror(errno)}'

@@ -52,6 +52,9 @@ def go(c: Created) -> None:
         sock.close()
     if msg[:1] == cinit.MSG_ERROR:
         raise RuneError(msg[1:].decode(errors="replace"))
+    failed = cinit.exec_failure(msg, c.state["config"]["process"]["args"][0])
+    if failed:
+        raise RuneError(failed)
 
 
 _NO_FORWARD = (9, 17, 19)  # SIGKILL, SIGCHLD, SIGSTOP

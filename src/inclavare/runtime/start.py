@@ -65,6 +65,12 @@ def release(container: Container, state: dict) -> None:
     os.unlink(container.fifo_path)
     if failure.startswith(b"E"):
         raise RuneError(failure[1:].decode(errors="replace"))
+    if failure:
+        from inclavare.runtime.init import exec_failure
+
+        failed = exec_failure(failure, ((state.get("config") or {}).get("process") or {}).get("args", ["?"])[0])
+        if failed:
+            raise RuneError(failed)
 
 
 def run_poststart(hooks: list, state: dict) -> None:
