@@ -21,6 +21,15 @@ def open_pty(ptmx: str = "/dev/ptmx") -> tuple[int, str]:
     return master, f"/dev/pts/{n}"
 
 
+TIOCGPTPEER = 0x5441
+
+
+def open_peer(master: int) -> int:
+    """The slave of a pty master, opened through the master (TIOCGPTPEER, Linux 4.13+), never by its path: a
+    /dev/pts entry replaced by a link cannot hand over another file (CVE-2025-52565)."""
+    return fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+
+
 def set_size(fd: int, height: int, width: int) -> None:
     fcntl.ioctl(fd, TIOCSWINSZ, height.to_bytes(2, "little") + width.to_bytes(2, "little") + bytes(4))
 

@@ -133,11 +133,18 @@ def _open(rootfs: str, path: str, create: str = "") -> int:
     return fd
 
 
+def make_dir(rootfs: str, path: str) -> None:
+    """A directory of the container (`path` as the container sees it) and its parents, made in the rootfs through
+    directory fds: a component that is (or becomes) a symlink is resolved inside the rootfs or refused, never
+    followed out of it by path (a shared volume swapped for a link to a host directory)."""
+    os.close(_open(rootfs, secure_join(rootfs, path), "dir"))
+
+
 def _raced(path: str) -> OSError:
     return OSError(40, f"{path} became a symbolic link after it was resolved: refusing to follow it", path)
 
 
-class _Target:
+class Target:
     """A mount point in the rootfs held by an O_PATH fd: mount(2) gets /proc/self/fd/N, so it acts on what was
     checked, not on whatever the path names by then (CVE-2021-30465). After a mount, `reopen` takes the new
     mount's root for the remount and propagation calls that follow."""
@@ -175,7 +182,7 @@ def _mount(m: dict, rootfs: str, bundle: str, cgroup_paths: dict | None, userns:
         create = "dir" if stat.S_ISDIR(os.stat(src).st_mode) else "file"
     else:
         create = "dir"
-    t = _Target(rootfs, dest, create)
+    t = Target(rootfs, dest, create)
     try:
         if bind:
             s.mount(src, t.proc, None, s.MS_BIND | (flags & s.MS_REC))
@@ -218,7 +225,7 @@ def remount_bind(dest: str, flags: int) -> None:
         s.mount(None, dest, None, s.MS_BIND | s.MS_REMOUNT | flags | mountopts.locked_flags(dest))
 
 
-def _mount_cgroup(t: _Target, flags: int, config: dict, cgroup_paths: dict | None) -> None:
+def _mount_cgroup(t: Target, flags: int, config: dict, cgroup_paths: dict | None) -> None:
     """/sys/fs/cgroup in the container: the container's own cgroups, read-only unless asked otherwise.
 
     With a cgroup namespace the hierarchies are mounted fresh (the kernel roots them at the container's cgroup);
@@ -246,7 +253,7 @@ def _mount_cgroup(t: _Target, flags: int, config: dict, cgroup_paths: dict | Non
         hier = _hierarchy_name(path, ctrl)
         if hier in mounted:
             continue
-        sub = _Target(t.rootfs, t.path + "/" + hier, "dir")
+        sub = Target(t.rootfs, t.path + "/" + hier, "dir")
         try:
             if own_ns:
                 opts = "none," + ctrl if ctrl.startswith("name=") else hier
@@ -264,7 +271,7 @@ def _mount_cgroup(t: _Target, flags: int, config: dict, cgroup_paths: dict | Non
                 except FileExistsError:
                     pass
     if unified:
-        sub = _Target(t.rootfs, t.path + "/unified", "dir")
+        sub = Target(t.rootfs, t.path + "/unified", "dir")
         try:
             if own_ns:
                 s.mount("cgroup2", sub.proc, "cgroup2", base_flags | ro)
@@ -307,7 +314,7 @@ def _make_device(d: dict, rootfs: str, dest: str, userns: bool) -> None:
     dirfd = _open(rootfs, parent, "dir")
     try:
         if userns:
-            t = _Target(rootfs, dest, "file")
+            t = Target(rootfs, dest, "file")
             try:
                 s.mount(d["path"], t.proc, None, s.MS_BIND)
             finally:
@@ -397,33 +404,99 @@ def move_root(rootfs: str) -> None:
 
 
 def finalize(config: dict) -> None:
-    """After pivot_root: sysctls, read-only and masked paths, then the read-only root."""
+    """After pivot_root: sysctls, read-only and masked paths, then the read-only root.
+
+    Every target is opened first and acted on through /proc/self/fd, so that what was checked is what is changed:
+    sysctls are written through the container's procfs without crossing a mount or a link (a bind mount over a
+    /proc/sys file would redirect the write: CVE-2025-52881), and masks come from a /dev/null that is the null
+    device (a /dev/null replaced by a link to a host procfs file would be bound over the path: CVE-2025-31133)."""
     linux = config.get("linux") or {}
-    for key, value in (linux.get("sysctl") or {}).items():
-        try:
-            with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
-                f.write(value)
-        except OSError as e:
-            raise RuneError(f"config.json linux.sysctl.{key}: cannot set it to {value!r}: {e.strerror}") from None
+    sysctl = linux.get("sysctl") or {}
+    if sysctl:
+        _write_sysctls(sysctl)
     for i, p in enumerate(linux.get("readonlyPaths") or ()):
         try:
-            s.mount(p, p, None, s.MS_BIND | s.MS_REC)
-            remount_bind(p, s.MS_RDONLY | s.MS_NOSUID | s.MS_NODEV | s.MS_NOEXEC)
+            _readonly(p)
         except FileNotFoundError:
             continue
         except OSError as e:
             raise RuneError(f"config.json linux.readonlyPaths[{i}]: cannot make {p} read-only: {e.strerror}") from None
-    for i, p in enumerate(linux.get("maskedPaths") or ()):
-        try:
-            if os.path.isdir(p):
-                s.mount("tmpfs", p, "tmpfs", s.MS_RDONLY)
-            elif os.path.lexists(p):
-                s.mount("/dev/null", p, None, s.MS_BIND)
-        except FileNotFoundError:
-            continue
-        except OSError as e:
-            raise RuneError(f"config.json linux.maskedPaths[{i}]: cannot mask {p}: {e.strerror}") from None
+    masked = linux.get("maskedPaths") or ()
+    null = _null_device() if masked else -1
+    try:
+        for i, p in enumerate(masked):
+            try:
+                _mask(p, null)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                raise RuneError(f"config.json linux.maskedPaths[{i}]: cannot mask {p}: {e.strerror}") from None
+    finally:
+        if null >= 0:
+            os.close(null)
     if linux.get("rootfsPropagation") in ("shared", "rshared", "slave", "rslave", "unbindable", "runbindable"):
         s.mount(None, "/", None, mountopts.PROPAGATION[linux["rootfsPropagation"]])
     if (config.get("root") or {}).get("readonly"):
         remount_bind("/", s.MS_RDONLY)
+
+
+def _write_sysctls(sysctl: dict) -> None:
+    try:
+        proc = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        raise RuneError(f"config.json linux.sysctl: the container has no /proc to set them in: {e.strerror}") from None
+    try:
+        if s.fstatfs_type(proc) != s.PROC_SUPER_MAGIC:
+            raise RuneError("config.json linux.sysctl: /proc in the container is not a procfs: refusing to write there")
+        for key, value in sysctl.items():
+            rel = "sys/" + key.replace(".", "/")
+            try:
+                fd = s.openat2(proc, rel, os.O_WRONLY | os.O_CLOEXEC,
+                               s.RESOLVE_NO_XDEV | s.RESOLVE_NO_MAGICLINKS | s.RESOLVE_NO_SYMLINKS | s.RESOLVE_BENEATH)
+                try:
+                    os.write(fd, value.encode())
+                finally:
+                    os.close(fd)
+            except OSError as e:
+                raise RuneError(f"config.json linux.sysctl.{key}: cannot set it to {value!r}: {e.strerror}") from None
+    finally:
+        os.close(proc)
+
+
+def _readonly(p: str) -> None:
+    fd = os.open(p, os.O_PATH | os.O_CLOEXEC)
+    try:
+        s.mount(f"/proc/self/fd/{fd}", f"/proc/self/fd/{fd}", None, s.MS_BIND | s.MS_REC)
+    finally:
+        os.close(fd)
+    fd = os.open(p, os.O_PATH | os.O_CLOEXEC)  # the new mount's root
+    try:
+        remount_bind(f"/proc/self/fd/{fd}", s.MS_RDONLY | s.MS_NOSUID | s.MS_NODEV | s.MS_NOEXEC)
+    finally:
+        os.close(fd)
+
+
+def _null_device() -> int:
+    """An O_PATH fd of the container's /dev/null, checked to be the null device (character 1:3)."""
+    try:
+        fd = os.open("/dev/null", os.O_PATH | os.O_CLOEXEC)
+    except OSError as e:
+        raise RuneError(f"config.json linux.maskedPaths: the container has no /dev/null to mask with: {e.strerror}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISCHR(st.st_mode) or st.st_rdev != os.makedev(1, 3):
+        os.close(fd)
+        raise RuneError("config.json linux.maskedPaths: /dev/null in the container is not the null device "
+                        "(character device 1:3): refusing to mask paths with it")
+    return fd
+
+
+def _mask(p: str, null: int) -> None:
+    fd = os.open(p, os.O_PATH | os.O_CLOEXEC)
+    try:
+        target = f"/proc/self/fd/{fd}"
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            s.mount("tmpfs", target, "tmpfs", s.MS_RDONLY)
+        else:
+            s.mount(f"/proc/self/fd/{null}", target, None, s.MS_BIND)
+    finally:
+        os.close(fd)
