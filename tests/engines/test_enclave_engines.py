@@ -82,15 +82,24 @@ def rune_state(e: Engine, rid: str) -> dict:
 
 
 def assert_runelet_is_pid1(lines: list[str]) -> None:
-    """The two lines PID1 prints: PID 1 is rune (its init-runelet stays rune after start), the shell is not PID 1."""
+    """The two lines PID1 prints: PID 1 is rune's init-runelet (it stays after start, under a neutral command line
+    that shows nothing of the host's), the shell is not PID 1."""
     cmdline, me = lines
-    assert "/rune " in cmdline and not cmdline.startswith("sh "), f"PID 1 is not the init-runelet: {cmdline!r}"
+    assert cmdline.strip() == "init-runelet", f"PID 1 is not the init-runelet: {cmdline!r}"
     assert me != "self=1", "the payload must not be PID 1 of an enclave container"
 
 
 def rune_processes(rune_bin: str, rid: str) -> list[str]:
-    """rune processes still naming the container (an exec waiter, an init-runelet)."""
-    return [d._cmdline(p) for p in d.pids_naming(rid) if rune_bin in d._cmdline(p)]
+    """rune processes still naming the container (an exec waiter), and init-runelets in its cgroup."""
+    found = [d._cmdline(p) for p in d.pids_naming(rid) if rune_bin in d._cmdline(p)]
+    for p in d.pids_naming("init-runelet"):
+        try:
+            with open(f"/proc/{p}/cgroup") as f:
+                if rid in f.read():
+                    found.append(f"init-runelet (pid {p})")
+        except OSError:
+            pass
+    return found
 
 
 # ---- the cases ---------------------------------------------------------------------------------------------------

@@ -29,19 +29,25 @@ TARGET_INFO_SIZE = 512
 
 
 class AttestationDev:
-    def __init__(self, host_dir: str, uid: int, gid: int) -> None:
-        self.host_dir = host_dir  # path before pivot_root
-        self.dir = "/dev/attestation"  # path after
+    def __init__(self, rootfs: str, uid: int, gid: int) -> None:
+        self.rootfs = rootfs  # before pivot_root
+        self.dir = "/dev/attestation"  # the path after
         self.uid, self.gid = uid, gid
         self.stopped = False
 
     def mount(self) -> None:
-        """Before pivot_root, privileged: a tmpfs at ROOTFS/dev/attestation owned by the container's user."""
+        """Before pivot_root, privileged: a tmpfs at /dev/attestation of the rootfs, owned by the container's user,
+        made and mounted through directory fds (an image whose /dev is a symlink resolves inside the rootfs)."""
         from inclavare.linux import syscalls
+        from inclavare.linux.securejoin import secure_join
+        from inclavare.runtime.rootfs import Target
 
-        os.makedirs(self.host_dir, 0o755, exist_ok=True)
-        syscalls.mount("tmpfs", self.host_dir, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC,
-                       f"size=1m,mode=0755,uid={self.uid},gid={self.gid}")
+        t = Target(self.rootfs, secure_join(self.rootfs, self.dir), "dir")
+        try:
+            syscalls.mount("tmpfs", t.proc, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC,
+                           f"size=1m,mode=0755,uid={self.uid},gid={self.gid}")
+        finally:
+            t.close()
 
     def start(self, report, quote, seal_keys: dict[str, bytes], my_target_info: bytes) -> None:
         """After pivot_root: create the files and serve `report` and `quote` (callables of report_data[, ti])."""

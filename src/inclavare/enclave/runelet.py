@@ -56,8 +56,19 @@ class Runelet:
         import threading
 
         from inclavare.enclave import agent
-        from inclavare.linux import console  # noqa: F401
+        from inclavare.linux import (
+            console,  # noqa: F401
+            proctitle,
+            syscalls,
+        )
 
+        # PID 1 for the container's life, never exec'd: non-dumpable whatever the PAL (no ptrace, no /proc/1/mem,
+        # environ, fd/ or exe for the container), and nothing of the host in the command line or environment it shows
+        syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
+        try:
+            proctitle.set_cmdline(["init-runelet"])
+        except OSError as e:
+            log(f"cannot hide the host's command line from the container: {e.strerror}")
         self.lock = threading.Lock()
         self.listener = agent.listen(self.state_dir)
         if self.cfg.runtime_path:
@@ -78,6 +89,9 @@ class Runelet:
     # --- pre_ready -------------------------------------------------------------------------------------------
     def init(self, ctx) -> None:  # noqa: ANN001
         self.pal.init(self.cfg.runtime_args, self.cfg.loglevel)
+        from inclavare.linux import syscalls
+
+        syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)  # again: pal_init runs the enclave runtime's own code
 
     # --- executor --------------------------------------------------------------------------------------------
     def __call__(self, ctx, path: str, args: list[str], env: dict[str, str]) -> None:  # noqa: ANN001
@@ -249,8 +263,8 @@ class Runelet:
                 for fd in fds:
                     os.close(fd)
                 fds = []
-                master, slave_path = console.open_pty("/dev/ptmx")
-                slave = os.open(slave_path, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+                master, _ = console.open_pty("/dev/ptmx")
+                slave = console.open_peer(master)
                 fds = [slave]
                 if req.get("size"):
                     console.set_size(slave, *req["size"])
@@ -270,6 +284,11 @@ class Runelet:
                                 os.chdir(req["cwd"])
                             except OSError as e:
                                 raise RuneError(f"exec: cannot enter {req['cwd']}: {e.strerror}") from None
+                            try:
+                                os.getcwd()  # ENOENT: not under the container's root (a directory fd's path)
+                            except FileNotFoundError:
+                                raise RuneError(f"exec: {req['cwd']!r} is outside the container's root "
+                                                "filesystem") from None
                         pid = pal.create_process(path, argv, env, stdio)
                         self.pids.add(pid)
                     finally:

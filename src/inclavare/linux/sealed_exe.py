@@ -1,0 +1,62 @@
+"""Re-execute this rune command from a sealed memfd copy of its interpreter.
+
+An enclave container with a PAL library has, as PID 1 for its whole life, rune's init-runelet: the interpreter,
+with the enclave runtime's C code loaded. Such code may fork and exec the container's programs itself (the
+reference PAL does), and a program `#!/proc/self/exe` would then run the runelet's executable in the container
+(CVE-2019-5736). rune cannot put its exec trampoline between the PAL and execve, so before anything of such a
+container exists, `rune create` re-executes itself from a sealed copy of the interpreter, as runc re-executes
+itself from a sealed clone: the runelet and everything it forks then have a memfd as /proc/self/exe, which no
+write, truncation or chmod can change. The copy costs one interpreter start (rune's own command, run again).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+NAME = "rune-interpreter"
+_F_ADD_SEALS = 1033
+_SEALS = 0x1 | 0x2 | 0x4 | 0x8  # F_SEAL_SEAL, SHRINK, GROW, WRITE
+
+
+def is_sealed() -> bool:
+    """True when this process runs from the sealed copy."""
+    try:
+        return os.readlink("/proc/self/exe").startswith(f"/memfd:{NAME}")
+    except OSError:
+        return False
+
+
+def sealed_copy() -> int:
+    """A close-on-exec fd of a sealed memfd holding the interpreter's executable."""
+    import fcntl
+
+    src = os.open(os.path.realpath(sys.executable), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fd = os.memfd_create(NAME, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        try:
+            size = os.fstat(src).st_size
+            done = 0
+            while done < size:
+                n = os.sendfile(fd, src, done, size - done)
+                if n == 0:
+                    raise OSError(5, f"{sys.executable} was shortened while it was copied")
+                done += n
+            os.fchmod(fd, 0o555)
+            fcntl.fcntl(fd, _F_ADD_SEALS, _SEALS)
+        except BaseException:
+            os.close(fd)
+            raise
+    finally:
+        os.close(src)
+    return fd
+
+
+def reexec(module: str) -> None:
+    """Run this command again, same pid, arguments, environment and fds, from the sealed copy; never returns."""
+    boot = (f"import sys; sys.path[:] = {sys.path!r}; sys.argv = {sys.argv!r}\n"
+            f"from {module} import main\ncode = main()\nsys.stdout.flush(); sys.stderr.flush()\n"
+            "import os; os._exit(code or 0)\n")
+    fd = sealed_copy()
+    # argv[0] is the interpreter's own path, from which it finds its standard library as it did the first time
+    os.execve(fd, [os.path.realpath(sys.executable), "-I", "-S", "-c", boot], os.environ)
