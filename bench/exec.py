@@ -27,6 +27,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--rune", default=os.path.join(REPO, "bin", "rune"))
+    ap.add_argument("--baseline", help="another rune launcher (e.g. of an earlier commit), measured beside")
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -38,7 +39,7 @@ def main() -> int:
     started: list[tuple[Runtime, str]] = []
     try:
         b = bundle(os.path.join(work, "bundle"), ["sleep", "1000000"])
-        peers, helper = runtimes(work, args.rune)
+        peers, helper = runtimes(work, args.rune, args.baseline)
         for rt in peers:
             cid = f"bench-exec-{rt.name}-{os.getpid()}"
             rt.call("run", "-d", "--bundle", b, cid)
@@ -49,14 +50,14 @@ def main() -> int:
                 if i >= args.warmup:
                     rt.run_times.append(dt)
         report: dict = {"runs": args.runs, "runtimes": {}}
-        print(f"{'runtime':8} {'exec median':>12} {'p25-p75':>16}")
+        print(f"{'runtime':9} {'exec median':>12} {'p25-p75':>16}")
         for rt in peers:
             r = {"exec_median_ms": statistics.median(rt.run_times) * 1000,
                  "exec_p25_ms": pct(rt.run_times, 0.25) * 1000, "exec_p75_ms": pct(rt.run_times, 0.75) * 1000}
             report["runtimes"][rt.name] = r
-            print(f"{rt.name:8} {r['exec_median_ms']:10.1f}ms {r['exec_p25_ms']:7.1f}-{r['exec_p75_ms']:5.1f} ms")
+            print(f"{rt.name:9} {r['exec_median_ms']:10.1f}ms {r['exec_p25_ms']:7.1f}-{r['exec_p75_ms']:5.1f} ms")
         rune = report["runtimes"]["rune"]["exec_median_ms"]
-        for other in ("runc", "crun"):
+        for other in ("rune-base", "runc", "crun"):
             if other in report["runtimes"]:
                 ratio = rune / report["runtimes"][other]["exec_median_ms"]
                 report[f"rune/{other}"] = ratio

@@ -83,11 +83,14 @@ def bundle(path: str, args: list[str], rootfs: str | None = None) -> str:
     return path
 
 
-def runtimes(work: str, rune: str) -> tuple[list[Runtime], subprocess.Popen | None]:
-    """rune, and runc and crun where installed, each with its own --root under work; the crun helper to stop."""
+def runtimes(work: str, rune: str, baseline: str | None = None) -> tuple[list[Runtime], subprocess.Popen | None]:
+    """rune, and runc and crun where installed, each with its own --root under work; the crun helper to stop.
+    baseline: another rune launcher (a checkout of an earlier commit) measured in the same run as `rune-base`."""
     if not os.path.exists(rune):
         subprocess.run([sys.executable, "-m", "inclavare.launcher", os.path.dirname(rune)], check=True)
     out = [Runtime("rune", [rune, "--root", os.path.join(work, "rune")])]
+    if baseline:
+        out.append(Runtime("rune-base", [baseline, "--root", os.path.join(work, "rune-base")]))
     helper = None
     if shutil.which("runc"):
         out.append(Runtime("runc", ["runc", "--root", os.path.join(work, "runc")]))

@@ -41,6 +41,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--rune", default=os.path.join(REPO, "bin", "rune"))
+    ap.add_argument("--baseline", help="another rune launcher (e.g. of an earlier commit), measured beside")
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -49,7 +50,7 @@ def main() -> int:
     helper = None
     try:
         b = bundle(os.path.join(work, "bundle"), ["/bin/true"])
-        peers, helper = runtimes(work, args.rune)
+        peers, helper = runtimes(work, args.rune, args.baseline)
         for i in range(args.warmup + args.runs):
             for rt in peers:
                 cid = f"bench-{rt.name}-{i}"
@@ -65,7 +66,7 @@ def main() -> int:
         for rt in peers:
             rt.max_rss_kb = peak_rss_kb(rt, b)
         report: dict = {"runs": args.runs, "runtimes": {}}
-        print(f"{'runtime':8} {'run median':>11} {'p25-p75':>15} {'create+start+delete':>21} {'p25-p75':>15} "
+        print(f"{'runtime':9} {'run median':>11} {'p25-p75':>15} {'create+start+delete':>21} {'p25-p75':>15} "
               f"{'peak RSS':>9}")
         for rt in peers:
             r = {
@@ -78,11 +79,11 @@ def main() -> int:
                 "peak_rss_kb": rt.max_rss_kb,
             }
             report["runtimes"][rt.name] = r
-            print(f"{rt.name:8} {r['run_median_ms']:9.1f}ms {r['run_p25_ms']:6.1f}-{r['run_p75_ms']:5.1f} ms "
+            print(f"{rt.name:9} {r['run_median_ms']:9.1f}ms {r['run_p25_ms']:6.1f}-{r['run_p75_ms']:5.1f} ms "
                   f"{r['cycle_median_ms']:19.1f}ms {r['cycle_p25_ms']:6.1f}-{r['cycle_p75_ms']:5.1f} ms "
                   f"{r['peak_rss_kb'] / 1024:7.1f}MB")
         rune = report["runtimes"]["rune"]
-        for other in ("runc", "crun"):
+        for other in ("rune-base", "runc", "crun"):
             o = report["runtimes"].get(other)
             if o:
                 ratios = (rune["run_median_ms"] / o["run_median_ms"], rune["cycle_median_ms"] / o["cycle_median_ms"])
@@ -95,7 +96,7 @@ def main() -> int:
         if helper is not None:
             helper.kill()
             helper.wait()
-        for d in ("rune", "runc", "crun"):
+        for d in ("rune", "rune-base", "runc", "crun"):
             shutil.rmtree(os.path.join(work, d), ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
     return 0

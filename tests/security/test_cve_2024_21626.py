@@ -171,3 +171,23 @@ def test_enclave_exec_cwd_through_the_runelets_fds(srune, attack_rootfs, tmp_pat
             assert p.returncode != 0, (n, p.stdout, p.stderr)
     finally:
         srune("delete", "--force", cid)
+
+
+def test_runc_reference(runc_copy, attack_rootfs, tmp_path, marker):
+    """`runc exec --cwd /proc/self/fd/N` on the same bundle: the reference holds too."""
+    from tests.conftest import default_config
+
+    d, secret = marker
+    b = tmp_path / "runc-bundle"
+    b.mkdir()
+    (b / "config.json").write_text(json.dumps(default_config(attack_rootfs, ["sleep", "60"])))
+    cid = new_id("runc")
+    p = runc_copy("run", "--detach", "--bundle", str(b), cid)
+    assert p.returncode == 0, p.stderr
+    try:
+        for n in range(3, 16):
+            p = runc_copy("exec", "--cwd", f"/proc/self/fd/{n}", cid, "sh", "-c", _cat(d))
+            assert secret not in p.stdout and not (d / "written").exists(), (n, p.stdout)
+    finally:
+        runc_copy("delete", "--force", cid)
+    assert runc_copy.intact()

@@ -72,7 +72,7 @@ def sealed_fd() -> int:
     global _fd
     if _fd >= 0:
         return _fd
-    import fcntl
+    from inclavare.linux import syscalls
 
     if os.uname().machine != "x86_64":
         raise OSError(95, "rune's exec trampoline exists for x86-64 only")
@@ -88,9 +88,9 @@ def sealed_fd() -> int:
             raise OSError(5, "short write to the exec trampoline's memfd")
         os.fchmod(fd, 0o555)
         try:
-            fcntl.fcntl(fd, _F_ADD_SEALS, _SEALS)
+            syscalls.fcntl(fd, _F_ADD_SEALS, _SEALS)
         except OSError:
-            fcntl.fcntl(fd, _F_ADD_SEALS, _SEALS & ~0x20)  # F_SEAL_EXEC is Linux 6.3+
+            syscalls.fcntl(fd, _F_ADD_SEALS, _SEALS & ~0x20)  # F_SEAL_EXEC is Linux 6.3+
     except BaseException:
         os.close(fd)
         raise

@@ -124,7 +124,7 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 # syscall numbers (x86_64) for calls glibc 2.36 has no wrapper for
 _NR = {"pivot_root": 155, "capset": 126, "capget": 125, "keyctl": 250, "prlimit64": 302, "gettid": 186,
-       "clone3": 435, "close_range": 436, "openat2": 437, "fstatfs": 138}
+       "clone3": 435, "close_range": 436, "openat2": 437, "fstatfs": 138, "fcntl": 72}
 
 # resource numbers of setrlimit(2) / prlimit(2), by their OCI names
 RLIMITS = {
@@ -168,6 +168,11 @@ def pivot_root(new_root: str, put_old: str) -> None:
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     return _check(_prctl(option, arg2, arg3, arg4, arg5), "prctl")
+
+
+def fcntl(fd: int, cmd: int, arg: int = 0) -> int:
+    """fcntl(2) with an integer argument (the fcntl module is one more import on the hot path)."""
+    return _check(_syscall(c_long(_NR["fcntl"]), c_int(fd), c_int(cmd), c_ulong(arg)), "fcntl")
 
 
 def close_range(first: int, last: int = 0xFFFFFFFF) -> None:
