@@ -1,7 +1,7 @@
 # Two commands do all the set-up on a fresh Debian machine, as root: `make demo` and `make test`.
 PYTHON ?= python3
 PREFIX ?= /usr/local
-APT_PACKAGES := busybox-static runc crun hyperfine libseccomp2 gcc time
+APT_PACKAGES := busybox-static runc crun hyperfine libseccomp2 gcc libc6-dev binutils time
 PYTEST_ARGS ?=
 
 .PHONY: all deps apt-deps pip-deps launchers install test lint demo bench bench-engines clean pal

@@ -120,3 +120,18 @@ def test_the_memfd_refuses_every_change(make):
     assert open(path, "rb").read() == before
     if fd != dmz.sealed_fd():
         os.close(fd)
+
+
+def test_a_seccomp_profile_without_execveat(rune):
+    """A profile that refuses execveat (with an errno) still runs the container: the trampoline is exec'd through the
+    container's /proc/self/fd with execve, which every profile allows since the program's exec needs it."""
+    from tests.conftest import new_id
+
+    def edit(c: dict) -> None:
+        c["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+                                 "syscalls": [{"names": ["execveat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}
+
+    p = rune("run", "--bundle", str(rune.bundle(["sh", "-c", "echo ran; readlink /proc/self/exe"], edit=edit)),
+             new_id("seccomp"))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["ran", "/bin/busybox"]
