@@ -608,7 +608,7 @@ def test_v2_pids_recursive_and_stats(lab: Lab) -> None:
     m = lab.manager(v2_only=True)
     m.create(None)
     os.mkdir(m.unified + "/sub")
-    a = lab.child("import time\nt = time.time()\nwhile time.time() - t < 0.2: pass\nprint('ready', flush=True)\n"
+    a = lab.child("import time\nt = time.process_time()\nwhile time.process_time() - t < 0.2: pass\nprint('ready', flush=True)\n"
                   "sys.stdin.readline()")
     b = lab.child("")
     m.join(a.pid)

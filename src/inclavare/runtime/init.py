@@ -287,9 +287,11 @@ def container_init(ctx: Launch) -> None:
         _fail(sock, e)
         os._exit(1)
     try:
-        _send(sock, MSG_READY)
         if ctx.pdeathsig:
-            syscalls.prctl(syscalls.PR_SET_PDEATHSIG, 0)  # from now on the container outlives `rune create`
+            # from now on the container outlives `rune create`: cleared before MSG_READY, since rune may exit as
+            # soon as it reads it (cleared after, a descheduled init was killed with its parent: docker's create)
+            syscalls.prctl(syscalls.PR_SET_PDEATHSIG, 0)
+        _send(sock, MSG_READY)
         if ctx.fifo is not None:
             _wait_fifo(ctx)
         else:
