@@ -65,7 +65,7 @@ def test_sim_tampered_trusted_file_is_refused(rune, sim_dir, signing_key, tmp_pa
     cid = new_id()
     p = rune("run", "--bundle", str(b), cid)
     assert p.returncode == 1
-    assert "does not match its signature: the trusted file /etc/passwd changed since signing" in p.stderr
+    assert "does not match its signature: the content of the trusted file /etc/passwd changed since signing" in p.stderr
     assert not (rune.root / cid).exists() and cgroup_leftovers(cid) == []
     # removing the signed image does not skip the launch check: the config still says it is signed
     shutil.rmtree(b / "rootfs" / ".inclavare")
@@ -123,10 +123,16 @@ def test_sim_changed_args_or_env_and_unmeasured_exec_are_refused(rune, sim_dir, 
     b = sim_bundle(tmp_path, ["sleep", "60"], signing_key, rune.binary, readonly=False)
     c = json.loads((b / "config.json").read_text())
     shutil.copy(b / "rootfs" / "bin" / "busybox", b / "rootfs" / "tmp" / "bb")  # added after signing: unmeasured
-    for key, value in (("args", ["sh", "-c", "exit 3"]), ("env", c["process"]["env"] + ["LD_PRELOAD=/x.so"])):
+    for key, value, sentence in (
+            ("args", ["sh", "-c", "exit 3"], "the program /bin/sh (process.args[0] 'sh' in config.json) is not an "
+                                             "entry point of the signed enclave (entry points: /bin/sleep)"),
+            ("env", c["process"]["env"] + ["LD_PRELOAD=/x.so"], "the environment variable LD_PRELOAD (process.env in "
+                                                                 "config.json) is not allowed by the enclave manifest"),
+            ("env", ["PATH=/tmp"], "the environment variable PATH (process.env in config.json) overrides the "
+                                   "enclave's measured default PATH=")):
         (b / "config.json").write_text(json.dumps({**c, "process": {**c["process"], key: value}}))
         p = rune("run", "--bundle", str(b), new_id())
-        assert p.returncode == 1 and f"the process.{key} in config.json differ" in p.stderr, p.stderr
+        assert p.returncode == 1 and sentence in p.stderr, p.stderr
     (b / "config.json").write_text(json.dumps(c))
     cid = new_id()
     assert rune("run", "-d", "--bundle", str(b), cid).returncode == 0
@@ -149,7 +155,7 @@ def test_sign_bundle_keeps_a_pal_path_and_still_checks_launch(rune, sim_dir, sig
     assert rune("run", "--bundle", str(b), new_id()).returncode == 5
     (b / "rootfs" / "etc" / "group").write_text("tampered\n")
     p = rune("run", "--bundle", str(b), new_id())
-    assert p.returncode == 1 and "/etc/group changed since signing" in p.stderr
+    assert p.returncode == 1 and "the size of the trusted file /etc/group changed since signing" in p.stderr
 
 
 
@@ -199,7 +205,7 @@ def test_sim_tree_record_is_measured(rune, sim_dir, signing_key, tmp_path):
     (root / "bin" / "cat").symlink_to("/tmp/evil")
     manifest = root / ".inclavare" / "enclave" / "manifest.json"
     m = json.loads(manifest.read_text())
-    m["enclave"]["symlinks"]["/bin/cat"] = "/tmp/evil"
+    m["enclave"]["symlinks"]["/bin/cat"] = "/tmp/evil"  # the record matches the swap now
     manifest.write_text(json.dumps(m))
     p = rune("run", "--bundle", str(b), new_id())
     assert p.returncode == 1 and "does not match its signature" in p.stderr and "MRENCLAVE" in p.stderr, p.stderr

@@ -56,6 +56,7 @@ def _make_bundle(root: Path, extra_annotations: dict | None = None) -> Path:
     (b / "rootfs" / "lib").mkdir()
     (b / "rootfs" / "proc").mkdir()
     (b / "rootfs" / "bin" / "app").write_bytes(b"\x7fELF" + bytes(range(256)) * 20)
+    (b / "rootfs" / "bin" / "app").chmod(0o755)
     (b / "rootfs" / "etc" / "app.conf").write_text("greeting = hello\n")
     (b / "rootfs" / "lib" / "data.bin").write_bytes(bytes(5000))
     (b / "rootfs" / "proc" / "junk").write_text("not measured")

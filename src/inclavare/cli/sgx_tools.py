@@ -83,7 +83,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
         from inclavare.tee.sim.launch import read_signed_image
 
         config, _sig, _ = read_signed_image(args.rootfs)
-        print(image.measure_image(args.rootfs, config).mr_enclave.hex())
+        print(image.measure_config(config)[0].hex())
         return 0
     raise RuneError("measure needs --flat IMAGE (SGX flat image) or --rootfs ROOTFS (signed sim enclave image)")
 
@@ -153,14 +153,28 @@ def cmd_gen_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sign_options(args: argparse.Namespace) -> dict:
+    return {"debug": args.debug, "isv_prod_id": args.isv_prod_id, "isv_svn": args.isv_svn,
+            "entrypoints": args.entrypoint or (), "fixed_args": args.fixed_args, "extra_env": args.env or (),
+            "untrusted_env": args.untrusted_env or (), "untrusted_paths": args.untrusted_path or ()}
+
+
+def _print_signed(s) -> None:  # noqa: ANN001 - manifest.SignedEnclave
+    print(f"mr_enclave {s.mr_enclave.hex()}\nmr_signer {s.mr_signer.hex()}\n"
+          f"entrypoints {' '.join(e.path for e in s.config.entrypoints)}\ntrusted_files {len(s.config.trusted_files)}")
+
+
 def cmd_sign_bundle(args: argparse.Namespace) -> int:
     from inclavare.tee.sim.bundle import sign_bundle
 
-    s = sign_bundle(args.bundle, args.key, trusted=args.trusted, debug=args.debug, isv_prod_id=args.isv_prod_id,
-                    isv_svn=args.isv_svn)
-    print(f"mr_enclave {s.mr_enclave.hex()}\nmr_signer {s.mr_signer.hex()}\n"
-          f"entry {s.config.entry}\ntrusted_files {len(s.config.trusted_files)}")
+    _print_signed(sign_bundle(args.bundle, _signer(args), trusted=args.trusted, **_sign_options(args)))
     return 0
+
+
+def _signer(args: argparse.Namespace):  # noqa: ANN202 - manifest.Signer
+    from inclavare.tee.sim import manifest
+
+    return manifest.key_signer(args.key)
 
 
 def _aesm(args: argparse.Namespace):  # noqa: ANN202
@@ -284,6 +298,21 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--sim", action="store_true", help="use the sim (SIMULATED) platform instead of aesmd")
         p.add_argument("--sim-dir", help="sim platform state directory ($INCLAVARE_SIM_DIR, /var/lib/inclavare/sim)")
 
+    def signing_opts(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--entrypoint", action="append", metavar="PROGRAM",
+                       help="another program that may be started as the container's process (repeatable)")
+        p.add_argument("--fixed-args", action="store_true",
+                       help="fix the whole argv of the default entry point (default: arguments are free)")
+        p.add_argument("--env", action="append", metavar="NAME=VALUE", help="another measured default (repeatable)")
+        p.add_argument("--untrusted-env", action="append", metavar="NAME",
+                       help="a variable the engine or user may set (NAME or NAME*; repeatable; HOSTNAME, TERM, HOME "
+                            "and container always are)")
+        p.add_argument("--untrusted-path", action="append", metavar="PATH",
+                       help="a path outside the measurement, such as a cache or a volume's mount point (repeatable)")
+        p.add_argument("--debug", action="store_true", help="sign a DEBUG enclave")
+        p.add_argument("--isv-prod-id", type=_int, default=0)
+        p.add_argument("--isv-svn", type=_int, default=0)
+
     def aesm_opts(p: argparse.ArgumentParser) -> None:
         p.add_argument("--aesmd-socket", default=DEFAULT_SOCKET, help=f"aesmd socket ({DEFAULT_SOCKET})")
         p.add_argument("--quote-type", default="ecdsa", choices=["ecdsa", "epidUnlinkable", "epidLinkable"])
@@ -323,9 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", required=True, help="PEM signing key (RSA-3072, exponent 3)")
     p.add_argument("--trusted", action="append", metavar="PATH",
                    help="a trusted file or directory in the rootfs (repeatable; default: the whole rootfs)")
-    p.add_argument("--debug", action="store_true", help="sign a DEBUG enclave")
-    p.add_argument("--isv-prod-id", type=_int, default=0)
-    p.add_argument("--isv-svn", type=_int, default=0)
+    signing_opts(p)
     p.add_argument("bundle")
 
     p = add("gen-qe-target-info", cmd_gen_qe_target_info, "write the quoting enclave's TARGETINFO (512 bytes)")

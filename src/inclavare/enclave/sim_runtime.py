@@ -36,12 +36,15 @@ def is_signed(rootfs: str, config: dict) -> bool:
 
 
 def verify_image(rootfs: str, sim_dir: str | None, config: dict | None = None):  # noqa: ANN201 - LaunchedEnclave
-    """The launch check; with the bundle `config`, also its process.args and env against the signed ones."""
+    """The launch check; with the bundle `config`, also its process against the manifest (entry point, arguments,
+    environment), whose process.env becomes the environment the payload gets."""
     from inclavare.tee.sim.launch import LaunchPolicy, check_process, launch_check
 
-    launched = launch_check(rootfs, policy=LaunchPolicy.for_host(sim_dir), sim_dir=sim_dir)
+    mounts = tuple(m.get("destination", "") for m in (config or {}).get("mounts") or () if isinstance(m, dict))
+    launched = launch_check(rootfs, policy=LaunchPolicy.for_host(sim_dir), sim_dir=sim_dir, mounts=mounts)
     if config is not None:
-        check_process(launched.config, config.get("process"))
+        process = config.setdefault("process", {})
+        process["env"] = check_process(launched.config, process, rootfs)
     return launched
 
 
@@ -78,7 +81,7 @@ class SimPal:
         qe.gen_quote(self.platform, ereport.ereport(self.platform, ident, qe.qe_target_info(), b""))
         ereport.seal_key(self.platform, ident, "mrenclave")
         cfg = self.launched.config
-        files = [cfg.entry, *cfg.trusted_files]
+        files = list(cfg.trusted_files)
         hosts = [str(resolve_in_rootfs(self.rootfs, p)) for p in files]
         hosts += [str(enclave_dir(self.rootfs) / MANIFEST), str(enclave_dir(self.rootfs) / SIGSTRUCT)]
         for h in dict.fromkeys(hosts):
@@ -88,7 +91,7 @@ class SimPal:
             except OSError as e:
                 raise RuneError(f"sim enclave: cannot mount the verified file {h} read-only: {e.strerror}") from None
         # measured, then mounted: a file swapped in between is what the read-only mounts now hold; measure those
-        again = verify_image(self.rootfs, self.sim_dir)
+        again = verify_image(self.rootfs, self.sim_dir, dict(self.config, process=dict(self.config.get("process") or {})))
         if again.mr_enclave != self.launched.mr_enclave:
             raise RuneError("sim enclave: the verified files changed while they were being mounted read-only")
         dev = [m for m in self.config.get("mounts") or () if m.get("destination") == "/dev"]
@@ -117,7 +120,7 @@ class SimPal:
         syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         cfg = self.launched.config
-        self.measured = frozenset(os.path.realpath(p) for p in (cfg.entry, *cfg.trusted_files))
+        self.measured = frozenset(os.path.realpath(p) for p in cfg.trusted_files)
         if self.dev is not None:
             from inclavare.tee.sgx.report import TargetInfo
             from inclavare.tee.sim import ereport, qe

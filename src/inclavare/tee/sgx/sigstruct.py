@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -104,17 +105,35 @@ def _q1_q2(s: int, n: int) -> tuple[int, int]:
 def sign(unsigned: Sigstruct, key: rsa.RSAPrivateKey) -> Sigstruct:
     """Fill modulus, exponent, signature, q1 and q2 of `unsigned` (its other fields are kept) with `key`."""
     _check_key(key.public_key())
-    n = key.public_key().public_numbers().n
+    return sign_with(unsigned, key.public_key().public_numbers().n,
+                     lambda data: key.sign(data, padding.PKCS1v15(), hashes.SHA256()))
+
+
+def sign_with(unsigned: Sigstruct, modulus: int, sign_pkcs1: Callable[[bytes], bytes]) -> Sigstruct:
+    """Like sign, with the private key elsewhere (an HSM, a signing server): `sign_pkcs1` gets the 256 signed bytes
+    (signed_bytes()) and returns their RSA-3072 PKCS#1 v1.5 SHA-256 signature, big-endian, as every RSA API and the
+    original signing server's POST /api/v1/signature/pkcs1 give it. The answer is verified before it is used."""
+    if modulus.bit_length() != MODULUS_SIZE * 8:
+        raise SigstructError(f"an SGX signing key must be RSA-3072, this modulus has {modulus.bit_length()} bits")
     body = unsigned.replace(
-        modulus=n.to_bytes(MODULUS_SIZE, "little"),
+        modulus=modulus.to_bytes(MODULUS_SIZE, "little"),
         exponent=EXPONENT,
         signature=bytes(MODULUS_SIZE),
         q1=bytes(MODULUS_SIZE),
         q2=bytes(MODULUS_SIZE),
     )
-    sig_be = key.sign(body.signed_bytes(), padding.PKCS1v15(), hashes.SHA256())
+    sig_be = sign_pkcs1(body.signed_bytes())
+    if not isinstance(sig_be, (bytes, bytearray)) or len(sig_be) != MODULUS_SIZE:
+        raise SigstructError(f"the signer returned {len(sig_be) if isinstance(sig_be, (bytes, bytearray)) else 'no'} "
+                             f"bytes, an RSA-3072 signature is {MODULUS_SIZE}")
+    pub = rsa.RSAPublicNumbers(EXPONENT, modulus).public_key()
+    try:
+        pub.verify(bytes(sig_be), body.signed_bytes(), padding.PKCS1v15(), hashes.SHA256())
+    except InvalidSignature:
+        raise SigstructError("the signer's signature does not verify against its public key (RSA-3072, "
+                             "PKCS#1 v1.5, SHA-256 over the SIGSTRUCT's header and body)") from None
     s = int.from_bytes(sig_be, "big")
-    q1, q2 = _q1_q2(s, n)
+    q1, q2 = _q1_q2(s, modulus)
     return body.replace(
         signature=s.to_bytes(MODULUS_SIZE, "little"),
         q1=q1.to_bytes(MODULUS_SIZE, "little"),

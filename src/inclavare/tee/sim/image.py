@@ -1,42 +1,54 @@
-"""Sim enclave images: what a sim enclave measures, and in which order.
+"""Sim enclave images: the signed enclave manifest, what it measures, and how a rootfs is checked against it.
 
-An image is declared by its manifest, ROOTFS/.inclavare/enclave/manifest.json, whose "enclave" object is the enclave
-configuration (entry, trusted_files, debug, isv_prod_id, isv_svn, misc_select, xfrm, ssa_frame_size, and argv / env:
-the payload's process.args and process.env minus the ENCLAVE_* variables, which the launch check compares with
-config.json). The signed
-SIGSTRUCT lies next to it as sigstruct.bin. Other manifest keys ("digests", "mr_enclave", "mr_signer") are
-informational: they help name what changed, and are never trusted.
+A signed image is the rootfs plus ROOTFS/.inclavare/enclave/manifest.json and sigstruct.bin. The manifest's
+"enclave" object is the enclave configuration, as SGX LibOSes keep it (Gramine's manifest, Occlum's Occlum.json):
 
-Measurement order (the SGX primitive of inclavare.tee.sgx.measure, every page fully EEXTENDed):
-  1. ECREATE with the configured SSA frame size and the enclave size: the smallest power of two (>= one page)
-     that holds every page below;
+  entrypoints      the programs that may be started as the container's process: [{"path": P}] (arguments free)
+                   or [{"path": P, "argv": [...]}] (the whole argv fixed); argv[0] is looked up with the measured PATH
+  trusted_roots    the directories whose tree is signed (default ["/"]): nothing may be added under them
+  trusted_files    {path: {"sha256", "size", "mode", "uid", "gid"}}: every regular file under the trusted roots
+  symlinks         {path: target}: every symlink under the trusted roots
+  untrusted_paths  the paths engines manage (/etc/hostname, /etc/hosts, /etc/resolv.conf, /.dockerenv, /dev, /proc,
+                   /sys, /run, /tmp, ...): outside the measurement; mount destinations are too, at launch
+  env              {name: value}: the measured default environment; the payload always gets it, and a container
+                   that sets one of these names to another value is refused
+  untrusted_env    names (or NAME* prefixes) the untrusted side may set (HOSTNAME, TERM, HOME, container, ...);
+                   any other name is refused
+  debug, isv_prod_id, isv_svn, misc_select, xfrm, ssa_frame_size   the SECS/SIGSTRUCT settings
+Other keys of "enclave" are kept and measured; keys outside "enclave" are informational and never trusted.
+
+MRENCLAVE (the SGX primitive of inclavare.tee.sgx.measure, every page fully EEXTENDed):
+  1. ECREATE with ssa_frame_size and the enclave size: the smallest power of two holding the configuration's pages
+     and the pages of every trusted file (as if the image were loaded);
   2. the configuration: canonical JSON of the "enclave" object (sorted keys, no spaces, ASCII), zero-padded to
-     pages, from offset 0, SECINFO REG|R;
-  3. the entry binary, then each trusted file in sorted path order; for each file, at the next page:
-       a header page, canonical JSON {"path": PATH, "role": "entry"|"trusted", "size": N}, SECINFO REG|R,
-       then the file's bytes zero-padded to pages, SECINFO REG|R|X for the entry and REG|R for trusted files.
-Paths are absolute paths inside the rootfs; symlinks are resolved inside the rootfs, never outside it.
+     pages, from offset 0, SECINFO REG|R.
+So MRENCLAVE changes with any change to the manifest, and through the files' digests with any changed file.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
 import stat
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from inclavare.errors import RuneError
 from inclavare.tee.sgx import attributes as attr
 from inclavare.tee.sgx.attributes import Attributes
-from inclavare.tee.sgx.measure import PAGE_SIZE, SECINFO_R, SECINFO_REG, SECINFO_X, Measurement
+from inclavare.tee.sgx.measure import PAGE_SIZE, SECINFO_R, SECINFO_REG, Measurement
 
 ENCLAVE_DIR = ".inclavare/enclave"  # inside the rootfs
 MANIFEST = "manifest.json"
 SIGSTRUCT = "sigstruct.bin"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # what Docker, Podman, containerd add
+# what container engines write, mount or create in a container's root: never part of the measurement
+UNTRUSTED_PATHS = ("/.dockerenv", "/.containerenv", "/etc/hostname", "/etc/hosts", "/etc/resolv.conf", "/etc/mtab",
+                   "/dev", "/proc", "/sys", "/run", "/var/run", "/tmp", "/var/tmp", "/.inclavare")
+UNTRUSTED_ENV = ("HOSTNAME", "TERM", "HOME", "container")
 _CHUNK = 1 << 20
 
 
@@ -45,9 +57,50 @@ def canonical_json(value: object) -> bytes:
 
 
 @dataclass(frozen=True)
+class TrustedFile:
+    sha256: str
+    size: int
+    mode: int  # st_mode: file type and permission bits, setuid/setgid/sticky included
+    uid: int
+    gid: int
+
+    def to_json(self) -> dict[str, object]:
+        return {"sha256": self.sha256, "size": self.size, "mode": self.mode, "uid": self.uid, "gid": self.gid}
+
+    @classmethod
+    def from_json(cls, path: str, obj: object, where: str) -> TrustedFile:
+        ok = isinstance(obj, dict) and isinstance(obj.get("sha256"), str) and all(
+            isinstance(obj.get(k), int) and not isinstance(obj.get(k), bool) for k in ("size", "mode", "uid", "gid"))
+        if not ok:
+            raise RuneError(f"'enclave.trusted_files' entry {path!r} in {where} must be an object with sha256, size, "
+                            "mode, uid and gid")
+        return cls(obj["sha256"], obj["size"], obj["mode"], obj["uid"], obj["gid"])
+
+
+@dataclass(frozen=True)
+class Entrypoint:
+    path: str
+    argv: tuple[str, ...] | None = None  # None: arguments are free
+
+    def to_json(self) -> dict[str, object]:
+        return {"path": self.path} if self.argv is None else {"path": self.path, "argv": list(self.argv)}
+
+
+def _strings(v: object, name: str, where: str) -> tuple[str, ...]:
+    if not isinstance(v, (list, tuple)) or not all(isinstance(s, str) for s in v):
+        raise RuneError(f"'enclave.{name}' in {where} must be a list of strings")
+    return tuple(v)
+
+
+@dataclass(frozen=True)
 class EnclaveConfig:
-    entry: str
-    trusted_files: tuple[str, ...] = ()
+    entrypoints: tuple[Entrypoint, ...]
+    trusted_files: dict[str, TrustedFile] = field(default_factory=dict)
+    symlinks: dict[str, str] = field(default_factory=dict)
+    trusted_roots: tuple[str, ...] = ("/",)
+    untrusted_paths: tuple[str, ...] = UNTRUSTED_PATHS
+    env: dict[str, str] = field(default_factory=dict)
+    untrusted_env: tuple[str, ...] = UNTRUSTED_ENV
     debug: bool = False
     isv_prod_id: int = 0
     isv_svn: int = 0
@@ -55,16 +108,17 @@ class EnclaveConfig:
     xfrm: int = attr.XFRM_LEGACY
     ssa_frame_size: int = 1
     extra: dict[str, object] = field(default_factory=dict)
-    argv: tuple[str, ...] | None = None  # the payload's process.args, measured (None: an image signed without)
-    env: tuple[str, ...] | None = None  # the payload's process.env minus ENCLAVE_*, measured
 
     def __post_init__(self) -> None:
-        if not self.entry.startswith("/"):
-            raise RuneError(f"the enclave entry '{self.entry}' must be an absolute path inside the rootfs")
-        for p in self.trusted_files:
+        if not self.entrypoints:
+            raise RuneError("the enclave manifest names no entry point")
+        for p in [e.path for e in self.entrypoints] + list(self.trusted_files) + list(self.symlinks) + list(
+                self.trusted_roots) + list(self.untrusted_paths):
             if not p.startswith("/"):
-                raise RuneError(f"the trusted file '{p}' must be an absolute path inside the rootfs")
-        object.__setattr__(self, "trusted_files", tuple(sorted(set(self.trusted_files) - {self.entry})))
+                raise RuneError(f"the path '{p}' in the enclave manifest must be absolute inside the rootfs")
+        for name in self.env:
+            if not name or "=" in name:
+                raise RuneError(f"the measured environment variable name {name!r} is not a valid name")
         for name, bits in (("isv_prod_id", 16), ("isv_svn", 16), ("misc_select", 32), ("xfrm", 64)):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 1 << bits:
@@ -73,41 +127,68 @@ class EnclaveConfig:
             raise RuneError("the enclave setting 'ssa_frame_size' must be an integer from 1 to 16")
         if not isinstance(self.debug, bool):
             raise RuneError("the enclave setting 'debug' must be true or false")
-        for name in ("argv", "env"):
-            v = getattr(self, name)
-            if v is not None:
-                if not isinstance(v, (list, tuple)) or not all(isinstance(a, str) for a in v):
-                    raise RuneError(f"the enclave setting '{name}' must be a list of strings")
-                object.__setattr__(self, name, tuple(v))
 
     @property
     def attributes(self) -> Attributes:
         return Attributes(attr.MODE64BIT | (attr.DEBUG if self.debug else 0), self.xfrm)
 
+    @property
+    def path(self) -> str:
+        """The measured PATH, with which argv[0] is looked up."""
+        return self.env.get("PATH", DEFAULT_PATH)
+
     def to_json(self) -> dict[str, object]:
-        obj: dict[str, object] = {
-            **self.extra, "entry": self.entry, "trusted_files": list(self.trusted_files), "debug": self.debug,
-            "isv_prod_id": self.isv_prod_id, "isv_svn": self.isv_svn, "misc_select": self.misc_select,
-            "xfrm": self.xfrm, "ssa_frame_size": self.ssa_frame_size}
-        if self.argv is not None:
-            obj["argv"] = list(self.argv)
-        if self.env is not None:
-            obj["env"] = list(self.env)
-        return obj
+        return {
+            **self.extra, "entrypoints": [e.to_json() for e in self.entrypoints],
+            "trusted_roots": list(self.trusted_roots), "untrusted_paths": list(self.untrusted_paths),
+            "trusted_files": {p: f.to_json() for p, f in sorted(self.trusted_files.items())},
+            "symlinks": dict(sorted(self.symlinks.items())), "env": dict(self.env),
+            "untrusted_env": list(self.untrusted_env), "debug": self.debug, "isv_prod_id": self.isv_prod_id,
+            "isv_svn": self.isv_svn, "misc_select": self.misc_select, "xfrm": self.xfrm,
+            "ssa_frame_size": self.ssa_frame_size}
 
     @classmethod
     def from_json(cls, obj: object, where: str = "the enclave manifest") -> EnclaveConfig:
         if not isinstance(obj, dict):
             raise RuneError(f"'enclave' in {where} must be an object")
-        known = {"entry", "trusted_files", "debug", "isv_prod_id", "isv_svn", "misc_select", "xfrm", "ssa_frame_size",
-                 "argv", "env"}
-        if not isinstance(obj.get("entry"), str):
-            raise RuneError(f"'enclave.entry' in {where} must be a path string")
-        files = obj.get("trusted_files", [])
-        if not isinstance(files, list) or not all(isinstance(p, str) for p in files):
-            raise RuneError(f"'enclave.trusted_files' in {where} must be a list of paths")
-        args = {k: obj[k] for k in known - {"trusted_files"} if k in obj}
-        return cls(trusted_files=tuple(files), extra={k: v for k, v in obj.items() if k not in known}, **args)
+        eps = obj.get("entrypoints")
+        if not isinstance(eps, list) or not all(isinstance(e, dict) and isinstance(e.get("path"), str) for e in eps):
+            raise RuneError(f"'enclave.entrypoints' in {where} must be a list of {{\"path\": ...}} objects")
+        entrypoints = tuple(Entrypoint(e["path"], None if e.get("argv") is None else _strings(
+            e["argv"], "entrypoints[].argv", where)) for e in eps)
+        files = obj.get("trusted_files", {})
+        links = obj.get("symlinks", {})
+        env = obj.get("env", {})
+        for name, v in (("trusted_files", files), ("symlinks", links), ("env", env)):
+            if not isinstance(v, dict):
+                raise RuneError(f"'enclave.{name}' in {where} must be an object")
+        if not all(isinstance(t, str) for t in links.values()) or not all(isinstance(v, str) for v in env.values()):
+            raise RuneError(f"'enclave.symlinks' and 'enclave.env' in {where} must map names to strings")
+        known = {"entrypoints", "trusted_files", "symlinks", "env", "trusted_roots", "untrusted_paths",
+                 "untrusted_env", "debug", "isv_prod_id", "isv_svn", "misc_select", "xfrm", "ssa_frame_size"}
+        settings = {k: obj[k] for k in ("debug", "isv_prod_id", "isv_svn", "misc_select", "xfrm", "ssa_frame_size")
+                    if k in obj}
+        lists = {k: _strings(obj[k], k, where) for k in ("trusted_roots", "untrusted_paths", "untrusted_env") if k in obj}
+        return cls(entrypoints=entrypoints,
+                   trusted_files={p: TrustedFile.from_json(p, f, where) for p, f in files.items()},
+                   symlinks=dict(links), env=dict(env), extra={k: v for k, v in obj.items() if k not in known},
+                   **lists, **settings)
+
+
+def measure_config(config: EnclaveConfig) -> tuple[bytes, int]:
+    """(MRENCLAVE, enclave size) of the enclave `config` describes (order: module docstring)."""
+    cfg = canonical_json(config.to_json())
+    pages = -(-len(cfg) // PAGE_SIZE) + sum(-(-f.size // PAGE_SIZE) for f in config.trusted_files.values())
+    enclave_size = PAGE_SIZE
+    while enclave_size < pages * PAGE_SIZE:
+        enclave_size *= 2
+    m = Measurement()
+    m.ecreate(config.ssa_frame_size, enclave_size)
+    m.add_pages(0, cfg, SECINFO_REG | SECINFO_R)
+    return m.digest(), enclave_size
+
+
+# ---- the rootfs -------------------------------------------------------------------------------------------------
 
 
 def resolve_in_rootfs(rootfs: str | os.PathLike[str], path: str) -> Path:
@@ -136,79 +217,122 @@ def resolve_in_rootfs(rootfs: str | os.PathLike[str], path: str) -> Path:
     return Path(root, *done)
 
 
-def _open_regular(rootfs: str | os.PathLike[str], path: str, role: str) -> tuple[int, int]:
-    host = resolve_in_rootfs(rootfs, path)
+def canonical_program(rootfs: str | os.PathLike[str], path: str) -> str:
+    """`path` with its directory resolved inside the rootfs and its last name kept (a multi-call binary such as
+    busybox tells its applets by that name): /bin/sh on a usrmerged root is /usr/bin/sh."""
+    path = os.path.normpath("/" + path)
+    d, name = os.path.split(path)
+    real = os.path.relpath(resolve_in_rootfs(rootfs, d), os.path.realpath(rootfs))
+    return os.path.normpath(os.path.join("/", real, name))
+
+
+def lookup_program(rootfs: str | os.PathLike[str], name: str, path_env: str, cwd: str = "/") -> str | None:
+    """argv[0] as exec finds it in the rootfs: a path when it has a slash, else the first PATH entry holding an
+    executable file of that name; None when there is none."""
+    if "/" in name:
+        return os.path.normpath(os.path.join(cwd or "/", name))
+    for d in path_env.split(":"):
+        candidate = os.path.join(d or (cwd or "/"), name)
+        host = resolve_in_rootfs(rootfs, candidate)
+        if host.is_file() and os.access(host, os.X_OK):
+            return os.path.normpath(candidate)
+    return None
+
+
+def under(path: str, prefixes: tuple[str, ...] | list[str] | set[str]) -> bool:
+    return any(path == p or path.startswith(p.rstrip("/") + "/") for p in prefixes)
+
+
+@dataclass
+class Tree:
+    files: dict[str, os.stat_result] = field(default_factory=dict)
+    symlinks: dict[str, str] = field(default_factory=dict)
+    others: dict[str, os.stat_result] = field(default_factory=dict)  # devices, fifos, sockets
+
+
+def walk_tree(rootfs: str | os.PathLike[str], roots: tuple[str, ...] | list[str],
+              skip: tuple[str, ...] | list[str] | set[str]) -> Tree:
+    """Regular files, symlinks and special files under the trusted `roots` (paths inside the rootfs), without
+    following symlinks, outside every path in `skip`."""
+    real_root = os.path.realpath(rootfs)
+    tree = Tree()
+    for start in roots:
+        host = resolve_in_rootfs(rootfs, start)
+        if under(start, skip) or not os.path.lexists(host):
+            continue
+        st = os.lstat(host)
+        if not stat.S_ISDIR(st.st_mode):
+            rel = "/" + os.path.relpath(host, real_root)
+            _add(tree, rel, str(host), st)
+            continue
+        for dirpath, dirnames, filenames in os.walk(host):
+            rel = "/" + os.path.relpath(dirpath, real_root)
+            rel = "/" if rel in ("/", "/.") else rel.rstrip("/")
+            keep = []
+            for name in dirnames:
+                p = os.path.join(dirpath, name)
+                if os.path.islink(p):  # os.walk lists symlinked directories as directories
+                    filenames.append(name)
+                elif not under(os.path.join(rel, name), skip):
+                    keep.append(name)
+            dirnames[:] = sorted(keep)
+            for name in sorted(filenames):
+                path = os.path.join(rel, name)
+                if not under(path, skip):
+                    _add(tree, path, os.path.join(dirpath, name), os.lstat(os.path.join(dirpath, name)))
+    return tree
+
+
+def _add(tree: Tree, path: str, host: str, st: os.stat_result) -> None:
+    if stat.S_ISLNK(st.st_mode):
+        tree.symlinks[path] = os.readlink(host)
+    elif stat.S_ISREG(st.st_mode):
+        tree.files[path] = st
+    elif not stat.S_ISDIR(st.st_mode):
+        tree.others[path] = st
+
+
+def hash_file(rootfs: str | os.PathLike[str], path: str) -> tuple[TrustedFile, os.stat_result]:
+    """The trusted-file record of `path` in the rootfs (opened without following its last component)."""
+    host = resolve_in_rootfs(rootfs, os.path.dirname(path)) / os.path.basename(path)
     try:
-        fd = os.open(host, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(host, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as e:
-        raise RuneError(f"the enclave {role} '{path}' cannot be opened in the rootfs: {e.strerror}") from None
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        raise RuneError(f"the enclave {role} '{path}' is not a regular file")
-    if st.st_nlink > 1:
-        os.close(fd)
-        raise RuneError(f"the enclave {role} '{path}' has {st.st_nlink} hard links (another name could change it); "
-                        f"copy it so that it has one")
-    return fd, st.st_size
-
-
-def _pages_of(fd: int, size: int, path: str) -> Iterator[bytes]:
-    left = size
-    while left > 0:
-        buf = os.read(fd, min(_CHUNK, left))
-        if not buf:
-            break
-        left -= len(buf)
-        yield buf
-    if left or os.read(fd, 1):
-        raise RuneError(f"the trusted file '{path}' changed size while it was being measured")
-
-
-@dataclass(frozen=True)
-class Measured:
-    mr_enclave: bytes
-    enclave_size: int
-    digests: dict[str, str]  # path -> SHA-256 hex of the file's bytes
-
-
-def measure_image(rootfs: str | os.PathLike[str], config: EnclaveConfig) -> Measured:
-    """MRENCLAVE of the sim enclave `config` describes, over the files in `rootfs` (order: module docstring)."""
-    cfg = canonical_json(config.to_json())
-    files = [(config.entry, "entry")] + [(p, "trusted") for p in config.trusted_files]
-    opened: list[tuple[str, str, int, int]] = []
+        raise RuneError(f"the trusted file {path} cannot be opened in the rootfs: {e.strerror}") from None
     try:
-        for path, role in files:
-            fd, size = _open_regular(rootfs, path, "entry binary" if role == "entry" else "trusted file")
-            opened.append((path, role, fd, size))
-        pages = -(-len(cfg) // PAGE_SIZE) + sum(1 + -(-size // PAGE_SIZE) for _, _, _, size in opened)
-        enclave_size = PAGE_SIZE
-        while enclave_size < pages * PAGE_SIZE:
-            enclave_size *= 2
-        m = Measurement()
-        m.ecreate(config.ssa_frame_size, enclave_size)
-        offset = m.add_pages(0, cfg, SECINFO_REG | SECINFO_R)
-        digests: dict[str, str] = {}
-        for path, role, fd, size in opened:
-            header = canonical_json({"path": path, "role": role, "size": size})
-            offset = m.add_pages(offset, header, SECINFO_REG | SECINFO_R)
-            flags = SECINFO_REG | SECINFO_R | (SECINFO_X if role == "entry" else 0)
-            h = hashlib.sha256()
-            pending = b""
-            for buf in _pages_of(fd, size, path):
-                h.update(buf)
-                pending += buf
-                whole = len(pending) - len(pending) % PAGE_SIZE
-                if whole:
-                    offset = m.add_pages(offset, pending[:whole], flags)
-                    pending = pending[whole:]
-            if pending:
-                offset = m.add_pages(offset, pending, flags)
-            digests[path] = h.hexdigest()
-        return Measured(m.digest(), enclave_size, digests)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise RuneError(f"the trusted file {path} is not a regular file")
+        h = hashlib.sha256()
+        left = st.st_size
+        while left > 0:
+            buf = os.read(fd, min(_CHUNK, left))
+            if not buf:
+                break
+            h.update(buf)
+            left -= len(buf)
+        if left or os.read(fd, 1):
+            raise RuneError(f"the trusted file {path} changed size while it was being measured")
+        return TrustedFile(h.hexdigest(), st.st_size, st.st_mode, st.st_uid, st.st_gid), st
     finally:
-        for _, _, fd, _ in opened:
-            os.close(fd)
+        os.close(fd)
+
+
+def check_hard_links(found: dict[str, os.stat_result], what: str) -> None:
+    """Every name of a multiply linked file must be a trusted file (read-only in the enclave): another name could
+    change it behind the measurement."""
+    names: dict[tuple[int, int], list[str]] = {}
+    for path, st in found.items():
+        names.setdefault((st.st_dev, st.st_ino), []).append(path)
+    for path, st in found.items():
+        n = len(names[(st.st_dev, st.st_ino)])
+        if st.st_nlink > n:
+            raise RuneError(f"the trusted file {path} has {st.st_nlink} hard links but only {n} of its names are "
+                            f"trusted files ({what}): another name could change it; copy it so that it has one")
+
+
+def env_allowed(name: str, patterns: tuple[str, ...] | list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) if p.endswith("*") else name == p for p in patterns)
 
 
 def enclave_dir(rootfs: str | os.PathLike[str]) -> Path:

@@ -4,20 +4,26 @@
 one sentence each (RuneError):
   - a missing or unreadable signed enclave (ROOTFS/.inclavare/enclave/{manifest.json,sigstruct.bin});
   - a SIGSTRUCT whose RSA signature (or q1/q2) does not verify;
-  - an image whose measurement differs from the SIGSTRUCT's enclave_hash (any changed byte of the entry, of a
-    trusted file or of the enclave configuration), naming the changed file when it can;
+  - a manifest whose measurement differs from the SIGSTRUCT's enclave_hash (any change to the manifest);
+  - a trusted file changed since signing (content, size, mode, owner, a hard link), added or removed under a trusted
+    root, a symlink retargeted, added or removed: naming the file (untrusted paths and mount destinations aside);
   - SECS attributes / MISCSELECT that differ from the signed ones under ATTRIBUTEMASK / MISCMASK;
   - a signer (MRSIGNER) the host launch policy does not allow, or a DEBUG enclave when the policy forbids debug.
 
 Host launch policy: the `policy` argument, else the JSON file $INCLAVARE_SIM_DIR/launch-policy.json (or
 /var/lib/inclavare/sim/launch-policy.json) when it exists, else "any signer, debug allowed":
     {"allowed_mrsigners": ["<64 hex>", ...], "allow_debug": true}
+
+`check_process(config, process, rootfs)` then applies the manifest to the process the engine asks for: argv[0] must
+be an entry point (and the argv the fixed one, if fixed), every environment variable a measured default with its
+value or an untrusted name; it returns the environment the payload gets (measured defaults first).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,9 +117,12 @@ class LaunchedEnclave:
         return seal_key(self._platform(), self.identity, policy, key_id)
 
 
+HINT = "re-sign the image with 'sgx-tools sign-image' (or the bundle with 'sgx-tools sign-bundle')"
+
+
 def read_signed_image(rootfs: str | os.PathLike[str]) -> tuple[image.EnclaveConfig, ss_mod.Sigstruct, dict]:
     d = image.enclave_dir(rootfs)
-    hint = "sign the bundle with 'sgx-tools sign-bundle --key KEY.pem BUNDLE'"
+    hint = "sign the image with 'sgx-tools sign-image' or the bundle with 'sgx-tools sign-bundle --key KEY.pem BUNDLE'"
     try:
         manifest = json.loads((d / image.MANIFEST).read_text())
         raw = (d / image.SIGSTRUCT).read_bytes()
@@ -124,7 +133,8 @@ def read_signed_image(rootfs: str | os.PathLike[str]) -> tuple[image.EnclaveConf
     except ValueError as e:
         raise RuneError(f"the enclave manifest {d / image.MANIFEST} is not valid JSON: {e}") from None
     if not isinstance(manifest, dict) or manifest.get("version") != image.MANIFEST_VERSION:
-        raise RuneError(f"the enclave manifest {d / image.MANIFEST} is not a version {image.MANIFEST_VERSION} manifest")
+        raise RuneError(f"the enclave manifest {d / image.MANIFEST} is not a version {image.MANIFEST_VERSION} "
+                        f"manifest; {HINT}")
     config = image.EnclaveConfig.from_json(manifest.get("enclave"), str(d / image.MANIFEST))
     try:
         sig = ss_mod.Sigstruct.from_bytes(raw, strict=False)
@@ -133,60 +143,75 @@ def read_signed_image(rootfs: str | os.PathLike[str]) -> tuple[image.EnclaveConf
     return config, sig, manifest
 
 
-def _check_tree(root: Path, config: image.EnclaveConfig) -> None:
-    """The trusted roots hold what was signed: the same symlinks with the same targets, no file added (images
-    signed before the signed configuration recorded its tree are not checked here)."""
-    roots = config.extra.get("trusted_roots")
-    signed_links = config.extra.get("symlinks")
-    if not isinstance(roots, list) or not isinstance(signed_links, dict):
-        return
-    from inclavare.tee.sim.bundle import walk_tree
+def _refuse(root: Path, what: str, fix: str = "restore it or " + HINT) -> RuneError:
+    return RuneError(f"the enclave in {root} does not match its signature: {what}; {fix}")
 
-    signed_files = set(config.trusted_files) | {config.entry}
-    for start in roots:
-        files, links = walk_tree(root, start)
-        for path in files:
-            if path not in signed_files:
-                raise RuneError(f"the enclave in {root} does not match its signature: the file {path} was added under "
-                                f"the trusted path {start} since signing; remove it or re-sign the bundle")
-        for path, target in links.items():
-            if signed_links.get(path) != target:
-                what = "retargeted" if path in signed_links else "added"
-                raise RuneError(f"the enclave in {root} does not match its signature: the symlink {path} -> {target} "
-                                f"was {what} since signing; restore it or re-sign the bundle")
-    for path in signed_links:
-        if not os.path.lexists(str(root) + path):
-            raise RuneError(f"the enclave in {root} does not match its signature: the symlink {path} was removed "
-                            f"since signing; restore it or re-sign the bundle")
+
+def check_files(root: Path, config: image.EnclaveConfig, mounts: tuple[str, ...] = ()) -> None:
+    """Every trusted file as signed, and nothing added under the trusted roots (the untrusted paths and the mount
+    destinations aside, whose trusted files are still checked one by one)."""
+    skip = set(config.untrusted_paths) | {os.path.normpath(m) for m in mounts}
+    tree = image.walk_tree(root, config.trusted_roots, skip)
+    found: dict[str, os.stat_result] = {}
+    for path, want in config.trusted_files.items():
+        host = image.resolve_in_rootfs(root, os.path.dirname(path)) / os.path.basename(path)
+        try:
+            mode = os.lstat(host).st_mode
+        except OSError:
+            raise _refuse(root, f"the trusted file {path} was removed since signing") from None
+        if not stat.S_ISREG(mode):
+            kind = "a symlink" if stat.S_ISLNK(mode) else "a directory" if stat.S_ISDIR(mode) else "a special file"
+            raise _refuse(root, f"the trusted file {path} was replaced by {kind} since signing")
+        try:
+            got, st = image.hash_file(root, path)
+        except RuneError as e:
+            raise _refuse(root, str(e)) from None
+        found[path] = st
+        for prop, label in (("size", "size"), ("sha256", "content"), ("mode", "mode"), ("uid", "owner"),
+                            ("gid", "group")):
+            a, b = getattr(got, prop), getattr(want, prop)
+            if a != b:
+                shown = (f"{stat.filemode(b)} -> {stat.filemode(a)}" if prop == "mode" else
+                         f"{b} -> {a}" if prop != "sha256" else "")
+                raise _refuse(root, f"the {label} of the trusted file {path} changed since signing"
+                              + (f" ({shown})" if shown else ""))
+    image.check_hard_links(found, "at launch")
+    for path in tree.files:
+        if path not in config.trusted_files:
+            start = next((r for r in config.trusted_roots if image.under(path, (r,))), "/")
+            raise _refuse(root, f"the file {path} was added under the trusted path {start} since signing",
+                          "remove it, mount it as a volume, or " + HINT)
+    for path in tree.others:
+        raise _refuse(root, f"the special file {path} was added since signing", "remove it or " + HINT)
+    for path, target in tree.symlinks.items():
+        if config.symlinks.get(path) != target:
+            what = "retargeted" if path in config.symlinks else "added"
+            raise _refuse(root, f"the symlink {path} -> {target} was {what} since signing")
+    for path in config.symlinks:
+        if not image.under(path, skip) and path not in tree.symlinks:
+            raise _refuse(root, f"the symlink {path} was removed since signing")
 
 
 def launch_check(rootfs: str | os.PathLike[str], *, policy: LaunchPolicy | None = None, debug: bool | None = None,
-                 sim_dir: str | os.PathLike[str] | None = None) -> LaunchedEnclave:
+                 sim_dir: str | os.PathLike[str] | None = None, mounts: tuple[str, ...] = ()) -> LaunchedEnclave:
     """Apply EINIT's rules to the sim enclave signed into `rootfs`; return it, or raise RuneError (one sentence).
 
     `debug`: the SECS DEBUG bit the runtime asks for; None takes the signed configuration's.
     `policy`: the host launch policy; None reads it as LaunchPolicy.for_host(sim_dir).
+    `mounts`: the container's mount destinations, outside the measurement (their trusted files are still checked).
     """
     root = Path(rootfs)
-    config, sig, manifest = read_signed_image(root)
+    config, sig, _manifest = read_signed_image(root)
     where = image.enclave_dir(root) / image.SIGSTRUCT
     try:
         mr_signer = ss_mod.verify(sig)
     except ss_mod.SigstructError as e:
         raise RuneError(f"the enclave SIGSTRUCT {where} is refused: {e}") from None
-    measured = image.measure_image(root, config)
-    if measured.mr_enclave != sig.enclave_hash:
-        digests = manifest.get("digests") if isinstance(manifest, dict) else None
-        digests = digests if isinstance(digests, dict) else {}
-        changed = [p for p, h in measured.digests.items() if digests.get(p) not in (None, h)]
-        what = (f"the {'entry binary' if changed[0] == config.entry else 'trusted file'} {changed[0]} changed"
-                if changed else "a trusted file, the entry binary or the enclave configuration changed")
-        raise RuneError(
-            f"the enclave in {root} does not match its signature: {what} since signing "
-            f"(MRENCLAVE {measured.mr_enclave.hex()} != enclave_hash {sig.enclave_hash.hex()}); re-sign the bundle "
-            f"or restore the file"
-        )
-    _check_tree(root, config)
+    mr_enclave, _size = image.measure_config(config)
+    if mr_enclave != sig.enclave_hash:
+        raise _refuse(root, f"the enclave manifest {image.enclave_dir(root) / image.MANIFEST} changed since signing "
+                            f"(MRENCLAVE {mr_enclave.hex()} != enclave_hash {sig.enclave_hash.hex()})")
+    check_files(root, config, mounts)
     secs = config.attributes
     if debug is not None:
         secs = Attributes(secs.flags | DEBUG if debug else secs.flags & ~DEBUG, secs.xfrm)
@@ -205,23 +230,66 @@ def launch_check(rootfs: str | os.PathLike[str], *, policy: LaunchPolicy | None 
     if secs.flags & DEBUG and not pol.allow_debug:
         raise RuneError(f"debug enclaves are not allowed by {pol.source}; sign the enclave without --debug")
     identity = EnclaveIdentity(
-        mr_enclave=measured.mr_enclave, mr_signer=mr_signer, attributes=secs, misc_select=config.misc_select,
+        mr_enclave=mr_enclave, mr_signer=mr_signer, attributes=secs, misc_select=config.misc_select,
         isv_prod_id=sig.isv_prod_id, isv_svn=sig.isv_svn, isv_family_id=sig.isv_family_id,
         isv_ext_prod_id=sig.isvext_prod_id,
     )
     return LaunchedEnclave(root, config, sig, identity, None if sim_dir is None else str(sim_dir))
 
 
-def check_process(config: image.EnclaveConfig, process: object, where: str = "config.json") -> None:
-    """Refuse (one sentence) a process whose args or env (minus ENCLAVE_*) differ from those signed into `config`."""
-    from inclavare.tee.sim.bundle import payload_env
+def check_env(config: image.EnclaveConfig, env: object, where: str = "process.env") -> list[str]:
+    """The environment the payload gets: the measured defaults, then the untrusted names `env` sets; refuses
+    (naming the variable) a measured default given another value and a name the manifest does not allow. The
+    ENCLAVE_* variables are rune's and are dropped."""
+    items = [e for e in env or () if isinstance(e, str)] if isinstance(env, (list, tuple)) else []
+    untrusted: dict[str, str] = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        if name.startswith("ENCLAVE_"):
+            continue
+        if not eq or not name:
+            raise RuneError(f"the {where} entry {item!r} is not NAME=VALUE")
+        if name in config.env:
+            if value != config.env[name]:
+                raise RuneError(f"the environment variable {name} ({where}) overrides the enclave's measured "
+                                f"default {name}={config.env[name]}; drop it, or {HINT} and --env {name}=...")
+        elif image.env_allowed(name, config.untrusted_env):
+            untrusted[name] = value
+        else:
+            raise RuneError(f"the environment variable {name} ({where}) is not allowed by the enclave manifest (it is "
+                            f"neither a measured default nor an untrusted name); drop it, or {HINT} and "
+                            f"--untrusted-env {name}")
+    return [f"{k}={v}" for k, v in config.env.items()] + [f"{k}={v}" for k, v in untrusted.items()]
 
+
+def check_process(config: image.EnclaveConfig, process: object, rootfs: str | os.PathLike[str],
+                  where: str = "config.json") -> list[str]:
+    """Refuse (one sentence naming the argument or variable) a process the manifest does not allow; return the
+    environment the payload gets (see check_env)."""
     proc = process if isinstance(process, dict) else {}
     args = proc.get("args")
-    args = list(args) if isinstance(args, (list, tuple)) else []
-    if config.argv is not None and args != list(config.argv):
-        raise RuneError(f"the process.args in {where} differ from the ones the enclave was signed with "
-                        f"({list(config.argv)!r}); re-sign the bundle with sgx-tools sign-bundle")
-    if config.env is not None and payload_env(proc.get("env")) != list(config.env):
-        raise RuneError(f"the process.env in {where} differs (ENCLAVE_* aside) from the one the enclave was signed "
-                        f"with; re-sign the bundle with sgx-tools sign-bundle")
+    args = [a for a in args if isinstance(a, str)] if isinstance(args, (list, tuple)) else []
+    env = check_env(config, proc.get("env"), f"process.env in {where}")
+    if not args:
+        raise RuneError(f"{where} has no process.args; the enclave's entry points are "
+                        f"{', '.join(e.path for e in config.entrypoints)}")
+    found = image.lookup_program(rootfs, args[0], config.path, proc.get("cwd") or "/")
+    if found is None:
+        raise RuneError(f'{where} process.args[0]: exec: "{args[0]}": executable file not found in $PATH of the '
+                        f"container (the enclave's measured PATH {config.path})")
+    program = image.canonical_program(rootfs, found)
+    for ep in config.entrypoints:
+        if image.canonical_program(rootfs, ep.path) != program:
+            continue
+        if ep.argv is not None:
+            if len(args) != len(ep.argv):
+                raise RuneError(f"the process.args in {where} have {len(args)} arguments, the enclave manifest fixes "
+                                f"{len(ep.argv)} for {ep.path} ({list(ep.argv)!r}); drop the arguments")
+            for i, (a, b) in enumerate(zip(args, ep.argv, strict=True)):
+                if a != b:
+                    raise RuneError(f"the argument process.args[{i}] {a!r} in {where} differs from the one the "
+                                    f"enclave manifest fixes ({b!r}); drop the arguments")
+        return env
+    raise RuneError(f"the program {found} (process.args[0] {args[0]!r} in {where}) is not an entry point of the "
+                    f"signed enclave (entry points: {', '.join(e.path for e in config.entrypoints)}); {HINT} and "
+                    f"--entrypoint {found}")
