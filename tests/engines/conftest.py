@@ -338,13 +338,13 @@ class Podman(Engine):
         self.pm("rm", "--all", "--force", "--time", "0", check=False)
 
 
-def run_in_pty(cmd: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
+def run_in_pty(cmd: list[str], timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run cmd with a pseudo-terminal as its stdin, stdout and stderr (for clients that insist on a terminal)."""
     import pty
     import select
 
     master, slave = pty.openpty()
-    p = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    p = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, start_new_session=True, env=env)
     os.close(slave)
     out = b""
     deadline = time.monotonic() + timeout

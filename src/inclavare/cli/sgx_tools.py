@@ -171,6 +171,13 @@ def cmd_sign_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sign_image(args: argparse.Namespace) -> int:
+    from inclavare.tee.sim.image_signing import sign_image
+
+    _print_signed(sign_image(args.source, args.dest, _signer(args), **_sign_options(args)))
+    return 0
+
+
 def _signer(args: argparse.Namespace):  # noqa: ANN202 - manifest.Signer
     from inclavare.tee.sim import manifest
 
@@ -354,6 +361,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a trusted file or directory in the rootfs (repeatable; default: the whole rootfs)")
     signing_opts(p)
     p.add_argument("bundle")
+
+    p = add("sign-image", cmd_sign_image, "sign a container image as a sim enclave image (the signature travels in "
+                                          "an added layer)")
+    p.add_argument("--key", required=True, help="PEM signing key (RSA-3072, exponent 3)")
+    signing_opts(p)
+    p.add_argument("source", help="oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF], a path, or "
+                                  "another skopeo transport")
+    p.add_argument("dest", help="where to write the signed image (same format as the source unless a transport is "
+                                "given; :REF names it)")
 
     p = add("gen-qe-target-info", cmd_gen_qe_target_info, "write the quoting enclave's TARGETINFO (512 bytes)")
     p.add_argument("--targetinfo", required=True)

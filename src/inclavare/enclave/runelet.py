@@ -11,7 +11,9 @@ It plugs into the runtime's init at three points (runtime/init.py, Launch):
              with the runelet's stdio; every signal the runelet gets goes to that process as pal_kill(pid, sig)
              (not -1: the original's -1 broke Occlum); agent requests are served; when the process ends:
              pal_destroy, and its exit status becomes the container's.
-With PAL v1 (no pal_kill) a signal whose default action ends a process ends the runelet, and with it the container.
+With PAL v1 (no pal_kill) a signal goes to the payload's processes with kill(-1) when the runtime runs the payload as
+processes (the reference PAL does); when it runs inside the runelet, a signal whose default action ends a process ends
+the runelet, and with it the container.
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ class Runelet:
 
         pal = self.pal
         env_list = [f"{k}={v}" for k, v in env.items()]
+        release_terminal()
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         done_r, done_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
@@ -171,7 +174,15 @@ class Runelet:
 
     def _forward(self, pid: int, sig: int) -> None:
         if self.pal.version < 2:
-            if sig in _TERMINATING:
+            # PAL v1 has no pal_kill: a runtime that runs its payload as processes (ours are our children) gets the
+            # signal through kill(-1), which from PID 1 reaches every other process of the container, so that a
+            # payload that handles it is not killed; a runtime that runs it inside the runelet cannot be told
+            if _has_children():
+                try:
+                    os.kill(-1, sig)
+                except ProcessLookupError:
+                    pass
+            elif sig in _TERMINATING:
                 os._exit(128 + sig)  # the pid namespace ends with its init: the payload goes too
             return
         try:
@@ -352,3 +363,33 @@ def resolve(name: str, env: list[str]) -> str:
 
 def _noop(_sig: int, _frame: object) -> None:
     pass
+
+
+def release_terminal() -> None:
+    """Give up the controlling terminal (rune's init took the container's pty as it), so that the payload, which
+    starts a session of its own, can take it: job control, and Ctrl-C and window changes sent by the terminal to the
+    payload's foreground process group. TIOCNOTTY sends the session SIGHUP, ignored here."""
+    if not os.isatty(0):
+        return
+    import fcntl
+    import signal
+    import termios
+
+    old = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        fcntl.ioctl(0, termios.TIOCNOTTY)
+    except OSError:
+        pass  # not our controlling terminal
+    finally:
+        signal.signal(signal.SIGHUP, old)
+
+
+def _has_children() -> bool:
+    try:
+        for t in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{t}/children") as f:
+                if f.read().strip():
+                    return True
+    except OSError:
+        pass
+    return False

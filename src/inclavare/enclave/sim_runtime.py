@@ -145,7 +145,11 @@ class SimPal:
 
         if self.measured is not None and os.path.realpath(path) not in self.measured:
             raise RuneError(f"{self.name}: the program {path!r} is not a measured file of the signed enclave; "
-                            f"sign the bundle with it among the trusted files")
+                            f"sign the image with it among the trusted files")
+        if self.launched is not None:  # the manifest's environment policy, for `rune exec` too
+            from inclavare.tee.sim.launch import check_env
+
+            env = check_env(self.launched.config, env, "the process's environment")
         r, w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:

@@ -1,0 +1,235 @@
+"""One image signed once with `sgx-tools sign-image`, loaded as users load images (`docker load`, `podman load`,
+`ctr images import`), and run as a sim enclave through Docker, Podman, ctr and CRI: with two hostnames, with and
+without a terminal, with an extra allowed variable, an argument override, a volume and a tmpfs; each engine's
+environment order and injected files (/.dockerenv, /etc/hostname, /etc/hosts, /etc/resolv.conf) are irrelevant.
+A tampered copy, an unlisted entry point and an overridden measured default are refused through each engine with
+rune's sentence. The daemons are conftest.py's; rune runs with the host's sim platform (/var/lib/inclavare/sim), as
+under an engine it would.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.engines import daemons as d
+from tests.engines.conftest import Podman, cgroups_under, run_in_pty
+
+PODMAN_CGROUP = "/" + Podman.parent
+
+pytestmark = pytest.mark.engines
+
+SIGNED = "docker.io/library/rune-enclave:latest"
+TAMPERED = "docker.io/library/rune-enclave-tampered:latest"
+PROBE = ("echo host=$(cat /proc/sys/kernel/hostname) greeting=$GREETING path=$PATH; "
+         "cat /data/in; echo written > /data/out; echo t > /scratch/t && cat /scratch/t; "
+         "test -t 0 && echo tty; echo x > /etc/x 2>/dev/null || echo root-read-only; env | sort | tr '\\n' ' '")
+
+
+class Signed:
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.docker_archive = work / "signed-docker.tar"
+        self.oci_archive = work / "signed-oci.tar"
+        self.tampered_docker = work / "tampered-docker.tar"
+        self.tampered_oci = work / "tampered-oci.tar"
+
+
+@pytest.fixture(scope="session")
+def signed(engine_base: Path, image: d.Image, rune_bin: str) -> Signed:
+    """The session's busybox image signed once (Cmd /bin/sh, GREETING an allowed variable), in both archive formats,
+    and a copy with one more layer that changes a trusted file."""
+    from inclavare.oci import image as oci_image
+
+    s = Signed(engine_base / "signed")
+    s.work.mkdir()
+    sgx_tools = str(Path(rune_bin).with_name("sgx-tools"))
+    key = s.work / "owner.pem"
+    d.run([sgx_tools, "gen-key", str(key)])
+    d.run([sgx_tools, "sign-image", "--key", str(key), "--untrusted-env", "GREETING",
+           f"docker-archive:{image.docker_archive}", f"docker-archive:{s.docker_archive}:{SIGNED}"])
+    d.run(["skopeo", "copy", "-q", f"docker-archive:{s.docker_archive}", f"oci-archive:{s.oci_archive}:{SIGNED}"])
+    img, _ = oci_image.read(str(s.docker_archive), s.work)
+    oci_image.add_layer(img, oci_image.layer_of({"etc/group": (b"root:x:0:\nevil:x:0:\n", 0o644)}), s.work, "tamper")
+    oci_image.write(img, "docker-archive", str(s.tampered_docker), TAMPERED)
+    oci_image.write(img, "oci-archive", str(s.tampered_oci), TAMPERED)
+    return s
+
+
+@pytest.fixture(scope="session")
+def loaded(signed: Signed, dockerd: d.Dockerd, podman: d.Podman, containerd: d.Containerd) -> Signed:
+    dockerd.docker("load", "-i", str(signed.docker_archive))
+    dockerd.docker("load", "-i", str(signed.tampered_docker))
+    podman.podman("load", "-i", str(signed.docker_archive))
+    podman.podman("load", "-i", str(signed.tampered_oci))
+    for ns in ([], ["-n", "k8s.io"]):
+        containerd.ctr(*ns, "images", "import", str(signed.oci_archive))
+        containerd.ctr(*ns, "images", "import", str(signed.tampered_oci))
+    return signed
+
+
+class Run:
+    """`run --rm` of a signed image through one engine with rune, in engine-neutral words."""
+
+    def __init__(self, engine: str, rune_bin: str, dockerd: d.Dockerd, podman: d.Podman, containerd: d.Containerd,
+                 base: Path) -> None:
+        self.engine, self.rune, self.dockerd, self.podman, self.containerd = engine, rune_bin, dockerd, podman, containerd
+        self.base = base
+
+    def __call__(self, args: list[str], *, image: str = SIGNED, hostname: str = "", tty: bool = False,
+                 env: dict[str, str] | None = None, volume: Path | None = None, tmpfs: str = "",
+                 memory: str = "", pids: int = 0) -> subprocess.CompletedProcess:
+        env = env or {}
+        if self.engine == "containerd":
+            root = self.containerd.base / "runc-root-rune"
+            f = ["--runc-binary", self.rune, "--runc-root", str(root)]
+            for k, v in env.items():
+                f += ["--env", f"{k}={v}"]
+            if volume:
+                f += ["--mount", f"type=bind,src={volume},dst=/data,options=rbind:rw"]
+            if tmpfs:
+                f += ["--mount", f"type=tmpfs,src=tmpfs,dst={tmpfs},options=nosuid:nodev"]
+            if memory:
+                f += ["--memory-limit", str(_bytes(memory))]
+            cid = f"t{uuid.uuid4().hex[:12]}"
+            if tty:
+                return run_in_pty(["ctr", "-a", self.containerd.sock, "-n", self.containerd.namespace, "run", "--rm",
+                                   "-t", *f, image, cid, *args])
+            return self.containerd.ctr("run", "--rm", *f, image, cid, *args, check=False)
+        f = ["--rm", "--network", "none"]
+        if hostname:
+            f += ["--hostname", hostname]
+        for k, v in env.items():
+            f += ["-e", f"{k}={v}"]
+        if volume:
+            f += ["-v", f"{volume}:/data"]
+        if tmpfs:
+            f += ["--tmpfs", tmpfs]
+        if memory:
+            f += ["--memory", memory]
+        if pids:
+            f += ["--pids-limit", str(pids)]
+        if self.engine == "docker":
+            cmd = ["docker", "-H", f"unix://{self.dockerd.sock}", "run", *f, "--runtime", "rune", "--cgroup-parent",
+                   "/rune-test-docker"]
+            penv = dict(__import__("os").environ, DOCKER_CONFIG=str(self.dockerd.base / "client"))
+        else:
+            b = self.podman.base
+            cmd = ["podman", "--root", f"{b}/root", "--runroot", f"{b}/runroot", "--tmpdir", f"{b}/tmp",
+                   "--cgroup-manager", "cgroupfs", "--events-backend", "file", "--runtime", self.rune, "run", *f,
+                   *d.PODMAN_ULIMITS, "--cgroup-parent", PODMAN_CGROUP]
+            penv = self.podman.env
+        if tty:
+            return run_in_pty([*cmd, "-t", image, *args], env=penv)
+        return d.run([*cmd, image, *args], check=False, env=penv)
+
+
+def _bytes(size: str) -> int:
+    return int(size[:-1]) << {"k": 10, "m": 20, "g": 30}[size[-1]]
+
+
+ENGINES = ["docker", "podman", "containerd"]
+
+
+@pytest.fixture(params=ENGINES)
+def run(request: pytest.FixtureRequest, loaded: Signed, rune_bin: str, dockerd: d.Dockerd, podman: d.Podman,
+        containerd: d.Containerd, tmp_path: Path) -> Iterator[Run]:
+    r = Run(request.param, rune_bin, dockerd, podman, containerd, tmp_path)
+    parents = ["rune-test-docker", PODMAN_CGROUP.strip("/"), containerd.namespace]
+    before = cgroups_under(parents)
+    yield r
+    assert not cgroups_under(parents) - before or _settle(parents, before)
+
+
+def _settle(parents: list[str], before: set[str]) -> bool:
+    import time
+
+    deadline = time.monotonic() + 15
+    while cgroups_under(parents) - before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = cgroups_under(parents) - before
+    assert not left, f"cgroups left behind: {left}"
+    return True
+
+
+def _volume(tmp_path: Path) -> Path:
+    v = tmp_path / "vol"
+    v.mkdir()
+    (v / "in").write_text("from-the-volume\n")
+    return v
+
+
+def test_signed_image_runs_with_any_hostname_tty_env_args_volume_and_tmpfs(run: Run, tmp_path: Path) -> None:
+    v = _volume(tmp_path)
+    for i, hostname in enumerate(["enclave-a", "other-host-b"]):
+        p = run(["sh", "-c", PROBE], hostname=hostname if run.engine != "containerd" else "", tty=bool(i),
+                env={"GREETING": f"hello{i}"}, volume=v, tmpfs="/scratch")
+        out = p.stdout.replace("\r", "")
+        assert p.returncode == 0, (run.engine, p.returncode, p.stdout, p.stderr)
+        lines = out.splitlines()
+        assert lines[0].startswith("host=") and f"greeting=hello{i} path=/bin" in lines[0], out
+        if run.engine != "containerd":  # ctr has no --hostname flag
+            assert lines[0].startswith(f"host={hostname} "), out
+        assert lines[1:3] == ["from-the-volume", "t"], out
+        assert ("tty" in lines) == bool(i) and "root-read-only" in lines, out
+        assert "ENCLAVE_" not in out, out  # rune's variables never reach the payload
+        assert (v / "out").read_text() == "written\n"
+
+
+def test_podman_ten_launches_all_accepted(loaded: Signed, rune_bin: str, dockerd, podman, containerd,
+                                          tmp_path: Path) -> None:
+    """Podman's environment order changes from run to run: irrelevant to the manifest's check."""
+    r = Run("podman", rune_bin, dockerd, podman, containerd, tmp_path)
+    results = [r(["sh", "-c", "echo ok $HOSTNAME"], hostname=f"h{i}") for i in range(10)]
+    bad = [(p.returncode, p.stdout, p.stderr) for p in results if p.returncode != 0 or not p.stdout.startswith("ok")]
+    assert not bad, bad
+
+
+REFUSALS = {
+    "tampered": ({"image": TAMPERED}, ["true"],
+                 "does not match its signature: the file /etc/group|the (size|content) of the trusted file /etc/group "
+                 "changed since signing"),
+    "unlisted entry point": ({}, ["/bin/ls", "/"], "the program /bin/ls (process.args[0] '/bin/ls' in config.json) "
+                                                   "is not an entry point of the signed enclave (entry points: "
+                                                   "/bin/sh)"),
+    "measured default overridden": ({"env": {"PATH": "/data"}}, ["true"],
+                                    "the environment variable PATH (process.env in config.json) overrides the "
+                                    "enclave's measured default PATH=/bin"),
+    "variable not allowed": ({"env": {"LD_PRELOAD": "/data/x.so"}}, ["true"],
+                             "the environment variable LD_PRELOAD (process.env in config.json) is not allowed"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_refused_through_the_engine_with_runes_sentence(run: Run, case: str) -> None:
+    import re
+
+    opts, args, sentence = REFUSALS[case]
+    p = run(["sh", "-c", "echo SHOULD-NOT-RUN"] if args == ["true"] and case != "tampered" else args, **opts)
+    text = p.stdout + p.stderr
+    assert p.returncode != 0 and "SHOULD-NOT-RUN" not in text, (p.returncode, text)
+    pattern = sentence if case == "tampered" else re.escape(sentence)
+    assert re.search(pattern, text), text
+
+
+def test_exec_into_a_signed_enclave(loaded: Signed, dockerd: d.Dockerd) -> None:
+    """docker exec: a measured program runs, with the measured environment; an unmeasured one is refused."""
+    dk = dockerd.docker
+    cid = dk("run", "-d", "--network", "none", "--runtime", "rune", "--tmpfs", "/scratch", SIGNED,
+             "sh", "-c", "trap 'exit 7' TERM; cp /bin/busybox /scratch/bb; sleep 1000 & wait").stdout.strip()
+    try:
+        p = dk("exec", cid, "sh", "-c", "echo $PATH; exit 3", check=False)
+        assert (p.returncode, p.stdout) == (3, "/bin\n"), (p.returncode, p.stdout, p.stderr)
+        p = dk("exec", "-e", "LD_PRELOAD=/scratch/x.so", cid, "true", check=False)
+        assert p.returncode != 0 and "LD_PRELOAD" in p.stdout + p.stderr, (p.returncode, p.stdout, p.stderr)
+        p = dk("exec", cid, "/scratch/bb", "true", check=False)
+        assert p.returncode != 0 and "is not a measured file of the signed enclave" in p.stdout + p.stderr, (
+            p.returncode, p.stdout, p.stderr)
+        dk("stop", cid)
+        assert json.loads(dk("inspect", cid).stdout)[0]["State"]["ExitCode"] == 7
+    finally:
+        dk("rm", "-f", cid, check=False)
