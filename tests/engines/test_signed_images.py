@@ -233,3 +233,46 @@ def test_exec_into_a_signed_enclave(loaded: Signed, dockerd: d.Dockerd) -> None:
         assert json.loads(dk("inspect", cid).stdout)[0]["State"]["ExitCode"] == 7
     finally:
         dk("rm", "-f", cid, check=False)
+
+
+def test_signed_image_through_cri(loaded: Signed, containerd: d.Containerd, tmp_path: Path) -> None:
+    """containerd's CRI plugin with the rune handler, as the kubelet calls it: two host-network pods (which share
+    the node's hostname: CRI puts it in HOSTNAME), an allowed variable, an argument override and a volume; ExecSync
+    through the agent; an unlisted entry point refused with rune's sentence."""
+    from inclavare.tee.sgx import protobuf as pb
+    from tests.engines.test_cri import CRI, EXITED, _grpc, s
+
+    containerd.ctr("-n", "k8s.io", "images", "import", str(d.Image(Path(loaded.work).parent / "image").pause_archive))
+    cri = CRI(_grpc(), containerd.sock)
+    v = _volume(tmp_path)
+    try:
+        for host in ("pod-a", "pod-b"):
+            config = CRI.sandbox_config(f"{host}-{uuid.uuid4().hex[:6]}")
+            pod = pb.first(cri.call("RunPodSandbox", [(1, config), (2, s("rune"))]), 1).decode()
+            try:
+                script = (f"echo $HOSTNAME $GREETING > /data/{host}; cat /data/in >> /data/{host}; "
+                          "trap 'exit 7' TERM; sleep 1000 & wait")
+                ctr_config = [(1, [(1, s("enclave"))]), (2, [(1, s(SIGNED))]), (3, s("sh")), (4, s("-c")),
+                              (4, s(script)), (6, [(1, s("GREETING")), (2, s(f"hi-{host}"))]),
+                              (7, [(1, s("/data")), (2, s(str(v)))])]
+                cid = pb.first(cri.call("CreateContainer", [(1, s(pod)), (2, ctr_config), (3, config)]), 1).decode()
+                cri.call("StartContainer", [(1, s(cid))])
+                out, err, code = cri.exec_sync(cid, ["sh", "-c", "echo $PATH; cat /data/" + host])
+                assert code == 0 and out.decode().splitlines()[0] == "/bin", (out, err, code)
+                assert out.decode().splitlines()[1].endswith(f"hi-{host}"), out
+                assert (v / host).read_text().splitlines()[1] == "from-the-volume"
+                cri.call("StopContainer", [(1, s(cid)), (2, 10)])
+                assert cri.status(cid)[:2] == (EXITED, 7)
+                cri.call("RemoveContainer", [(1, s(cid))])
+                bad = [(1, [(1, s("bad"))]), (2, [(1, s(SIGNED))]), (3, s("/bin/ls"))]
+                cid = pb.first(cri.call("CreateContainer", [(1, s(pod)), (2, bad), (3, config)]), 1).decode()
+                with pytest.raises(cri.grpc.RpcError) as e:
+                    cri.call("StartContainer", [(1, s(cid))])
+                assert "the program /bin/ls (process.args[0] '/bin/ls' in config.json) is not an entry point" in (
+                    e.value.details()), e.value.details()
+                cri.call("RemoveContainer", [(1, s(cid))])
+            finally:
+                cri.call("StopPodSandbox", [(1, s(pod))])
+                cri.call("RemovePodSandbox", [(1, s(pod))])
+    finally:
+        cri.close()
