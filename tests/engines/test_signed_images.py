@@ -239,8 +239,9 @@ def test_signed_image_through_cri(loaded: Signed, containerd: d.Containerd, tmp_
     """containerd's CRI plugin with the rune handler, as the kubelet calls it: two host-network pods (which share
     the node's hostname: CRI puts it in HOSTNAME), an allowed variable, an argument override and a volume; ExecSync
     through the agent; an unlisted entry point refused with rune's sentence."""
-    from inclavare.tee.sgx import protobuf as pb
     from tests.engines.test_cri import CRI, EXITED, _grpc, s
+
+    from inclavare.tee.sgx import protobuf as pb
 
     containerd.ctr("-n", "k8s.io", "images", "import", str(d.Image(Path(loaded.work).parent / "image").pause_archive))
     cri = CRI(_grpc(), containerd.sock)

@@ -116,6 +116,7 @@ class Runelet:
                     pass
         result = {"code": 1}
         pid = 0
+        reaps = getattr(pal, "reaps", False)  # the built-in sim runtime: no thread waits, this loop reaps
         if pal.version >= 2:
             with self.lock:
                 pid = pal.create_process(path, args, env_list, (0, 1, 2))  # its RuneError fails start / run
@@ -135,24 +136,35 @@ class Runelet:
                     log(str(e))
                 os.write(done_w, b"x")
 
-        threading.Thread(target=wait, daemon=True).start()
+        if not reaps:
+            threading.Thread(target=wait, daemon=True).start()
         self.running = True
         ctx.sock.close()  # tells `run` that the process started
         listener = self.listener
+        extra = pal.fds() if hasattr(pal, "fds") else []
         while True:
             try:
-                ready, _, _ = select.select([wake_r, listener, done_r], [], [])
+                ready, _, _ = select.select([wake_r, listener, done_r, *extra], [], [])
             except InterruptedError:
                 continue
             if done_r in ready:
                 break
+            for fd in extra:
+                if fd in ready:
+                    pal.on_ready(fd)
             if wake_r in ready:
                 try:
                     sigs = os.read(wake_r, 512)
                 except BlockingIOError:
                     sigs = b""
                 for sig in sigs:
-                    if sig == 17:
+                    if sig == 17 and reaps:
+                        pal.reap()
+                        code = pal.collect(pid)
+                        if code is not None:
+                            result["code"] = code
+                            os.write(done_w, b"x")
+                    elif sig == 17:
                         self._reap_orphans()
                     elif sig not in _NOT_FORWARDED:
                         self._forward(pid, sig)

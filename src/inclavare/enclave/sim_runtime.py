@@ -2,17 +2,21 @@
 SGX's rules and formats with software protection only.
 
 Call order, as the init-runelet drives any PAL:
-  load (before pivot_root, privileged; the moment the original dlopens a PAL): the launch check - EINIT's rules,
-      inclavare.tee.sim.launch_check over the rootfs as the container will see it (its mounts done) - refusing a
-      tampered or unsigned image with the TEE library's sentence; then every verified file (entry, trusted files,
-      the signed manifest and SIGSTRUCT) is bind-mounted read-only onto itself, and /dev/attestation gets its tmpfs.
-      These need privileges the container's process drops, so they come before pivot_root and the credentials.
-  pal_init (after pivot_root, as the container's user): the runelet, which holds the platform keys, becomes
-      non-dumpable (no ptrace or /proc/PID/mem by the same user, no core) with RLIMIT_CORE 0, and its memory is
-      locked (mlockall MCL_CURRENT) when the container may (CAP_IPC_LOCK or RLIMIT_MEMLOCK); /dev/attestation is
-      served (see attestation_dev).
-  pal_create_process / pal_exec / pal_kill: native processes, with RLIMIT_CORE 0 (inherited) and PR_SET_DUMPABLE 0
-      set before execve - which the kernel resets at execve of a readable binary, so the payload itself is protected
+  load (before pivot_root, privileged; the moment the original dlopens a PAL): a short-lived child of the
+      runelet bind-mounts every file the manifest names (the trusted files, the manifest and SIGSTRUCT) read-only
+      onto itself, then runs the launch check - EINIT's rules, inclavare.tee.sim.launch_check over the rootfs as the
+      container will see it (its mounts done), and the process against the manifest - refusing a tampered or
+      unsigned image with the TEE library's sentence, and makes the enclave's evidence material
+      (inclavare.tee.sim.evidence) with the platform keys; it hands the runelet that material, the measured file
+      list and the payload's environment, and exits, so that `cryptography`, the platform's PCK key and CAs and the
+      whole launch check's memory never stay in PID 1. The runelet loads libcrypto (inclavare.tee.openssl) for the
+      evidence, and /dev/attestation gets its tmpfs. These need privileges the container's process drops, so they
+      come before pivot_root and the credentials.
+  pal_init (after pivot_root, as the container's user): the runelet, which holds the platform secret and the
+      quoting key, becomes non-dumpable (no ptrace or /proc/PID/mem by the same user, no core) with RLIMIT_CORE 0;
+      /dev/attestation is served from the runelet's main loop (see attestation_dev).
+  pal_create_process / pal_exec / pal_kill: native processes, reaped by the runelet's main loop (no thread waits),
+      with RLIMIT_CORE 0 (inherited) and PR_SET_DUMPABLE 0 set before execve - which the kernel resets at execve of a readable binary, so the payload itself is protected
       from core dumps but not from ptrace by the same user: software cannot give it more.
   pal_get_local_report: EREPORT of the launched enclave (the v3 operation `rune attest` uses).
   pal_destroy: stops serving /dev/attestation.
@@ -51,49 +55,70 @@ def verify_image(rootfs: str, sim_dir: str | None, config: dict | None = None): 
 class SimPal:
     name = "the built-in sim enclave runtime"
     version = 3
+    reaps = True  # its processes are the runelet's children: the runelet's loop reaps them (see reap)
 
     def __init__(self, rootfs: str, config: dict, sim_dir: str | None) -> None:
         self.rootfs = rootfs
         self.config = config
         self.sim_dir = sim_dir
-        self.launched = None
-        self.platform = None
+        self.evidence = None  # inclavare.tee.sim.evidence.Evidence
+        self.lib = None  # inclavare.tee.openssl.LibCrypto
         self.dev = None
         self.procs: set[int] = set()
+        self.status: dict[int, int] = {}  # exit statuses reaped, not yet collected by exec()
+        self.cond = None  # threading.Condition: exec() of a `rune exec` waits on it
+        self.env_defaults: dict[str, str] = {}
+        self.untrusted_env: list[str] = []
+        self.trusted: list[str] = []
         self.measured: frozenset[str] | None = None  # real paths of the measured files, seen after pivot_root
 
     # before pivot_root
     def load(self) -> None:
         import fcntl  # noqa: F401
         import resource  # noqa: F401
-        import threading  # noqa: F401
+        import threading
 
-        from inclavare.linux import syscalls
-        from inclavare.tee.sgx.report import TargetInfo  # noqa: F401
-        from inclavare.tee.sim import ereport, qe
-        from inclavare.tee.sim.image import MANIFEST, SIGSTRUCT, enclave_dir, resolve_in_rootfs
-        from inclavare.tee.sim.platform import load_platform
+        from inclavare.oci import jsonlite
+        from inclavare.tee import openssl
+        from inclavare.tee.sim import envpolicy  # noqa: F401
+        from inclavare.tee.sim.evidence import Evidence
 
-        self.launched = verify_image(self.rootfs, self.sim_dir, self.config)
-        self.platform = load_platform(self.sim_dir)
-        ident = self.launched.identity
-        # everything the enclave's services use after pivot_root, exercised once now (lazy imports included)
-        qe.gen_quote(self.platform, ereport.ereport(self.platform, ident, qe.qe_target_info(), b""))
-        ereport.seal_key(self.platform, ident, "mrenclave")
-        cfg = self.launched.config
-        files = list(cfg.trusted_files)
-        hosts = [str(resolve_in_rootfs(self.rootfs, p)) for p in files]
-        hosts += [str(enclave_dir(self.rootfs) / MANIFEST), str(enclave_dir(self.rootfs) / SIGSTRUCT)]
-        for h in dict.fromkeys(hosts):
+        self.cond = threading.Condition()
+        r, w = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:  # the launch child: everything heavy happens here and goes with it
+            os.close(r)
             try:
-                syscalls.mount(h, h, None, syscalls.MS_BIND)
-                syscalls.mount(None, h, None, syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_RDONLY)
-            except OSError as e:
-                raise RuneError(f"sim enclave: cannot mount the verified file {h} read-only: {e.strerror}") from None
-        # measured, then mounted: a file swapped in between is what the read-only mounts now hold; measure those
-        again = verify_image(self.rootfs, self.sim_dir, dict(self.config, process=dict(self.config.get("process") or {})))
-        if again.mr_enclave != self.launched.mr_enclave:
-            raise RuneError("sim enclave: the verified files changed while they were being mounted read-only")
+                out = _launch(self.rootfs, self.config, self.sim_dir)
+            except RuneError as e:
+                out = {"error": str(e)}
+            except BaseException as e:  # noqa: BLE001
+                out = {"error": f"sim enclave launch failed: {type(e).__name__}: {e}"}
+            data = jsonlite.dumps(out).encode()
+            while data:
+                data = data[os.write(w, data):]
+            os._exit(0)
+        os.close(w)
+        chunks = []
+        while True:
+            chunk = os.read(r, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(r)
+        os.waitpid(pid, 0)
+        out = jsonlite.loads(b"".join(chunks)) if chunks else {"error": "sim enclave: the launch check died"}
+        if "error" in out:
+            raise RuneError(out["error"])
+        self.config.setdefault("process", {})["env"] = out["env"]
+        self.env_defaults = out["env_defaults"]
+        self.untrusted_env = out["untrusted_env"]
+        self.trusted = out["trusted"]
+        self.evidence = Evidence.from_json(out["evidence"])
+        try:
+            self.lib = openssl.load()
+        except (OSError, AttributeError) as e:
+            raise RuneError(f"sim enclave: OpenSSL 3's libcrypto cannot be loaded ({e}); install libssl3") from None
         dev = [m for m in self.config.get("mounts") or () if m.get("destination") == "/dev"]
         if dev and dev[-1].get("type") == "tmpfs":  # never write into a host /dev bound into the container
             from inclavare.enclave.attestation_dev import AttestationDev
@@ -101,13 +126,6 @@ class SimPal:
             user = (self.config.get("process") or {}).get("user") or {}
             self.dev = AttestationDev(self.rootfs, user.get("uid", 0), user.get("gid", 0))
             self.dev.mount()
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.mlockall(1)  # MCL_CURRENT: the platform keys stay out of swap; fails quietly without the right
-        except OSError:
-            pass
 
     # after pivot_root: the six PAL operations
     def init(self, args: str, log_level: str) -> None:
@@ -115,28 +133,24 @@ class SimPal:
 
         from inclavare.linux import syscalls
 
-        if self.launched is None:
+        if self.evidence is None:
             raise RuneError("sim enclave: pal_init before the enclave was loaded")
         syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        cfg = self.launched.config
-        self.measured = frozenset(os.path.realpath(p) for p in cfg.trusted_files)
+        self.measured = frozenset(os.path.realpath(p) for p in self.trusted)
+        self.trusted = []
         if self.dev is not None:
-            from inclavare.tee.sgx.report import TargetInfo
-            from inclavare.tee.sim import ereport, qe
+            ev, lib = self.evidence, self.lib
+            keys = {"_sgx_mrenclave": ev.seal_mrenclave, "_sgx_mrsigner": ev.seal_mrsigner}
+            self.dev.start(lambda rd, ti: ev.report(lib, ti, rd), lambda rd: ev.quote(lib, rd), keys,
+                           ev.target_info)
 
-            platform, ident = self.platform, self.launched.identity
+    def fds(self) -> list[int]:
+        """What the runelet's loop watches for this runtime (the /dev/attestation pipes)."""
+        return [self.dev.fileno()] if self.dev is not None and self.dev.fileno() >= 0 else []
 
-            def report(report_data: bytes, target_info: bytes) -> bytes:
-                return ereport.ereport(platform, ident, TargetInfo.from_bytes(target_info, strict=False),
-                                       report_data).to_bytes()
-
-            def quote(report_data: bytes) -> bytes:
-                return qe.gen_quote(platform, ereport.ereport(platform, ident, qe.qe_target_info(), report_data))
-
-            keys = {"_sgx_mrenclave": ereport.seal_key(platform, ident, "mrenclave"),
-                    "_sgx_mrsigner": ereport.seal_key(platform, ident, "mrsigner")}
-            self.dev.start(report, quote, keys, ident.target_info().to_bytes())
+    def on_ready(self, fd: int) -> None:
+        self.dev.on_ready()
 
     def create_process(self, path: str, argv: list[str], env: list[str], stdio: tuple[int, int, int]) -> int:
         import fcntl
@@ -146,10 +160,10 @@ class SimPal:
         if self.measured is not None and os.path.realpath(path) not in self.measured:
             raise RuneError(f"{self.name}: the program {path!r} is not a measured file of the signed enclave; "
                             f"sign the image with it among the trusted files")
-        if self.launched is not None:  # the manifest's environment policy, for `rune exec` too
-            from inclavare.tee.sim.launch import check_env
+        if self.evidence is not None:  # the manifest's environment policy, for `rune exec` too
+            from inclavare.tee.sim import envpolicy
 
-            env = check_env(self.launched.config, env, "the process's environment")
+            env = envpolicy.apply(self.env_defaults, self.untrusted_env, env, "the process's environment")
         r, w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:
@@ -178,23 +192,41 @@ class SimPal:
             os.waitpid(pid, 0)
             n = int(err[1:] if err[:1] == b"X" else err)
             raise RuneError(f"{self.name}: pal_create_process failed: exec {path!r}: {os.strerror(n)} (errno {n})")
-        self.procs.add(pid)
+        with self.cond:
+            self.procs.add(pid)
         return pid
+
+    def reap(self) -> None:
+        """Reap every child that ended (the runelet's loop calls it on SIGCHLD); orphans go too."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            with self.cond:
+                if pid in self.procs:
+                    self.status[pid] = status
+                    self.cond.notify_all()
+
+    def collect(self, pid: int) -> int | None:
+        """The exit status of `pid` if it was reaped (128+signal when killed), else None."""
+        with self.cond:
+            status = self.status.pop(pid, None)
+            if status is None:
+                return None
+            self.procs.discard(pid)
+        code = os.waitstatus_to_exitcode(status)
+        return 128 - code if code < 0 else code
 
     def exec(self, pid: int) -> int:
         if pid not in self.procs:
             raise RuneError(f"{self.name}: pal_exec failed: no process {pid} (errno 3)")
-        while True:
-            try:
-                _, status = os.waitpid(pid, 0)
-                break
-            except InterruptedError:
-                continue
-            except ChildProcessError:
-                raise RuneError(f"{self.name}: pal_exec failed: process {pid} is gone (errno 10)") from None
-        self.procs.discard(pid)
-        code = os.waitstatus_to_exitcode(status)
-        return 128 - code if code < 0 else code
+        with self.cond:
+            while pid not in self.status:
+                self.cond.wait()
+        return self.collect(pid)
 
     def exec_v1(self, path: str, argv: list[str], stdio: tuple[int, int, int]) -> int:
         return self.exec(self.create_process(path, argv, [], stdio))
@@ -214,12 +246,35 @@ class SimPal:
             self.dev.stopped = True
 
     def get_local_report(self, target_info: bytes, report_data: bytes = b"") -> bytes:
-        from inclavare.tee.sgx.report import TargetInfo
-        from inclavare.tee.sim import ereport
-
         if len(target_info) != 512:
             raise RuneError(f"a TARGETINFO is 512 bytes, got {len(target_info)}")
         if len(report_data) > 64:
             raise RuneError("report_data is at most 64 bytes")
-        return ereport.ereport(self.platform, self.launched.identity, TargetInfo.from_bytes(target_info, strict=False),
-                               report_data).to_bytes()
+        return self.evidence.report(self.lib, target_info, report_data)
+
+
+def _launch(rootfs: str, config: dict, sim_dir: str | None) -> dict:
+    """In the launch child: mount the verified files read-only, check, and hand back what the runelet keeps."""
+    from inclavare.linux import syscalls
+    from inclavare.tee.sim import evidence
+    from inclavare.tee.sim.image import MANIFEST, SIGSTRUCT, enclave_dir, resolve_in_rootfs
+    from inclavare.tee.sim.launch import read_signed_image
+    from inclavare.tee.sim.platform import load_platform
+
+    cfg, _sig, _doc = read_signed_image(rootfs)
+    # read-only first, then measured: what is checked is what the container gets
+    hosts = [str(resolve_in_rootfs(rootfs, os.path.dirname(p)) / os.path.basename(p)) for p in cfg.trusted_files]
+    hosts += [str(enclave_dir(rootfs) / MANIFEST), str(enclave_dir(rootfs) / SIGSTRUCT)]
+    for h in dict.fromkeys(hosts):
+        if not os.path.isfile(h) or os.path.islink(h):
+            continue  # the launch check names it
+        try:
+            syscalls.mount(h, h, None, syscalls.MS_BIND)
+            syscalls.mount(None, h, None, syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_RDONLY)
+        except OSError as e:
+            raise RuneError(f"sim enclave: cannot mount the verified file {h} read-only: {e.strerror}") from None
+    launched = verify_image(rootfs, sim_dir, config)
+    ev = evidence.make(load_platform(sim_dir), launched.identity)
+    return {"env": config["process"]["env"], "env_defaults": launched.config.env,
+            "untrusted_env": list(launched.config.untrusted_env), "trusted": list(launched.config.trusted_files),
+            "evidence": ev.to_json()}

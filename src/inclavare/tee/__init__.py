@@ -1,19 +1,30 @@
 """The trusted-execution core: SGX formats and algorithms (`sgx`) and the software TEE (`sim`).
 
 Nothing here is imported by rune's plain-container hot path. The launchers start Python with -I -S (no site), which
-hides third-party packages such as `cryptography`; enclave work is off the hot path, so importing this package adds
-the standard site directories once when `cryptography` is not otherwise visible.
+hides third-party packages such as `cryptography`; enclave work is off the hot path, so importing this package makes
+the standard site directories visible, on demand: the first import that nothing on sys.path satisfies runs
+site.main() and is tried again. So a long-lived process that needs none of them (a sim enclave's init-runelet) never
+pays for site's start-up and .pth files.
 """
 
-import importlib.util
 import sys
 
 
-def _site_packages_for_crypto() -> None:
-    if sys.flags.no_site and importlib.util.find_spec("cryptography") is None:
+class _SitePackagesOnDemand:
+    """The last meta path finder: consulted only for a top-level module no other finder found."""
+
+    @classmethod
+    def find_spec(cls, name: str, path: object = None, target: object = None) -> object:
+        if path is not None or cls not in sys.meta_path:
+            return None
+        sys.meta_path.remove(cls)
         import site
 
         site.main()
+        from importlib.machinery import PathFinder
+
+        return PathFinder.find_spec(name, None, target)
 
 
-_site_packages_for_crypto()
+if sys.flags.no_site and _SitePackagesOnDemand not in sys.meta_path:
+    sys.meta_path.append(_SitePackagesOnDemand)

@@ -27,7 +27,6 @@ So MRENCLAVE changes with any change to the manifest, and through the files' dig
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import json
 import os
@@ -329,10 +328,6 @@ def check_hard_links(found: dict[str, os.stat_result], what: str) -> None:
         if st.st_nlink > n:
             raise RuneError(f"the trusted file {path} has {st.st_nlink} hard links but only {n} of its names are "
                             f"trusted files ({what}): another name could change it; copy it so that it has one")
-
-
-def env_allowed(name: str, patterns: tuple[str, ...] | list[str]) -> bool:
-    return any(fnmatch.fnmatchcase(name, p) if p.endswith("*") else name == p for p in patterns)
 
 
 def enclave_dir(rootfs: str | os.PathLike[str]) -> Path:

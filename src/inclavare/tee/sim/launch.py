@@ -238,28 +238,10 @@ def launch_check(rootfs: str | os.PathLike[str], *, policy: LaunchPolicy | None 
 
 
 def check_env(config: image.EnclaveConfig, env: object, where: str = "process.env") -> list[str]:
-    """The environment the payload gets: the measured defaults, then the untrusted names `env` sets; refuses
-    (naming the variable) a measured default given another value and a name the manifest does not allow. The
-    ENCLAVE_* variables are rune's and are dropped."""
-    items = [e for e in env or () if isinstance(e, str)] if isinstance(env, (list, tuple)) else []
-    untrusted: dict[str, str] = {}
-    for item in items:
-        name, eq, value = item.partition("=")
-        if name.startswith("ENCLAVE_"):
-            continue
-        if not eq or not name:
-            raise RuneError(f"the {where} entry {item!r} is not NAME=VALUE")
-        if name in config.env:
-            if value != config.env[name]:
-                raise RuneError(f"the environment variable {name} ({where}) overrides the enclave's measured "
-                                f"default {name}={config.env[name]}; drop it, or {HINT} and --env {name}=...")
-        elif image.env_allowed(name, config.untrusted_env):
-            untrusted[name] = value
-        else:
-            raise RuneError(f"the environment variable {name} ({where}) is not allowed by the enclave manifest (it is "
-                            f"neither a measured default nor an untrusted name); drop it, or {HINT} and "
-                            f"--untrusted-env {name}")
-    return [f"{k}={v}" for k, v in config.env.items()] + [f"{k}={v}" for k, v in untrusted.items()]
+    """The environment the payload gets under the manifest's policy (see inclavare.tee.sim.envpolicy)."""
+    from inclavare.tee.sim import envpolicy
+
+    return envpolicy.apply(config.env, config.untrusted_env, env, where)
 
 
 def check_process(config: image.EnclaveConfig, process: object, rootfs: str | os.PathLike[str],

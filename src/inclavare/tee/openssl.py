@@ -1,0 +1,86 @@
+"""OpenSSL's libcrypto through ctypes: the few primitives a long-lived enclave process needs (HMAC-SHA256,
+AES-128-CMAC, ECDSA P-256 signing), without the `cryptography` package and its import graph in memory. The init-runelet
+of a sim enclave loads it before pivot_root (the library is a host file) and uses it for the enclave's whole life.
+OpenSSL 3 (EVP_Q_mac); `load` raises OSError where it is missing, and callers fall back to `cryptography`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+_c = ctypes
+
+
+class LibCrypto:
+    def __init__(self, path: str = "libcrypto.so.3") -> None:
+        lib = _c.CDLL(path)
+        self.lib = lib
+        lib.EVP_Q_mac.restype = _c.c_void_p
+        lib.EVP_Q_mac.argtypes = [_c.c_void_p, _c.c_char_p, _c.c_char_p, _c.c_char_p, _c.c_void_p, _c.c_char_p,
+                                  _c.c_size_t, _c.c_char_p, _c.c_size_t, _c.c_void_p, _c.c_size_t,
+                                  _c.POINTER(_c.c_size_t)]
+        lib.d2i_AutoPrivateKey.restype = _c.c_void_p
+        lib.d2i_AutoPrivateKey.argtypes = [_c.c_void_p, _c.POINTER(_c.c_void_p), _c.c_long]
+        lib.EVP_PKEY_free.argtypes = [_c.c_void_p]
+        lib.EVP_MD_CTX_new.restype = _c.c_void_p
+        lib.EVP_MD_CTX_free.argtypes = [_c.c_void_p]
+        lib.EVP_sha256.restype = _c.c_void_p
+        lib.EVP_DigestSignInit.argtypes = [_c.c_void_p, _c.c_void_p, _c.c_void_p, _c.c_void_p, _c.c_void_p]
+        lib.EVP_DigestSign.argtypes = [_c.c_void_p, _c.c_void_p, _c.POINTER(_c.c_size_t), _c.c_char_p, _c.c_size_t]
+
+    def _mac(self, name: bytes, sub: bytes, key: bytes, data: bytes, size: int) -> bytes:
+        out = _c.create_string_buffer(size)
+        n = _c.c_size_t(0)
+        if not self.lib.EVP_Q_mac(None, name, None, sub, None, key, len(key), data, len(data), out, size, _c.byref(n)):
+            raise OSError(f"libcrypto: {name.decode()} failed")
+        return out.raw[: n.value]
+
+    def hmac_sha256(self, key: bytes, data: bytes) -> bytes:
+        return self._mac(b"HMAC", b"SHA256", key, data, 32)
+
+    def cmac_aes128(self, key: bytes, data: bytes) -> bytes:
+        return self._mac(b"CMAC", b"AES-128-CBC", key, data, 16)
+
+    def hkdf_sha256(self, secret: bytes, salt: bytes, info: bytes, length: int = 16) -> bytes:
+        """RFC 5869 with SHA-256, one block (length <= 32)."""
+        prk = self.hmac_sha256(salt or bytes(32), secret)
+        return self.hmac_sha256(prk, info + b"\x01")[:length]
+
+    def ecdsa_p256_sign(self, der_key: bytes, data: bytes) -> bytes:
+        """ECDSA P-256/SHA-256 with a DER (PKCS#8) private key: the 64 bytes r||s that quotes carry."""
+        lib = self.lib
+        buf = _c.create_string_buffer(der_key, len(der_key))
+        p = _c.c_void_p(_c.addressof(buf))
+        pkey = lib.d2i_AutoPrivateKey(None, _c.byref(p), len(der_key))
+        if not pkey:
+            raise OSError("libcrypto: the ECDSA key does not parse")
+        ctx = lib.EVP_MD_CTX_new()
+        try:
+            sig = _c.create_string_buffer(80)
+            n = _c.c_size_t(80)
+            if lib.EVP_DigestSignInit(ctx, None, lib.EVP_sha256(), None, pkey) != 1 or lib.EVP_DigestSign(
+                    ctx, sig, _c.byref(n), data, len(data)) != 1:
+                raise OSError("libcrypto: ECDSA signing failed")
+            return der_to_raw(sig.raw[: n.value])
+        finally:
+            lib.EVP_MD_CTX_free(ctx)
+            lib.EVP_PKEY_free(pkey)
+
+
+def der_to_raw(der: bytes) -> bytes:
+    """An ECDSA-Sig-Value (SEQUENCE of two INTEGERs, DER) as r||s, 32 bytes each."""
+    if len(der) < 8 or der[0] != 0x30:
+        raise OSError("libcrypto: the ECDSA signature is not DER")
+    i = 2 if der[1] < 0x80 else 3
+    out = b""
+    for _ in range(2):
+        if der[i] != 0x02:
+            raise OSError("libcrypto: the ECDSA signature is not DER")
+        n = der[i + 1]
+        out += int.from_bytes(der[i + 2: i + 2 + n], "big").to_bytes(32, "big")
+        i += 2 + n
+    return out
+
+
+def load() -> LibCrypto:
+    return LibCrypto()
