@@ -96,6 +96,8 @@ def test_sim_exec_attest_and_protections(rune, sim_dir, signing_key, tmp_path):
         pid = rune.state(cid)["pid"]
         assert _dumpable(pid) is False
         p = rune("attest", "--isRA", "--reportFile", str(tmp_path / "q.bin"), cid)
+        assert (p.returncode, p.stdout) == (0, ""), p.stderr  # the file, not also stdout
+        p = rune("attest", "--isRA", cid)
         assert p.returncode == 0, p.stderr
         doc = json.loads(p.stdout)
         assert doc["quote"]["simulated"] is True
@@ -106,6 +108,8 @@ def test_sim_exec_attest_and_protections(rune, sim_dir, signing_key, tmp_path):
         assert p.returncode == 0 and len(Report.from_bytes((tmp_path / "r.bin").read_bytes()).body) == 384
         p = rune("attest", "--isRA", "--quote-type", "epidLinkable", cid)
         assert p.returncode == 1 and "EPID" in p.stderr
+        p = rune("attest", "nope-" + cid)
+        assert p.returncode == 1 and "pass the engine's root with --root (Docker: " in p.stderr
     finally:
         rune("delete", "--force", cid)
 

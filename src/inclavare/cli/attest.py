@@ -1,7 +1,7 @@
 """rune attest [--isRA] [--quote-type ecdsa] [--spid S] [--subscription-key K] [--reportFile FILE] ID
 
-Prints the REPORT (and with --isRA the quote) as JSON; --reportFile FILE also writes the raw REPORT, or with --isRA
-the raw quote, to FILE (a host path)."""
+Prints the REPORT (and with --isRA the quote) as JSON; with --reportFile FILE it writes the raw REPORT, or with --isRA
+the raw quote, to FILE (a host path) instead. Under an engine, pass the engine's --root (docs/engines.md lists them)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,9 @@ def main(g, cmd: str, argv: list[str]) -> int:
     container = Container(g.root, cid)
     state = container.read()
     if state is None:
-        raise RuneError(f"container {cid!r} does not exist")
+        raise RuneError(f"container {cid!r} does not exist in {g.root}; for a container an engine runs, pass the "
+                        f"engine's root with --root (Docker: <exec-root>/runtime-runc/moby, containerd: "
+                        f"/run/containerd/runc/<namespace>, Podman: /run/rune)")
     out = attest(container.dir, state, bool(p.is_ra), p.quote_type or "")
     if p.report_file:
         data = out["quote"] if out["quote"] is not None else out["report"]
@@ -33,6 +35,7 @@ def main(g, cmd: str, argv: list[str]) -> int:
                 f.write(data)
         except OSError as e:
             raise RuneError(f"--reportFile {p.report_file}: cannot write: {e.strerror}") from None
+        return 0
     doc = {"report": dump.to_json(*dump.identify(out["report"]))}
     if out["quote"] is not None:
         doc["quote"] = dump.to_json(*dump.identify(out["quote"]))

@@ -119,7 +119,14 @@ class Runelet:
         reaps = getattr(pal, "reaps", False)  # the built-in sim runtime: no thread waits, this loop reaps
         if pal.version >= 2:
             with self.lock:
-                pid = pal.create_process(path, args, env_list, (0, 1, 2))  # its RuneError fails start / run
+                try:
+                    pid = pal.create_process(path, args, env_list, (0, 1, 2))  # its RuneError fails start / run
+                except RuneError as e:
+                    if "(errno 2)" in str(e) and not os.path.exists(path):
+                        # as a plain container's missing program: the path named, exit status 127
+                        log(f'exec: "{args[0]}": no such file or directory in the container ({e})')
+                        os._exit(127)
+                    raise
                 self.pids.add(pid)
 
             def wait() -> None:

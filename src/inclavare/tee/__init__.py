@@ -2,9 +2,10 @@
 
 Nothing here is imported by rune's plain-container hot path. The launchers start Python with -I -S (no site), which
 hides third-party packages such as `cryptography`; enclave work is off the hot path, so importing this package makes
-the standard site directories visible, on demand: the first import that nothing on sys.path satisfies runs
-site.main() and is tried again. So a long-lived process that needs none of them (a sim enclave's init-runelet) never
-pays for site's start-up and .pth files.
+the standard site-packages directories visible, on demand: the first import that nothing on sys.path satisfies adds
+them (without running their .pth files, which third-party packages such as `cryptography` do not need) and is tried
+again. So a process that needs none of them (a sim enclave's init-runelet) never pays for them, and one that does
+(the sim launch check) pays only for what it imports.
 """
 
 import sys
@@ -20,7 +21,9 @@ class _SitePackagesOnDemand:
         sys.meta_path.remove(cls)
         import site
 
-        site.main()
+        for d in [*site.getsitepackages(), site.getusersitepackages()]:
+            if d not in sys.path:
+                sys.path.append(d)
         from importlib.machinery import PathFinder
 
         return PathFinder.find_spec(name, None, target)

@@ -48,7 +48,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  #
 UNTRUSTED_PATHS = ("/.dockerenv", "/.containerenv", "/etc/hostname", "/etc/hosts", "/etc/resolv.conf", "/etc/mtab",
                    "/dev", "/proc", "/sys", "/run", "/var/run", "/tmp", "/var/tmp", "/.inclavare")
 UNTRUSTED_ENV = ("HOSTNAME", "TERM", "HOME", "container")
-_CHUNK = 1 << 20
+_CHUNK = 1 << 16
 
 
 def canonical_json(value: object) -> bytes:
