@@ -51,5 +51,6 @@ fi
 
 if [ -x demo/enclave.sh ]; then
   bash demo/enclave.sh "$WORK" "$ROOT"
+  "$PY" demo/engines.py
 fi
 step "done"
