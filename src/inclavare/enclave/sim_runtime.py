@@ -164,35 +164,40 @@ class SimPal:
             from inclavare.tee.sim import envpolicy
 
             env = envpolicy.apply(self.env_defaults, self.untrusted_env, env, "the process's environment")
-        r, w = os.pipe2(os.O_CLOEXEC)
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.close(r)
-                fds = [fd if fd >= 3 else os.dup(fd) for fd in stdio]  # never clobber one still to be copied
-                for i, fd in enumerate(fds):
-                    os.dup2(fd, i)
-                if os.isatty(0):
-                    os.setsid()
-                    fcntl.ioctl(0, 0x540E, 0)  # TIOCSCTTY
-                syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
-                from inclavare.linux import dmz
-
-                # through the sealed trampoline: this process's /proc/self/exe is the host's interpreter
-                dmz.execve(path, argv, dict(e.partition("=")[::2] for e in env), w)
-            except OSError as e:
-                os.write(w, str(e.errno or 1).encode())
-            except BaseException:  # noqa: BLE001
-                os.write(w, b"1")
-            os._exit(127)
-        os.close(w)
-        err = os.read(r, 16)
-        os.close(r)
-        if err:
-            os.waitpid(pid, 0)
-            n = int(err[1:] if err[:1] == b"X" else err)
-            raise RuneError(f"{self.name}: pal_create_process failed: exec {path!r}: {os.strerror(n)} (errno {n})")
+        # under the condition the reaping loop takes once it has reaped a child: a program that ends before it
+        # is recorded here (an exec of `exit 6`) keeps its status instead of being reaped as an orphan
         with self.cond:
+            r, w = os.pipe2(os.O_CLOEXEC)
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    os.close(r)
+                    fds = [fd if fd >= 3 else os.dup(fd) for fd in stdio]  # never clobber one still to be copied
+                    for i, fd in enumerate(fds):
+                        os.dup2(fd, i)
+                    if os.isatty(0):
+                        os.setsid()
+                        fcntl.ioctl(0, 0x540E, 0)  # TIOCSCTTY
+                    syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
+                    from inclavare.linux import dmz
+
+                    # through the sealed trampoline: this process's /proc/self/exe is the host's interpreter
+                    dmz.execve(path, argv, dict(e.partition("=")[::2] for e in env), w)
+                except OSError as e:
+                    os.write(w, str(e.errno or 1).encode())
+                except BaseException:  # noqa: BLE001
+                    os.write(w, b"1")
+                os._exit(127)
+            os.close(w)
+            err = os.read(r, 16)
+            os.close(r)
+            if err:
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass  # the loop reaped it first
+                n = int(err[1:] if err[:1] == b"X" else err)
+                raise RuneError(f"{self.name}: pal_create_process failed: exec {path!r}: {os.strerror(n)} (errno {n})")
             self.procs.add(pid)
         return pid
 
