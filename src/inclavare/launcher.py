@@ -1,4 +1,4 @@
-"""Write the command launchers (rune, sgx-tools) into a directory.
+"""Write the command launchers (rune, sgx-tools, containerd-shim-rune-v2) into a directory.
 
 A pip console script starts the interpreter with `site`, which on some hosts imports third-party .pth hooks at every
 start (tens of milliseconds). rune is on the hot path of every container start, so its launcher runs the interpreter
@@ -20,7 +20,8 @@ import os
 os._exit(code or 0)  # interpreter finalization (module teardown, GC) is pure overhead for a CLI
 """
 
-LAUNCHERS = {"rune": "inclavare.cli.rune", "sgx-tools": "inclavare.cli.sgx_tools"}
+LAUNCHERS = {"rune": "inclavare.cli.rune", "sgx-tools": "inclavare.cli.sgx_tools",
+             "containerd-shim-rune-v2": "inclavare.cli.shim"}
 
 
 def write(dest: str) -> list[str]:
