@@ -93,8 +93,13 @@ class Container:
         except RuneError as e:
             raise TtrpcError(INVALID_ARGUMENT, str(e)) from None
         root = os.path.join(opts.root or self.config.text("rune", "root"), namespace)
+        env = None
+        if self.config.text("enclave_runtime", "sim_dir"):
+            env = dict(os.environ, INCLAVARE_SIM_DIR=self.config.text("enclave_runtime", "sim_dir"))
         self.rune = Rune(reaper, binary, root, os.path.join(req.bundle, "log.json"),
-                         debug=self.config.log_level in ("debug", "trace"))
+                         debug=self.config.log_level in ("debug", "trace"), env=env)
+        self.spawn = reaper.spawn
+        self.mounts = list(req.rootfs)
         spec = self._spec()
         self.kill_all_on_exit = _kill_all_on_exit(spec)
         self._write_state(binary, root)
@@ -130,7 +135,7 @@ class Container:
         if not convert.wants_enclave(spec):
             return
         try:
-            convert.convert(self.bundle, spec, self.config, self.log)
+            convert.convert(self.bundle, spec, self.config, self.log, self.spawn, self.mounts)
         except RuneError as e:
             raise TtrpcError(UNKNOWN, f"enclave conversion failed: {e}") from None
 

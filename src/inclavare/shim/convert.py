@@ -1,11 +1,149 @@
-"""Enclave conversion at Create (placeholder until the signing step lands)."""
+"""The enclave conversion at Create: an ordinary image becomes a signed `sim` enclave container.
+
+A container asks for it with `ENCLAVE_TYPE=sim` in process.env or the `enclave.type=sim` annotation (read as rune
+reads them, inclavare.enclave.config). Then, before `rune create`:
+  - an image that carries its own signature (ROOTFS/.inclavare/enclave/manifest.json, from `sgx-tools sign-image`
+    or `sign-bundle`) is launched as signed: nothing to do;
+  - with `signature_method = "client"` an unsigned image is refused (the owner signs off the node);
+  - otherwise the rootfs is measured and signed (convert_worker.py, in its own interpreter: the measurement and the
+    RSA signature need `cryptography`, which would stay resident in the pod's shim) with the local key or through a
+    rune-signing-server, and the manifest and SIGSTRUCT are written into the container's rootfs; config.json gets the
+    enclave annotations. rune's launch check at create then verifies what was signed.
+A PAL enclave (ENCLAVE_RUNTIME_PATH set) and intelSgx containers are passed to rune unchanged: their enclave runtime
+does its own measurement.
+
+The cache (cache.py) skips the measurement and the signature when the same rootfs, the same inputs and the same
+signer were converted before; a changed file still fails rune's launch check, which always measures.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
+
+from inclavare.enclave import config as enclave_config
+from inclavare.errors import RuneError
+from inclavare.oci import jsonlite
+from inclavare.shim import api
+
+MANIFEST = ".inclavare/enclave/manifest.json"
+SIGSTRUCT = ".inclavare/enclave/sigstruct.bin"
+WORKER_TIMEOUT = 600.0
+
 
 def wants_enclave(spec: dict) -> bool:
-    return False
+    return bool(enclave_config.read(spec)["type"])
 
 
-def convert(bundle: str, spec: dict, config, log) -> None:  # noqa: ANN001
-    raise NotImplementedError
+def _rootfs(bundle: str, spec: dict) -> str:
+    path = str((spec.get("root") or {}).get("path") or "rootfs")
+    return path if os.path.isabs(path) else os.path.join(bundle, path)
+
+
+def signer(cfg) -> dict:  # noqa: ANN001 - config.Config
+    """How to sign: through the signing server when one is configured, else with the local key file."""
+    address = cfg.text("signature", "server_address")
+    if address:
+        return {"type": "server", "address": address}
+    path = cfg.text("signature", "private_key")
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise RuneError(f"the enclave signing key {path} ([signature] private_key in {cfg.path}) cannot be read: "
+                        f"{e.strerror}; create it with 'sgx-tools gen-key' or set [signature] server_address") from None
+    return {"type": "key", "path": path, "id": f"{path}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"}
+
+
+def convert(bundle: str, spec: dict, cfg, log, spawn, mounts: list[api.Mount] | None = None) -> None:  # noqa: ANN001
+    ec = enclave_config.detect(spec)  # an unknown type or a bad setting: rune's own sentence, before anything runs
+    if ec is None or ec.type != enclave_config.SIM or ec.runtime_path:
+        return
+    rootfs = _rootfs(bundle, spec)
+    if os.path.lexists(os.path.join(rootfs, MANIFEST)):
+        log(f"{os.path.basename(bundle)}: the image carries its own enclave signature", "debug")
+        return
+    if cfg.signature_method == "client":
+        raise RuneError(f"the image is not a signed enclave image and {cfg.path} sets signature_method = \"client\" "
+                        f"(the shim does not sign): sign the image with 'sgx-tools sign-image' or use \"server\"")
+    from inclavare.shim import cache
+
+    how = signer(cfg)
+    debug = bool(cfg.get("signature", "debug"))
+    key = cache.key(rootfs, spec, mounts or [], how, debug)
+    store = cache.Cache(cfg.text("cache", "dir"), int(cfg.get("cache", "max_entries")))  # type: ignore[arg-type]
+    hit = store.get(key)
+    if hit is None:
+        result = run_worker(spawn, {"bundle": bundle, "rootfs": rootfs, "signer": how, "debug": debug})
+        with open(os.path.join(rootfs, MANIFEST), "rb") as f:
+            manifest = f.read()
+        with open(os.path.join(rootfs, SIGSTRUCT), "rb") as f:
+            sigstruct = f.read()
+        store.put(key, manifest, sigstruct, result)
+        log(f"{os.path.basename(bundle)}: signed enclave MRENCLAVE {result['mr_enclave']}", "info")
+        return
+    manifest, sigstruct, meta = hit
+    install(bundle, spec, rootfs, manifest, sigstruct, meta)
+    log(f"{os.path.basename(bundle)}: enclave signature from the cache (MRENCLAVE {meta['mr_enclave']})", "info")
+
+
+def install(bundle: str, spec: dict, rootfs: str, manifest: bytes, sigstruct: bytes, meta: dict) -> None:
+    """Write a cached signature into the rootfs and the enclave annotations into config.json."""
+    d = os.path.join(rootfs, os.path.dirname(MANIFEST))
+    os.makedirs(d, 0o755, exist_ok=True)
+    for name, data in ((MANIFEST, manifest), (SIGSTRUCT, sigstruct)):
+        _atomic(os.path.join(rootfs, name), data)
+    annotations = dict(spec.get("annotations") or {})
+    annotations.update({"enclave.type": "sim", "enclave.sim.mrenclave": meta["mr_enclave"],
+                        "enclave.sim.mrsigner": meta["mr_signer"]})
+    spec["annotations"] = annotations
+    process = spec.get("process") or {}
+    if process.get("env"):
+        process["env"] = ["ENCLAVE_TYPE=sim" if e.startswith("ENCLAVE_TYPE=") else e for e in process["env"]]
+    _atomic(os.path.join(bundle, "config.json"), jsonlite.dumps(spec).encode())
+
+
+def _atomic(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def run_worker(spawn, request: dict) -> dict:  # noqa: ANN001 - Reaper.spawn
+    """Measure and sign in a fresh interpreter (convert_worker.main); its answer, or RuneError with its sentence."""
+    pkg = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    code = (f"import sys; sys.path.insert(0, {pkg!r}); from inclavare.shim.convert_worker import main; "
+            "sys.exit(main())")
+    in_r, in_w = os.pipe()
+    out_r, out_w = os.pipe()
+    try:
+        cmd = spawn([sys.executable, "-I", "-S", "-c", code], (in_r, out_w, out_w))
+    finally:
+        os.close(in_r)
+        os.close(out_w)
+    try:
+        os.write(in_w, jsonlite.dumps(request).encode())
+    except OSError:
+        pass
+    finally:
+        os.close(in_w)
+    chunks = []
+    while chunk := os.read(out_r, 65536):
+        chunks.append(chunk)
+    os.close(out_r)
+    status = cmd.wait(WORKER_TIMEOUT)
+    text = b"".join(chunks).decode(errors="replace").strip()
+    last = text.splitlines()[-1] if text else ""
+    try:
+        answer = jsonlite.loads(last) if last.startswith("{") else None
+    except ValueError:
+        answer = None
+    if isinstance(answer, dict) and "error" in answer:
+        raise RuneError(str(answer["error"]))
+    if status or not isinstance(answer, dict):
+        raise RuneError(f"the enclave signing worker failed (exit status {status}): {text[-500:]}")
+    return answer

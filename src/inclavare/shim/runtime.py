@@ -27,8 +27,10 @@ class RuntimeFailure(Exception):
 
 
 class Rune:
-    def __init__(self, reaper: Reaper, binary: str, root: str, log: str, debug: bool = False) -> None:
+    def __init__(self, reaper: Reaper, binary: str, root: str, log: str, debug: bool = False,
+                 env: dict[str, str] | None = None) -> None:
         self.reaper = reaper
+        self.env = env
         self.binary = binary
         self.root = root
         self.log = log
@@ -76,7 +78,7 @@ class Rune:
                 fds = (in_r if stdin is not None else null, out_w, out_w)
             else:
                 fds = stdio
-            cmd = self.reaper.spawn(self._argv(args), fds)
+            cmd = self.reaper.spawn(self._argv(args), fds, env=self.env)
             output = b""
             if stdio is None:
                 os.close(out_w)
