@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from tests.engines import daemons as d
+from tests.engines import shimd
 
 ENGINES = ("containerd", "docker", "podman")
 RUNTIMES = ("rune", "runc")
@@ -58,6 +59,20 @@ def containerd(engine_base: Path, image: d.Image, rune_bin: str) -> Iterator[d.C
         c.ctr("images", "import", str(image.oci_archive))
         c.ctr("images", "import", str(image.pause_archive))
         c.ctr("-n", "k8s.io", "images", "import", str(image.oci_archive))
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture(scope="session")
+def shim_containerd(engine_base: Path, image: d.Image, rune_bin: str) -> Iterator[shimd.ShimContainerd]:
+    """A containerd of its own whose io.containerd.rune.v2 runtime is this tree's containerd-shim-rune-v2."""
+    c = shimd.ShimContainerd(engine_base / "shimd")
+    try:
+        c.start()
+        c.ctr("images", "import", str(image.oci_archive))
+        for archive in (image.oci_archive, image.pause_archive):
+            c.ctr("-n", "k8s.io", "images", "import", str(archive))
         yield c
     finally:
         c.stop()

@@ -179,11 +179,14 @@ class Image:
 class Containerd:
     """containerd with root, state, sockets and CRI runtimes private to `base`."""
 
-    def __init__(self, base: Path, runtimes: dict[str, str] | None = None) -> None:
+    def __init__(self, base: Path, runtimes: dict[str, str] | None = None, shims: dict[str, str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.base = base
         self.sock = str(base / "containerd.sock")
         self.log = base / "containerd.log"
         self.runtimes = runtimes or {}  # CRI runtime handler -> BinaryName
+        self.shims = shims or {}  # CRI runtime handler of type io.containerd.rune.v2 -> its options.ConfigPath
+        self.env = env
         self.proc: subprocess.Popen | None = None
         self.namespace = "rune-test"
 
@@ -216,6 +219,11 @@ class Containerd:
                       f'      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{name}.options]',
                       f'        BinaryName = "{binary}"',
                       f'        Root = "{b}/cri-{name}"']
+        for name, config_path in self.shims.items():
+            p = f'[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{name}]'
+            lines += [f"    {p}", '      runtime_type = "io.containerd.rune.v2"',
+                      '      pod_annotations = ["enclave.*"]', '      container_annotations = ["enclave.*"]',
+                      f"      [{p[1:-1]}.options]", f'        ConfigPath = "{config_path}"']
         return "\n".join(lines) + "\n"
 
     def start(self) -> Containerd:
@@ -224,7 +232,7 @@ class Containerd:
         conf.write_text(self.config())
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(["containerd", "--config", str(conf)], stdout=log, stderr=log,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+                                         stdin=subprocess.DEVNULL, start_new_session=True, env=self.env)
         atexit.register(self.stop)
         wait_for(lambda: self.ctr("version", check=False).returncode == 0 or self._died(), 30, "containerd", self.log)
         if self._died():
@@ -236,6 +244,13 @@ class Containerd:
 
     def ctr(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
         return run(["ctr", "-a", self.sock, "-n", self.namespace, *args], check=check, timeout=timeout)
+
+    def restart(self) -> None:
+        """Stop containerd alone (its shims and containers keep running) and start it again."""
+        if self.proc is not None:
+            stop_pid(self.proc.pid)
+            self.proc = None
+        self.start()
 
     def stop(self) -> None:
         if self.proc is None:
