@@ -296,7 +296,7 @@ def _mrsigner_of(key: Path) -> str:
 
 
 def assert_runelet_is_pid1(cmdline: str) -> None:
-    assert "/rune " in cmdline and " create " in cmdline, f"PID 1 is not rune's init-runelet: {cmdline!r}"
+    assert cmdline.startswith("init-runelet"), f"PID 1 is not rune's init-runelet: {cmdline!r}"
 
 
 def test_ordinary_image_runs_as_signed_enclave(shim: shimd.ShimContainerd) -> None:
@@ -354,7 +354,7 @@ def test_conversion_cache_and_a_changed_file(shim: shimd.ShimContainerd) -> None
             f.write_bytes(original)
             os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert p.returncode == 1, (p.returncode, p.stdout, p.stderr)
-    assert p.stderr.startswith(CREATE_FAILED) and "the trusted file /etc/group changed since signing" in p.stderr, (
+    assert p.stderr.startswith(CREATE_FAILED) and "the content of the trusted file /etc/group changed since signing" in p.stderr, (
         p.stderr)
     assert p.stderr.count("does not match its signature") == 1
 
@@ -452,7 +452,7 @@ BAD = {
     "server down": ({"signature": {"server_address": "http://127.0.0.1:{port}"}}, {},
                     "the signing server http://127.0.0.1:{port} cannot be reached"),
     "server garbage": ({"signature": {"server_address": "{garbage}"}}, {},
-                       "the signing server {garbage} answered a signature that does not verify"),
+                       "the signing server {garbage} answered a signature that is not usable"),
     "key refused by the launch policy": ({"enclave_runtime": {"sim_dir": "{tmp}/sim"}}, {},
                                          "is not allowed by the launch policy {tmp}/sim/launch-policy.json"),
     "no signing key": ({"signature": {"private_key": "{tmp}/missing.pem"}}, {},
@@ -484,11 +484,11 @@ def test_bad_input(shim: shimd.ShimContainerd, garbage_server: str, tmp_path: Pa
 
 
 def test_unmeasurable_rootfs(shim: shimd.ShimContainerd, image: d.Image, tmp_path: Path) -> None:
-    """An image whose files cannot be measured (a hard-linked file, which another name could change)."""
+    """An image whose trusted tree cannot be measured (a FIFO in /etc: neither a file, a directory nor a symlink)."""
     rootfs = tmp_path / "rootfs"
     d.run(["cp", "-a", str(image.rootfs), str(rootfs)])
-    os.link(rootfs / "etc" / "passwd", rootfs / "etc" / "passwd.lnk")
-    ref = "docker.io/library/rune-hardlink:latest"
+    os.mkfifo(rootfs / "etc" / "fifo")
+    ref = "docker.io/library/rune-fifo:latest"
     lay = tmp_path / "oci"
     d.run(["umoci", "init", "--layout", str(lay)])
     d.run(["umoci", "new", "--image", f"{lay}:h"])
@@ -498,7 +498,40 @@ def test_unmeasurable_rootfs(shim: shimd.ShimContainerd, image: d.Image, tmp_pat
     shim.ctr("images", "import", str(tmp_path / "h.tar"))
     try:
         p = shim.ctr("run", "--rm", *shim.run_flags(), "--env", "ENCLAVE_TYPE=sim", ref, shimd.name(), check=False)
-        assert p.returncode == 1 and "has 2 hard links" in p.stderr, (p.returncode, p.stderr)
+        sentence = "the trusted tree holds /etc/fifo, which is not a regular file, directory or symlink"
+        assert p.returncode == 1 and sentence in p.stderr, (p.returncode, p.stderr)
         assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+    finally:
+        shim.ctr("images", "rm", ref, check=False)
+
+
+def test_image_signed_with_sign_image_is_launched_as_signed(shim: shimd.ShimContainerd, image: d.Image,
+                                                            tmp_path: Path) -> None:
+    """An image that carries its signature (`sgx-tools sign-image`) runs as signed: with signature_method =
+    "client" the shim signs nothing, and the enclave's signer is the image owner's."""
+    key = shimd.owner_key(tmp_path / "image-owner.pem")
+    ref = "docker.io/library/rune-signed-by-owner:latest"
+    d.run([str(shimd.BIN / "sgx-tools"), "sign-image", "--key", str(key), f"oci-archive:{image.oci_archive}",
+           f"oci-archive:{tmp_path}/signed.tar:{ref}"])
+    shim.ctr("images", "import", str(tmp_path / "signed.tar"))
+    config = shimd.write_config(tmp_path / "client.toml", shim.base,
+                                enclave_runtime={"signature_method": "client", "sim_dir": str(shim.base / "sim")})
+    cid = shimd.name()
+    try:
+        shim.ctr("run", "-d", "--null-io", *shim.run_flags(config), ref, cid, "sh", "-c", WAIT_FOR_TERM)
+        p = exec_(shim, cid, ["sh", "-c", PID1])
+        assert p.returncode == 0, (p.stdout, p.stderr)
+        assert_runelet_is_pid1(p.stdout)
+        st = json.loads((shim.rune_root / shim.namespace / cid / "state.json").read_text())
+        assert st["enclave"]["type"] == "sim"
+        manifest = json.loads((bundle(shim, cid) / "rootfs/.inclavare/enclave/manifest.json").read_text())
+        assert manifest["mr_signer"] == _mrsigner_of(key)
+        assert f"{cid}: the image carries its own enclave signature" in shim.log.read_text()
+        shim.ctr("task", "kill", "-s", "SIGTERM", cid)
+        wait_status(shim, cid, "STOPPED")
+        assert delete_task(shim, cid) == 7
+    except BaseException:
+        remove(shim, cid)
+        raise
     finally:
         shim.ctr("images", "rm", ref, check=False)

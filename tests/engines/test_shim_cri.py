@@ -107,12 +107,12 @@ def test_pod_with_plain_and_enclave_containers(cri: CRI, shim_containerd: shimd.
         assert (out, err, code) == (b"42\n", b"e\n", 3)
         out, err, code = cri.exec_sync(enclave, ["sh", "-c", f"echo in-enclave; {PARENT}"])
         lines = out.decode().splitlines()
-        assert code == 0 and lines[0] == "in-enclave" and "/rune " in lines[1], (out, err, code)
+        assert code == 0 and lines[0] == "in-enclave" and lines[1].startswith("init-runelet"), (out, err, code)
         # logs, as the kubelet reads them
         assert wait_log(tmp_path / "plain.log", "stdout", "plain-out") == ["plain-out"]
         assert wait_log(tmp_path / "plain.log", "stderr", "plain-err") == ["plain-err"]
-        enclave_out = wait_log(tmp_path / "enclave.log", "stdout", "/rune ")
-        assert enclave_out[0] == "enclave-out" and "/rune " in enclave_out[1], enclave_out
+        enclave_out = wait_log(tmp_path / "enclave.log", "stdout", "init-runelet")
+        assert enclave_out[0] == "enclave-out" and enclave_out[1].startswith("init-runelet"), enclave_out
         # update and stats through the shim
         cri.call("UpdateContainerResources", [(1, s(plain)), (2, [(4, 64 << 20)])])
         assert memory_limit(shim, plain) == 64 << 20

@@ -2,8 +2,9 @@
 container of the same image skips the measurement and the signature.
 
 The key is a SHA-256 over the conversion model's version, the rootfs' identity, the inputs the signed manifest is
-made of (process.args, process.env minus ENCLAVE_*, the enclave.* annotations, the mount destinations, which are
-left out of the measurement, the debug setting) and the signer (the key file's identity or the server address).
+made of (the entry point process.args[0] and cwd, process.env minus ENCLAVE_* and the engine's per-container names,
+the enclave.* annotations, the mount destinations, which are left out of the measurement, the debug setting) and
+the signer (the key file's identity or the server address).
 The rootfs' identity: for an overlay of containerd's snapshots, the lower directories (committed snapshots, which
 containerd never changes) by path, inode and change time, and the upper directory's tree; otherwise the whole tree.
 A tree is fingerprinted by every entry's path, type, size, inode and modification time (lstat, no file is read), minus
@@ -24,7 +25,8 @@ import time
 from inclavare.oci import jsonlite
 from inclavare.shim import api
 
-MODEL = "sim-sign-bundle-1"  # the signing model the cached artefacts were made with
+MODEL = "sim-manifest-2"  # the signing model the cached artefacts were made with (convert_worker.MODEL)
+UNTRUSTED_ENV = ("HOSTNAME", "TERM", "HOME", "container")  # tee.sim.image.UNTRUSTED_ENV, left out of the manifest
 SKIP = ("proc", "sys", "dev", "tmp", "run", "var/tmp", "var/run")
 FILES = ("manifest.json", "sigstruct.bin", "meta.json")
 
@@ -95,9 +97,11 @@ def key(rootfs: str, spec: dict, mounts: list[api.Mount], signer: dict, debug: b
     h = _sha256.sha256(f"inclavare-shim-conversion\0{MODEL}\0".encode())
     rootfs_identity(rootfs, mounts, h)
     process = spec.get("process") or {}
-    env = [e for e in process.get("env") or () if isinstance(e, str) and not e.startswith("ENCLAVE_")]
+    env = [e for e in process.get("env") or () if isinstance(e, str) and not e.startswith("ENCLAVE_")
+           and e.partition("=")[0] not in UNTRUSTED_ENV]
+    args = process.get("args") or [""]
     inputs = {
-        "args": process.get("args") or [], "env": env,
+        "entry": args[0] if isinstance(args, list) and args else "", "cwd": process.get("cwd") or "/", "env": env,
         "annotations": {k: v for k, v in sorted((spec.get("annotations") or {}).items()) if k.startswith("enclave.")},
         "mounts": sorted({str(m.get("destination", "")) for m in spec.get("mounts") or () if isinstance(m, dict)}),
         "debug": debug, "signer": signer.get("id") or signer.get("address", ""),

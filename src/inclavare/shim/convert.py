@@ -60,7 +60,7 @@ def convert(bundle: str, spec: dict, cfg, log, spawn, mounts: list[api.Mount] | 
         return
     rootfs = _rootfs(bundle, spec)
     if os.path.lexists(os.path.join(rootfs, MANIFEST)):
-        log(f"{os.path.basename(bundle)}: the image carries its own enclave signature", "debug")
+        log(f"{os.path.basename(bundle)}: the image carries its own enclave signature", "info")
         return
     if cfg.signature_method == "client":
         raise RuneError(f"the image is not a signed enclave image and {cfg.path} sets signature_method = \"client\" "
@@ -79,6 +79,7 @@ def convert(bundle: str, spec: dict, cfg, log, spawn, mounts: list[api.Mount] | 
         with open(os.path.join(rootfs, SIGSTRUCT), "rb") as f:
             sigstruct = f.read()
         store.put(key, manifest, sigstruct, result)
+        annotate(bundle, spec, result)
         log(f"{os.path.basename(bundle)}: signed enclave MRENCLAVE {result['mr_enclave']}", "info")
         return
     manifest, sigstruct, meta = hit
@@ -92,6 +93,11 @@ def install(bundle: str, spec: dict, rootfs: str, manifest: bytes, sigstruct: by
     os.makedirs(d, 0o755, exist_ok=True)
     for name, data in ((MANIFEST, manifest), (SIGSTRUCT, sigstruct)):
         _atomic(os.path.join(rootfs, name), data)
+    annotate(bundle, spec, meta)
+
+
+def annotate(bundle: str, spec: dict, meta: dict) -> None:
+    """config.json: the enclave annotations (enclave.type=sim, MRENCLAVE and MRSIGNER, informational)."""
     annotations = dict(spec.get("annotations") or {})
     annotations.update({"enclave.type": "sim", "enclave.sim.mrenclave": meta["mr_enclave"],
                         "enclave.sim.mrsigner": meta["mr_signer"]})

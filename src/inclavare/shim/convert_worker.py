@@ -2,130 +2,95 @@
 request on stdin as JSON {bundle, rootfs, signer, debug}, the answer on stdout as one JSON line
 {mr_enclave, mr_signer} or {error: sentence}.
 
-Signing model: today's `sim` enclave images (inclavare.tee.sim.bundle.sign_bundle: the rootfs' files, the entry,
-process.args and env measured into MRENCLAVE). The mount destinations of config.json are left out of the trusted tree
-(an engine binds its own /etc/hosts, /etc/resolv.conf, /etc/hostname there): a directory holding one is trusted entry
-by entry instead of as a whole. The signer is the local key, or the signing server through RemoteKey, which makes
-the SIGSTRUCT's RSA signature there and checks it before it is used.
+Signing model: the enclave manifest of inclavare.tee.sim.manifest (the enclave-images model). The manifest is built
+from the container's process (manifest.from_process): its argv[0] is the entry point (arguments free), its
+environment the measured defaults, minus the names the engine sets per container (image.UNTRUSTED_ENV: HOSTNAME,
+TERM, HOME, container), which stay allowed as untrusted; the container's mount destinations are untrusted paths
+besides the engine-managed ones. So the signed manifest holds the image's files and the image's process, not what
+containerd injects, and the next pod of the same image gets the same manifest (and the cache's signature).
+The signer is the local key (manifest.key_signer), or the signing server (manifest.callback_signer over its public
+key; the manifest library verifies the signature it answers before using it).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import posixpath
 import sys
 from pathlib import Path
 
 from inclavare.errors import RuneError
 
-MODEL = "sim-sign-bundle-1"
+MODEL = "sim-manifest-2"
 
 
-def trusted_roots(rootfs: Path, spec: dict, skip: tuple[str, ...]) -> list[str] | None:
-    """The trusted paths when a mount destination falls inside the measured tree; None for the whole rootfs."""
-    from inclavare.tee.sim.bundle import walk_tree
-
-    dests = set()
+def mount_destinations(spec: dict) -> list[str]:
+    out = []
     for m in spec.get("mounts") or ():
-        d = posixpath.normpath("/" + str((m or {}).get("destination", "")).lstrip("/"))
-        if d != "/" and not any(d == s or d.startswith(s + "/") for s in skip):
-            dests.add(d)
-    if not dests:
-        return None
-
-    def split(rel: str) -> list[str]:
-        out: list[str] = []
-        host = Path(str(rootfs) + rel)
-        try:
-            names = sorted(os.listdir(host))
-        except OSError:
-            return out
-        for name in names:
-            path = rel.rstrip("/") + "/" + name
-            if path in skip or path in dests:
-                continue
-            full = host / name
-            if any(d.startswith(path + "/") for d in dests) and full.is_dir() and not full.is_symlink():
-                out += split(path)
-            elif walk_tree(rootfs, path)[0]:
-                out.append(path)
-        return out
-
-    return split("/")
+        dest = str((m or {}).get("destination", "")) if isinstance(m, dict) else ""
+        if dest:
+            d = posixpath.normpath("/" + dest.lstrip("/"))
+            if d != "/":
+                out.append(d)
+    return sorted(set(out))
 
 
-class RemoteKey:
-    """The private key as far as SIGSTRUCT signing needs one, held by a signing server."""
+def process_for_signing(process: dict) -> dict:
+    """process with the engine's per-container variables left out of the measured defaults."""
+    from inclavare.tee.sim import envpolicy, image
 
-    def __init__(self, address: str) -> None:
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric import rsa
+    env = [e for e in process.get("env") or () if isinstance(e, str)
+           and not envpolicy.allowed(e.partition("=")[0], image.UNTRUSTED_ENV)]
+    return dict(process, env=env)
 
-        from inclavare.shim.signing_client import SigningClient
 
-        self.client = SigningClient(address)
-        pem = self.client.public_key()
-        try:
-            pub = serialization.load_pem_public_key(pem)
-        except ValueError:
-            raise RuneError(f"the signing server {address} answered a public key that does not parse") from None
-        if not isinstance(pub, rsa.RSAPublicKey):
-            raise RuneError(f"the signing server {address} holds a key that is not RSA")
-        self.pub = pub
-        self.address = address
+def signer_for(how: dict):  # noqa: ANN201 - manifest.Signer
+    from inclavare.tee.sim import manifest
 
-    def public_key(self):  # noqa: ANN201 - RSAPublicKey
-        return self.pub
+    if how["type"] == "key":
+        return manifest.key_signer(how["path"])
+    from inclavare.shim.signing_client import SigningClient
 
-    def sign(self, data: bytes, pad, algorithm) -> bytes:  # noqa: ANN001
-        from cryptography.exceptions import InvalidSignature
-        from cryptography.hazmat.primitives import serialization
+    client = SigningClient(how["address"])
+    pem = client.public_key()
 
-        signature, pem = self.client.sign(data)
-        if pem.strip():
-            try:
-                other = serialization.load_pem_public_key(pem)
-            except ValueError:
-                other = None
-            if other is None or other.public_numbers() != self.pub.public_numbers():
-                raise RuneError(f"the signing server {self.address} signed with another key than the one it publishes")
-        try:
-            self.pub.verify(signature, data, pad, algorithm)
-        except InvalidSignature:
-            raise RuneError(f"the signing server {self.address} answered a signature that does not verify against "
-                            f"its public key") from None
+    def sign_pkcs1(data: bytes) -> bytes:
+        signature, _public = client.sign(data)
         return signature
+
+    try:
+        return manifest.callback_signer(pem, sign_pkcs1)
+    except RuneError as e:
+        raise RuneError(f"the signing server {how['address']}: {e}") from None
 
 
 def sign(req: dict) -> dict:
-    from inclavare.tee.sgx.sigstruct import SigstructError
-    from inclavare.tee.sim import bundle
+    from inclavare.tee.sim import manifest
 
-    bdir = Path(req["bundle"])
-    rootfs = Path(req["rootfs"])
+    bdir, rootfs = Path(req["bundle"]), Path(req["rootfs"])
+    cfg_path = bdir / "config.json"
     try:
-        spec = json.loads((bdir / "config.json").read_text())
+        spec = json.loads(cfg_path.read_text())
     except (OSError, ValueError) as e:
-        raise RuneError(f"the bundle config {bdir / 'config.json'} cannot be read: {e}") from None
-    trusted = trusted_roots(rootfs, spec, bundle.SKIP_DIRS)
-    signer = req["signer"]
+        raise RuneError(f"the bundle config {cfg_path} cannot be read: {e}") from None
+    annotations = dict(spec.get("annotations") or {})
+    trusted = [p.strip() for p in str(annotations.get("enclave.trusted_files", "")).split(",") if p.strip()] or None
+    config = manifest.from_process(rootfs, process_for_signing(spec.get("process") or {}), trusted_roots=trusted,
+                                   untrusted_paths=mount_destinations(spec), debug=bool(req.get("debug")))
+    how = req["signer"]
     try:
-        if signer["type"] == "server":
-            key = RemoteKey(signer["address"])
-            signed = bundle.sign_bundle(bdir, "", trusted=trusted, debug=bool(req.get("debug")), key=key)
-        else:
-            signed = bundle.sign_bundle(bdir, signer["path"], trusted=trusted, debug=bool(req.get("debug")))
-    except SigstructError as e:
-        where = f"the signing server {signer.get('address')}" if signer["type"] == "server" else signer.get("path")
-        raise RuneError(f"{where}: {e}") from None
+        signed = manifest.sign(config, signer_for(how))
+    except RuneError as e:
+        if how["type"] != "server" or str(e).startswith("the signing server"):
+            raise
+        raise RuneError(f"the signing server {how['address']} answered a signature that is not usable: {e}") from None
+    manifest.write(signed, rootfs)
     return {"mr_enclave": signed.mr_enclave.hex(), "mr_signer": signed.mr_signer.hex(), "model": MODEL}
 
 
 def main() -> int:
     try:
-        req = json.loads(sys.stdin.read())
-        out = sign(req)
+        out = sign(json.loads(sys.stdin.read()))
     except RuneError as e:
         out = {"error": str(e)}
     except OSError as e:
@@ -134,3 +99,7 @@ def main() -> int:
     sys.stdout.write(json.dumps(out) + "\n")
     sys.stdout.flush()
     return 1 if "error" in out else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
