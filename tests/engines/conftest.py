@@ -353,12 +353,20 @@ class Podman(Engine):
         self.pm("rm", "--all", "--force", "--time", "0", check=False)
 
 
-def run_in_pty(cmd: list[str], timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run cmd with a pseudo-terminal as its stdin, stdout and stderr (for clients that insist on a terminal)."""
+def run_in_pty(cmd: list[str], timeout: float = 60, env: dict[str, str] | None = None,
+               size: tuple[int, int] | None = None) -> subprocess.CompletedProcess:
+    """Run cmd with a pseudo-terminal as its stdin, stdout and stderr (for clients that insist on a terminal);
+    size: the terminal's (rows, columns)."""
     import pty
     import select
 
     master, slave = pty.openpty()
+    if size:
+        import fcntl
+        import struct
+        import termios
+
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", size[0], size[1], 0, 0))
     p = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, start_new_session=True, env=env)
     os.close(slave)
     out = b""

@@ -141,10 +141,11 @@ def test_run_stdin(shim: shimd.ShimContainerd, tmp_path: Path) -> None:
 
 
 def test_run_with_tty(shim: shimd.ShimContainerd) -> None:
+    """A terminal, sized by ResizePty with the client's window size."""
     p = run_in_pty(["ctr", "-a", shim.sock, "-n", shim.namespace, "run", "--rm", "-t", *shim.run_flags(), d.IMAGE,
-                    shimd.name(), "sh", "-c", "tty; stty size; exit 4"])
+                    shimd.name(), "sh", "-c", "sleep 0.5; tty; stty size; exit 4"], size=(37, 91))
     lines = p.stdout.splitlines()
-    assert p.returncode == 4 and lines[0].startswith("/dev/pts/"), (p.returncode, p.stdout)
+    assert p.returncode == 4 and lines[0].startswith("/dev/pts/") and lines[1] == "37 91", (p.returncode, p.stdout)
 
 
 def test_detached_exec_ps_pause_metrics_kill(shim: shimd.ShimContainerd) -> None:
