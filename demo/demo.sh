@@ -3,7 +3,9 @@
 #   1. a plain container through rune's lifecycle: create, state, start, state, delete (as engines drive runc)
 #   2. the TEE core: the MRENCLAVE of a real SGX enclave (known answer), and a real SGX quote next to a sim one
 #   3. an enclave container (when the enclave runtime is present): signed for the `sim` TEE, run, exec'd into,
-#      its identity and a quote read from inside, and a tampered copy refused at launch
+#      its identity and a quote read from inside, and a tampered copy refused at launch; an image signed once with
+#      sgx-tools sign-image through Docker and containerd; an ordinary image turned into a signed enclave by
+#      containerd-shim-rune-v2 (demo/shim.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -52,5 +54,6 @@ fi
 if [ -x demo/enclave.sh ]; then
   bash demo/enclave.sh "$WORK" "$ROOT"
   "$PY" demo/engines.py
+  "$PY" demo/shim.py
 fi
 step "done"

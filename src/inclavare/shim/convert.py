@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 from inclavare.enclave import config as enclave_config
 from inclavare.errors import RuneError
@@ -55,6 +56,7 @@ def signer(cfg) -> dict:  # noqa: ANN001 - config.Config
 
 
 def convert(bundle: str, spec: dict, cfg, log, spawn, mounts: list[api.Mount] | None = None) -> None:  # noqa: ANN001
+    t0 = time.monotonic()
     ec = enclave_config.detect(spec)  # an unknown type or a bad setting: rune's own sentence, before anything runs
     if ec is None or ec.type != enclave_config.SIM or ec.runtime_path:
         return
@@ -80,11 +82,13 @@ def convert(bundle: str, spec: dict, cfg, log, spawn, mounts: list[api.Mount] | 
             sigstruct = f.read()
         store.put(key, manifest, sigstruct, result)
         annotate(bundle, spec, result)
-        log(f"{os.path.basename(bundle)}: signed enclave MRENCLAVE {result['mr_enclave']}", "info")
+        log(f"{os.path.basename(bundle)}: signed enclave MRENCLAVE {result['mr_enclave']} (converted in "
+            f"{(time.monotonic() - t0) * 1000:.1f} ms)", "info")
         return
     manifest, sigstruct, meta = hit
     install(bundle, spec, rootfs, manifest, sigstruct, meta)
-    log(f"{os.path.basename(bundle)}: enclave signature from the cache (MRENCLAVE {meta['mr_enclave']})", "info")
+    log(f"{os.path.basename(bundle)}: enclave signature from the cache (MRENCLAVE {meta['mr_enclave']}, converted "
+        f"in {(time.monotonic() - t0) * 1000:.1f} ms)", "info")
 
 
 def install(bundle: str, spec: dict, rootfs: str, manifest: bytes, sigstruct: bytes, meta: dict) -> None:

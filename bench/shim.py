@@ -1,0 +1,219 @@
+#!/usr/bin/env python3
+"""containerd-shim-rune-v2 beside containerd-shim-runc-v2, in one run, on one private containerd 1.6:
+
+1. `ctr run --rm` of the busybox image's /bin/true through each shim, taking turns run after run (median, p25-p75,
+   ratio): io.containerd.runc.v2 (runc) and io.containerd.rune.v2 (rune); and `ctr run -d` (create and start only,
+   which containerd's fixed waits at exit do not hide);
+2. the shims' memory per pod with 1 and with N pods running (CRI: a host-network sandbox and one sleeping
+   container each, through the `runc` handler and the `rune` handler): RSS (what `ps` shows, file pages shared
+   between shims counted in each) and PSS (shared pages divided among the processes sharing them);
+3. the time Create spends on the enclave conversion of the busybox image (ENCLAVE_TYPE=sim), cold (an empty cache)
+   and from the cache, as the shim logs it, and cold for the same image with a 64 MiB file added: the difference
+   gives the measurement's hashing rate.
+
+containerd, the images and every file live under a temporary directory; the daemon and the shims are stopped by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "src"))
+
+from tests.engines import daemons as d  # noqa: E402
+from tests.engines import shimd  # noqa: E402
+
+
+def quartiles(xs: list[float]) -> tuple[float, float, float]:
+    q = statistics.quantiles(xs, n=4)
+    return q[0], statistics.median(xs), q[2]
+
+
+def run_rm(c: shimd.ShimContainerd, detached: bool, runs: int, warmup: int) -> dict[str, list[float]]:
+    """ctr run --rm /bin/true, or (detached) ctr run -d of a sleeper: create and start only, removed untimed."""
+    flags = {"runc": ["--runtime", "io.containerd.runc.v2"], "rune": c.run_flags()}
+    times: dict[str, list[float]] = {"runc": [], "rune": []}
+    for i in range(warmup + runs):
+        for name in ("runc", "rune") if i % 2 == 0 else ("rune", "runc"):
+            cid = f"bench-{name}-{uuid.uuid4().hex[:8]}"
+            argv = ["-d", "--null-io", *flags[name], d.IMAGE, cid, "sleep", "100"] if detached else [
+                "--rm", *flags[name], d.IMAGE, cid, "/bin/true"]
+            t = time.perf_counter()
+            c.ctr("run", *argv)
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t)
+            if detached:
+                c.ctr("task", "kill", "-s", "SIGKILL", cid)
+                c.ctr("task", "delete", "--force", cid, check=False)
+                c.ctr("containers", "delete", cid)
+    return times
+
+
+def memory(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) of a process in kB."""
+    rss = pss = 0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                pss = int(line.split()[1])
+    return rss, pss
+
+
+def pods_memory(c: shimd.ShimContainerd, cri, handler: str, n: int) -> tuple[float, float]:  # noqa: ANN001
+    """(RSS, PSS) in MB per pod of the shims of n running pods (each: a sandbox and one container)."""
+    from tests.engines.test_cri import NODE, s
+
+    from inclavare.tee.sgx import protobuf as pb
+
+    binary = "containerd-shim-runc-v2" if handler == "runc" else "containerd-shim-rune-v2"
+    before = {p for p in d.pids_naming(c.sock) if binary in d._cmdline(p)}
+    pods = []
+    try:
+        for _ in range(n):
+            meta = [(1, s(f"bench-{uuid.uuid4().hex[:8]}")), (2, s(uuid.uuid4().hex)), (3, s("bench"))]
+            cfg = [(1, meta), (8, [(2, [(1, [(1, NODE)])])])]
+            pod = pb.first(cri.call("RunPodSandbox", [(1, cfg), (2, s(handler))]), 1).decode()
+            pods.append(pod)
+            ccfg = [(1, [(1, s("sleeper"))]), (2, [(1, s(d.IMAGE))]), (3, s("sleep")), (3, s("100000"))]
+            cid = pb.first(cri.call("CreateContainer", [(1, s(pod)), (2, ccfg), (3, cfg)]), 1).decode()
+            cri.call("StartContainer", [(1, s(cid))])
+        time.sleep(1)
+        shims = [p for p in d.pids_naming(c.sock) if binary in d._cmdline(p) and p not in before]
+        assert len(shims) == n, f"{len(shims)} {binary} processes for {n} pods"
+        total = [memory(p) for p in shims]
+        return sum(r for r, _ in total) / n / 1024, sum(p for _, p in total) / n / 1024
+    finally:
+        for pod in pods:
+            cri.call("StopPodSandbox", [(1, s(pod))])
+            cri.call("RemovePodSandbox", [(1, s(pod))])
+
+
+CONVERTED = re.compile(r'msg="(\S+): (signed enclave|enclave signature from the cache).*converted in ([0-9.]+) ms')
+
+
+def conversion_times(c: shimd.ShimContainerd, image: str, cold: bool, runs: int) -> list[float]:
+    times = []
+    for i in range(runs):
+        config = c.config_path
+        if cold:
+            config = shimd.write_config(c.base / f"cold-{i}.toml", c.base, cache={"dir": str(c.base / f"cold-{i}")})
+        cid = shimd.name("conv")
+        c.ctr("run", "--rm", *c.run_flags(config), "--env", "ENCLAVE_TYPE=sim", image, cid, "/bin/true")
+        found = [float(m.group(3)) for m in CONVERTED.finditer(c.log.read_text()) if m.group(1) == cid]
+        kind = [m.group(2) for m in CONVERTED.finditer(c.log.read_text()) if m.group(1) == cid]
+        assert found and (kind[0] == "signed enclave") == cold, (cid, kind)
+        times.append(found[0])
+    return times
+
+
+def big_image(work: Path, base: d.Image) -> tuple[str, int]:
+    """The busybox image with a 64 MiB file of random bytes added; (reference, bytes added)."""
+    rootfs = work / "big-rootfs"
+    shutil.copytree(base.rootfs, rootfs, symlinks=True)
+    size = 64 << 20
+    with open(rootfs / "data.bin", "wb") as f:
+        for _ in range(size >> 20):
+            f.write(os.urandom(1 << 20))
+    lay, ref = work / "big-oci", "docker.io/library/rune-busybox-big:latest"
+    d.run(["umoci", "init", "--layout", str(lay)])
+    d.run(["umoci", "new", "--image", f"{lay}:big"])
+    d.run(["umoci", "insert", "--image", f"{lay}:big", str(rootfs), "/"])
+    d.run(["umoci", "config", "--image", f"{lay}:big", "--config.cmd", "/bin/true", "--config.env", "PATH=/bin"])
+    d.run(["skopeo", "copy", "-q", f"oci:{lay}:big", f"oci-archive:{work}/big.tar:{ref}"])
+    return ref, size
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--runs", type=int, default=30, help="timed ctr run --rm per shim (at least 15)")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--pods", type=int, default=20)
+    ap.add_argument("--json", help="also write the results to this file")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run as root: containerd needs it")
+    if args.runs < 15:
+        raise SystemExit("--runs: at least 15")
+    reason = d.ensure_packages()
+    if reason:
+        raise SystemExit(reason)
+    d.run([sys.executable, "-m", "inclavare.launcher", str(shimd.BIN)], env=dict(os.environ, PYTHONPATH=str(REPO / "src")))
+    work = Path(tempfile.mkdtemp(prefix="rune-shim-bench-"))
+    out: dict[str, object] = {}
+    c = None
+    cri = None
+    try:
+        image = d.Image(work / "image").build()
+        c = shimd.ShimContainerd(work / "containerd").start()
+        for ns in ([], ["-n", "k8s.io"]):
+            c.ctr(*ns, "images", "import", str(image.oci_archive))
+        c.ctr("-n", "k8s.io", "images", "import", str(image.pause_archive))
+
+        for key, detached, title in (("ctr_run_rm", False, "ctr run --rm /bin/true"),
+                                     ("ctr_run_d", True, "ctr run -d (create + start)")):
+            times = run_rm(c, detached, args.runs, args.warmup)
+            q = {k: quartiles(v) for k, v in times.items()}
+            print(f"{title}, {args.runs} runs each (ms): median, p25-p75")
+            for k in ("runc", "rune"):
+                print(f"  containerd-shim-{k}-v2  {q[k][1] * 1000:6.1f}   {q[k][0] * 1000:.1f}-{q[k][2] * 1000:.1f}")
+            print(f"  ratio rune/runc  {q['rune'][1] / q['runc'][1]:.2f}")
+            out[key + "_ms"] = {k: {"median": q[k][1] * 1000, "p25": q[k][0] * 1000, "p75": q[k][2] * 1000}
+                                for k in q}
+            out[key + "_ratio"] = q["rune"][1] / q["runc"][1]
+
+        from tests.engines.test_cri import CRI, _grpc
+
+        cri = CRI(_grpc(), c.sock)
+        print("shim memory per pod (MB): RSS, PSS")
+        mem: dict[str, dict[str, list[float]]] = {}
+        for n in (1, args.pods):
+            for handler in ("runc", "rune"):
+                rss, pss = pods_memory(c, cri, handler, n)
+                mem.setdefault(handler, {})[str(n)] = [rss, pss]
+                print(f"  {n:3d} pod(s)  containerd-shim-{handler}-v2  RSS {rss:5.1f}  PSS {pss:5.1f}")
+            r = mem["rune"][str(n)][0] / mem["runc"][str(n)][0]
+            p = mem["rune"][str(n)][1] / mem["runc"][str(n)][1]
+            print(f"  {n:3d} pod(s)  ratio rune/runc  RSS {r:.2f}  PSS {p:.2f}")
+        out["memory_per_pod_mb"] = mem
+
+        cold = conversion_times(c, d.IMAGE, True, 5)
+        c.ctr("run", "--rm", *c.run_flags(), "--env", "ENCLAVE_TYPE=sim", d.IMAGE, shimd.name("fill"), "/bin/true")
+        cached = conversion_times(c, d.IMAGE, False, 15)
+        ref, added = big_image(work, image)
+        c.ctr("images", "import", str(work / "big.tar"))
+        big = conversion_times(c, ref, True, 3)
+        rate = added / 1e6 / ((statistics.median(big) - statistics.median(cold)) / 1000)
+        print("enclave conversion in Create (ms, median): busybox cold, busybox from the cache, busybox + 64 MiB cold")
+        print(f"  {statistics.median(cold):.1f}   {statistics.median(cached):.1f}   {statistics.median(big):.1f}"
+              f"   (hashing {rate:.0f} MB/s)")
+        out["conversion_ms"] = {"cold": statistics.median(cold), "cached": statistics.median(cached),
+                                "cold_plus_64MiB": statistics.median(big), "hash_MB_per_s": rate}
+    finally:
+        if cri is not None:
+            cri.close()
+        if c is not None:
+            c.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
