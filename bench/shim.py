@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +42,21 @@ def quartiles(xs: list[float]) -> tuple[float, float, float]:
     return q[0], statistics.median(xs), q[2]
 
 
+def timed(cmd: list[str]) -> float:
+    """Wall time of cmd, waited for with a blocking waitpid: subprocess's wait with a timeout polls with sleeps of
+    up to 50 ms, which would round every time up to its next poll."""
+    with tempfile.TemporaryFile() as err:
+        t = time.perf_counter()
+        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        _, status = os.waitpid(p.pid, 0)
+        dt = time.perf_counter() - t
+        p.returncode = os.waitstatus_to_exitcode(status)
+        if p.returncode:
+            err.seek(0)
+            raise SystemExit(f"{' '.join(cmd)} failed ({p.returncode}): {err.read().decode(errors='replace')}")
+    return dt
+
+
 def run_rm(c: shimd.ShimContainerd, detached: bool, runs: int, warmup: int) -> dict[str, list[float]]:
     """ctr run --rm /bin/true, or (detached) ctr run -d of a sleeper: create and start only, removed untimed."""
     flags = {"runc": ["--runtime", "io.containerd.runc.v2"], "rune": c.run_flags()}
@@ -50,10 +66,9 @@ def run_rm(c: shimd.ShimContainerd, detached: bool, runs: int, warmup: int) -> d
             cid = f"bench-{name}-{uuid.uuid4().hex[:8]}"
             argv = ["-d", "--null-io", *flags[name], d.IMAGE, cid, "sleep", "100"] if detached else [
                 "--rm", *flags[name], d.IMAGE, cid, "/bin/true"]
-            t = time.perf_counter()
-            c.ctr("run", *argv)
+            dt = timed(["ctr", "-a", c.sock, "-n", c.namespace, "run", *argv])
             if i >= warmup:
-                times[name].append(time.perf_counter() - t)
+                times[name].append(dt)
             if detached:
                 c.ctr("task", "kill", "-s", "SIGKILL", cid)
                 c.ctr("task", "delete", "--force", cid, check=False)

@@ -169,3 +169,25 @@ def test_rune_stats_as_cgroup_metrics() -> None:
     assert v1.blkio.io_service_bytes_recursive[0].value == 99
     v2 = stats.MetricsV2.decode(stats.metrics_v2(data).encode())
     assert (v2.cpu.usage_usec, v2.memory.usage, v2.memory.anon, v2.io.usage[0].rbytes) == (5, 4096, 7, 99)
+
+
+def test_delete_response_matches_the_message() -> None:
+    got = api.DeleteResponse.decode(manager.delete_response(42, 137, 1_700_000_000_123_456_789))
+    assert got == api.DeleteResponse(pid=42, exit_status=137, exited_at=api.Timestamp(seconds=1_700_000_000,
+                                                                                         nanos=123_456_789))
+
+
+def test_every_shim_module_imports_under_the_launcher_flags() -> None:
+    """The launcher runs Python with -I -S: every module of the package must import there (an annotation-only name
+    used at run time once broke the server's start)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    mods = [f"inclavare.shim.{p.relative_to(REPO / 'src/inclavare/shim').with_suffix('').as_posix().replace('/', '.')}"
+            for p in (REPO / "src/inclavare/shim").rglob("*.py") if p.name != "__init__.py"]
+    code = (f"import sys; sys.path.insert(0, {str(REPO / 'src')!r}); import inclavare.tee; "  # cryptography, as the
+            + "; ".join(f"import {m}" for m in mods))  # signing server and the conversion worker see it
+    p = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr

@@ -9,11 +9,14 @@ from __future__ import annotations
 import _queue
 import os
 import time
-from collections.abc import Callable
 
 from inclavare.shim import api, sync
 from inclavare.shim.protobuf import Message
 from inclavare.shim.ttrpc import Client
+
+TYPE_CHECKING = False  # collections.abc would cost the shim a millisecond at every start
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 EVENTS_SERVICE = "containerd.services.events.ttrpc.v1.Events"
 ATTEMPTS = 5

@@ -186,8 +186,27 @@ def _rune_delete(binary: str, root: str, cid: str, bundle: str) -> str:
     return out.decode(errors="replace").strip() if status else ""
 
 
+def delete_response(pid: int, exit_status: int, exited_ns: int) -> bytes:
+    """containerd.task.v2.DeleteResponse {1 pid, 2 exit_status, 3 exited_at}, encoded without loading the message
+    classes (this subcommand runs after every shim connection closes)."""
+    from inclavare.shim.protobuf import _varint
+
+    ts = bytearray()
+    for num, v in ((1, exited_ns // 1_000_000_000), (2, exited_ns % 1_000_000_000)):
+        if v:
+            _varint(num << 3, ts)
+            _varint(v, ts)
+    out = bytearray()
+    for num, v in ((1, pid), (2, exit_status)):
+        if v:
+            _varint(num << 3, out)
+            _varint(v, out)
+    _varint(3 << 3 | 2, out)
+    _varint(len(ts), out)
+    return bytes(out + ts)
+
+
 def delete(f: Flags) -> int:
-    from inclavare.shim import api
     from inclavare.shim.rootfs import unmount_all
 
     bundle = f.bundle or os.getcwd()
@@ -217,6 +236,5 @@ def delete(f: Flags) -> int:
         pass
     for w in warnings:
         sys.stderr.write(w + "\n")
-    resp = api.DeleteResponse(pid=pid, exit_status=128 + 9, exited_at=api.Timestamp.from_ns(time.time_ns()))
-    sys.stdout.buffer.write(resp.encode())
+    sys.stdout.buffer.write(delete_response(pid, 128 + 9, time.time_ns()))
     return 0

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 import select
-from collections.abc import Callable
 
 from inclavare.shim import sync
+
+TYPE_CHECKING = False  # collections.abc would cost the shim a millisecond at every start
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 CGROUP = "/sys/fs/cgroup"
 

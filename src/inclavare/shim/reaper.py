@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import _signal
 import os
-from collections.abc import Callable, Sequence
 
 from inclavare.shim import sync
+
+TYPE_CHECKING = False  # collections.abc would cost the shim a millisecond at every start
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
 SIGCHLD = 17
 _RESET_SIGNALS = (13, 25)  # SIGPIPE, SIGXFSZ: Python ignores them, children must not inherit that

@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import os
 
-from inclavare.linux import mountopts
-from inclavare.linux import syscalls as sc
-from inclavare.shim import api
-
 PAGE = 4096
 
 
@@ -16,7 +12,11 @@ class RootfsError(Exception):
     pass
 
 
-def mount_all(mounts: list[api.Mount], target: str) -> None:
+def mount_all(mounts: list, target: str) -> None:
+    """Mount containerd's mounts (api.Mount: type, source, options) on target, in order."""
+    from inclavare.linux import mountopts
+    from inclavare.linux import syscalls as sc
+
     done = 0
     try:
         for m in mounts:
@@ -45,6 +45,10 @@ def mount_all(mounts: list[api.Mount], target: str) -> None:
 
 def unmount_all(target: str) -> None:
     """Unmount everything stacked on target (nothing to do when nothing is mounted)."""
+    if not is_mountpoint(target):
+        return  # the delete subcommand after a clean shutdown: no syscall wrapper to load
+    from inclavare.linux import syscalls as sc
+
     for _ in range(64):
         if not is_mountpoint(target):
             return

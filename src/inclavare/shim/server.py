@@ -64,6 +64,20 @@ def _become_subreaper(containerd_pid: int) -> None:
 def run(listener: _socket.socket, f: Flags, bundle: str, socket_path: str, containerd_pid: int) -> None:
     _detach()
     log = Log(bundle, f.debug)
+    try:
+        _serve(listener, f, socket_path, containerd_pid, log)
+    except BaseException as e:  # a shim that cannot serve says why in containerd's log, and leaves no socket
+        import traceback
+
+        log("the shim failed: " + "".join(traceback.format_exception(e)), "error")
+        try:
+            os.unlink(socket_path)
+        except OSError:
+            pass
+        os._exit(1)
+
+
+def _serve(listener: _socket.socket, f: Flags, socket_path: str, containerd_pid: int, log: Log) -> None:
     _become_subreaper(containerd_pid)
     from inclavare.shim.reaper import Reaper
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import _queue
 import os
-from collections.abc import Callable
 
 from inclavare.shim import api, sync
 from inclavare.shim.container import Container
@@ -21,6 +20,10 @@ from inclavare.shim.process.init import Init
 from inclavare.shim.runtime import RuntimeFailure
 from inclavare.shim.stdio import Stdio
 from inclavare.shim.ttrpc import INVALID_ARGUMENT, NOT_FOUND, UNIMPLEMENTED, UNKNOWN, TtrpcError
+
+TYPE_CHECKING = False  # collections.abc would cost the shim a millisecond at every start
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 SERVICE = "containerd.task.v2.Task"
 EMPTY = b""

@@ -4,7 +4,10 @@ collections and weakref (about 2 ms and 1 MB per shim), which the shim does not 
 from __future__ import annotations
 
 import _thread
-from collections.abc import Callable
+
+TYPE_CHECKING = False  # collections.abc would cost the shim a millisecond at every start
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 Lock = _thread.allocate_lock
 RLock = _thread.RLock

@@ -12,9 +12,12 @@ from __future__ import annotations
 import _socket
 import os
 import struct
-from collections.abc import Callable
 
 from inclavare.shim import api, sync
+
+TYPE_CHECKING = False  # collections.abc would cost the shim a millisecond at every start
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 HEADER = struct.Struct(">IIBB")
 MAX_MESSAGE = 4 << 20
@@ -34,7 +37,8 @@ class TtrpcError(Exception):
         self.code = code
 
 
-Handler = Callable[[bytes], "bytes | tuple[bytes, Callable[[], None]]"]
+if TYPE_CHECKING:
+    Handler = Callable[[bytes], "bytes | tuple[bytes, Callable[[], None]]"]
 
 
 def _recv_exactly(sock: _socket.socket, n: int) -> bytes | None:

@@ -11,9 +11,12 @@ from __future__ import annotations
 import errno
 import os
 import select
-from collections.abc import Callable
 
 from inclavare.shim import sync
+
+TYPE_CHECKING = False  # collections.abc would cost the shim a millisecond at every start
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 CHUNK = 1 << 16
 
