@@ -4,7 +4,7 @@ PREFIX ?= /usr/local
 APT_PACKAGES := busybox-static runc crun hyperfine libseccomp2 gcc libc6-dev binutils time
 PYTEST_ARGS ?=
 
-.PHONY: all deps apt-deps pip-deps launchers install test lint demo bench bench-engines clean pal
+.PHONY: all deps apt-deps pip-deps launchers install test lint demo bench bench-engines bench-shim clean pal
 
 all: launchers
 
@@ -47,6 +47,11 @@ bench: deps launchers
 # ctr/docker/podman run --rm with rune vs runc (starts its own containerd and dockerd, stops them by PID)
 bench-engines: deps launchers
 	$(PYTHON) bench/engines.py
+
+# ctr run --rm and memory per pod through containerd-shim-rune-v2 vs containerd-shim-runc-v2, and the enclave
+# conversion's cost (starts its own containerd, stops it by PID)
+bench-shim: deps launchers
+	$(PYTHON) bench/shim.py
 
 # The reference enclave runtime (PAL API v1, v2, v3 from one source), built with the system C compiler.
 CC ?= cc

@@ -25,7 +25,7 @@ def step(text: str) -> None:
 
 def show(c: shimd.ShimContainerd, *args: str) -> None:
     cmd = ["ctr", "-n", c.namespace, *args]
-    print("$ " + " ".join(cmd).replace(str(c.base), "$WORK"), flush=True)
+    print("$ " + " ".join(cmd).replace(str(c.base.parent), "$WORK"), flush=True)
     p = subprocess.run(["ctr", "-a", c.sock, *cmd[1:]], capture_output=True, text=True, timeout=120)
     print((p.stdout + p.stderr).rstrip() + f"\n(exit {p.returncode})", flush=True)
 

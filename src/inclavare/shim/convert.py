@@ -82,13 +82,13 @@ def convert(bundle: str, spec: dict, cfg, log, spawn, mounts: list[api.Mount] | 
             sigstruct = f.read()
         store.put(key, manifest, sigstruct, result)
         annotate(bundle, spec, result)
-        log(f"{os.path.basename(bundle)}: signed enclave MRENCLAVE {result['mr_enclave']} (converted in "
-            f"{(time.monotonic() - t0) * 1000:.1f} ms)", "info")
+        log(f"{os.path.basename(bundle)}: signed enclave MRENCLAVE {result['mr_enclave']} MRSIGNER "
+            f"{result['mr_signer']} (converted in {(time.monotonic() - t0) * 1000:.1f} ms)", "info")
         return
     manifest, sigstruct, meta = hit
     install(bundle, spec, rootfs, manifest, sigstruct, meta)
-    log(f"{os.path.basename(bundle)}: enclave signature from the cache (MRENCLAVE {meta['mr_enclave']}, converted "
-        f"in {(time.monotonic() - t0) * 1000:.1f} ms)", "info")
+    log(f"{os.path.basename(bundle)}: enclave signature from the cache (MRENCLAVE {meta['mr_enclave']} MRSIGNER "
+        f"{meta['mr_signer']}, converted in {(time.monotonic() - t0) * 1000:.1f} ms)", "info")
 
 
 def install(bundle: str, spec: dict, rootfs: str, manifest: bytes, sigstruct: bytes, meta: dict) -> None:
