@@ -536,3 +536,36 @@ def test_image_signed_with_sign_image_is_launched_as_signed(shim: shimd.ShimCont
         raise
     finally:
         shim.ctr("images", "rm", ref, check=False)
+
+
+def test_log_uris_file_and_binary(shim: shimd.ShimContainerd, tmp_path: Path) -> None:
+    """`ctr run --log-uri`: file:// appends both streams to a file; binary:// starts a logger with the process's
+    stdout and stderr as fds 3 and 4, fd 5 to close when ready, and the query's pairs as arguments."""
+    log = tmp_path / "c.log"
+    cid = shimd.name()
+    shim.ctr("run", "-d", "--log-uri", f"file://{log}", *shim.run_flags(), d.IMAGE, cid, "sh", "-c",
+             "echo to-out; echo to-err >&2")
+    try:
+        wait_status(shim, cid, "STOPPED")
+        assert delete_task(shim, cid) == 0
+    except BaseException:
+        remove(shim, cid)
+        raise
+    assert sorted(log.read_text().splitlines()) == ["to-err", "to-out"]
+    logger = tmp_path / "logger.sh"
+    logger.write_text('#!/bin/sh\nexec 5>&-\ncat <&3 > "$2.out" &\ncat <&4 > "$2.err" &\n'
+                      'echo "$CONTAINER_ID $CONTAINER_NAMESPACE $1" > "$2.env"\nwait\n')
+    logger.chmod(0o755)
+    out = tmp_path / "bin"
+    cid = shimd.name()
+    shim.ctr("run", "-d", "--log-uri", f"binary://{logger}?dest={out}", *shim.run_flags(), d.IMAGE, cid, "sh", "-c",
+             "echo b-out; echo b-err >&2")
+    try:
+        wait_status(shim, cid, "STOPPED")
+        assert delete_task(shim, cid) == 0
+    except BaseException:
+        remove(shim, cid)
+        raise
+    d.wait_for(lambda: Path(f"{out}.err").exists() and Path(f"{out}.err").read_text() == "b-err\n", 10, "the logger")
+    assert Path(f"{out}.out").read_text() == "b-out\n"
+    assert Path(f"{out}.env").read_text() == f"{cid} {shim.namespace} dest\n"
