@@ -9,6 +9,7 @@ socket directory.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -101,6 +102,25 @@ def delete_task(c: shimd.ShimContainerd, cid: str) -> int:
     return int(text.rsplit("exit code", 1)[1].split()[0].strip('"')) if "exit code" in text else 0
 
 
+def stop_task(c: shimd.ShimContainerd, cid: str) -> int:
+    """SIGTERM, wait for the task to stop, delete it: its exit status."""
+    c.ctr("task", "kill", "-s", "SIGTERM", cid)
+    wait_status(c, cid, "STOPPED")
+    return delete_task(c, cid)
+
+
+def run_to_exit(c: shimd.ShimContainerd, flags: list[str], cmd: list[str]) -> tuple[str, int]:
+    """ctr run -d, wait for the task to stop, delete it: (container id, exit status)."""
+    cid = shimd.name()
+    c.ctr("run", "-d", *flags, *c.run_flags(), d.IMAGE, cid, *cmd)
+    try:
+        wait_status(c, cid, "STOPPED")
+        return cid, delete_task(c, cid)
+    except BaseException:
+        remove(c, cid)
+        raise
+
+
 def remove(c: shimd.ShimContainerd, cid: str) -> None:
     c.ctr("task", "delete", "--force", cid, check=False)
     c.ctr("containers", "delete", cid, check=False)
@@ -184,21 +204,30 @@ def test_detached_exec_ps_pause_metrics_kill(shim: shimd.ShimContainerd) -> None
         assert any(ln.startswith("pids.current") and ln.split()[1] == "2" for ln in metrics.splitlines()), metrics
         p = shim.ctr("task", "checkpoint", cid, check=False)
         assert p.returncode != 0 and "does not checkpoint containers" in p.stderr, p.stderr
-        shim.ctr("task", "kill", "-s", "SIGTERM", cid)
-        wait_status(shim, cid, "STOPPED")
-        assert delete_task(shim, cid) == 7
+        assert stop_task(shim, cid) == 7
     except BaseException:
         remove(shim, cid)
         raise
 
 
+@contextlib.contextmanager
+def watching_events(c: shimd.ShimContainerd, out: Path) -> Iterator[None]:
+    """`ctr events` into out while the block runs (and a moment after, for the last events)."""
+    with open(out, "w") as f:
+        ev = subprocess.Popen(["ctr", "-a", c.sock, "events"], stdout=f, stderr=subprocess.STDOUT)
+    try:
+        time.sleep(0.5)
+        yield
+        time.sleep(1)
+    finally:
+        ev.terminate()
+        ev.wait()
+
+
 def test_events(shim: shimd.ShimContainerd, tmp_path: Path) -> None:
     """Every task event reaches containerd's subscribers, decoded (bare type URLs), in order for each process."""
     out = tmp_path / "events"
-    with open(out, "w") as f:
-        ev = subprocess.Popen(["ctr", "-a", shim.sock, "events"], stdout=f, stderr=subprocess.STDOUT)
-    try:
-        time.sleep(0.5)
+    with watching_events(shim, out):
         cid = run_detached(shim, ["sh", "-c", WAIT_FOR_TERM])
         try:
             exec_(shim, cid, ["true"], exec_id="ev-exec")
@@ -210,10 +239,6 @@ def test_events(shim: shimd.ShimContainerd, tmp_path: Path) -> None:
         except BaseException:
             remove(shim, cid)
             raise
-        time.sleep(1)
-    finally:
-        ev.terminate()
-        ev.wait()
     events = []
     for line in out.read_text().splitlines():
         parts = line.split(None, 6)  # DATE TIME +0000 UTC NAMESPACE TOPIC JSON
@@ -231,16 +256,9 @@ def test_events(shim: shimd.ShimContainerd, tmp_path: Path) -> None:
 
 def test_oom_event(shim: shimd.ShimContainerd, tmp_path: Path) -> None:
     out = tmp_path / "events"
-    with open(out, "w") as f:
-        ev = subprocess.Popen(["ctr", "-a", shim.sock, "events"], stdout=f, stderr=subprocess.STDOUT)
-    try:
-        time.sleep(0.5)
+    with watching_events(shim, out):
         hog = "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived"
         p = run(shim, ["sh", "-c", hog], "--memory-limit", str(32 << 20))
-        time.sleep(1)
-    finally:
-        ev.terminate()
-        ev.wait()
     assert p.returncode == 137 and "survived" not in p.stdout, (p.returncode, p.stdout, p.stderr)
     assert "/tasks/oom" in out.read_text(), out.read_text()
 
@@ -255,9 +273,7 @@ def test_containerd_restart_reconnects(shim: shimd.ShimContainerd) -> None:
         assert shim.shim_pids() == shim_pids, "the shim did not survive containerd's restart"
         p = exec_(shim, cid, ["sh", "-c", "echo after-restart"])
         assert (p.returncode, p.stdout) == (0, "after-restart\n"), (p.returncode, p.stdout, p.stderr)
-        shim.ctr("task", "kill", "-s", "SIGTERM", cid)
-        wait_status(shim, cid, "STOPPED")
-        assert delete_task(shim, cid) == 7
+        assert stop_task(shim, cid) == 7
     except BaseException:
         remove(shim, cid)
         raise
@@ -317,9 +333,7 @@ def test_ordinary_image_runs_as_signed_enclave(shim: shimd.ShimContainerd) -> No
         assert_runelet_is_pid1(p.stdout.splitlines()[1])
         p = exec_(shim, cid, ["sh", "-c", "echo x > /bin/new"])  # the signed root is read-only
         assert p.returncode != 0
-        shim.ctr("task", "kill", "-s", "SIGTERM", cid)
-        wait_status(shim, cid, "STOPPED")
-        assert delete_task(shim, cid) == 7
+        assert stop_task(shim, cid) == 7
     except BaseException:
         remove(shim, cid)
         raise
@@ -528,9 +542,7 @@ def test_image_signed_with_sign_image_is_launched_as_signed(shim: shimd.ShimCont
         manifest = json.loads((bundle(shim, cid) / "rootfs/.inclavare/enclave/manifest.json").read_text())
         assert manifest["mr_signer"] == _mrsigner_of(key)
         assert f"{cid}: the image carries its own enclave signature" in shim.log.read_text()
-        shim.ctr("task", "kill", "-s", "SIGTERM", cid)
-        wait_status(shim, cid, "STOPPED")
-        assert delete_task(shim, cid) == 7
+        assert stop_task(shim, cid) == 7
     except BaseException:
         remove(shim, cid)
         raise
@@ -542,30 +554,16 @@ def test_log_uris_file_and_binary(shim: shimd.ShimContainerd, tmp_path: Path) ->
     """`ctr run --log-uri`: file:// appends both streams to a file; binary:// starts a logger with the process's
     stdout and stderr as fds 3 and 4, fd 5 to close when ready, and the query's pairs as arguments."""
     log = tmp_path / "c.log"
-    cid = shimd.name()
-    shim.ctr("run", "-d", "--log-uri", f"file://{log}", *shim.run_flags(), d.IMAGE, cid, "sh", "-c",
-             "echo to-out; echo to-err >&2")
-    try:
-        wait_status(shim, cid, "STOPPED")
-        assert delete_task(shim, cid) == 0
-    except BaseException:
-        remove(shim, cid)
-        raise
+    assert run_to_exit(shim, ["--log-uri", f"file://{log}"], ["sh", "-c", "echo to-out; echo to-err >&2"])[1] == 0
     assert sorted(log.read_text().splitlines()) == ["to-err", "to-out"]
     logger = tmp_path / "logger.sh"
     logger.write_text('#!/bin/sh\nexec 5>&-\ncat <&3 > "$2.out" &\ncat <&4 > "$2.err" &\n'
                       'echo "$CONTAINER_ID $CONTAINER_NAMESPACE $1" > "$2.env"\nwait\n')
     logger.chmod(0o755)
     out = tmp_path / "bin"
-    cid = shimd.name()
-    shim.ctr("run", "-d", "--log-uri", f"binary://{logger}?dest={out}", *shim.run_flags(), d.IMAGE, cid, "sh", "-c",
-             "echo b-out; echo b-err >&2")
-    try:
-        wait_status(shim, cid, "STOPPED")
-        assert delete_task(shim, cid) == 0
-    except BaseException:
-        remove(shim, cid)
-        raise
+    cid, status = run_to_exit(shim, ["--log-uri", f"binary://{logger}?dest={out}"],
+                              ["sh", "-c", "echo b-out; echo b-err >&2"])
+    assert status == 0
     d.wait_for(lambda: Path(f"{out}.err").exists() and Path(f"{out}.err").read_text() == "b-err\n", 10, "the logger")
     assert Path(f"{out}.out").read_text() == "b-out\n"
     assert Path(f"{out}.env").read_text() == f"{cid} {shim.namespace} dest\n"

@@ -116,12 +116,15 @@ def unified() -> bool:
     return os.path.exists("/sys/fs/cgroup/cgroup.controllers")
 
 
-def metrics_v1(data: dict) -> MetricsV1:
+def _parts(data: dict) -> tuple[dict, dict, dict, dict]:
+    """(cpu usage, cpu throttling, memory, raw memory.stat) of runc's stats JSON."""
     cpu = data.get("cpu") or {}
-    usage = cpu.get("usage") or {}
-    thr = cpu.get("throttling") or {}
     mem = data.get("memory") or {}
-    raw = mem.get("raw") or {}
+    return cpu.get("usage") or {}, cpu.get("throttling") or {}, mem, mem.get("raw") or {}
+
+
+def metrics_v1(data: dict) -> MetricsV1:
+    usage, thr, mem, raw = _parts(data)
     stat = MemoryStat(**{k: _u(raw.get(k)) for k in _MEMORY_V1})
     stat.usage, stat.swap = _entry(mem.get("usage")), _entry(mem.get("swap"))
     stat.kernel, stat.kernel_tcp = _entry(mem.get("kernel")), _entry(mem.get("kernelTCP"))
@@ -147,11 +150,7 @@ def metrics_v1(data: dict) -> MetricsV1:
 
 
 def metrics_v2(data: dict) -> MetricsV2:
-    cpu = data.get("cpu") or {}
-    usage = cpu.get("usage") or {}
-    thr = cpu.get("throttling") or {}
-    mem = data.get("memory") or {}
-    raw = mem.get("raw") or {}
+    usage, thr, mem, raw = _parts(data)
     use, swap = mem.get("usage") or {}, mem.get("swap") or {}
     stat = MemoryStatV2(**{k: _u(raw.get(k)) for k in _MEMORY_V2})
     stat.usage, stat.usage_limit, stat.max_usage = _u(use.get("usage")), _u(use.get("limit")), _u(use.get("max"))

@@ -53,16 +53,21 @@ class Init(Process):
             self.rune_delete(force=True)
             raise TtrpcError(UNKNOWN, f"failed to start the container's I/O or read its pid: {e}") from None
 
-    def start(self) -> None:
+    def _transition(self, want: str, what: str, run, to: str) -> None:  # noqa: ANN001
+        """Run the runtime command `run` from state `want` (else FailedPrecondition) and move to `to`, unless the
+        process exited meanwhile."""
         with self.lock:
-            if self.state != "created":
-                raise precondition(f"cannot start a {self.state} process")
+            if self.state != want:
+                raise precondition(f"cannot {what} a {self.state} {'process' if what == 'start' else 'container'}")
             try:
-                self.rune.start(self.id)
+                run(self.id)
             except RuntimeFailure as e:
-                raise runtime_error("OCI runtime start failed", e) from None
-            if self.state == "created":
-                self.state = "running"
+                raise runtime_error(f"OCI runtime {what} failed", e) from None
+            if self.state == want:
+                self.state = to
+
+    def start(self) -> None:
+        self._transition("created", "start", self.rune.start, "running")
 
     def kill(self, sig: int, all_: bool) -> None:
         if self.state == "deleted":
@@ -93,14 +98,7 @@ class Init(Process):
                 self.state = "paused"
 
     def resume(self) -> None:
-        with self.lock:
-            if self.state != "paused":
-                raise precondition(f"cannot resume a {self.state} container")
-            try:
-                self.rune.resume(self.id)
-            except RuntimeFailure as e:
-                raise runtime_error("OCI runtime resume failed", e) from None
-            self.state = "running"
+        self._transition("paused", "resume", self.rune.resume, "running")
 
     def update(self, resources: bytes) -> None:
         if self.state in ("stopped", "deleted"):
