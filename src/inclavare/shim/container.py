@@ -130,6 +130,10 @@ class Container:
         return spec
 
     def _convert(self, spec: dict) -> None:
+        env = (spec.get("process") or {}).get("env") or ()
+        if not any(isinstance(e, str) and e.startswith("ENCLAVE_TYPE=") for e in env) and "enclave.type" not in (
+                spec.get("annotations") or {}):
+            return  # a plain container: the enclave modules stay unloaded
         from inclavare.shim import convert
 
         if not convert.wants_enclave(spec):
@@ -138,6 +142,9 @@ class Container:
             convert.convert(self.bundle, spec, self.config, self.log, self.spawn, self.mounts)
         except RuneError as e:
             raise TtrpcError(UNKNOWN, f"enclave conversion failed: {e}") from None
+        except OSError as e:
+            where = f"{e.filename}: " if e.filename else ""
+            raise TtrpcError(UNKNOWN, f"enclave conversion failed: {where}{e.strerror or e}") from None
 
     def _write_state(self, binary: str, root: str) -> None:
         path = os.path.join(self.bundle, STATE_FILE)
