@@ -76,3 +76,35 @@ def test_event_latch() -> None:
     assert e.wait() and e.wait(0) and e.is_set()
     e.clear()
     assert not e.wait(0.01)
+
+
+@pytest.mark.parametrize("shape", ["symlink out", "symlinked enclave dir", "a file"])
+def test_the_signature_directory_of_an_untrusted_image(tmp_path: Path, shape: str) -> None:
+    """The shim writes the signature into the container's rootfs as root: an image whose /.inclavare (or
+    /.inclavare/enclave) is a symlink or a file is refused, and nothing is written outside the rootfs."""
+    from inclavare.errors import RuneError
+    from inclavare.shim import convert
+
+    rootfs, outside = tmp_path / "rootfs", tmp_path / "outside"
+    rootfs.mkdir()
+    outside.mkdir()
+    if shape == "symlink out":
+        (rootfs / ".inclavare").symlink_to(outside)
+    elif shape == "symlinked enclave dir":
+        (rootfs / ".inclavare").mkdir()
+        (rootfs / ".inclavare" / "enclave").symlink_to(outside)
+    else:
+        (rootfs / ".inclavare").write_text("x")
+    for call in (lambda: convert.write_signature(str(rootfs), b"m", b"s"), lambda: convert.read_signature(str(rootfs))):
+        with pytest.raises(RuneError, match="is a symlink or not a directory"):
+            call()
+    assert list(outside.iterdir()) == []
+
+
+def test_signature_written_and_read_back(tmp_path: Path) -> None:
+    from inclavare.shim import convert
+
+    assert convert.read_signature(str(tmp_path)) is None
+    convert.write_signature(str(tmp_path), b"manifest", b"sigstruct")
+    assert convert.read_signature(str(tmp_path)) == (b"manifest", b"sigstruct")
+    assert (tmp_path / ".inclavare" / "enclave" / "manifest.json").read_bytes() == b"manifest"

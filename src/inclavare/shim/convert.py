@@ -27,9 +27,76 @@ from inclavare.errors import RuneError
 from inclavare.oci import jsonlite
 from inclavare.shim import api
 
-MANIFEST = ".inclavare/enclave/manifest.json"
-SIGSTRUCT = ".inclavare/enclave/sigstruct.bin"
+ENCLAVE_DIR = (".inclavare", "enclave")  # inside the rootfs
+MANIFEST = "manifest.json"
+SIGSTRUCT = "sigstruct.bin"
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 WORKER_TIMEOUT = 600.0
+
+
+def enclave_dir(rootfs: str, create: bool) -> int | None:
+    """An fd of ROOTFS/.inclavare/enclave, opened component by component without following a symlink (the image is
+    not trusted: a /.inclavare that points elsewhere must not make the shim read or write outside the rootfs);
+    None when it does not exist and create is False. RuneError for a component that is not a directory."""
+    fd = os.open(rootfs, _DIR_FLAGS)
+    try:
+        for name in ENCLAVE_DIR:
+            try:
+                nxt = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    return None
+                os.mkdir(name, 0o755, dir_fd=fd)
+                nxt = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except (NotADirectoryError, OSError) as e:
+                if isinstance(e, NotADirectoryError) or e.errno == 40:  # ENOTDIR, ELOOP: a file or a symlink
+                    raise RuneError(f"the image's /{'/'.join(ENCLAVE_DIR)} is a symlink or not a directory; an enclave "
+                                    "image keeps its signature in a directory of its own") from None
+                raise
+            os.close(fd)
+            fd = nxt
+        out, fd = fd, -1
+        return out
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def read_signature(rootfs: str) -> tuple[bytes, bytes] | None:
+    """(manifest.json, sigstruct.bin) of a signed image, None when it has none."""
+    d = enclave_dir(rootfs, create=False)
+    if d is None:
+        return None
+    try:
+        out = []
+        for name in (MANIFEST, SIGSTRUCT):
+            try:
+                f = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=d)
+            except FileNotFoundError:
+                return None
+            try:
+                out.append(os.read(f, 1 << 24))
+            finally:
+                os.close(f)
+        return out[0], out[1]
+    finally:
+        os.close(d)
+
+
+def write_signature(rootfs: str, manifest: bytes, sigstruct: bytes) -> None:
+    d = enclave_dir(rootfs, create=True)
+    try:
+        for name, data in ((SIGSTRUCT, sigstruct), (MANIFEST, manifest)):
+            tmp = f".{name}.tmp{os.getpid()}"
+            f = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=d)
+            try:
+                os.write(f, data)
+                os.fsync(f)
+            finally:
+                os.close(f)
+            os.replace(tmp, name, src_dir_fd=d, dst_dir_fd=d)
+    finally:
+        os.close(d)  # type: ignore[arg-type]
 
 
 def wants_enclave(spec: dict) -> bool:
@@ -61,7 +128,7 @@ def convert(bundle: str, spec: dict, cfg, log, spawn, mounts: list[api.Mount] | 
     if ec is None or ec.type != enclave_config.SIM or ec.runtime_path:
         return
     rootfs = _rootfs(bundle, spec)
-    if os.path.lexists(os.path.join(rootfs, MANIFEST)):
+    if read_signature(rootfs) is not None:
         log(f"{os.path.basename(bundle)}: the image carries its own enclave signature", "info")
         return
     if cfg.signature_method == "client":
@@ -76,10 +143,10 @@ def convert(bundle: str, spec: dict, cfg, log, spawn, mounts: list[api.Mount] | 
     hit = store.get(key)
     if hit is None:
         result = run_worker(spawn, {"bundle": bundle, "rootfs": rootfs, "signer": how, "debug": debug})
-        with open(os.path.join(rootfs, MANIFEST), "rb") as f:
-            manifest = f.read()
-        with open(os.path.join(rootfs, SIGSTRUCT), "rb") as f:
-            sigstruct = f.read()
+        signature = read_signature(rootfs)
+        if signature is None:
+            raise RuneError("the enclave signing worker wrote no signature into the rootfs")
+        manifest, sigstruct = signature
         store.put(key, manifest, sigstruct, result)
         annotate(bundle, spec, result)
         log(f"{os.path.basename(bundle)}: signed enclave MRENCLAVE {result['mr_enclave']} MRSIGNER "
@@ -93,10 +160,7 @@ def convert(bundle: str, spec: dict, cfg, log, spawn, mounts: list[api.Mount] | 
 
 def install(bundle: str, spec: dict, rootfs: str, manifest: bytes, sigstruct: bytes, meta: dict) -> None:
     """Write a cached signature into the rootfs and the enclave annotations into config.json."""
-    d = os.path.join(rootfs, os.path.dirname(MANIFEST))
-    os.makedirs(d, 0o755, exist_ok=True)
-    for name, data in ((MANIFEST, manifest), (SIGSTRUCT, sigstruct)):
-        _atomic(os.path.join(rootfs, name), data)
+    write_signature(rootfs, manifest, sigstruct)
     annotate(bundle, spec, meta)
 
 
