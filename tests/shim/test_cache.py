@@ -108,3 +108,11 @@ def test_signature_written_and_read_back(tmp_path: Path) -> None:
     convert.write_signature(str(tmp_path), b"manifest", b"sigstruct")
     assert convert.read_signature(str(tmp_path)) == (b"manifest", b"sigstruct")
     assert (tmp_path / ".inclavare" / "enclave" / "manifest.json").read_bytes() == b"manifest"
+
+
+def test_the_cache_follows_the_signing_model() -> None:
+    """cache.py keeps copies (the shim must not import the signing library): they must stay equal."""
+    from inclavare.shim import convert_worker
+    from inclavare.tee.sim import image
+
+    assert cache.UNTRUSTED_ENV == image.UNTRUSTED_ENV and cache.MODEL == convert_worker.MODEL
