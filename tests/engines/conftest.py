@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.conftest import REPO
 from tests.engines import daemons as d
 from tests.engines import shimd
 
@@ -503,3 +504,60 @@ def cli_flags(o: Opts) -> list[str]:
         f.append("-t")
     return f
 
+
+# ---- a signed enclave image (sgx-tools sign-image), shared by the signed-image and terminal cases ----------------
+
+SIGNED = "docker.io/library/rune-enclave:latest"
+TAMPERED = "docker.io/library/rune-enclave-tampered:latest"
+
+
+class Signed:
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.docker_archive = work / "signed-docker.tar"
+        self.oci_archive = work / "signed-oci.tar"
+        self.tampered_docker = work / "tampered-docker.tar"
+        self.tampered_oci = work / "tampered-oci.tar"
+
+
+@pytest.fixture(scope="session")
+def signed(engine_base: Path, image: d.Image, rune_bin: str) -> Signed:
+    """The session's busybox image signed once (Cmd /bin/sh, GREETING an allowed variable), in both archive formats,
+    and a copy with one more layer that changes a trusted file."""
+    from inclavare.oci import image as oci_image
+
+    s = Signed(engine_base / "signed")
+    s.work.mkdir()
+    sgx_tools = str(Path(rune_bin).with_name("sgx-tools"))
+    key = s.work / "owner.pem"
+    d.run([sgx_tools, "gen-key", str(key)])
+    d.run([sgx_tools, "sign-image", "--key", str(key), "--untrusted-env", "GREETING",
+           f"docker-archive:{image.docker_archive}", f"docker-archive:{s.docker_archive}:{SIGNED}"])
+    d.run(["skopeo", "copy", "-q", f"docker-archive:{s.docker_archive}", f"oci-archive:{s.oci_archive}:{SIGNED}"])
+    img, _ = oci_image.read(str(s.docker_archive), s.work)
+    oci_image.add_layer(img, oci_image.layer_of({"etc/group": (b"root:x:0:\nevil:x:0:\n", 0o644)}), s.work, "tamper")
+    oci_image.write(img, "docker-archive", str(s.tampered_docker), TAMPERED)
+    oci_image.write(img, "oci-archive", str(s.tampered_oci), TAMPERED)
+    return s
+
+
+@pytest.fixture(scope="session")
+def loaded(signed: Signed, dockerd: d.Dockerd, podman: d.Podman, containerd: d.Containerd) -> Signed:
+    dockerd.docker("load", "-i", str(signed.docker_archive))
+    dockerd.docker("load", "-i", str(signed.tampered_docker))
+    podman.podman("load", "-i", str(signed.docker_archive))
+    podman.podman("load", "-i", str(signed.tampered_oci))
+    for ns in ([], ["-n", "k8s.io"]):
+        containerd.ctr(*ns, "images", "import", str(signed.oci_archive))
+        containerd.ctr(*ns, "images", "import", str(signed.tampered_oci))
+    return signed
+
+
+@pytest.fixture(scope="session")
+def pal_libs() -> dict[int, str]:
+    libs = {v: REPO / "build" / "pal" / f"liberpal-skeleton-v{v}.so" for v in (1, 2, 3)}
+    if not all(p.exists() for p in libs.values()):
+        p = subprocess.run(["make", "-s", "pal"], cwd=REPO, capture_output=True, text=True)
+        if p.returncode != 0:
+            pytest.skip(f"make pal failed (the reference PAL is built with the C compiler): {p.stderr.strip()[-300:]}")
+    return {v: str(p) for v, p in libs.items()}

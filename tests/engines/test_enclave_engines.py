@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.conftest import REPO
 from tests.engines import daemons as d
 from tests.engines.conftest import Ctr, Docker, Engine, Opts, Podman, _engine, name
 
@@ -31,16 +30,6 @@ PID1 = "tr '\\0' ' ' < /proc/1/cmdline; echo; echo self=$$"
 # (engine, PAL version): v2 everywhere, v1 and v3 through one engine
 CASES = [("containerd", 2), ("docker", 1), ("docker", 2), ("docker", 3), ("podman", 2)]
 MISSING_PAL_EXIT = {"containerd": 1, "docker": 125, "podman": 126}
-
-
-@pytest.fixture(scope="session")
-def pal_libs() -> dict[int, str]:
-    libs = {v: REPO / "build" / "pal" / f"liberpal-skeleton-v{v}.so" for v in (1, 2, 3)}
-    if not all(p.exists() for p in libs.values()):
-        p = subprocess.run(["make", "-s", "pal"], cwd=REPO, capture_output=True, text=True)
-        if p.returncode != 0:
-            pytest.skip(f"make pal failed (the reference PAL is built with the C compiler): {p.stderr.strip()[-300:]}")
-    return {v: str(p) for v, p in libs.items()}
 
 
 @pytest.fixture(params=[e for e, v in CASES if v == 2])
