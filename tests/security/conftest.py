@@ -8,6 +8,7 @@ installed, the same attacks run against a copy of runc as a reference that must 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -133,6 +134,20 @@ def attack_bundle(r, root: Path, out: Path, args: list[str], edit=None, name: st
             edit(c)
 
     return r.bundle(args, edit=e, name=name)
+
+
+@contextlib.contextmanager
+def detached(r, bundle: Path, name: str = "leak"):  # noqa: ANN001 - tests.conftest.Rune
+    """A container of `bundle` started with `run --detach`, force-deleted at the end: its id."""
+    from tests.conftest import new_id
+
+    cid = new_id(name)
+    p = r("run", "--detach", "--bundle", str(bundle), cid)
+    assert p.returncode == 0, p.stderr
+    try:
+        yield cid
+    finally:
+        r("delete", "--force", cid)
 
 
 def wait_for(pred, timeout: float = 10, step: float = 0.02) -> bool:

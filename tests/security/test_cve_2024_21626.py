@@ -15,7 +15,7 @@ import uuid
 import pytest
 from tests.conftest import new_id
 from tests.enclave.conftest import pal_bundle
-from tests.security.conftest import attack_bundle
+from tests.security.conftest import attack_bundle, detached
 
 UP = "../" * 40  # enough `..` to reach the host's / from any directory outside the root
 
@@ -40,17 +40,16 @@ def test_exec_cwd_through_every_fd_of_the_exec_process(srune, attack_rootfs, tmp
     d, secret = marker
     out = tmp_path / "out"
     out.mkdir()
-    cid = new_id("leak")
-    p = srune("run", "--detach", "--bundle", str(attack_bundle(srune, attack_rootfs, out, ["sleep", "60"])), cid)
-    assert p.returncode == 0, p.stderr
-    try:
-        for n in range(3, 16):
-            p = srune("exec", "--cwd", f"/proc/self/fd/{n}", cid, "sh", "-c", _cat(d))
-            assert secret not in p.stdout, f"fd {n} led to the host: {p.stdout}"
-            assert not (d / "written").exists(), f"fd {n} let the container write on the host"
-            assert p.returncode != 0, f"--cwd /proc/self/fd/{n} was accepted: {p.stdout} {p.stderr}"
-    finally:
-        srune("delete", "--force", cid)
+    with detached(srune, attack_bundle(srune, attack_rootfs, out, ["sleep", "60"])) as cid:
+        _every_fd_as_cwd(srune, cid, d, secret)
+
+
+def _every_fd_as_cwd(r, cid: str, d, secret: str) -> None:  # noqa: ANN001
+    for n in range(3, 16):
+        p = r("exec", "--cwd", f"/proc/self/fd/{n}", cid, "sh", "-c", _cat(d))
+        assert secret not in p.stdout, f"fd {n} led to the host: {p.stdout}"
+        assert not (d / "written").exists(), f"fd {n} let the container write on the host"
+        assert p.returncode != 0, f"--cwd /proc/self/fd/{n} was accepted: {p.stdout} {p.stderr}"
 
 
 def test_exec_cwd_through_a_caller_fd(srune, attack_rootfs, tmp_path, marker):
@@ -59,19 +58,17 @@ def test_exec_cwd_through_a_caller_fd(srune, attack_rootfs, tmp_path, marker):
     d, secret = marker
     out = tmp_path / "out"
     out.mkdir()
-    cid = new_id("leak")
-    p = srune("run", "--detach", "--bundle", str(attack_bundle(srune, attack_rootfs, out, ["sleep", "60"])), cid)
-    assert p.returncode == 0, p.stderr
     fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        p = srune("exec", "--cwd", f"/proc/self/fd/{fd}", cid, "sh", "-c", "cat marker; ls", pass_fds=(fd,))
-        assert secret not in p.stdout and p.returncode != 0, (p.stdout, p.stderr)
-        p = srune("exec", cid, "sh", "-c", f"ls -l /proc/self/fd/; cat /proc/self/fd/{fd}/marker", pass_fds=(fd,))
-        assert secret not in p.stdout, p.stdout
-        assert f" {fd} -> " not in p.stdout, f"the caller's fd {fd} reached the exec'd process: {p.stdout}"
+        with detached(srune, attack_bundle(srune, attack_rootfs, out, ["sleep", "60"])) as cid:
+            p = srune("exec", "--cwd", f"/proc/self/fd/{fd}", cid, "sh", "-c", "cat marker; ls", pass_fds=(fd,))
+            assert secret not in p.stdout and p.returncode != 0, (p.stdout, p.stderr)
+            p = srune("exec", cid, "sh", "-c", f"ls -l /proc/self/fd/; cat /proc/self/fd/{fd}/marker",
+                      pass_fds=(fd,))
+            assert secret not in p.stdout, p.stdout
+            assert f" {fd} -> " not in p.stdout, f"the caller's fd {fd} reached the exec'd process: {p.stdout}"
     finally:
         os.close(fd)
-        srune("delete", "--force", cid)
 
 
 def test_create_cwd_through_a_caller_fd(srune, attack_rootfs, tmp_path, marker):
@@ -161,16 +158,8 @@ def test_enclave_exec_cwd_through_the_runelets_fds(srune, attack_rootfs, tmp_pat
     def edit(c: dict) -> None:
         c["root"]["path"] = str(attack_rootfs)
 
-    cid = new_id("encexec")
-    p = srune("run", "--detach", "--bundle", str(pal_bundle(srune, pal_libs[2], ["sleep", "60"], edit=edit)), cid)
-    assert p.returncode == 0, p.stderr
-    try:
-        for n in range(3, 16):
-            p = srune("exec", "--cwd", f"/proc/self/fd/{n}", cid, "sh", "-c", _cat(d))
-            assert secret not in p.stdout and not (d / "written").exists(), (n, p.stdout)
-            assert p.returncode != 0, (n, p.stdout, p.stderr)
-    finally:
-        srune("delete", "--force", cid)
+    with detached(srune, pal_bundle(srune, pal_libs[2], ["sleep", "60"], edit=edit), "encexec") as cid:
+        _every_fd_as_cwd(srune, cid, d, secret)
 
 
 def test_runc_reference(runc_copy, attack_rootfs, tmp_path, marker):
