@@ -24,8 +24,8 @@ ONE = [{"containerID": 0, "hostID": 100000, "size": 1}]
 CASES = {
     "missing bundle": ("NO-BUNDLE", (), r"^bundle \S+/nope: no such directory$"),
     "missing config.json": ("NO-CONFIG", (), r"^\S+/config\.json: no such file: the bundle has no config\.json$"),
-    "config.json is a directory": ("DIR", (), r"^\S+/config\.json: cannot read: Is a directory$"),
-    "invalid utf-8": (b'{"ociVersion": "\xff"}', (), r"^\S+/config\.json: not valid JSON: .*utf-8.*$"),
+    "config.json is a directory": ("DIR", (), r"^\S+/config\.json: is a directory, not a regular file$"),
+    "invalid utf-8": (b'{"ociVersion": "\xff"}', (), r"^\S+/config\.json: not valid JSON: invalid UTF-8 at byte 16$"),
     "invalid json": (b'{"ociVersion": ', (), r"^\S+/config\.json: not valid JSON: Expecting value: line 1 column 16"),
     "not an object": (b"[1]", (), r"^\S+/config\.json: must hold a JSON object, got an array$"),
     "args a string": (lambda c: c["process"].update(args="sh"), (),

@@ -8,8 +8,10 @@ fall back to the json module for its messages.
 from __future__ import annotations
 
 import _json
+import os
 
 _WS = " \t\n\r"
+MAX_DEPTH = 64  # arrays and objects inside each other: runtime-spec documents need 7
 
 
 class _Context:
@@ -38,13 +40,69 @@ def loads(s: str | bytes) -> object:
     except (StopIteration, ValueError, SystemError):
         # The accelerator builds its error from json.decoder, which may not be imported yet: let json say it.
         end = -1
+    except RecursionError:
+        raise ValueError("arrays and objects are nested too deeply") from None
     finally:
         _Context.memo.clear()
     if end < 0 or s[end:].strip(_WS):
         import json
 
-        return json.loads(s)
+        try:
+            return json.loads(s)
+        except json.JSONDecodeError:
+            raise
+        except ValueError:  # int(): more digits than Python converts
+            raise ValueError("a number has too many digits") from None
     return obj
+
+
+_BRACKETS = frozenset(b"[]{}")
+_NOT_BRACKETS = bytes(c for c in range(256) if c not in _BRACKETS)
+
+
+def too_deep(raw: bytes, limit: int = MAX_DEPTH) -> bool:
+    """Whether the JSON text nests arrays and objects more than `limit` levels deep, found without parsing it (the
+    parser, and every walk over what it returns, recurse once per level). Brackets inside strings do not count."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    # drop escaped backslashes, then escaped quotes: the quotes left delimit the strings
+    text = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    brackets = b"".join(text.split(b'"')[::2]).translate(None, _NOT_BRACKETS)
+    depth = 0
+    for c in brackets:
+        if c == 91 or c == 123:  # [ {
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+class Unreadable(ValueError):
+    """A file that is not read: not a regular file, or larger than the limit. str() says which."""
+
+
+def read_file(path: str, limit: int) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes. OSError when it cannot be opened or read; Unreadable for
+    a device, fifo, socket or directory (never read: /dev/zero has no end, a fifo may block) or a larger file."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    try:
+        mode = os.fstat(fd).st_mode & 0o170000
+        if mode != 0o100000:
+            kind = {0o040000: "a directory", 0o020000: "a character device", 0o060000: "a block device",
+                    0o010000: "a fifo", 0o140000: "a socket"}.get(mode, "not a regular file")
+            raise Unreadable(f"is {kind}, not a regular file")
+        chunks = []
+        size = 0
+        while chunk := os.read(fd, min(limit + 1 - size, 1 << 20) or 1):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise Unreadable(f"is larger than {limit >> 20} MiB")
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
 
 
 def _default(o: object) -> object:
