@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from inclavare.cli import args as a
-from inclavare.errors import RuneError
+from inclavare.errors import RuneError, q
 
 _RESOURCE_FLAGS = ("memory", "memory-reservation", "memory-swap", "kernel-memory", "kernel-memory-tcp", "cpu-shares",
                    "cpu-quota", "cpu-period", "cpu-rt-runtime", "cpu-rt-period", "cpuset-cpus", "cpuset-mems",
@@ -22,35 +22,43 @@ def main(g, cmd: str, argv: list[str]) -> int:
     from inclavare.runtime import update as up
 
     changes: dict = {}
+    source = ""
     if p.resources:
-        changes = _read_resources(p.resources)
+        changes, source = _read_resources(p.resources)
     flags = {name: p.values[name] for name in _RESOURCE_FLAGS if p.values.get(name) is not None}
     if flags:
         changes = up.merge(changes, up.from_flags(flags))
     from inclavare.runtime.store import Container
 
-    up.update(Container(g.root, cid), changes)
+    up.update(Container(g.root, cid), changes, source)
     return 0
 
 
-def _read_resources(path: str) -> dict:
-    import json
-    import sys
+def _read_resources(path: str) -> tuple[dict, str]:
+    """The linux.resources object of --resources FILE (or - for stdin), validated; and how messages name it."""
+    from inclavare.oci import config
 
-    try:
-        if path == "-":
-            text = sys.stdin.read()
-            name = "the resources on stdin"
-        else:
-            with open(path) as f:
-                text = f.read()
-            name = path
-    except OSError as e:
-        raise RuneError(f"--resources {path}: cannot read: {e.strerror}") from None
-    try:
-        value = json.loads(text)
-    except ValueError as e:
-        raise RuneError(f"{name}: not valid JSON: {e}") from None
+    if path == "-":
+        import sys
+
+        name = "the resources on stdin"
+        data = sys.stdin.buffer.read(config.MAX_BYTES + 1)
+        if len(data) > config.MAX_BYTES:
+            raise RuneError(f"{name}: larger than {config.MAX_BYTES >> 20} MiB")
+        from inclavare.oci import jsonlite
+
+        try:
+            if jsonlite.too_deep(data):
+                raise ValueError(f"arrays and objects are nested more than {jsonlite.MAX_DEPTH} levels deep")
+            value = jsonlite.loads(data)
+        except ValueError as e:
+            raise RuneError(f"{name}: not valid JSON: {e}") from None
+    else:
+        name = q(path)
+        try:
+            value = config.read_json(path)
+        except OSError as e:
+            raise RuneError(f"--resources {name}: cannot read: {e.strerror}") from None
     if type(value) is not dict:
         raise RuneError(f"{name}: must be a JSON object (linux.resources)")
-    return value
+    return value, name

@@ -206,6 +206,14 @@ def setrlimit(resource: int, soft: int, hard: int) -> None:
     _check(_syscall(c_long(_NR["prlimit64"]), c_long(0), c_long(resource), new, None), "prlimit")
 
 
+def getrlimit(resource: int) -> tuple[int, int]:
+    """(soft, hard) of this process, unsigned (2**64-1 is RLIM_INFINITY)."""
+    old = _CapBuffer()  # 24 bytes; prlimit64 writes 16
+    _check(_syscall(c_long(_NR["prlimit64"]), c_long(0), c_long(resource), None, old), "prlimit")
+    raw = old.raw
+    return int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:16], "little")
+
+
 _CLONE_CHILD_SETTID = 0x01000000
 _CLONE_INTO_CGROUP = 1 << 33
 _SIGCHLD = 17

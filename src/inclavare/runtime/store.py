@@ -11,7 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 
-from inclavare.errors import RuneError
+from inclavare.errors import RuneError, q
 
 STATE = "state.json"
 FIFO = "exec.fifo"
@@ -46,15 +46,16 @@ class Container:
     def make(self) -> None:
         """Create the container directory, locked; RuneError if the id is taken."""
         try:
-            os.makedirs(self.root, 0o700, exist_ok=True)
+            makedirs(self.root)
             os.mkdir(self.dir, 0o711)
         except FileExistsError:
             if not os.path.isdir(self.root):
-                raise RuneError(f"--root {self.root}: not a directory") from None
-            raise RuneError(f"container {self.id!r} already exists (in {self.root})") from None
+                raise RuneError(f"--root {q(self.root)}: not a directory") from None
+            raise RuneError(f"container {self.id!r} already exists (in {q(self.root)})") from None
         except OSError as e:
-            raise RuneError(f"--root {self.root}: cannot make the container's state directory: {e.strerror}") from None
-        self.lock()
+            raise RuneError(f"--root {q(self.root)}: cannot make the container's state directory: {e.strerror}") from None
+        if not self.lock():  # a `delete --force` took it between our mkdir and our lock
+            raise RuneError(f"container {self.id!r} was deleted while it was being created")
 
     def lock(self, shared: bool = False) -> bool:
         """Take the container's lock (shared: for commands that only read); False if the container does not exist
@@ -64,7 +65,7 @@ class Container:
         except FileNotFoundError:
             return False
         except NotADirectoryError:
-            raise RuneError(f"{self.dir} is not a container directory: is --root {self.root} right?") from None
+            raise RuneError(f"{q(self.dir)} is not a container directory: is --root {q(self.root)} right?") from None
         fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         if os.fstat(fd).st_nlink == 0:  # deleted while we waited
             os.close(fd)
@@ -78,18 +79,9 @@ class Container:
             self._lockfd = -1
 
     def read(self) -> dict | None:
-        """state.json, or None when there is none yet (a create still running, or killed before writing it)."""
-        try:
-            with open(self.state_path, "rb") as f:
-                raw = f.read()
-        except FileNotFoundError:
-            return None
-        from inclavare.oci import jsonlite
-
-        try:
-            return jsonlite.loads(raw)
-        except ValueError:
-            raise RuneError(f"{self.state_path}: corrupt state; remove the container with delete --force") from None
+        """state.json, or None when there is none yet (a create still running, or killed before writing it).
+        Anything else than what rune writes (checked against oci/schema.py's STATE) is a corrupt state."""
+        return read_state(self.state_path)
 
     def write(self, state: dict, sync: bool = True) -> None:
         from inclavare.oci import jsonlite
@@ -120,6 +112,39 @@ class Container:
         self.unlock()
 
 
+def read_state(path: str) -> dict | None:
+    from inclavare.oci import config, schema
+
+    try:
+        state = config.read_json(path, config.MAX_BYTES + (1 << 20), depth=schema.STATE_DEPTH)
+        if type(state) is not dict:
+            raise RuneError(f"holds {schema.describe(state)}, not an object")
+        schema.validate(state, schema.STATE)
+    except FileNotFoundError:
+        return None
+    except (OSError, RuneError, schema.Refusal) as e:
+        why = e.strerror if isinstance(e, OSError) else str(e).removeprefix(q(path) + ": ")
+        raise RuneError(f"{q(path)}: corrupt state ({why}); remove the container with delete --force") from None
+    return state
+
+
+def makedirs(path: str, mode: int = 0o700) -> None:
+    """mkdir -p, one level at a time (os.makedirs recurses once per level: a path thousands of levels deep would
+    exhaust the stack)."""
+    missing = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, mode)
+        except FileExistsError:
+            pass
+
+
 def write_atomic(path: str, data: bytes, mode: int = 0o644, sync: bool = True) -> None:
     tmp = f"{path}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
@@ -138,7 +163,7 @@ def write_pid_file(path: str, pid: int) -> None:
     try:
         write_atomic(path, str(pid).encode(), sync=False)
     except OSError as e:
-        raise RuneError(f"--pid-file {path}: cannot write it: {e.strerror}") from None
+        raise RuneError(f"--pid-file {q(path)}: cannot write it: {e.strerror}") from None
 
 
 def list_ids(root: str) -> list[str]:

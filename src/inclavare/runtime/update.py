@@ -84,9 +84,15 @@ def merge(current: dict, changes: dict) -> dict:
     return new
 
 
-def update(container: Container, changes: dict) -> None:
+def update(container: Container, changes: dict, source: str = "") -> None:
+    """Apply the changes; a refusal of a linux.resources field names `source` (the --resources file) first."""
     if type(changes) is not dict:
         raise RuneError(f"the resources to update must be a JSON object (linux.resources), got {changes!r}")
+    from inclavare.oci import schema
+    from inclavare.oci.config import Checker
+
+    # what state.json keeps must pass its check when read back
+    Checker(source or "rune update").validate(changes, schema.RESOURCES, "linux.resources")
     if not container.lock():
         raise RuneError(f"container {container.id!r} does not exist")
     try:
@@ -101,7 +107,12 @@ def update(container: Container, changes: dict) -> None:
             raise RuneError(f"container {container.id!r} has no cgroup to update")
         from inclavare.linux import cgroups
 
-        cgroups.Manager.from_paths(container.id, state["cgroup_paths"]).update(changes)
+        try:
+            cgroups.Manager.from_paths(container.id, state["cgroup_paths"]).update(changes)
+        except RuneError as e:
+            if source and str(e).startswith("linux."):
+                raise RuneError(f"{source}: {e}") from None
+            raise
         config = state.setdefault("config", {})
         linux = config.setdefault("linux", {})
         linux["resources"] = merge(linux.get("resources") or {}, changes)

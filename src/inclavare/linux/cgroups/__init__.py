@@ -142,6 +142,19 @@ class Manager:
         if failures:
             raise RuneError(f"cannot remove the cgroup of container {self.id}: {', '.join(failures)}")
 
+    def missing_parents(self) -> list[str]:
+        """The ancestors of the container's directories that do not exist yet, outermost first: what create() will
+        make besides them (recorded in state.json before, so that `delete` finds them after a killed create)."""
+        out: list[str] = []
+        for path in self._all_dirs():
+            missing = []
+            parent = os.path.dirname(path)
+            while parent != "/" and parent not in out and not os.path.isdir(parent):
+                missing.append(parent)
+                parent = os.path.dirname(parent)
+            out.extend(reversed(missing))
+        return out
+
     def exists(self) -> bool:
         return any(os.path.isdir(p) for p in self.paths.values())
 

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
-from inclavare.errors import RuneError
+from inclavare.errors import RuneError, shown
 
 PREFIX = "linux.resources."
 
 
+def _json(value: object) -> str:
+    """A value as JSON spells it (null, true), for "got ..."."""
+    if value is None or value is True or value is False:
+        return {None: "null", True: "true", False: "false"}[value]
+    return shown(value)
+
+
 def bad(field: str, what: str, value: object) -> RuneError:
-    return RuneError(f"{field}: must be {what}, got {value!r}")
+    if value is None:
+        return RuneError(f"{field}: is required ({what})")
+    return RuneError(f"{field}: must be {what}, got {_json(value)}")
 
 
 def out_of_range(field: str, value: object, allowed: str) -> RuneError:
-    return RuneError(f"{field}: must be {allowed}, got {value!r}")
+    return RuneError(f"{field}: must be {allowed}, got {_json(value)}")
 
 
 def integer(value: object, field: str) -> int:
