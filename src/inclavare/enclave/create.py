@@ -31,6 +31,7 @@ class Prepared:
             self.config.setdefault("root", {})["readonly"] = True
         state["enclave"] = dict(self.cfg.record(), agent="agent.sock", sim_dir=sim_dir)
         runelet = Runelet(self.cfg, state_dir, self.config, sim_dir)
+        ctx.pre_namespaces = runelet.prepare_host
         ctx.pre_pivot = runelet.load
         ctx.pre_ready = runelet.init
         ctx.executor = runelet

@@ -1,10 +1,12 @@
 """The init-runelet: PID 1 of an enclave container. It never execs; it hosts the enclave runtime (a PAL) and runs
 the container's process, and every `rune exec`, through it.
 
-It plugs into the runtime's init at three points (runtime/init.py, Launch):
-  pre_pivot  `load`:  in the container's namespaces, mounts done, before pivot_root: bind the agent socket in the
-             state dir, load the PAL from its host path (dlopen, or the built-in sim runtime's launch check), and
-             import everything needed later (the package's files are out of reach after pivot_root);
+It plugs into the runtime's init at four points (runtime/init.py, Launch):
+  pre_namespaces  `prepare_host`: in the host's namespaces, before the init enters the container's: import
+             everything needed later and bind the agent socket in the state dir (a user namespace's root may reach
+             neither Python's files nor --root, and the package's files are out of reach after pivot_root);
+  pre_pivot  `load`:  in the container's namespaces, mounts done, before pivot_root: load the PAL from its host path
+             (dlopen, or the built-in sim runtime's launch check);
   pre_ready  `init`:  after pivot_root and the process's credentials, before create reports ready: pal_init
              (its failure fails `create`);
   executor   `__call__`: at start: pal_create_process + pal_exec (v2/v3) or pal_exec (v1) of the container's process
@@ -47,22 +49,30 @@ class Runelet:
         self.pids: set[int] = set()
         self.lock = None  # threading.Lock, made in load
 
-    # --- pre_pivot -------------------------------------------------------------------------------------------
-    def load(self, ctx) -> None:  # noqa: ANN001 - runtime.init.Launch
+    # --- pre_namespaces: in the host's namespaces, before the init enters the container's --------------------
+    def prepare_host(self) -> None:
+        """Import what runs later and listen on the agent socket in the state dir: a user namespace's root may reach
+        neither Python's files nor --root."""
         import _socket  # noqa: F401
         import fcntl  # noqa: F401
         import select  # noqa: F401
         import signal  # noqa: F401
         import struct  # noqa: F401
         import termios  # noqa: F401
+        import threading  # noqa: F401
+
+        from inclavare.enclave import agent, pal, sim_runtime  # noqa: F401
+        from inclavare.linux import console, proctitle, syscalls  # noqa: F401
+
+        if self.cfg.type == SIM:
+            sim_runtime.preimport()
+        self.listener = agent.listen(self.state_dir)
+
+    # --- pre_pivot -------------------------------------------------------------------------------------------
+    def load(self, ctx) -> None:  # noqa: ANN001 - runtime.init.Launch
         import threading
 
-        from inclavare.enclave import agent
-        from inclavare.linux import (
-            console,  # noqa: F401
-            proctitle,
-            syscalls,
-        )
+        from inclavare.linux import proctitle, syscalls
 
         # PID 1 for the container's life, never exec'd: non-dumpable whatever the PAL (no ptrace, no /proc/1/mem,
         # environ, fd/ or exe for the container), and nothing of the host in the command line or environment it shows
@@ -72,7 +82,6 @@ class Runelet:
         except OSError as e:
             log(f"cannot hide the host's command line from the container: {e.strerror}")
         self.lock = threading.Lock()
-        self.listener = agent.listen(self.state_dir)
         if self.cfg.runtime_path:
             from inclavare.enclave import pal
 

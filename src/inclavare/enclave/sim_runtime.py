@@ -52,6 +52,19 @@ def verify_image(rootfs: str, sim_dir: str | None, config: dict | None = None): 
     return launched
 
 
+def preimport() -> None:
+    """The modules load() and the enclave's services use, imported while Python's files are reachable (before a
+    user namespace, before pivot_root)."""
+    import fcntl  # noqa: F401
+    import resource  # noqa: F401
+    import threading  # noqa: F401
+
+    from inclavare.oci import jsonlite  # noqa: F401
+    from inclavare.tee import openssl  # noqa: F401
+    from inclavare.tee.sim import envpolicy  # noqa: F401
+    from inclavare.tee.sim.evidence import Evidence  # noqa: F401
+
+
 class SimPal:
     name = "the built-in sim enclave runtime"
     version = 3

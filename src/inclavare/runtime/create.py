@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from inclavare.errors import RuneError
+from inclavare.errors import RuneError, q, shown
 from inclavare.runtime import init as cinit
 from inclavare.runtime.store import Container
 
@@ -47,39 +47,30 @@ class Created:
         return self.state["pid"]
 
 
-class Interrupted(RuneError):
-    """A signal that ends rune arrived during create: what was made is removed, as on any failure."""
-
-
-_STOP_SIGNALS = (1, 2, 15)  # SIGHUP, SIGINT, SIGTERM
-
-
-def _interrupted(signum: int, _frame: object) -> None:
-    raise Interrupted(f"rune was interrupted by signal {signum} while creating the container; nothing was left behind")
-
-
 def create(root: str, cid: str, opts: Options) -> Created:
     """Create the container; on any failure (or SIGTERM, SIGINT, SIGHUP) remove all that was made and raise
     RuneError."""
-    import _signal
+    from inclavare.runtime.interrupt import Guard
 
-    saved = [(s, _signal.signal(s, _interrupted)) for s in _STOP_SIGNALS]
-    try:
-        return _create(root, cid, opts)
-    finally:
-        for s, handler in saved:
-            _signal.signal(s, handler)
+    with Guard(f"creating container {shown(cid)}") as guard:
+        return _create(root, cid, opts, guard)
 
 
-def _create(root: str, cid: str, opts: Options) -> Created:
+def _in_config(source: str, e: RuneError) -> RuneError:
+    """A refusal of a linux.* field by a lower layer (cgroups, seccomp), with the file named first."""
+    return RuneError(f"{source}: {e}") if str(e).startswith("linux.") else e
+
+
+def _create(root: str, cid: str, opts: Options, guard) -> Created:  # noqa: ANN001 - interrupt.Guard
     from inclavare.oci import config as oci_config
 
     bundle = os.path.abspath(opts.bundle)
     container = Container(root, cid)  # checks the id first
     config, rootfs = oci_config.load(bundle)
+    source = q(os.path.join(bundle, "config.json"))
     process = config.get("process")
     if process is None:
-        raise RuneError(f"{bundle}/config.json: process: is required to create a container")
+        raise RuneError(f"{source}: process: is required to create a container")
     terminal = bool(process.get("terminal"))
     if terminal and not opts.console_socket and opts.detach:
         raise RuneError("process.terminal is true: pass --console-socket to receive the pty master (or run without --detach)")
@@ -101,15 +92,22 @@ def _create(root: str, cid: str, opts: Options) -> Created:
     if linux.get("seccomp"):
         from inclavare.linux import seccomp
 
-        seccomp_filter = seccomp.compile(linux["seccomp"])
+        try:
+            seccomp_filter = seccomp.compile(linux["seccomp"])
+        except RuneError as e:
+            raise _in_config(source, e) from None
     hooks = config.get("hooks") or {}
     namespaces = linux.get("namespaces") or ()
-    container.make()
-    sock = None
+    userns = any(ns["type"] == "user" for ns in namespaces)
+    mgr = _cgroup_manager(cid, linux, opts, source)
+    with guard.deferred():  # the directory is made and locked, or neither
+        container.make()
+    sock = child = None
     mid = 0
-    pid = 0
     cgroup = None
+    cgroup_touched = False
     console_sock = None
+    fifo_fd = -1
     state: dict = {
         "ociVersion": config["ociVersion"],
         "id": cid,
@@ -120,25 +118,35 @@ def _create(root: str, cid: str, opts: Options) -> Created:
         "created": rfc3339(time.time_ns()),
         "owner": "",
         "annotations": config.get("annotations") or {},
+        "cgroup_paths": mgr.paths,
+        "cgroup_parents": mgr.missing_parents(),
+        "config": config,
+        "use_fifo": opts.use_fifo,
+        "rootless": opts.rootless,
     }
     try:
+        # the cgroups are recorded before they exist: `delete --force` finds them whenever this command is killed
+        container.write(state, sync=False)
         if opts.console_socket:
             from inclavare.linux import console
 
             try:
                 console_sock = console.connect_unix(opts.console_socket)
             except OSError as e:
-                raise RuneError(f"--console-socket {opts.console_socket}: cannot connect: {e.strerror}") from None
+                raise RuneError(f"--console-socket {q(opts.console_socket)}: cannot connect: {e.strerror}") from None
         if opts.use_fifo:
             os.mkfifo(container.fifo_path, 0o622)
             # not the umask's 0600: an init that runs as a non-root user opens the fifo for writing
             os.chmod(container.fifo_path, 0o622)
+            # opened here, where the path is reachable: a user namespace's root may not traverse --root
+            fifo_fd = os.open(container.fifo_path, os.O_PATH | os.O_CLOEXEC)
         import _socket
 
         sock, child = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
         if opts.preserve_fds:
             child = cinit.socket_above(child, 3 + opts.preserve_fds)
         ctx = cinit.Launch(config, rootfs, bundle, child, container.fifo_path if opts.use_fifo else None)
+        ctx.fifo_fd = fifo_fd
         ctx.seccomp = seccomp_filter
         ctx.console_sock = console_sock
         ctx.tty_to_parent = terminal and not opts.console_socket
@@ -146,17 +154,16 @@ def _create(root: str, cid: str, opts: Options) -> Created:
         ctx.no_new_keyring = opts.no_new_keyring
         ctx.preserve_fds = opts.preserve_fds
         ctx.hook_sync = any(hooks.get(k) for k in ("prestart", "createRuntime", "createContainer", "startContainer"))
-        ctx.join_cgroup = any(ns.get("type") == "cgroup" and not ns.get("path") for ns in namespaces)
+        ctx.join_cgroup = any(ns["type"] == "cgroup" and not ns.get("path") for ns in namespaces)
         ctx.start_state = state
         if enclave is not None:
             enclave.attach(ctx, state, container.dir)
-        userns = any(ns.get("type") == "user" for ns in namespaces)
         if not userns:
-            cgroup = _cgroup(cid, linux, config, opts)
+            cgroup_touched = True
+            cgroup = _cgroup(mgr, linux, opts, source)
             ctx.cgroup_paths = cgroup.paths if cgroup is not None else {}
             ctx.join_cgroup = False  # the init joins first thing, before any namespace
-            pid = _fork_init(ctx, namespaces, sock, container)
-            state["pid"] = pid
+            state["pid"] = _fork_init(ctx, namespaces, sock, container)
         else:
             # a new or joined user namespace must own the others: an intermediate process enters it first
             if not opts.detach and opts.subreaper:
@@ -169,20 +176,22 @@ def _create(root: str, cid: str, opts: Options) -> Created:
                 container.unlock()  # the lock is the command's, not the container's: do not carry it into the init
                 cinit.intermediate(ctx)  # never returns
         child.close()
+        child = None
+        if fifo_fd >= 0:
+            os.close(fifo_fd)
+            fifo_fd = -1
         if console_sock is not None:
             console_sock.close()
             console_sock = None
         if userns:
-            cgroup = _cgroup(cid, linux, config, opts)
+            cgroup_touched = True
+            cgroup = _cgroup(mgr, linux, opts, source)
         from inclavare.oci import jsonlite
 
         paths = cgroup.paths if cgroup is not None else {}  # None: --rootless without permission for cgroups
         state["cgroup_paths"] = paths
-        state["config"] = config
-        state["use_fifo"] = opts.use_fifo
-        state["rootless"] = opts.rootless
-        # a first state, so that `delete --force` finds the process and the cgroup if this command is killed
-        container.write(state, sync=False)
+        if state["pid"]:
+            container.write(state, sync=False)  # the init's pid, for `delete --force` if this command is killed
         cgroup_msg = cinit.MSG_CGROUP + jsonlite.dumps(paths).encode()
         # through an intermediate, the init's pid comes later: the handshake moves it, then sends the message
         join = cgroup if userns and not ctx.join_cgroup else None
@@ -191,12 +200,10 @@ def _create(root: str, cid: str, opts: Options) -> Created:
                 sock.send(cgroup_msg)
             except OSError:
                 pass  # the children have failed already: the handshake reads why
-        pid, pty_master = _handshake(sock, mid, config, state, linux, join, pid, cgroup_msg)
-        mid = 0
-        from inclavare.linux import proc
-
-        st = proc.stat(pid)
-        state["init_start"] = st[1] if st else 0
+        pty_master = _handshake(sock, mid, config, state, linux, join, cgroup_msg, source)
+        mid = 0  # reaped when it sent the init's pid
+        pid = state["pid"]
+        state["init_start"] = _still_waiting(sock, pid)
         state["status"] = "created"
         container.write(state, sync=opts.detach)
         if opts.pid_file:
@@ -205,26 +212,58 @@ def _create(root: str, cid: str, opts: Options) -> Created:
             write_pid_file(opts.pid_file, pid)
         return Created(container, state, sock, ctx, pty_master)
     except BaseException:
-        pid = state["pid"]
-        if mid and not pid:
-            pid = _reap_intermediate(sock, mid)
-        if sock is not None:
-            sock.close()
-        if console_sock is not None:
-            console_sock.close()
-        if pid:
-            _kill_wait(pid)
-        if cgroup is not None:
-            _destroy_cgroup(cgroup)
-        if hooks.get("poststop") and state["status"] == "creating" and pid:
-            from inclavare.oci import hooks as oci_hooks
-
-            try:
-                oci_hooks.run("poststop", hooks["poststop"], oci_hooks.spec_state(state, "stopped", pid=0))
-            except RuneError:
-                pass
-        container.remove()
+        with guard.deferred():
+            _undo(container, state, hooks, guard, sock, child, mid, console_sock, fifo_fd,
+                  mgr if cgroup_touched else None)
         raise
+
+
+def _undo(container: Container, state: dict, hooks: dict, guard, sock, child, mid: int, console_sock, fifo_fd: int,
+          mgr) -> None:  # noqa: ANN001
+    """Remove what a failed create made, in an order that leaves nothing: processes, cgroups, hooks, state."""
+    pid = state["pid"]
+    if mid:
+        found = _end_intermediate(sock, mid)
+        pid = pid or found
+    for s in (sock, child, console_sock):
+        if s is not None:
+            s.close()
+    if fifo_fd >= 0:
+        os.close(fifo_fd)
+    if pid:
+        _kill_wait(pid)
+    if mgr is not None:
+        _destroy_cgroup(mgr)
+    if hooks.get("poststop") and pid:
+        from inclavare.oci import hooks as oci_hooks
+
+        try:
+            with guard.interruptible():  # a signal now ends the hook, not the cleanup
+                oci_hooks.run("poststop", hooks["poststop"], oci_hooks.spec_state(state, "stopped", pid=0))
+        except Exception:  # noqa: BLE001 - a failing poststop hook is a warning at most, and this is a failure already
+            pass
+    container.remove()
+
+
+def _still_waiting(sock, pid: int) -> int:
+    """After the init reported ready: that it still lives and sent no error; its start time (to know it later)."""
+    from inclavare.linux import proc
+
+    sock.setblocking(False)
+    try:
+        msg = sock.recv(1 << 16)
+    except (BlockingIOError, InterruptedError):
+        msg = None
+    except OSError:
+        msg = b""
+    finally:
+        sock.setblocking(True)
+    if msg and msg[:1] == cinit.MSG_ERROR:
+        raise RuneError(msg[1:].decode(errors="replace"))
+    st = proc.stat(pid)
+    if st is None or st[0] in ("Z", "X") or msg == b"":
+        raise RuneError("the container's init process exited right after it reported ready")
+    return st[1]
 
 
 def _fork_init(ctx: cinit.Launch, namespaces: list, sock, container: Container) -> int:
@@ -286,12 +325,17 @@ def _fork_init(ctx: cinit.Launch, namespaces: list, sock, container: Container) 
             os.close(fd)
 
 
-def _reap_intermediate(sock, mid: int) -> int:
-    """After a failure before the init's pid was read: wait for the intermediate, then find the pid it sent."""
-    try:
-        os.waitpid(mid, 0)
-    except ChildProcessError:
-        pass
+def _end_intermediate(sock, mid: int) -> int:
+    """After a failure while the intermediate process may still be waiting for us: it reads end of file and exits
+    (killed if it has not within 2 s); the init's pid if it sent one."""
+    if sock is not None:
+        try:
+            sock.shutdown(1)  # SHUT_WR: the children's reads end; what they sent can still be read
+        except OSError:
+            pass
+    from inclavare.runtime.delete import wait_child
+
+    wait_child(mid, timeout=2)
     if sock is None:
         return 0
     sock.setblocking(False)
@@ -306,13 +350,22 @@ def _reap_intermediate(sock, mid: int) -> int:
         return 0
 
 
-def _cgroup(cid: str, linux: dict, config: dict, opts: Options):
+def _cgroup_manager(cid: str, linux: dict, opts: Options, source: str):
+    """The container's cgroups (paths only, nothing made yet)."""
     from inclavare.linux import cgroups
+
+    try:
+        return cgroups.Manager(cid, linux.get("cgroupsPath"), systemd=opts.systemd_cgroup)
+    except RuneError as e:
+        raise _in_config(source, e) from None
+
+
+def _cgroup(mgr, linux: dict, opts: Options, source: str):
+    """Make the cgroups and apply linux.resources: the Manager, or None under --rootless without permission."""
     from inclavare.linux.cgroups.devices import runc_rules
 
     resources = dict(linux.get("resources") or {})
     resources["devices"] = runc_rules(resources.get("devices"), linux.get("devices"))
-    mgr = cgroups.Manager(cid, linux.get("cgroupsPath"), systemd=opts.systemd_cgroup)
     try:
         mgr.create(resources)
     except (RuneError, OSError) as e:
@@ -324,6 +377,8 @@ def _cgroup(cid: str, linux: dict, config: dict, opts: Options):
 
             log.debug(f"--rootless: running without cgroups: {e}")
             return None
+        if isinstance(e, RuneError):
+            raise _in_config(source, e) from None
         raise
     except BaseException:
         _destroy_cgroup(mgr)
@@ -353,13 +408,14 @@ def _kill_wait(pid: int) -> None:
     wait_gone(pid, None, timeout=2)
 
 
-def _handshake(sock, mid: int, config: dict, state: dict, linux: dict, join, pid: int,
-               cgroup_msg: bytes) -> tuple[int, int]:
-    """Serve the children until the init reports ready: (init pid, pty master fd or -1).
+def _handshake(sock, mid: int, config: dict, state: dict, linux: dict, join, cgroup_msg: bytes, source: str) -> int:
+    """Serve the children until the init reports ready (its pid in state["pid"]); the pty master fd or -1.
 
     join: the cgroup Manager to move the init into when the intermediate reports its pid, then send it
     cgroup_msg, which the init waits for, idle (None when the init was forked directly and is already in it, or
-    when the intermediate joined itself). Hook requests wait until the pid is known.
+    when the intermediate joined itself). Hook requests wait until the pid is known. Every wait here ends: the
+    children are peers that exit on any failure (and their end of the socket closes then); on a failure here the
+    caller shuts our end, which ends their waits.
     """
     pty_master = -1
     ready = False
@@ -367,73 +423,72 @@ def _handshake(sock, mid: int, config: dict, state: dict, linux: dict, join, pid
     hooks = config.get("hooks") or {}
     seccomp = linux.get("seccomp") or {}
     with_fds = config["process"].get("terminal") or seccomp.get("listenerPath")
-    try:
-        while not (ready and pid):
-            fds: list[int] = []
-            try:
-                if with_fds:
-                    from inclavare.linux import console
+    while not (ready and state["pid"]):
+        fds: list[int] = []
+        try:
+            if with_fds:
+                from inclavare.linux import console
 
-                    msg, fds = console.recv_fds(sock, 1 << 16)
-                else:
-                    msg = sock.recv(1 << 16)
-            except ConnectionResetError:
-                continue  # a child exited with our message unread: reported once, then what it sent is read
-
-            kind = msg[:1]
-            if kind == cinit.MSG_PID:
-                pid = int(msg[1:])
-                state["pid"] = pid
-                if join is not None:
-                    join.join(pid)
-                    sock.send(cgroup_msg)
-                os.waitpid(mid, 0)
-                mid = 0
-            elif kind == cinit.MSG_READY:
-                ready = True
-            elif kind == cinit.MSG_HOOKS:
-                hooks_asked = True
-            elif kind == cinit.MSG_PTY and fds:
-                pty_master = fds[0]
-            elif kind == cinit.MSG_SECCOMP and fds:
-                from inclavare.linux import seccomp as sc
-                from inclavare.oci.hooks import spec_state
-
-                listener = spec_state(state, state["status"])
-                try:
-                    sc.send_listener_fd(seccomp["listenerPath"], fds[0], listener, seccomp.get("listenerMetadata", ""))
-                finally:
-                    os.close(fds[0])
-            elif kind == cinit.MSG_MAPS:
-                _write_maps(mid, linux)
-                sock.send(cinit.MSG_MAPS_DONE)
-            elif kind == cinit.MSG_ERROR:
-                raise RuneError(msg[1:].decode(errors="replace"))
+                msg, fds = console.recv_fds(sock, 1 << 16)
             else:
-                raise RuneError("the container's init process exited before it was ready")
-            if hooks_asked and pid:
-                hooks_asked = False
-                from inclavare.oci import hooks as oci_hooks
-                from inclavare.oci import jsonlite
+                msg = sock.recv(1 << 16)
+        except ConnectionResetError:
+            continue  # a child exited with our message unread: reported once, then what it sent is read
 
-                hook_state = oci_hooks.spec_state(state, state["status"])
-                oci_hooks.run("prestart", hooks.get("prestart"), hook_state)
-                oci_hooks.run("createRuntime", hooks.get("createRuntime"), hook_state)
-                sock.send(cinit.MSG_RESUME + jsonlite.dumps(hook_state).encode())
-        return pid, pty_master
-    finally:
-        if mid:
+        kind = msg[:1]
+        if kind == cinit.MSG_PID:
+            pid = int(msg[1:])
+            state["pid"] = pid
+            os.waitpid(mid, 0)  # it exits right after sending the pid
+            if join is not None:
+                join.join(pid)
+                _send(sock, cgroup_msg)
+        elif kind == cinit.MSG_READY:
+            ready = True
+        elif kind == cinit.MSG_HOOKS:
+            hooks_asked = True
+        elif kind == cinit.MSG_PTY and fds:
+            pty_master = fds[0]
+        elif kind == cinit.MSG_SECCOMP and fds:
+            from inclavare.linux import seccomp as sc
+            from inclavare.oci.hooks import spec_state
+
+            listener = spec_state(state, state["status"])
             try:
-                os.waitpid(mid, 0)
-            except ChildProcessError:
-                pass
+                sc.send_listener_fd(seccomp["listenerPath"], fds[0], listener, seccomp.get("listenerMetadata", ""))
+            finally:
+                os.close(fds[0])
+        elif kind == cinit.MSG_MAPS:
+            _write_maps(mid, linux, source)
+            _send(sock, cinit.MSG_MAPS_DONE)
+        elif kind == cinit.MSG_ERROR:
+            raise RuneError(msg[1:].decode(errors="replace"))
+        else:
+            raise RuneError("the container's init process exited before it was ready")
+        if hooks_asked and state["pid"]:
+            hooks_asked = False
+            from inclavare.oci import hooks as oci_hooks
+            from inclavare.oci import jsonlite
+
+            hook_state = oci_hooks.spec_state(state, state["status"])
+            oci_hooks.run("prestart", hooks.get("prestart"), hook_state)
+            oci_hooks.run("createRuntime", hooks.get("createRuntime"), hook_state)
+            _send(sock, cinit.MSG_RESUME + jsonlite.dumps(hook_state).encode())
+    return pty_master
 
 
-def _write_maps(pid: int, linux: dict) -> None:
+def _send(sock, msg: bytes) -> None:
+    try:
+        sock.send(msg)
+    except OSError:
+        pass  # the child is gone: the next read says why
+
+
+def _write_maps(pid: int, linux: dict, source: str) -> None:
     for key, name in (("uidMappings", "uid_map"), ("gidMappings", "gid_map")):
         lines = "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n" for m in linux.get(key) or ())
         try:
             with open(f"/proc/{pid}/{name}", "w") as f:
                 f.write(lines)
         except OSError as e:
-            raise RuneError(f"config.json linux.{key}: the kernel refused the mapping: {e.strerror}") from None
+            raise RuneError(f"{source}: linux.{key}: the kernel refused the mapping: {e.strerror}") from None

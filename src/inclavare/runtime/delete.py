@@ -13,27 +13,32 @@ from inclavare.runtime.store import Container
 
 
 def delete(container: Container, force: bool) -> None:
-    if not container.lock():
-        if force:
-            return
-        raise RuneError(f"container {container.id!r} does not exist")
-    try:
+    from inclavare.runtime.interrupt import Guard
+
+    with Guard(f"deleting container {container.id!r}", "the container was removed all the same") as guard:
+        if not container.lock():
+            if force:
+                return
+            raise RuneError(f"container {container.id!r} does not exist")
         try:
-            state = container.read()
-        except RuneError:
-            if not force:
-                raise
-            # a corrupt state.json: --force removes what can be found without it
-            _remove_unreadable(container)
-            return
-        st = status(container, state)
-        if st in ("running", "paused") and not force:
-            raise RuneError(f"cannot delete container {container.id!r} that is not stopped: {st} (use --force)")
-        if st == "creating" and not force and state is None:
-            raise RuneError(f"container {container.id!r} is being created (use --force to remove it)")
-        destroy(container, state, st)
-    finally:
-        container.unlock()
+            try:
+                state = container.read()
+            except RuneError:
+                if not force:
+                    raise
+                # a corrupt state.json: --force removes what can be found without it
+                with guard.deferred():
+                    _remove_unreadable(container)
+                return
+            st = status(container, state)
+            if st in ("running", "paused") and not force:
+                raise RuneError(f"cannot delete container {container.id!r} that is not stopped: {st} (use --force)")
+            if st == "creating" and not force and state is None:
+                raise RuneError(f"container {container.id!r} is being created (use --force to remove it)")
+            with guard.deferred():
+                destroy(container, state, st, guard)
+        finally:
+            container.unlock()
 
 
 def _remove_unreadable(container: Container) -> None:
@@ -48,8 +53,10 @@ def _remove_unreadable(container: Container) -> None:
     container.remove()
 
 
-def destroy(container: Container, state: dict | None, st: str) -> None:
-    """Kill what runs, run poststop hooks, remove the cgroups and the state directory."""
+def destroy(container: Container, state: dict | None, st: str, guard=None) -> None:  # noqa: ANN001
+    """Kill what runs, remove the cgroups, run the poststop hooks (a failure of theirs is a warning, and a stop
+    signal ends them), then remove the state directory: whatever the hooks do, the container is gone after. A cgroup
+    that cannot be removed keeps the state, so that the delete can be retried."""
     if state is not None:
         pid = state.get("pid") or 0
         if st != "stopped" and pid:
@@ -62,16 +69,25 @@ def destroy(container: Container, state: dict | None, st: str) -> None:
             wait_gone(pid, state.get("init_start"))
         remove_cgroup(state)
         hooks = (state.get("config") or {}).get("hooks") or {}
-        if hooks.get("poststop"):
-            from inclavare.oci import hooks as oci_hooks
-
-            try:
-                oci_hooks.run("poststop", hooks["poststop"], oci_hooks.spec_state(state, "stopped", pid=0))
-            except RuneError as e:
-                from inclavare.cli import log
-
-                log.warning(str(e))
+        if hooks.get("poststop") and pid:
+            _poststop(hooks["poststop"], state, guard)
     container.remove()
+
+
+def _poststop(hooks: list, state: dict, guard) -> None:  # noqa: ANN001
+    from inclavare.cli import log
+    from inclavare.oci import hooks as oci_hooks
+
+    try:
+        if guard is None:
+            oci_hooks.run("poststop", hooks, oci_hooks.spec_state(state, "stopped", pid=0))
+        else:
+            with guard.interruptible():
+                oci_hooks.run("poststop", hooks, oci_hooks.spec_state(state, "stopped", pid=0))
+    except RuneError as e:
+        log.warning(str(e))
+    except Exception as e:  # noqa: BLE001 - the container is removed whatever its hooks do
+        log.warning(f"hooks.poststop: cannot be run: {type(e).__name__}: {e}")
 
 
 def _thaw(state: dict) -> None:
@@ -80,6 +96,22 @@ def _thaw(state: dict) -> None:
     try:
         cgroups.Manager.from_paths(state["id"], state.get("cgroup_paths") or {}).thaw()
     except (OSError, RuneError):
+        pass
+
+
+def wait_child(pid: int, timeout: float) -> None:
+    """Reap a child process, SIGKILLed if it has not exited within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    delay = 0.0005
+    try:
+        while not os.waitpid(pid, os.WNOHANG)[0]:
+            if time.monotonic() > deadline:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                return
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+    except (ChildProcessError, ProcessLookupError):
         pass
 
 
@@ -114,3 +146,8 @@ def remove_cgroup(state: dict) -> None:
         mgr.destroy()
     except OSError as e:
         raise RuneError(f"cannot remove the cgroup of container {state['id']!r}: {e.strerror}") from None
+    for parent in reversed(state.get("cgroup_parents") or ()):  # those the create made, deepest first
+        try:
+            os.rmdir(parent)
+        except OSError:
+            pass  # shared with another container by now

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 
-from inclavare.errors import RuneError
+from inclavare.errors import RuneError, q
 from inclavare.runtime import init as cinit
 from inclavare.runtime.store import Container
 
@@ -110,7 +110,7 @@ def build_process(base: dict, o: ExecOptions) -> dict:
         p["env"] = merge_env(base.get("env") or [], o.env)
     if o.cwd:
         if not o.cwd.startswith("/"):
-            raise RuneError(f"--cwd {o.cwd!r}: must be an absolute path")
+            raise RuneError(f"--cwd {ascii(o.cwd)}: must be an absolute path")
         p["cwd"] = o.cwd
     user = dict(base.get("user") or {})
     if o.user:
@@ -120,9 +120,9 @@ def build_process(base: dict, o: ExecOptions) -> dict:
             if sep:
                 user["gid"] = int(gid)
         except ValueError:
-            raise RuneError(f"--user {o.user!r}: give a numeric uid[:gid]") from None
-        if user["uid"] < 0 or user.get("gid", 0) < 0:
-            raise RuneError(f"--user {o.user!r}: uid and gid cannot be negative")
+            raise RuneError(f"--user {ascii(o.user)}: give a numeric uid[:gid]") from None
+        if not (0 <= user["uid"] <= 0xFFFFFFFE and 0 <= user.get("gid", 0) <= 0xFFFFFFFE):
+            raise RuneError(f"--user {ascii(o.user)}: uid and gid must be from 0 to 4294967294")
     if o.additional_gids:
         user["additionalGids"] = list(user.get("additionalGids") or ()) + o.additional_gids
     p["user"] = user
@@ -133,7 +133,7 @@ def build_process(base: dict, o: ExecOptions) -> dict:
         for name in o.caps:
             full = name.upper() if name.upper().startswith("CAP_") else "CAP_" + name.upper()
             if full not in NUMBERS:
-                raise RuneError(f"--cap {name!r}: unknown capability")
+                raise RuneError(f"--cap {ascii(name)}: unknown capability")
             for s in ("bounding", "effective", "permitted"):
                 caps.setdefault(s, []).append(full)
             if caps.get("inheritable"):  # ambient needs inheritable: only where the container has some
@@ -149,26 +149,20 @@ def merge_env(base: list[str], extra: list[str]) -> list[str]:
     out: dict[str, str] = {}
     for e in (*base, *extra):
         k, eq, v = e.partition("=")
-        if not eq:
-            raise RuneError(f"--env {e!r}: not of the form NAME=VALUE")
+        if not eq or not k:
+            raise RuneError(f"--env {ascii(e)}: not of the form NAME=VALUE")
         out.pop(k, None)
         out[k] = v
     return [f"{k}={v}" for k, v in out.items()]
 
 
 def _load_process(path: str) -> dict:
-    from inclavare.oci import jsonlite
-    from inclavare.oci.config import Checker, check_process
+    from inclavare.oci.config import Checker, check_process, read_json
 
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        p = read_json(path)
     except OSError as e:
-        raise RuneError(f"--process {path}: cannot read: {e.strerror}") from None
-    try:
-        p = jsonlite.loads(raw)
-    except ValueError as e:
-        raise RuneError(f"{path}: not valid JSON: {e}") from None
+        raise RuneError(f"--process {q(path)}: cannot read: {e.strerror}") from None
     c = Checker(path)
     if type(p) is not dict:
         raise c.fail("process", "must be a JSON object")
@@ -200,15 +194,15 @@ def _cgroup_dirs(state: dict, subs: list[str]) -> list[str]:
     for sub in subs:
         ctrls, sep, rel = sub.rpartition(":")
         if not rel or rel.startswith("/") or ".." in rel.split("/"):
-            raise RuneError(f"--cgroup {sub!r}: give a sub-cgroup relative to the container's, e.g. cpu:sub or sub")
+            raise RuneError(f"--cgroup {ascii(sub)}: give a sub-cgroup relative to the container's, e.g. cpu:sub or sub")
         keys = [k.strip() for k in ctrls.split(",")] if sep else list(paths)
         for k in keys:
             key = "" if k == "unified" else k
             if key not in paths:
-                raise RuneError(f"--cgroup {sub!r}: the container has no {k!r} cgroup")
+                raise RuneError(f"--cgroup {ascii(sub)}: the container has no {ascii(k)} cgroup")
             d = os.path.join(paths[key], rel)
             if not os.path.isdir(d):
-                raise RuneError(f"--cgroup {sub!r}: {d} does not exist")
+                raise RuneError(f"--cgroup {ascii(sub)}: {q(d)} does not exist")
             chosen[key] = d
     seen: list[str] = []
     for d in chosen.values():
@@ -237,7 +231,7 @@ def _launch(state: dict, config: dict, process: dict, o: ExecOptions) -> int:
         try:
             console_sock = console.connect_unix(o.console_socket)
         except OSError as e:
-            raise RuneError(f"--console-socket {o.console_socket}: cannot connect: {e.strerror}") from None
+            raise RuneError(f"--console-socket {q(o.console_socket)}: cannot connect: {e.strerror}") from None
     import _socket
 
     sock, child = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)

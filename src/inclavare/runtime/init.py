@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-from inclavare.errors import RuneError
+from inclavare.errors import RuneError, q
 from inclavare.linux import syscalls
 
 # child -> parent
@@ -59,7 +59,10 @@ class Launch:
         self.executor = None  # callable(Launch, path, args, env) replacing execve (enclave runtimes plug in here)
         self.pre_pivot = None  # callable(Launch): after the mounts, before pivot_root (an enclave runtime loads)
         self.pre_ready = None  # callable(Launch): after the process setup, before create reports ready
+        self.fifo_fd = -1  # an O_PATH handle to the fifo, opened by the parent (which can reach --root)
         self.fifo_fd_path = ""  # the fifo through /proc/self/fd, valid after pivot_root
+        self.nofile: tuple[int, int] | None = None  # process.rlimits RLIMIT_NOFILE, set right before execve
+        self.pre_namespaces = None  # callable(): in the host's namespaces, before the init enters the container's
         self.start_state: dict = {}  # state for startContainer hooks
         self.pdeathsig = False  # the init dies with rune until it has reported ready
         self.fifo_wfd = -1  # the exec fifo's write end, open from `start` until execve
@@ -73,10 +76,9 @@ def _fail(sock, e: BaseException) -> str:
     if isinstance(e, RuneError):
         msg = str(e)
     elif isinstance(e, OSError):
-        where = f" {e.filename}" if e.filename else ""
-        msg = f"{e.strerror or e}{where}"
-    else:
-        msg = f"{type(e).__name__}: {e}"
+        msg = f"{q(str(e.filename))}: {e.strerror or e}" if e.filename else f"{e.strerror or e}"
+    else:  # a bug, not the user's input: say so, in one line
+        msg = f"internal error in the container's init process: {type(e).__name__}: {ascii(str(e))[1:-1]}"
     try:
         _send(sock, MSG_ERROR, msg.encode(errors="replace"))
     except OSError:
@@ -135,6 +137,8 @@ def close_host_fds(ctx: Launch, *extra: int) -> None:
     keep = [ctx.sock.fileno(), *extra]
     if ctx.console_sock is not None:
         keep.append(ctx.console_sock.fileno())
+    if ctx.fifo_fd >= 0:
+        keep.append(ctx.fifo_fd)  # the exec fifo, opened by the parent where the path is reachable
     close_fds_from(3 + ctx.preserve_fds, keep)
 
 
@@ -176,6 +180,8 @@ def init_direct(ctx: Launch) -> None:
         close_host_fds(ctx)
         join_own_cgroups(ctx)
         _preimport(ctx.config, {ns["type"]: "" for ns in (ctx.config.get("linux") or {}).get("namespaces") or ()})
+        if ctx.pre_namespaces is not None:
+            ctx.pre_namespaces()
         _enter_namespaces(ctx, skip=FOR_CHILDREN)
     except BaseException as e:  # noqa: BLE001 - everything becomes a message to the parent
         _fail(ctx.sock, e)
@@ -208,6 +214,8 @@ def intermediate(ctx: Launch) -> None:
         close_host_fds(ctx)
         # import before entering a user namespace: the container's root may not reach this package's files
         _preimport(ctx.config, {ns["type"]: "" for ns in (ctx.config.get("linux") or {}).get("namespaces") or ()})
+        if ctx.pre_namespaces is not None:
+            ctx.pre_namespaces()
         _enter_namespaces(ctx)
         pid = os.fork()
         if pid == 0:
@@ -283,6 +291,8 @@ def container_init(ctx: Launch) -> None:
         path, args, env = _prepare(ctx)
         if ctx.pre_ready is not None:
             ctx.pre_ready(ctx)
+        if ctx.fifo is not None:
+            _check_fifo(ctx)
     except BaseException as e:  # noqa: BLE001
         _fail(sock, e)
         os._exit(1)
@@ -315,6 +325,21 @@ def container_init(ctx: Launch) -> None:
                 except OSError:
                     pass
         os._exit(1)
+
+
+def _check_fifo(ctx: Launch) -> None:
+    """Before create reports ready: that the init will be able to open the exec fifo when `start` comes (through
+    /proc, with a descriptor to spare), so that create never succeeds for an init that is bound to die."""
+    try:
+        os.close(os.open(ctx.fifo_fd_path, os.O_PATH | os.O_CLOEXEC))
+    except OSError as e:
+        if e.errno == 24:  # EMFILE
+            why = "process.rlimits RLIMIT_NOFILE leaves the container's init no file descriptor for it"
+        else:
+            why = "it is reached through /proc/self/fd, and /proc is not mounted in the container (add a proc mount " \
+                  "on /proc, or use `rune run`)"
+        raise RuneError(f"config.json: the container cannot wait for `rune start` on the exec fifo ({e.strerror}): "
+                        f"{why}") from None
 
 
 def _wait_fifo(ctx: Launch) -> None:
@@ -357,7 +382,8 @@ def _prepare(ctx: Launch) -> tuple[str, list[str], dict[str, str]]:
         raise RuneError(f"cannot enter the bundle {ctx.bundle}: {e.strerror}{hint}") from None
     if ctx.fifo is not None:
         # keep a handle to the fifo that survives pivot_root
-        ctx.fifo_fd_path = f"/proc/self/fd/{above(os.open(ctx.fifo, os.O_PATH | os.O_CLOEXEC), 3 + ctx.preserve_fds)}"
+        fd = ctx.fifo_fd if ctx.fifo_fd >= 0 else os.open(ctx.fifo, os.O_PATH | os.O_CLOEXEC)
+        ctx.fifo_fd_path = f"/proc/self/fd/{above(fd, 3 + ctx.preserve_fds)}"
     rootfs = ctx.rootfs
     if "mount" in namespaces:
         from inclavare.runtime import rootfs as rfs
@@ -518,8 +544,15 @@ def _finish_process(ctx: Launch, process: dict, linux: dict) -> tuple[str, list[
     if "HOME" not in env:
         env["HOME"] = _home_of(uid)
     for i, r in enumerate(process.get("rlimits") or ()):
+        soft, hard = r["soft"], r["hard"]
+        if r["type"] == "RLIMIT_NOFILE" and ctx.fifo is not None and ctx.executor is None:
+            # the init opens the exec fifo at `start`, after this: until execve it keeps a few descriptors more
+            # than a very low limit leaves (lowering the hard limit needs no privilege; the exact limit comes last)
+            ctx.nofile = (soft, hard)
+            floor = min(3 + ctx.preserve_fds + 16, syscalls.getrlimit(7)[1])
+            soft, hard = max(soft, floor), max(hard, floor)
         try:
-            syscalls.setrlimit(syscalls.RLIMITS[r["type"]], r["soft"], r["hard"])
+            syscalls.setrlimit(syscalls.RLIMITS[r["type"]], soft, hard)
         except OSError as e:
             raise RuneError(
                 f"config.json process.rlimits[{i}]: cannot set {r['type']} to {r['soft']}:{r['hard']}: {e.strerror}"
@@ -703,6 +736,8 @@ def _exec(ctx: Launch, path: str, args: list[str], env: dict[str, str]) -> None:
             os.set_inheritable(fd, True)
         except OSError:
             pass
+    if ctx.nofile is not None:
+        syscalls.setrlimit(7, *ctx.nofile)  # RLIMIT_NOFILE, as process.rlimits asks (see _finish_process)
     # Python ignores SIGPIPE and SIGXFSZ; the container's process starts with the default dispositions
     _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)
     _signal.signal(_signal.SIGXFSZ, _signal.SIG_DFL)

@@ -12,25 +12,25 @@ from inclavare.runtime.store import Container
 def parse_signal(text: str) -> int:
     import _signal
 
-    if text.isdigit():
-        n = int(text)
+    if text.isascii() and text.isdigit():
+        n = int(text) if len(text) < 8 else 0
         if 0 < n < _signal.NSIG:
             return n
-        raise RuneError(f"invalid signal {text!r}")
+        raise RuneError(f"invalid signal {ascii(text)}")
     name = text.upper()
     if not name.startswith("SIG"):
         name = "SIG" + name
     if name.startswith("SIGRTMIN+") or name.startswith("SIGRTMAX-"):
         base = _signal.SIGRTMIN if "MIN" in name else _signal.SIGRTMAX
         off = name[9:]
-        if off.isdigit():
+        if off.isascii() and off.isdigit() and len(off) < 8:
             n = base + int(off) if "MIN" in name else base - int(off)
             if _signal.SIGRTMIN <= n <= _signal.SIGRTMAX:
                 return n
-        raise RuneError(f"invalid signal {text!r}")
+        raise RuneError(f"invalid signal {ascii(text)}")
     n = getattr(_signal, name, None)
     if not isinstance(n, int) or name.startswith("SIG_"):
-        raise RuneError(f"unknown signal {text!r}")
+        raise RuneError(f"unknown signal {ascii(text)}")
     return n
 
 
