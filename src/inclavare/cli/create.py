@@ -23,7 +23,7 @@ def options(g, p: a.Args):
     o.console_socket = p.console_socket or ""
     o.no_pivot = p.no_pivot
     o.no_new_keyring = p.no_new_keyring
-    o.preserve_fds = p.preserve_fds or 0
+    o.preserve_fds = a.fd_count("--preserve-fds", p.preserve_fds or 0)
     o.systemd_cgroup = g.systemd_cgroup
     o.rootless = g.rootless == "true" or (g.rootless == "auto" and os.geteuid() != 0)
     return o

@@ -46,7 +46,7 @@ def options(p: a.Args):
     if p.process_label:
         why = "SELinux is not enabled on this host" if not os.path.exists("/sys/fs/selinux/enforce") else \
             "rune does not apply SELinux labels"
-        raise RuneError(f"--process-label {p.process_label!r}: {why}; drop the flag")
+        raise RuneError(f"--process-label {ascii(p.process_label)}: {why}; drop the flag")
     if p.apparmor:
         try:
             with open("/sys/module/apparmor/parameters/enabled") as f:
@@ -54,7 +54,7 @@ def options(p: a.Args):
         except OSError:
             enabled = False
         why = "rune does not apply AppArmor profiles" if enabled else "AppArmor is not enabled on this host"
-        raise RuneError(f"--apparmor {p.apparmor!r}: {why}; drop the flag")
+        raise RuneError(f"--apparmor {ascii(p.apparmor)}: {why}; drop the flag")
     o = ExecOptions()
     o.process_path = p.process or ""
     o.args = p.positional[1:]
@@ -66,14 +66,12 @@ def options(p: a.Args):
     o.cwd = p.cwd or ""
     o.user = p.user or ""
     for v in p.additional_gids:
-        if not v.isdigit():
-            raise RuneError(f"--additional-gids {v!r}: not a numeric group id")
+        if not (v.isascii() and v.isdigit()) or int(v) > 0xFFFFFFFE:
+            raise RuneError(f"--additional-gids {ascii(v)}: not a numeric group id (0 to 4294967294)")
         o.additional_gids.append(int(v))
     o.caps = p.cap
     o.no_new_privs = p.no_new_privs
-    if (p.preserve_fds or 0) < 0:
-        raise RuneError(f"--preserve-fds {p.preserve_fds}: cannot be negative")
-    o.preserve_fds = p.preserve_fds or 0
+    o.preserve_fds = a.fd_count("--preserve-fds", p.preserve_fds or 0)
     o.ignore_paused = p.ignore_paused
     o.cgroup = p.cgroup
     return o

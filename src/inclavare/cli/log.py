@@ -17,6 +17,13 @@ def _stamp() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)) + f".{frac:09d}Z"
 
 
+def one_line(msg: str) -> str:
+    """The message with every character that would not print as itself escaped: one message is one line."""
+    if msg.isprintable():
+        return msg
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in msg)
+
+
 def _line(level: str, msg: str) -> str:
     if fmt == "json":
         from inclavare.oci import jsonlite
@@ -34,24 +41,27 @@ def write(level: str, msg: str) -> None:
     except OSError:
         return
     try:
-        os.write(fd, _line(level, msg).encode())
+        os.write(fd, _line(level, msg).encode(errors="backslashreplace"))
     finally:
         os.close(fd)
 
 
 def error(msg: str) -> None:
+    msg = one_line(msg)
     write("error", msg)
     sys.stderr.write(msg + "\n")
     sys.stderr.flush()
 
 
 def warning(msg: str) -> None:
+    msg = one_line(msg)
     write("warning", msg)
     sys.stderr.write("warning: " + msg + "\n")
 
 
 def debug(msg: str) -> None:
     if debug_enabled:
+        msg = one_line(msg)
         write("debug", msg)
         if not path:
             sys.stderr.write("debug: " + msg + "\n")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import sys
 
-from inclavare.cli import log
-from inclavare.errors import RuneError
+from inclavare.cli import args, log
+from inclavare.errors import RuneError, q
 
 COMMANDS = {
     "create": "create", "start": "start", "run": "run", "state": "state", "kill": "kill", "delete": "delete",
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             if name in ("root", "log", "log-format", "rootless", "criu"):
                 if not eq:
                     if i >= len(argv):
-                        raise RuneError(f"rune: flag needs an argument: {a}")
+                        raise RuneError(f"rune: flag needs an argument: {q(a)}")
                     val = argv[i]
                     i += 1
                 if name == "root":
@@ -103,18 +103,18 @@ def main(argv: list[str] | None = None) -> int:
                     log.path = val
                 elif name == "log-format":
                     if val not in ("text", "json"):
-                        raise RuneError(f"rune: --log-format: invalid log format {val!r} (text or json)")
+                        raise RuneError(f"rune: --log-format: invalid log format {q(val)} (text or json)")
                     log.fmt = val
                 elif name == "rootless":
                     if val not in ("true", "false", "auto"):
-                        raise RuneError(f"rune: --rootless: invalid value {val!r} (true, false or auto)")
+                        raise RuneError(f"rune: --rootless: invalid value {q(val)} (true, false or auto)")
                     g.rootless = val
                 else:
                     g.criu = val
             elif name == "debug":
-                log.debug_enabled = True
+                log.debug_enabled = args.boolean(a.partition("=")[0], val) if eq else True
             elif name == "systemd-cgroup":
-                g.systemd_cgroup = True
+                g.systemd_cgroup = args.boolean(a.partition("=")[0], val) if eq else True
             elif name in ("help", "h"):
                 sys.stdout.write(USAGE)
                 return 0
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(_version())
                 return 0
             else:
-                raise RuneError(f"rune: flag provided but not defined: {a}")
+                raise RuneError(f"rune: flag provided but not defined: {q(a)}")
         if i >= len(argv):
             sys.stdout.write(USAGE)
             return 0
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         module = COMMANDS.get(cmd)
         if module is None:
-            raise RuneError(f"rune: no such command {cmd!r} (see rune --help)")
+            raise RuneError(f"rune: no such command {ascii(cmd)} (see rune --help)")
         if g.systemd_cgroup:
             import os
 
@@ -148,12 +148,33 @@ def main(argv: list[str] | None = None) -> int:
         return 1  # `rune list | head`
     except OSError as e:
         # a failure no check foresaw still gets one sentence naming the file, not a traceback
-        where = f"{e.filename}: " if e.filename else ""
-        cmd = f" {argv[i]}" if i < len(argv) else ""
+        where = f"{q(str(e.filename))}: " if e.filename else ""
+        cmd = f" {q(argv[i])}" if i < len(argv) else ""
         log.error(f"rune{cmd}: {where}{e.strerror or e}")
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # noqa: BLE001 - the last line of defence: a bug of rune's gets a sentence, not a traceback
+        internal_error(argv[i] if i < len(argv) else "", e)
+        return 1
+
+
+def internal_error(cmd: str, e: BaseException) -> None:
+    """One sentence naming the command and the container; the traceback goes to the --log file with --debug only.
+    What the command had made is removed by then (create and delete undo on any exception)."""
+    cid = args.container
+    where = f" of container {ascii(cid)}" if cid else ""
+    detail = ascii(f"{type(e).__name__}: {e}")[1:-1]
+    if len(detail) > 200:
+        detail = detail[:197] + "..."
+    if log.debug_enabled and log.path:
+        import traceback
+
+        log.write("debug", "".join(traceback.format_exception(e)))
+        hint = "its traceback is in the --log file"
+    else:
+        hint = "run it again with --debug --log FILE for the traceback"
+    log.error(f"rune {q(cmd)}{where}: internal error ({detail}); this is a bug in rune, please report it ({hint})")
 
 
 if __name__ == "__main__":
