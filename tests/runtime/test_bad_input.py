@@ -80,20 +80,95 @@ CASES = {
     "cwd relative": (lambda c: c["process"].update(cwd="tmp"), (),
                      r"^\S+/config\.json: process\.cwd: 'tmp' must be an absolute path$"),
     "unsupported ociVersion": (lambda c: c.update(ociVersion="2.0.0"), (), r"^\S+/config\.json: ociVersion: '2\.0\.0'"),
+    # issue 17: each of these gave Python's words, a traceback, a hang, a false success or a leftover before
+    "NUL in a mount destination": (lambda c: c["mounts"][0].update(destination="/pr\0oc"), (),
+                                   r"^\S+/config\.json: mounts\[0\]\.destination: must not contain a NUL byte"),
+    "lone surrogate in hostname": (lambda c: c.update(hostname="\ud800"), (),
+                                   r"^\S+/config\.json: hostname: is not valid Unicode: it holds the lone surrogate "
+                                   r"'\\ud800'$"),
+    "env entry without a name": (lambda c: c["process"]["env"].append("=x"), (),
+                                 r"^\S+/config\.json: process\.env\[2\]: '=x' is not of the form NAME=VALUE$"),
+    "NUL in an env value": (lambda c: c["process"]["env"].append("A=\0"), (),
+                            r"^\S+/config\.json: process\.env\[2\]: must not contain a NUL byte"),
+    "cwd beyond PATH_MAX": (lambda c: c["process"].update(cwd="/a" * 2100), (),
+                            r"^\S+/config\.json: process\.cwd: is 4200 bytes long, more than the 4095 allowed$"),
+    "devices a number": (lambda c: c["linux"]["resources"].update(devices=1), (),
+                         r"^\S+/config\.json: linux\.resources\.devices: must be an array, got 1$"),
+    "devices a boolean": (lambda c: c["linux"]["resources"].update(devices=True), (),
+                          r"^\S+/config\.json: linux\.resources\.devices: must be an array, got a boolean$"),
+    "devices a float": (lambda c: c["linux"]["resources"].update(devices=1.5), (),
+                        r"^\S+/config\.json: linux\.resources\.devices: must be an array, got 1\.5$"),
+    "NUL in cgroupsPath": (lambda c: c["linux"].update(cgroupsPath="/a\0b"), (),
+                           r"^\S+/config\.json: linux\.cgroupsPath: must not contain a NUL byte"),
+    "cgroupsPath a hierarchy root": (lambda c: c["linux"].update(cgroupsPath="//"), (),
+                                     r"^\S+/config\.json: linux\.cgroupsPath: '//' names a hierarchy root"),
+    "pids.limit a string": (lambda c: c["linux"]["resources"].update(pids={"limit": "many"}), (),
+                            r"^\S+/config\.json: linux\.resources\.pids\.limit: must be an integer, got a string$"),
+    "weightDevice without major": (lambda c: c["linux"]["resources"].update(blockIO={"weightDevice": [{"minor": 0}]}),
+                                   (), r"^\S+/config\.json: linux\.resources\.blockIO\.weightDevice\[0\]\.major: "
+                                       r"is required$"),
+    "hook timeout beyond the bound": (
+        lambda c: c.update(hooks={"poststop": [{"path": "/bin/true", "timeout": 2**63}]}), (),
+        r"^\S+/config\.json: hooks\.poststop\[0\]\.timeout: 9223372036854775808 is out of range \(1 to 2147483647\)$"),
+    "hostname over 64 bytes": (lambda c: c.update(hostname="a" * 65), (),
+                               r"^\S+/config\.json: hostname: is 65 bytes long, more than the 64 allowed$"),
+    "uid beyond uid_t": (lambda c: c["process"]["user"].update(uid=2**32), (),
+                         r"^\S+/config\.json: process\.user\.uid: 4294967296 is out of range \(0 to 4294967294\)$"),
+    "uid a float": (lambda c: c["process"]["user"].update(uid=1.0), (),
+                    r"^\S+/config\.json: process\.user\.uid: must be an integer, got 1\.0$"),
+    "additionalGids holding null": (lambda c: c["process"]["user"].update(additionalGids=[None]), (),
+                                    r"^\S+/config\.json: process\.user\.additionalGids\[0\]: must be an integer, got null$"),
+    "device major beyond dev_t": (
+        lambda c: c["linux"].update(devices=[{"type": "c", "path": "/dev/x", "major": 4096, "minor": 0}]), (),
+        r"^\S+/config\.json: linux\.devices\[0\]\.major: 4096 is out of range \(0 to 4095\)$"),
+    "unknown capability": (lambda c: c["process"]["capabilities"]["bounding"].append("CAP_NOPE"), (),
+                           r"^\S+/config\.json: process\.capabilities\.bounding\[3\]: unknown capability 'CAP_NOPE'$"),
+    "annotation key with a newline": (lambda c: c.update(annotations={"a\nb": "\0"}), (),
+                                      r'^\S+/config\.json: annotations\["a\\nb"\]: must not contain a NUL byte'),
+    "CPU list beyond any kernel": (lambda c: c["process"].update(execCPUAffinity={"initial": "0-99999999999"}), (),
+                                   r"^\S+/config\.json: process\.execCPUAffinity\.initial: '0-99999999999' is not a "
+                                   r"CPU list"),
+    "nested a thousand levels": (b'{"ociVersion": "1.0.2", "x": ' + b"[" * 1000 + b"]" * 1000 + b"}", (),
+                                 r"^\S+/config\.json: not accepted: arrays and objects are nested more than 64 levels deep$"),
+    "config.json is /dev/zero": ("DEVZERO", (),
+                                 r"^\S+/config\.json: is a character device, not a regular file$"),
+    "config.json is a fifo": ("FIFO", (), r"^\S+/config\.json: is a fifo, not a regular file$"),
+    "config.json over 8 MiB": ("HUGE", (), r"^\S+/config\.json: is larger than 8 MiB$"),
+    "a number of 5000 digits": (b'{"ociVersion": "1.0.2", "x": ' + b"1" * 5000 + b"}", (),
+                                r"^\S+/config\.json: not valid JSON: a number has too many digits$"),
+    "no /proc to wait on": (lambda c: c.update(mounts=[m for m in c["mounts"] if m["destination"] != "/proc"]), (),
+                            r"^config\.json: the container cannot wait for `rune start` on the exec fifo \(No such file "
+                            r"or directory\): .*/proc is not mounted in the container"),
+    "no mount namespace": (lambda c: c["linux"].update(namespaces=[{"type": "pid"}, {"type": "uts"}]), (),
+                           r"^config\.json: the container cannot wait for `rune start` on the exec fifo"),
+    "newline in the bundle path": ("NEWLINE-BUNDLE", (), r"^bundle '\S+/a\\nb': no such directory$"),
 }  # fmt: skip
 
 
 def _make(rune, what) -> Path:
     if what == "NO-BUNDLE":
         return rune.tmp / "nope"
+    if what == "NEWLINE-BUNDLE":
+        return rune.tmp / "a\nb"
     b = rune.bundle(["true"], edit=what if callable(what) else None)
+    config = b / "config.json"
     if what == "NO-CONFIG":
-        (b / "config.json").unlink()
+        config.unlink()
     elif what == "DIR":
-        (b / "config.json").unlink()
-        (b / "config.json").mkdir()
+        config.unlink()
+        config.mkdir()
+    elif what == "DEVZERO":
+        config.unlink()
+        config.symlink_to("/dev/zero")
+    elif what == "FIFO":
+        config.unlink()
+        os.mkfifo(config)  # opening it to read would block until a writer came
+    elif what == "HUGE":
+        c = json.loads(config.read_text())
+        c["annotations"] = {"big": "x" * (8 << 20)}
+        config.write_text(json.dumps(c))
     elif isinstance(what, bytes):
-        (b / "config.json").write_bytes(what)
+        config.write_bytes(what)
     return b
 
 

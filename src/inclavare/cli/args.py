@@ -20,7 +20,7 @@ def boolean(flag: str, value: str, command: str = "") -> bool:
     if value in FALSE:
         return False
     where = f"rune {command}: " if command else "rune: "
-    raise RuneError(f"{where}invalid boolean value {q(value)} for flag {q(flag)} (true or false)")
+    raise RuneError(f"{where}invalid boolean value {ascii(value)} for flag {ascii(flag)} (true or false)")
 
 
 def fd_count(flag: str, n: int) -> int:
