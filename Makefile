@@ -4,7 +4,7 @@ PREFIX ?= /usr/local
 APT_PACKAGES := busybox-static runc crun hyperfine libseccomp2 gcc libc6-dev binutils time
 PYTEST_ARGS ?=
 
-.PHONY: all deps apt-deps pip-deps launchers install test lint demo bench bench-engines bench-shim clean pal
+.PHONY: all deps apt-deps pip-deps fuzz-deps launchers install test lint demo bench bench-engines bench-shim clean pal fuzz
 
 all: launchers
 
@@ -18,7 +18,7 @@ apt-deps:
 
 # The package (editable) with its test extras: installed only when missing.
 pip-deps:
-	@$(PYTHON) -c "import inclavare, pytest, cryptography" 2>/dev/null && \
+	@$(PYTHON) -c "import inclavare, pytest, cryptography, hypothesis" 2>/dev/null && \
 		$(PYTHON) -c "import inclavare,sys; sys.exit(0 if inclavare.__file__.startswith('$(CURDIR)/src') else 1)" || \
 		$(PYTHON) -m pip install -q -e '.[test]'
 
@@ -34,6 +34,22 @@ install: launchers
 
 test: deps launchers pal
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+# The fuzzers for a given time (FUZZ_SECONDS for hypothesis over config.json and argv through the real rune,
+# ATHERIS_SECONDS for each coverage-guided atheris target), then a report; defects are saved to tests/fuzz/cases/.
+FUZZ_SECONDS ?= 600
+ATHERIS_SECONDS ?= 120
+fuzz: deps launchers fuzz-deps
+	$(PYTHON) fuzz/run.py --seconds $(FUZZ_SECONDS) --atheris-seconds $(ATHERIS_SECONDS)
+
+# atheris has wheels for the common Pythons; elsewhere it builds against clang's libFuzzer (Debian's clang).
+# `make test` does not need it.
+fuzz-deps:
+	@$(PYTHON) -c "import hypothesis" 2>/dev/null || $(PYTHON) -m pip install -q 'hypothesis>=6.80'
+	@$(PYTHON) -c "import atheris" 2>/dev/null || $(PYTHON) -m pip install -q 'atheris>=2.3' || { \
+		dpkg -s clang libfuzzer-dev >/dev/null 2>&1 || { apt-get update -qq && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang libfuzzer-dev >/dev/null; }; \
+		CLANG_BIN=$$(command -v clang) $(PYTHON) -m pip install -q --no-binary atheris 'atheris>=2.3'; }
 
 lint:
 	$(PYTHON) -m ruff check src tests bench

@@ -50,14 +50,14 @@ def test_20_commands_racing_on_one_id(rune):
         stop = threading.Event()
         bad: list[str] = []
 
-        def watch(cid: str = cid) -> None:
+        def watch(cid: str = cid, stop: threading.Event = stop, bad: list = bad) -> None:
             while not stop.is_set():
                 try:
                     _valid_state(rune, cid)
-                except Exception as e:  # noqa: BLE001 - collected for the assertion
-                    bad.append(str(e))
+                except Exception as err:  # noqa: BLE001 - collected for the assertion
+                    bad.append(str(err))
 
-        def one(args: tuple) -> str:
+        def one(args: tuple, cid: str = cid) -> str:
             argv = [*args, cid, "true"] if args[0] == "exec" else [*args, cid]
             p = rune(*argv)
             lines = p.stderr.splitlines()

@@ -143,6 +143,10 @@ def network(res: object, out: list[Item]) -> None:
     v1.network(res, [])  # checked, then ignored: cgroup v2 has no net_cls / net_prio (runc ignores them too)
 
 
+RUNTIME_FILES = frozenset(("cgroup.procs", "cgroup.threads", "cgroup.kill", "cgroup.subtree_control", "cgroup.type",
+                           "cgroup.freeze"))
+
+
 def unified(res: object, out: list[Item]) -> None:
     f = PREFIX + "unified"
     for key, value in mapping(res, f).items():
@@ -150,6 +154,10 @@ def unified(res: object, out: list[Item]) -> None:
         if "/" in key or key.startswith(".") or "." not in key:
             raise RuneError(f"{field}: not a cgroup v2 file name (expected \"<controller>.<name>\" such as "
                             f"\"memory.high\")")
+        if key in RUNTIME_FILES:
+            # a pid written there would move a host process into the container's cgroup (and `delete` kills what
+            # the cgroup holds)
+            raise RuneError(f"{field}: {key} is the runtime's to manage, not a resource")
         out.append(Item(key.partition(".")[0], key, string(value, field), field))
 
 
