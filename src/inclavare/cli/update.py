@@ -36,7 +36,7 @@ def main(g, cmd: str, argv: list[str]) -> int:
 
 def _read_resources(path: str) -> tuple[dict, str]:
     """The linux.resources object of --resources FILE (or - for stdin), validated; and how messages name it."""
-    from inclavare.oci import config
+    from inclavare.oci import config, jsonlite
 
     if path == "-":
         import sys
@@ -45,8 +45,6 @@ def _read_resources(path: str) -> tuple[dict, str]:
         data = sys.stdin.buffer.read(config.MAX_BYTES + 1)
         if len(data) > config.MAX_BYTES:
             raise RuneError(f"{name}: larger than {config.MAX_BYTES >> 20} MiB")
-        from inclavare.oci import jsonlite
-
         try:
             if jsonlite.too_deep(data):
                 raise ValueError(f"arrays and objects are nested more than {jsonlite.MAX_DEPTH} levels deep")
@@ -56,7 +54,7 @@ def _read_resources(path: str) -> tuple[dict, str]:
     else:
         name = q(path)
         try:
-            value = config.read_json(path)
+            value = jsonlite.read_json(path, config.MAX_BYTES)
         except OSError as e:
             raise RuneError(f"--resources {name}: cannot read: {e.strerror}") from None
     if type(value) is not dict:

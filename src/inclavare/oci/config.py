@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 
 from inclavare.errors import RuneError, q, shown
-from inclavare.oci import schema
+from inclavare.oci import jsonlite, schema
 from inclavare.oci.schema import DEVICE_TYPES, HOOK_KINDS, IOPRIO_CLASSES, PROPAGATIONS, SCHED_POLICIES  # noqa: F401
 
 MAX_BYTES = 8 << 20  # far above what engines write (tens of KiB), far below what would exhaust memory
@@ -42,32 +42,11 @@ class Checker:
             raise RuneError(f"{self.source}: {e}") from None
 
 
-def read_json(path: str, limit: int = MAX_BYTES, depth: int = 0) -> object:
-    """A JSON document from a regular file of at most `limit` bytes; RuneError naming the file for anything else
-    (OSError for a file that cannot be opened, so that callers can say what a missing one means)."""
-    from inclavare.oci import jsonlite
-
-    source = q(path)
-    try:
-        raw = jsonlite.read_file(path, limit)
-    except jsonlite.Unreadable as e:
-        raise RuneError(f"{source}: {e}") from None
-    depth = depth or jsonlite.MAX_DEPTH
-    if jsonlite.too_deep(raw, depth):
-        raise RuneError(f"{source}: not accepted: arrays and objects are nested more than {depth} levels deep")
-    try:
-        return jsonlite.loads(raw)
-    except UnicodeDecodeError as e:
-        raise RuneError(f"{source}: not valid JSON: invalid UTF-8 at byte {e.start}") from None
-    except ValueError as e:
-        raise RuneError(f"{source}: not valid JSON: {e}") from None
-
-
 def load(bundle: str) -> tuple[dict, str]:
     """(config, absolute rootfs path) of the bundle directory; RuneError naming what is wrong."""
     path = os.path.join(bundle, "config.json")
     try:
-        config = read_json(path)
+        config = jsonlite.read_json(path, MAX_BYTES)
     except FileNotFoundError:
         if not os.path.isdir(bundle):
             raise RuneError(f"bundle {q(bundle)}: no such directory") from None

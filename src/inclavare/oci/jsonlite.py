@@ -127,3 +127,23 @@ def dumps_indent(obj: object, indent: str = "  ", level: int = 0) -> str:
         items = [pad + dumps_indent(v, indent, level + 1) for v in obj]
         return "[\n" + ",\n".join(items) + "\n" + indent * level + "]"
     return dumps(obj)
+
+
+def read_json(path: str, limit: int, depth: int = MAX_DEPTH) -> object:
+    """A JSON document from a regular file of at most `limit` bytes; RuneError naming the file for anything else
+    (OSError for a file that cannot be opened, so that callers can say what a missing one means)."""
+    from inclavare.errors import RuneError, q
+
+    source = q(path)
+    try:
+        raw = read_file(path, limit)
+    except Unreadable as e:
+        raise RuneError(f"{source}: {e}") from None
+    if too_deep(raw, depth):
+        raise RuneError(f"{source}: not accepted: arrays and objects are nested more than {depth} levels deep")
+    try:
+        return loads(raw)
+    except UnicodeDecodeError as e:
+        raise RuneError(f"{source}: not valid JSON: invalid UTF-8 at byte {e.start}") from None
+    except ValueError as e:
+        raise RuneError(f"{source}: not valid JSON: {e}") from None

@@ -238,124 +238,150 @@ SCHED_POLICIES = ("SCHED_OTHER", "SCHED_FIFO", "SCHED_RR", "SCHED_BATCH", "SCHED
 PERSONALITY_DOMAINS = ("LINUX", "LINUX32")
 
 
-def _capabilities() -> Node:
-    from inclavare.linux.capabilities import NUMBERS, SETS
+def _names(loader, noun: str, lookup: bool) -> Str:  # noqa: ANN001
+    """Kernel names (capabilities, rlimits): looked up when `lookup`, else only typed (state.json's copy of a config
+    that was checked when the container was made: reading it need not load the tables of the linux layer)."""
+    return Str(limit=64, choices=loader() if lookup else None, noun=noun, known=False)
 
-    name = Str(limit=64, choices=NUMBERS, noun="capability", known=False)
-    return Obj({s: Arr(name, limit=64) for s in SETS})
+
+def _capability_names() -> dict:
+    from inclavare.linux.capabilities import NUMBERS
+
+    return NUMBERS
 
 
-def _rlimit_names() -> tuple[str, ...]:
+def _rlimit_names() -> dict:
     from inclavare.linux.syscalls import RLIMITS
 
-    return tuple(RLIMITS)
+    return RLIMITS
 
 
-ID_MAPPING = Obj({"containerID": U32, "hostID": U32, "size": Int(1, 0xFFFFFFFF, below="must be greater than zero")},
-                 required=("containerID", "hostID", "size"))  # fmt: skip
+CAPABILITY_SETS = ("bounding", "effective", "inheritable", "permitted", "ambient")
 
-HOOK = Obj({
-    "path": ABS_PATH, "args": Arr(ARG), "env": ENV,
-    "timeout": Int(1, HOOK_TIMEOUT_MAX, below="must be greater than zero"),
-}, required=("path",))  # fmt: skip
 
-PROCESS = Obj({
-    "terminal": BOOL,
-    "consoleSize": Obj({"height": U16, "width": U16}, required=("height", "width")),  # a struct winsize
-    "user": Obj({"uid": ID, "gid": ID, "umask": Int(0, 0o777), "additionalGids": Arr(ID, limit=65536),
-                 "username": STR}),
-    "args": Arr(ARG), "commandLine": STR, "env": ENV,
-    "cwd": Str(limit=PATH_MAX - 1, absolute=True),  # empty: the root, as runc takes it
-    "capabilities": _capabilities(),
-    "rlimits": Arr(Obj({"type": Str(limit=64, choices=_rlimit_names(), noun="resource limit", known=False),
-                        "soft": U64, "hard": U64}, required=("type", "soft", "hard"))),
-    "noNewPrivileges": BOOL, "apparmorProfile": STR, "selinuxLabel": STR,
-    "oomScoreAdj": Int(-1000, 1000),
-    "scheduler": Obj({"policy": Str(limit=64, choices=SCHED_POLICIES, noun="policy"), "nice": Int(-20, 19),
-                      "priority": Int(0, 99), "flags": STRS, "runtime": U64, "deadline": U64, "period": U64},
-                     required=("policy",)),
-    "ioPriority": Obj({"class": Str(limit=64, choices=IOPRIO_CLASSES, noun="class"), "priority": Int(0, 7)},
-                      required=("class",)),
-    "execCPUAffinity": Obj({"initial": Str(limit=PATH_MAX), "final": Str(limit=PATH_MAX)}),
-})  # fmt: skip
+def _tables(lookup: bool) -> dict[str, Node]:
+    """The table: built on first use (schema.CONFIG, schema.STATE ...), not at import."""
+    ID_MAPPING = Obj({"containerID": U32, "hostID": U32, "size": Int(1, 0xFFFFFFFF, below="must be greater than zero")},
+                     required=("containerID", "hostID", "size"))  # fmt: skip
 
-_BLOCK_DEVICE = {"major": I64, "minor": I64}
-RESOURCES = Obj({
-    "devices": Arr(Obj({"allow": BOOL, "type": Str(limit=1), "major": I64, "minor": I64, "access": Str(limit=3)},
-                       required=("allow",))),
-    "memory": Obj({k: I64 for k in ("limit", "reservation", "swap", "kernel", "kernelTCP")}
-                  | {"swappiness": Int(-1, (1 << 64) - 1)}  # -1: Docker's "unset"
-                  | {k: BOOL for k in ("disableOOMKiller", "useHierarchy", "checkBeforeUpdate")}),
-    "cpu": Obj({"shares": U64, "quota": I64, "burst": U64, "period": U64, "realtimeRuntime": I64,
-                "realtimePeriod": U64, "cpus": Str(limit=PATH_MAX), "mems": Str(limit=PATH_MAX), "idle": I64}),
-    "pids": Obj({"limit": I64}),
-    "blockIO": Obj({"weight": U16, "leafWeight": U16,
-                    "weightDevice": Arr(Obj(_BLOCK_DEVICE | {"weight": U16, "leafWeight": U16},
-                                            required=("major", "minor")))}
-                   | {k: Arr(Obj(_BLOCK_DEVICE | {"rate": U64}, required=("major", "minor", "rate")))
-                      for k in ("throttleReadBpsDevice", "throttleWriteBpsDevice", "throttleReadIOPSDevice",
-                                "throttleWriteIOPSDevice")}),
-    "hugepageLimits": Arr(Obj({"pageSize": Str(limit=64), "limit": U64}, required=("pageSize", "limit"))),
-    "network": Obj({"classID": U32, "priorities": Arr(Obj({"name": Str(limit=64), "priority": U32},
-                                                          required=("name", "priority")))}),
-    "rdma": Map(Obj({"hcaHandles": U32, "hcaObjects": U32}), key_limit=64),
-    "unified": Map(Str(limit=PATH_MAX), key_limit=255),
-})  # fmt: skip
+    HOOK = Obj({
+        "path": ABS_PATH, "args": Arr(ARG), "env": ENV,
+        "timeout": Int(1, HOOK_TIMEOUT_MAX, below="must be greater than zero"),
+    }, required=("path",))  # fmt: skip
 
-SECCOMP = Obj({
-    "defaultAction": Str(limit=64), "defaultErrnoRet": U32, "architectures": Arr(Str(limit=64)),
-    "flags": Arr(Str(limit=64)), "listenerPath": PATH, "listenerMetadata": Str(limit=PATH_MAX),
-    "syscalls": Arr(Obj({"names": Arr(Str(limit=64)), "action": Str(limit=64), "errnoRet": U32,
-                         "args": Arr(Obj({"index": U32, "value": U64, "valueTwo": U64, "op": Str(limit=64)}))})),
-})  # fmt: skip
+    PROCESS = Obj({
+        "terminal": BOOL,
+        "consoleSize": Obj({"height": U16, "width": U16}, required=("height", "width")),  # a struct winsize
+        "user": Obj({"uid": ID, "gid": ID, "umask": Int(0, 0o777), "additionalGids": Arr(ID, limit=65536),
+                     "username": STR}),
+        "args": Arr(ARG), "commandLine": STR, "env": ENV,
+        "cwd": Str(limit=PATH_MAX - 1, absolute=True),  # empty: the root, as runc takes it
+        "capabilities": Obj({s: Arr(_names(_capability_names, "capability", lookup), limit=64)
+                         for s in CAPABILITY_SETS}),
+        "rlimits": Arr(Obj({"type": _names(_rlimit_names, "resource limit", lookup),
+                            "soft": U64, "hard": U64}, required=("type", "soft", "hard"))),
+        "noNewPrivileges": BOOL, "apparmorProfile": STR, "selinuxLabel": STR,
+        "oomScoreAdj": Int(-1000, 1000),
+        "scheduler": Obj({"policy": Str(limit=64, choices=SCHED_POLICIES, noun="policy"), "nice": Int(-20, 19),
+                          "priority": Int(0, 99), "flags": STRS, "runtime": U64, "deadline": U64, "period": U64},
+                         required=("policy",)),
+        "ioPriority": Obj({"class": Str(limit=64, choices=IOPRIO_CLASSES, noun="class"), "priority": Int(0, 7)},
+                          required=("class",)),
+        "execCPUAffinity": Obj({"initial": Str(limit=PATH_MAX), "final": Str(limit=PATH_MAX)}),
+    })  # fmt: skip
 
-LINUX = Obj({
-    "namespaces": Arr(Obj({"type": Str(limit=16, choices=NAMESPACE_TYPES, noun="namespace type"), "path": ABS_PATH},
-                          required=("type",))),
-    "uidMappings": Arr(ID_MAPPING, limit=340), "gidMappings": Arr(ID_MAPPING, limit=340),  # the kernel's maximum
-    "timeOffsets": Map(Obj({"secs": I64, "nanosecs": Int(0, 999_999_999)}), key_limit=16),
-    "devices": Arr(Obj({"type": Str(limit=1, choices=DEVICE_TYPES, noun="device type"), "path": ABS_PATH,
-                        "major": Int(0, 4095), "minor": Int(0, (1 << 20) - 1),  # what mknod(2) encodes
-                        "fileMode": Int(0, 0o7777), "uid": ID, "gid": ID}, required=("type", "path"))),
-    "netDevices": Map(Obj({"name": Str(limit=15)}), key_limit=15),  # IFNAMSIZ
-    "cgroupsPath": PATH,
-    "resources": RESOURCES,
-    "rootfsPropagation": Str(limit=16, choices=PROPAGATIONS, noun="propagation"),
-    "maskedPaths": Arr(ABS_PATH), "readonlyPaths": Arr(ABS_PATH),
-    "mountLabel": STR,
-    "sysctl": Map(Str(limit=PATH_MAX), key_limit=255),
-    "seccomp": SECCOMP,
-    "personality": Obj({"domain": Str(limit=16, choices=PERSONALITY_DOMAINS, noun="domain"), "flags": STRS},
-                       required=("domain",)),
-    "intelRdt": Obj({"closID": STR, "l3CacheSchema": STR, "memBwSchema": STR, "schemata": STRS, "enableCMT": BOOL,
-                     "enableMBM": BOOL, "enableMonitoring": BOOL}),
-})  # fmt: skip
+    _BLOCK_DEVICE = {"major": I64, "minor": I64}
+    RESOURCES = Obj({
+        "devices": Arr(Obj({"allow": BOOL, "type": Str(limit=1), "major": I64, "minor": I64, "access": Str(limit=3)},
+                           required=("allow",))),
+        "memory": Obj({k: I64 for k in ("limit", "reservation", "swap", "kernel", "kernelTCP")}
+                      | {"swappiness": Int(-1, (1 << 64) - 1)}  # -1: Docker's "unset"
+                      | {k: BOOL for k in ("disableOOMKiller", "useHierarchy", "checkBeforeUpdate")}),
+        "cpu": Obj({"shares": U64, "quota": I64, "burst": U64, "period": U64, "realtimeRuntime": I64,
+                    "realtimePeriod": U64, "cpus": Str(limit=PATH_MAX), "mems": Str(limit=PATH_MAX), "idle": I64}),
+        "pids": Obj({"limit": I64}),
+        "blockIO": Obj({"weight": U16, "leafWeight": U16,
+                        "weightDevice": Arr(Obj(_BLOCK_DEVICE | {"weight": U16, "leafWeight": U16},
+                                                required=("major", "minor")))}
+                       | {k: Arr(Obj(_BLOCK_DEVICE | {"rate": U64}, required=("major", "minor", "rate")))
+                          for k in ("throttleReadBpsDevice", "throttleWriteBpsDevice", "throttleReadIOPSDevice",
+                                    "throttleWriteIOPSDevice")}),
+        "hugepageLimits": Arr(Obj({"pageSize": Str(limit=64), "limit": U64}, required=("pageSize", "limit"))),
+        "network": Obj({"classID": U32, "priorities": Arr(Obj({"name": Str(limit=64), "priority": U32},
+                                                              required=("name", "priority")))}),
+        "rdma": Map(Obj({"hcaHandles": U32, "hcaObjects": U32}), key_limit=64),
+        "unified": Map(Str(limit=PATH_MAX), key_limit=255),
+    })  # fmt: skip
 
-CONFIG = Obj({
-    "ociVersion": Str(limit=64),
-    "root": Obj({"path": Str(limit=PATH_MAX - 1, nonempty=True), "readonly": BOOL}, required=("path",)),
-    "mounts": Arr(Obj({"destination": Str(limit=PATH_MAX - 1, nonempty=True), "source": PATH, "type": Str(limit=255),
-                       "options": Arr(Str(limit=PATH_MAX)), "uidMappings": Arr(ID_MAPPING),
-                       "gidMappings": Arr(ID_MAPPING)}, required=("destination",))),
-    "process": PROCESS,
-    "hostname": Str(limit=HOST_NAME_MAX), "domainname": Str(limit=HOST_NAME_MAX),
-    "hooks": Obj({kind: Arr(HOOK) for kind in HOOK_KINDS}),
-    "annotations": Map(STR),
-    "linux": LINUX,
-    "solaris": Anything(), "windows": Anything(), "vm": Anything(), "zos": Anything(),
-}, required=("ociVersion", "root"))  # fmt: skip
+    SECCOMP = Obj({
+        "defaultAction": Str(limit=64), "defaultErrnoRet": U32, "architectures": Arr(Str(limit=64)),
+        "flags": Arr(Str(limit=64)), "listenerPath": PATH, "listenerMetadata": Str(limit=PATH_MAX),
+        "syscalls": Arr(Obj({"names": Arr(Str(limit=64)), "action": Str(limit=64), "errnoRet": U32,
+                             "args": Arr(Obj({"index": U32, "value": U64, "valueTwo": U64, "op": Str(limit=64)}))})),
+    })  # fmt: skip
 
+    LINUX = Obj({
+        "namespaces": Arr(Obj({"type": Str(limit=16, choices=NAMESPACE_TYPES, noun="namespace type"), "path": ABS_PATH},
+                              required=("type",))),
+        "uidMappings": Arr(ID_MAPPING, limit=340), "gidMappings": Arr(ID_MAPPING, limit=340),  # the kernel's maximum
+        "timeOffsets": Map(Obj({"secs": I64, "nanosecs": Int(0, 999_999_999)}), key_limit=16),
+        "devices": Arr(Obj({"type": Str(limit=1, choices=DEVICE_TYPES, noun="device type"), "path": ABS_PATH,
+                            "major": Int(0, 4095), "minor": Int(0, (1 << 20) - 1),  # what mknod(2) encodes
+                            "fileMode": Int(0, 0o7777), "uid": ID, "gid": ID}, required=("type", "path"))),
+        "netDevices": Map(Obj({"name": Str(limit=15)}), key_limit=15),  # IFNAMSIZ
+        "cgroupsPath": PATH,
+        "resources": RESOURCES,
+        "rootfsPropagation": Str(limit=16, choices=PROPAGATIONS, noun="propagation"),
+        "maskedPaths": Arr(ABS_PATH), "readonlyPaths": Arr(ABS_PATH),
+        "mountLabel": STR,
+        "sysctl": Map(Str(limit=PATH_MAX), key_limit=255),
+        "seccomp": SECCOMP,
+        "personality": Obj({"domain": Str(limit=16, choices=PERSONALITY_DOMAINS, noun="domain"), "flags": STRS},
+                           required=("domain",)),
+        "intelRdt": Obj({"closID": STR, "l3CacheSchema": STR, "memBwSchema": STR, "schemata": STRS, "enableCMT": BOOL,
+                         "enableMBM": BOOL, "enableMonitoring": BOOL}),
+    })  # fmt: skip
+
+    CONFIG = Obj({
+        "ociVersion": Str(limit=64),
+        "root": Obj({"path": Str(limit=PATH_MAX - 1, nonempty=True), "readonly": BOOL}, required=("path",)),
+        "mounts": Arr(Obj({"destination": Str(limit=PATH_MAX - 1, nonempty=True), "source": PATH, "type": Str(limit=255),
+                           "options": Arr(Str(limit=PATH_MAX)), "uidMappings": Arr(ID_MAPPING),
+                           "gidMappings": Arr(ID_MAPPING)}, required=("destination",))),
+        "process": PROCESS,
+        "hostname": Str(limit=HOST_NAME_MAX), "domainname": Str(limit=HOST_NAME_MAX),
+        "hooks": Obj({kind: Arr(HOOK) for kind in HOOK_KINDS}),
+        "annotations": Map(STR),
+        "linux": LINUX,
+        "solaris": Anything(), "windows": Anything(), "vm": Anything(), "zos": Anything(),
+    }, required=("ociVersion", "root"))  # fmt: skip
+
+    # state.json as rune writes it (runtime/create.py), read back by every command
+    STATE = Obj({
+        "ociVersion": Str(limit=64), "id": Str(limit=1024), "pid": Int(0, 1 << 22),  # PID_MAX_LIMIT
+        "status": Str(limit=16, choices=("creating", "created", "running", "paused", "stopped"), noun="status"),
+        "bundle": PATH, "rootfs": PATH, "created": Str(limit=64), "owner": Str(limit=64),
+        "annotations": Map(STR),
+        "cgroup_paths": Map(ABS_PATH, key_limit=64), "cgroup_parents": Arr(ABS_PATH),
+        "config": CONFIG,
+        "use_fifo": BOOL, "rootless": BOOL, "paused": BOOL, "init_start": U64,
+        "enclave": Obj({k: STR for k in ("type", "runtime_path", "runtime_args", "loglevel", "ra_type", "ra_epid_spid",
+                                         "agent", "sim_dir")} | {"ra_epid_subscription_key_set": BOOL}),
+    })  # fmt: skip
+    return {"CONFIG": CONFIG, "PROCESS": PROCESS, "RESOURCES": RESOURCES, "LINUX": LINUX, "HOOK": HOOK,
+            "STATE": STATE}
+
+
+_built: dict[bool, dict[str, Node]] = {}
 STATE_DEPTH = 65  # a config of MAX_DEPTH levels, inside state.json
 
-# state.json as rune writes it (runtime/create.py), read back by every command
-STATE = Obj({
-    "ociVersion": Str(limit=64), "id": Str(limit=1024), "pid": Int(0, 1 << 22),  # PID_MAX_LIMIT
-    "status": Str(limit=16, choices=("creating", "created", "running", "paused", "stopped"), noun="status"),
-    "bundle": PATH, "rootfs": PATH, "created": Str(limit=64), "owner": Str(limit=64),
-    "annotations": Map(STR),
-    "cgroup_paths": Map(ABS_PATH, key_limit=64), "cgroup_parents": Arr(ABS_PATH),
-    "config": CONFIG,
-    "use_fifo": BOOL, "rootless": BOOL, "paused": BOOL, "init_start": U64,
-    "enclave": Obj({k: STR for k in ("type", "runtime_path", "runtime_args", "loglevel", "ra_type", "ra_epid_spid",
-                                     "agent", "sim_dir")} | {"ra_epid_subscription_key_set": BOOL}),
-})  # fmt: skip
+
+def __getattr__(name: str) -> Node:
+    """CONFIG, PROCESS, RESOURCES, LINUX, HOOK (with kernel names looked up) and STATE (whose config is only typed),
+    built once, when first asked for."""
+    lookup = name != "STATE"
+    if name not in ("CONFIG", "PROCESS", "RESOURCES", "LINUX", "HOOK", "STATE"):
+        raise AttributeError(name)
+    if lookup not in _built:
+        _built[lookup] = _tables(lookup)
+    return _built[lookup][name]

@@ -157,10 +157,11 @@ def merge_env(base: list[str], extra: list[str]) -> list[str]:
 
 
 def _load_process(path: str) -> dict:
-    from inclavare.oci.config import Checker, check_process, read_json
+    from inclavare.oci.config import MAX_BYTES, Checker, check_process
+    from inclavare.oci.jsonlite import read_json
 
     try:
-        p = read_json(path)
+        p = read_json(path, MAX_BYTES)
     except OSError as e:
         raise RuneError(f"--process {q(path)}: cannot read: {e.strerror}") from None
     c = Checker(path)

@@ -113,10 +113,10 @@ class Container:
 
 
 def read_state(path: str) -> dict | None:
-    from inclavare.oci import config, schema
+    from inclavare.oci import jsonlite, schema
 
     try:
-        state = config.read_json(path, config.MAX_BYTES + (1 << 20), depth=schema.STATE_DEPTH)
+        state = jsonlite.read_json(path, (8 << 20) + (1 << 20), depth=schema.STATE_DEPTH)  # a config and more
         if type(state) is not dict:
             raise RuneError(f"holds {schema.describe(state)}, not an object")
         schema.validate(state, schema.STATE)
