@@ -56,13 +56,15 @@ def preimport() -> None:
     """The modules load() and the enclave's services use, imported while Python's files are reachable (before a
     user namespace, before pivot_root)."""
     import fcntl  # noqa: F401
+    import importlib.machinery  # noqa: F401 - inclavare.tee's finder
     import resource  # noqa: F401
     import threading  # noqa: F401
 
+    from inclavare.enclave import attestation_dev  # noqa: F401
+    from inclavare.linux import dmz, syscalls  # noqa: F401
     from inclavare.oci import jsonlite  # noqa: F401
     from inclavare.tee import openssl  # noqa: F401
-    from inclavare.tee.sim import envpolicy  # noqa: F401
-    from inclavare.tee.sim.evidence import Evidence  # noqa: F401
+    from inclavare.tee.sim import envpolicy, evidence, image, launch, platform  # noqa: F401
 
 
 class SimPal:
