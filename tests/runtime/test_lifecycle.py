@@ -232,7 +232,9 @@ def test_sigterm_during_create_removes_what_was_made(rune):
     time.sleep(0.3)  # in the hook now
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=20)
-    assert proc.returncode == 1 and "interrupted by signal 15" in err
+    assert proc.returncode == 1
+    assert err == (f"rune was interrupted by signal 15 (SIGTERM) while creating container '{cid}'; what it had made "
+                   "was removed\n")
     assert not (rune.root / cid).exists()
     assert cgroup_leftovers(cid) == []
     assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
