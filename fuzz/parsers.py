@@ -4,12 +4,15 @@ reader with the status derived from it. Any exception but RuneError is a defect.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 from inclavare.errors import RuneError
 
 _WORK = tempfile.mkdtemp(prefix="rune-atheris-")
+atexit.register(shutil.rmtree, _WORK, True)
 os.makedirs(os.path.join(_WORK, "bundle", "rootfs"), exist_ok=True)
 os.makedirs(os.path.join(_WORK, "root", "c"), exist_ok=True)
 
