@@ -72,7 +72,7 @@ def test_dump_recognises_report_and_targetinfo(tmp_path, capsys):
     bad = tmp_path / "bad"
     bad.write_bytes(b"123")
     rc, _, err = run(capsys, "dump", str(bad))
-    assert rc == 1 and "not a quote v3, SIGSTRUCT" in err
+    assert rc == 1 and "not an SGX quote v3, TDX quote v4/v5, SIGSTRUCT" in err
 
 
 def test_verify_quote_real(vectors, capsys):

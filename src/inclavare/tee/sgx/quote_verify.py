@@ -1,5 +1,8 @@
 """Signature checks of a quote v3 and of the PCK chain in its certification data.
 
+Every signature is checked over the exact bytes received (`signed_bytes()`, `qe_report_bytes()` of the parsed quote),
+reserved fields included. The same checks serve SGX quotes v3 and TDX quotes v4/v5 (inclavare.tee.tdx.quote).
+
 What is checked here (all offline, no collateral):
 - the ISV enclave report signature: the attestation key over header || report body;
 - the binding: QE report_data[0:32] == SHA-256(attestation key || QE auth data), [32:64] zero;
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -24,6 +28,8 @@ from inclavare.tee import marker
 from inclavare.tee.sgx.layout import FormatError
 from inclavare.tee.sgx.quote import CERT_DATA_PCK_CHAIN, INTEL_QE_VENDOR_ID, Quote
 
+AnyQuote = Any  # Quote | inclavare.tee.tdx.quote.TdxQuote: both have the accessors used here
+
 # SHA-256 of the DER SubjectPublicKeyInfo of "Intel SGX Root CA" (the production DCAP root).
 INTEL_SGX_ROOT_SPKI_SHA256 = bytes.fromhex("a0af031289f5d5d4132f9186068a7fc13628633ba235777472e29b6b6c67a49e")
 
@@ -34,7 +40,7 @@ class QuoteError(ValueError):
 
 @dataclass(frozen=True)
 class VerifiedQuote:
-    quote: Quote
+    quote: AnyQuote
     pck_chain: tuple[x509.Certificate, ...]
     simulated: bool
 
@@ -74,7 +80,7 @@ def _check_raw(pub: ec.EllipticCurvePublicKey, sig: bytes, data: bytes) -> bool:
     return True
 
 
-def load_chain(quote: Quote) -> tuple[x509.Certificate, ...]:
+def load_chain(quote: AnyQuote) -> tuple[x509.Certificate, ...]:
     pems = quote.pck_chain_pem()
     if not pems:
         raise QuoteError(f"the quote's certification data is type {quote.cert_data_type}, not a PCK chain (type 5)")
@@ -84,7 +90,7 @@ def load_chain(quote: Quote) -> tuple[x509.Certificate, ...]:
         raise QuoteError("the quote's PCK chain holds a certificate that does not parse") from None
 
 
-def verify_signatures(quote: Quote, pck_cert: x509.Certificate | None = None) -> tuple[x509.Certificate, ...]:
+def verify_signatures(quote: AnyQuote, pck_cert: x509.Certificate | None = None) -> tuple[x509.Certificate, ...]:
     """Check the ISV signature, the QE binding and the QE report signature; return the chain used (leaf first).
 
     The PCK key is the leaf of certification data type 5, or `pck_cert` when given (for types 1-3).
@@ -99,7 +105,7 @@ def verify_signatures(quote: Quote, pck_cert: x509.Certificate | None = None) ->
     leaf_key = chain[0].public_key()
     if not isinstance(leaf_key, ec.EllipticCurvePublicKey):
         raise QuoteError("the PCK certificate key is not an ECDSA key")
-    if not _check_raw(leaf_key, quote.qe_report_signature, quote.qe_report.to_bytes()):
+    if not _check_raw(leaf_key, quote.qe_report_signature, quote.qe_report_bytes()):
         raise QuoteError("the QE report signature is invalid (PCK key over the QE report)")
     return chain
 
@@ -119,7 +125,7 @@ def verify_chain(chain: tuple[x509.Certificate, ...], root_spki_sha256: bytes) -
         raise QuoteError(f"the PCK chain ends at '{chain[-1].subject.rfc4514_string()}', not at the trusted root key")
 
 
-def sim_marks(quote: Quote) -> list[str]:
+def sim_marks(quote: AnyQuote) -> list[str]:
     """The reasons this quote is simulated evidence ([] for none)."""
     marks = []
     if quote.header.vendor_id == marker.SIM_QE_VENDOR_ID:
@@ -138,14 +144,21 @@ def sim_marks(quote: Quote) -> list[str]:
     return marks
 
 
-def verify_hardware_quote(data: bytes | Quote, root_spki_sha256: bytes = INTEL_SGX_ROOT_SPKI_SHA256) -> VerifiedQuote:
+def parse_any(data: bytes) -> AnyQuote:
+    """An SGX quote v3 or a TDX quote v4/v5, by its header; FormatError otherwise."""
+    from inclavare.tee.tdx.quote import TdxQuote, is_tdx_quote
+
+    return TdxQuote.from_bytes(data) if is_tdx_quote(data) else Quote.from_bytes(data)
+
+
+def verify_hardware_quote(data: bytes | AnyQuote, root_spki_sha256: bytes = INTEL_SGX_ROOT_SPKI_SHA256) -> VerifiedQuote:
     """Verify a quote as evidence from SGX hardware: never accepts simulated evidence.
 
     Checks: no sim marker, Intel's QE vendor id, certification data type 5, signatures and binding, and the PCK
     chain up to the Intel SGX Root CA key. Collateral (TCB, CRLs, QE identity, times) is not checked here.
     """
     try:
-        quote = data if isinstance(data, Quote) else Quote.from_bytes(data)
+        quote = parse_any(data) if isinstance(data, bytes | bytearray) else data
     except FormatError as e:
         raise QuoteError(f"the quote does not parse: {e}") from None
     marks = sim_marks(quote)
