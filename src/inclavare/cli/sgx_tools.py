@@ -258,33 +258,54 @@ def cmd_gen_token(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_verify_quote(args: argparse.Namespace) -> int:
-    from inclavare.errors import RuneError
-    from inclavare.tee.sgx import quote_verify as qv
-    from inclavare.tee.sgx.quote import Quote
+def parse_time(text: str) -> int:
+    """Unix seconds, or an ISO 8601 date-time (UTC when it names no zone)."""
+    import datetime
 
-    quote = Quote.from_bytes(_read(args.quote))
-    body = quote.report_body
-    if qv.sim_marks(quote):
-        if not (args.sim or args.sim_root):
-            raise RuneError("the quote is SIMULATED evidence (inclavare sim); it is never accepted as SGX hardware "
-                            "(pass --sim or --sim-root PEM to verify it as sim evidence)")
-        from inclavare.tee.sim import qe
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        t = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither Unix seconds nor an ISO 8601 time") from None
+    return int((t if t.tzinfo else t.replace(tzinfo=datetime.UTC)).timestamp())
+
+
+def cmd_verify_quote(args: argparse.Namespace) -> int:
+    from inclavare.attest import policy as pol
+    from inclavare.attest.collateral import Collateral
+    from inclavare.attest.errors import VerificationError
+    from inclavare.attest.verifier import Verifier
+
+    roots = [_read(p) for p in args.sim_root or ()]
+    if args.sim:
         from inclavare.tee.sim.platform import load_platform
 
-        root = _read(args.sim_root) if args.sim_root else load_platform(args.sim_dir, create=False).root_ca_pem
-        qe.verify_sim_quote(quote, root)
-        verdict = "SIMULATED evidence: signatures and sim PCK chain OK (software TEE, not SGX hardware)"
+        roots.append(load_platform(args.sim_dir, create=False).root_ca_pem)
+    from inclavare.attest.sim import load_roots
+
+    try:
+        policy = pol.load(args.policy) if args.policy else pol.Policy.default()
+        collateral = Collateral.from_file(args.collateral) if args.collateral else None
+        verifier = Verifier(pccs_url=args.pccs, sim_roots=load_roots(roots), cache_size=0)
+        claims = verifier.verify(_read(args.quote), now=args.now, collateral=collateral)
+    except (VerificationError, pol.PolicyError) as e:
+        from inclavare.errors import RuneError
+
+        raise RuneError(f"{args.quote}: {e}") from None
+    verdict = policy.appraise(claims)
+    if args.json:
+        print(json.dumps({"claims": claims.as_input(), "verdict": verdict.as_dict()}, indent=2))
     else:
-        try:
-            qv.verify_hardware_quote(quote)
-        except qv.QuoteError as e:
-            raise RuneError(f"the quote does not verify: {e}") from None
-        verdict = ("SGX quote: ISV and QE signatures, QE binding and PCK chain to the Intel SGX Root CA OK; "
-                   "TCB status, CRLs and QE identity (collateral) not checked")
-    print(verdict)
-    print(f"mr_enclave {body.mr_enclave.hex()}\nmr_signer {body.mr_signer.hex()}\n"
-          f"isv_prod_id {body.isv_prod_id}\nisv_svn {body.isv_svn}\nreport_data {body.report_data.hex()}")
+        print(claims.summary())
+        print(f"verdict {'ACCEPTED' if verdict.allowed else 'REFUSED'} by policy {verdict.policy}")
+        for v in verdict.violations:
+            print(f"  rule {v['rule']}: {v['msg']}")
+    if not verdict.allowed:
+        print(f"{PROG}: {args.quote}: {verdict.reason()}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -395,10 +416,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", required=True)
     p.add_argument("--aesmd-socket", default=DEFAULT_SOCKET)
 
-    p = add("verify-quote", cmd_verify_quote, "verify a quote's signatures and PCK chain (SGX, or sim with --sim)")
+    p = add("verify-quote", cmd_verify_quote, "verify a quote (SGX v3, TDX v4/v5, sim) and appraise it with a policy")
     p.add_argument("--quote", required=True)
-    p.add_argument("--sim-root", help="the sim root CA (PEM) a policy trusts; implies sim evidence is wanted")
-    sim_opts(p)
+    p.add_argument("--collateral", metavar="FILE", help="DCAP collateral in dcap-qvl's JSON layout")
+    p.add_argument("--pccs", metavar="URL", help="fetch the collateral from this PCCS / Intel PCS base URL "
+                   "(e.g. https://api.trustedservices.intel.com)")
+    p.add_argument("--now", type=parse_time, metavar="T", help="verification time: Unix seconds or ISO 8601 (the clock)")
+    p.add_argument("--policy", metavar="FILE", help="a .rego module or .json reference values (the default policy)")
+    p.add_argument("--json", action="store_true", help="claims and verdict as JSON")
+    p.add_argument("--sim-root", action="append", metavar="PEM",
+                   help="a simulated root CA that sim evidence may chain to (repeatable)")
+    p.add_argument("--sim", action="store_true", help="name the local sim platform's root CA (as --sim-root)")
+    sim_opts(p, switch=False)
     return parser
 
 
@@ -418,7 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 1
     except ImportError as e:
-        print(f"{PROG}: a Python package is missing ({e.name}); install it with 'pip install cryptography'",
+        print(f"{PROG}: a Python package is missing ({e.name}); install it with 'pip install inclavare[attest]'",
               file=sys.stderr)
         return 1
 

@@ -90,14 +90,19 @@ def load_chain(quote: AnyQuote) -> tuple[x509.Certificate, ...]:
         raise QuoteError("the quote's PCK chain holds a certificate that does not parse") from None
 
 
+def verify_isv_signature(quote: AnyQuote) -> None:
+    """The attestation key's signature over the received header and report body."""
+    att_key = p256_public_key(quote.attest_pub_key)
+    if not _check_raw(att_key, quote.signature, quote.signed_bytes()):
+        raise QuoteError("the ISV enclave report signature is invalid (attestation key over header and report body)")
+
+
 def verify_signatures(quote: AnyQuote, pck_cert: x509.Certificate | None = None) -> tuple[x509.Certificate, ...]:
     """Check the ISV signature, the QE binding and the QE report signature; return the chain used (leaf first).
 
     The PCK key is the leaf of certification data type 5, or `pck_cert` when given (for types 1-3).
     """
-    att_key = p256_public_key(quote.attest_pub_key)
-    if not _check_raw(att_key, quote.signature, quote.signed_bytes()):
-        raise QuoteError("the ISV enclave report signature is invalid (attestation key over header and report body)")
+    verify_isv_signature(quote)
     expected = hashlib.sha256(quote.attest_pub_key + quote.qe_auth_data).digest() + bytes(32)
     if quote.qe_report.report_data != expected:
         raise QuoteError("the QE report does not bind the attestation key (report_data != SHA-256(key || auth data))")
