@@ -75,10 +75,26 @@ def test_dump_recognises_report_and_targetinfo(tmp_path, capsys):
     assert rc == 1 and "not an SGX quote v3, TDX quote v4/v5, SIGSTRUCT" in err
 
 
-def test_verify_quote_real(vectors, capsys):
-    rc, out, _ = run(capsys, "verify-quote", "--quote", str(vectors / "dcap-qvl" / "sgx_quote"))
-    assert rc == 0 and "Intel SGX Root CA OK" in out
-    assert "mr_enclave 33d8736db756ed4997e04ba358d27833188f1932ff7b1d156904d3f560452fbb" in out
+def test_verify_quote_real(vectors, capsys, tmp_path):
+    q, c = str(vectors / "dcap-qvl" / "sgx_quote"), str(vectors / "dcap-qvl" / "sgx_quote_collateral.json")
+    rc, out, err = run(capsys, "verify-quote", "--quote", q)
+    assert rc == 1 and "check 'collateral': no collateral for this SGX platform" in err and err.count("\n") == 1
+    rc, out, err = run(capsys, "verify-quote", "--quote", q, "--collateral", c, "--now", "2025-06-27T05:33:20Z")
+    assert rc == 1 and "mr_enclave 33d8736db756ed4997e04ba358d27833188f1932ff7b1d156904d3f560452fbb" in out
+    assert "verdict REFUSED by policy default" in out and "rule tcb_status" in out
+    assert "refused by rule 'tcb_status'" in err
+    ref = tmp_path / "ref.json"
+    ref.write_text(json.dumps({"tcb_status": ["ConfigurationAndSWHardeningNeeded"], "mr_enclave":
+                               ["33d8736db756ed4997e04ba358d27833188f1932ff7b1d156904d3f560452fbb"]}))
+    rc, out, err = run(capsys, "verify-quote", "--quote", q, "--collateral", c, "--now", "1751000000", "--policy",
+                       str(ref), "--json")
+    d = json.loads(out)
+    assert rc == 0 and d["verdict"]["allowed"] and d["claims"]["advisory_ids"] == ["INTEL-SA-00289", "INTEL-SA-00615"]
+    rc, out, err = run(capsys, "verify-quote", "--quote", q, "--collateral", c, "--now", "1800000000")
+    assert rc == 1 and "check 'dcap'" in err and "CrlExpired" in err
+    rc, out, err = run(capsys, "verify-quote", "--quote", str(vectors / "dcap-qvl" / "tdx_quote"), "--collateral",
+                       str(vectors / "dcap-qvl" / "tdx_quote_collateral.json"), "--now", "1751000000")
+    assert rc == 0 and "tee tdx" in out and "tcb_status UpToDate" in out and "verdict ACCEPTED" in out
 
 
 def test_sim_pipeline_and_sim_quote_refused_as_hardware(tmp_path, sim_dir, signing_key_pem, capsys, make_bundle):
@@ -97,9 +113,14 @@ def test_sim_pipeline_and_sim_quote_refused_as_hardware(tmp_path, sim_dir, signi
     assert d["simulated"] is True and d["report_body"]["mr_enclave"] == mr
     assert d["report_body"]["report_data"].startswith("cafe00")
     rc, out, err = run(capsys, "verify-quote", "--quote", str(quote))
-    assert rc == 1 and "SIMULATED" in err and "never accepted as SGX hardware" in err
+    assert rc == 1 and "SIMULATED evidence and no simulated root was named" in err
     rc, out, err = run(capsys, "verify-quote", "--sim", "--quote", str(quote))
-    assert rc == 0 and out.startswith("SIMULATED evidence")
+    assert rc == 1 and "simulated True" in out and "refused by rule 'simulated'" in err
+    allow = tmp_path / "allow-sim.json"
+    allow.write_text(json.dumps({"allow_simulated": True, "mr_enclave": [mr]}))
+    rc, out, err = run(capsys, "verify-quote", "--sim-root", str(sim_dir / "root_ca.pem"), "--quote", str(quote),
+                       "--policy", str(allow))
+    assert rc == 0 and "verdict ACCEPTED" in out, err
     (b / "rootfs" / "etc" / "app.conf").write_text("tampered\n")
     rc, _, err = run(capsys, "gen-report", "--rootfs", str(b / "rootfs"), "--targetinfo", str(ti), "--report",
                      str(rep))

@@ -3,7 +3,8 @@
 Per quote: the project's parser reads the exact bytes (inclavare.tee.sgx.quote); evidence marked simulated and a QE
 vendor id other than Intel's are refused before any signature; then dcap-qvl (`QuoteVerifier.verify_with_policy`
 with `QuotePolicy.claims_only`) checks, over the received bytes, the ISV signature, the QE report signature and
-binding, the PCK chain up to the trusted root with both CRLs, the TCB info and QE identity signatures and their
+binding, the PCK chain up to the trusted root with both CRLs (and here: the root certificate the quote carries is the
+trusted root's key, validly self-signed), the TCB info and QE identity signatures and their
 chains, FMSPC, every validity time at the verification time, and finds the TCB status and advisories. The appraisal
 (debug, TCB status, measurements) is the policy's.
 
@@ -41,6 +42,11 @@ class DcapCore:
         self._qvl = dcap_qvl.QuoteVerifier(root_ca_der) if root_ca_der else dcap_qvl.QuoteVerifier()
         self._cache: OrderedDict[bytes, dict[str, Any]] = OrderedDict()
         self._size = cache_size
+        self._root_spki = qv.INTEL_SGX_ROOT_SPKI_SHA256
+        if root_ca_der:
+            from cryptography import x509
+
+            self._root_spki = qv.spki_sha256(x509.load_der_x509_certificate(root_ca_der))
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -64,10 +70,15 @@ class DcapCore:
                 self.hits += 1
                 return hit
         self.misses += 1
+        self._check_chain_root(quote)
         try:
             out = self._qvl.verify_with_policy(raw, collateral.qvl, now, self._dcap.QuotePolicy.claims_only(now))
         except ValueError as e:
-            raise VerificationError("dcap", f"dcap-qvl: {str(e).removeprefix('Verification failed: ')}") from None
+            why = str(e).removeprefix("Verification failed: ")
+            if why.startswith("Debug mode is enabled"):
+                raise VerificationError("debug", "the quote is from a debug enclave (its memory is readable by the "
+                                        "host); dcap-qvl refuses debug quotes") from None
+            raise VerificationError("dcap", f"dcap-qvl: {why}") from None
         c = json.loads(out.to_json())
         platform = c.get("platform") or {}
         pck = platform.get("pck") or {}
@@ -87,6 +98,22 @@ class DcapCore:
                 while len(self._cache) > self._size:
                     self._cache.popitem(last=False)
         return verdict
+
+
+    def _check_chain_root(self, quote: Any) -> None:
+        """dcap-qvl verifies the PCK chain up to its trust anchor and ignores the root certificate the quote
+        carries; that copy must be intact too: the trusted root's key, validly self-signed."""
+        from cryptography.exceptions import InvalidSignature
+
+        try:
+            root = qv.load_chain(quote)[-1]
+            root.verify_directly_issued_by(root)
+        except (qv.QuoteError, ValueError, TypeError, InvalidSignature):
+            raise VerificationError("pck_chain", "the root certificate in the quote's PCK chain is not a valid "
+                                    "self-signed certificate") from None
+        if qv.spki_sha256(root) != self._root_spki:
+            raise VerificationError("pck_chain", f"the quote's PCK chain ends at '{root.subject.rfc4514_string()}', "
+                                    "not at the trusted root key")
 
 
 def refuse_unless_intel(quote: Any) -> None:

@@ -3,7 +3,7 @@
 An SGX quote v3 or TDX quote v4/v5 is recognised by its header. Evidence that carries any sim mark goes to the sim
 verifier (and verifies only against the simulated roots the Verifier was given); everything else to DCAP, with the
 collateral passed in, else the loaded collateral whose TCB info matches the quote's TEE and FMSPC (the FMSPC of its
-PCK certificate), else collateral fetched from `pccs_url` (cached until its TCB info's nextUpdate).
+PCK certificate), else collateral fetched from `pccs_url` (kept for an hour at most, a minute at least, refetched after its TCB info's nextUpdate).
 The verification time is an explicit input: `now` (Unix seconds), the clock when None.
 """
 
@@ -75,12 +75,13 @@ class Verifier:
             if got is not None and time.time() < got[0]:
                 return got[1]
             c = Collateral.fetch(self.pccs_url, quote.to_bytes(), self.fetch_timeout)
-            until = time.time() + 3600
+            now_real = time.time()
+            left = 3600.0
             try:
-                nxt = datetime.datetime.fromisoformat(c.next_update.replace("Z", "+00:00")).timestamp()
-                until = min(until, nxt)
+                left = datetime.datetime.fromisoformat(c.next_update.replace("Z", "+00:00")).timestamp() - now_real
             except ValueError:
                 pass
+            until = now_real + min(3600.0, max(60.0, left))  # refetched within the hour, and after nextUpdate
             with self._lock:
                 self._fetched[(tee, fmspc)] = (until, c)
             return c
