@@ -99,6 +99,7 @@ class RatlsService:
                 peer = ratls.verify_certificate(tls.getpeercert(binary_form=True) or b"", self.verifier_ref(), None)
             except VerificationError as e:
                 self.broker.audit.log("refuse", who=who, rule=e.check, reason=str(e))
+                self._read_line(tls)  # the request is read (never answered) so the refusal reaches the client
                 tls.sendall(_fail(str(e)))
                 return
             line = self._read_line(tls)
