@@ -6,7 +6,8 @@ It plugs into the runtime's init at four points (runtime/init.py, Launch):
              everything needed later and bind the agent socket in the state dir (a user namespace's root may reach
              neither Python's files nor --root, and the package's files are out of reach after pivot_root);
   pre_pivot  `load`:  in the container's namespaces, mounts done, before pivot_root: load the PAL from its host path
-             (dlopen, or the built-in sim runtime's launch check);
+             (dlopen, or the built-in sim runtime's launch check), then provision the secrets the container asks
+             for (enclave/provision.py);
   pre_ready  `init`:  after pivot_root and the process's credentials, before create reports ready: pal_init
              (its failure fails `create`);
   executor   `__call__`: at start: pal_create_process + pal_exec (v2/v3) or pal_exec (v1) of the container's process
@@ -96,6 +97,9 @@ class Runelet:
 
             self.pal = sim_runtime.SimPal(ctx.rootfs, self.config, self.sim_dir)
             self.pal.load()
+        from inclavare.enclave import provision
+
+        provision.provide(self.config, ctx.rootfs, self.pal)  # ENCLAVE_SECRETS: attest to verdictd, mount the secrets
 
     # --- pre_ready -------------------------------------------------------------------------------------------
     def init(self, ctx) -> None:  # noqa: ANN001
