@@ -24,12 +24,12 @@ class Broker:
     def __init__(self, store: Store, audit: Audit) -> None:
         self.store = store
         self.audit = audit
-        self._policies: dict[str, tuple[int, Policy]] = {}
+        self._policies: dict[str, tuple[str, Policy]] = {}
         self._lock = threading.Lock()
 
     def policy(self, name: str) -> Policy:
         rec = self.store.get("policy", name)
-        stamp = rec.get("updated", 0) if rec else -1
+        stamp = str(rec.get("rev", rec.get("updated"))) if rec else ""
         with self._lock:
             got = self._policies.get(name)
             if got and got[0] == stamp:

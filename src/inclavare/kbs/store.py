@@ -127,7 +127,7 @@ class Store:
             return sorted(n for k, n in self.records if k == kind)
 
     def put(self, kind: str, name: str, obj: dict[str, Any]) -> None:
-        obj = dict(obj, updated=int(time.time()))
+        obj = dict(obj, updated=int(time.time()), rev=os.urandom(8).hex())  # rev: a change within the same second
         nonce = os.urandom(12)
         blob = MAGIC + nonce + self.aead.encrypt(nonce, json.dumps(obj).encode(), self._aad(kind, name))
         target = self._file(kind, name)

@@ -1,0 +1,116 @@
+"""Secret provisioning through an engine: containerd (`ctr run --runc-binary rune`) runs a signed sim enclave image
+with ENCLAVE_SECRETS in its environment; the payload reads the secret verdictd released; the same image with one
+changed file, and a policy that does not accept the enclave, are refused, with the rule in the error containerd shows.
+
+(Docker is not used here: it adds HOSTNAME to process.env and bind-mounts /etc/hosts, /etc/hostname and
+/etc/resolv.conf over the image's files, and a signed sim image measures its env and files; ctr adds neither.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+from tests.conftest import REPO, build_rootfs, default_config
+from tests.engines import daemons as d
+from tests.kbs.conftest import Verdictd, allow_sim, launchers  # noqa: F401
+
+pytestmark = pytest.mark.engines
+PAYLOAD = ["sh", "-c", "echo secret=$(cat /run/secrets/api-token); stat -c '%a' /run/secrets/api-token"]
+
+
+def signed_image(work: Path, name: str, key: Path, tamper: bool = False) -> str:
+    """A busybox image whose rootfs is signed for the sim TEE (args and env as the image gives them)."""
+    b = work / f"bundle-{name}"
+    (b / "rootfs").mkdir(parents=True)
+    build_rootfs(b / "rootfs", shutil.which("busybox") or "/bin/busybox")
+    c = default_config(b / "rootfs", PAYLOAD)
+    c["process"]["env"] = ["PATH=/bin"]
+    (b / "config.json").write_text(json.dumps(c))
+    p = subprocess.run([str(REPO / "bin" / "sgx-tools"), "sign-bundle", "--key", str(key), str(b)], capture_output=True,
+                       text=True)
+    assert p.returncode == 0, p.stderr
+    if tamper:
+        with open(b / "rootfs" / "etc" / "group", "a") as f:
+            f.write("evil:x:0:\n")
+    lay = str(work / f"oci-{name}")
+    ref = f"docker.io/library/rune-secrets-{name}:latest"
+    d.run(["umoci", "init", "--layout", lay])
+    d.run(["umoci", "new", "--image", f"{lay}:x"])
+    d.run(["umoci", "insert", "--image", f"{lay}:x", str(b / "rootfs"), "/"])
+    d.run(["umoci", "config", "--image", f"{lay}:x", *(x for a in PAYLOAD for x in ("--config.cmd", a)),
+           "--config.env", "PATH=/bin", "--config.workingdir", "/", "--architecture", "amd64", "--os", "linux"])
+    archive = work / f"{name}.tar"
+    d.run(["skopeo", "copy", "-q", f"oci:{lay}:x", f"oci-archive:{archive}:{ref}"])
+    return str(archive), ref, json.loads((b / "config.json").read_text())["annotations"]["enclave.sim.mrenclave"]
+
+
+@pytest.fixture
+def setup(containerd: d.Containerd, tmp_path: Path, rune_bin: str, launchers):  # noqa: ANN001, F811
+    from cryptography.hazmat.primitives import serialization
+
+    from inclavare.tee.sgx.sigstruct import generate_signing_key
+    from inclavare.tee.sim.platform import load_platform
+
+    sim = tmp_path / "sim"
+    load_platform(sim)
+    key = tmp_path / "signer.pem"
+    key.write_bytes(generate_signing_key().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                         serialization.NoEncryption()))
+    # the shim starts rune with containerd's environment: a wrapper names this test's sim platform
+    wrapper = tmp_path / "rune-sim"
+    wrapper.write_text(f"#!/bin/sh\nINCLAVARE_SIM_DIR={sim} exec {rune_bin} \"$@\"\n")
+    wrapper.chmod(0o755)
+    (tmp_path / "vd").mkdir()
+    vd = Verdictd(tmp_path / "vd", [str(sim / "root_ca.pem")]).start()
+    root = tmp_path / "runc-root"
+    try:
+        yield containerd, tmp_path, key, str(wrapper), vd, root
+    finally:
+        vd.stop()
+        for line in containerd.ctr("task", "ls", "-q", check=False).stdout.split():
+            if line.startswith("sec-"):
+                containerd.ctr("task", "delete", "--force", line, check=False)
+        for line in containerd.ctr("containers", "ls", "-q", check=False).stdout.split():
+            if line.startswith("sec-"):
+                containerd.ctr("containers", "delete", line, check=False)
+
+
+def ctr_run(c: d.Containerd, wrapper: str, root: Path, ref: str, vd: Verdictd) -> subprocess.CompletedProcess:
+    env = ["ENCLAVE_TYPE=sim", "ENCLAVE_SECRETS=tenant/api/token=api-token",
+           f"ENCLAVE_SECRETS_BROKER={vd.ratls_unix}", f"ENCLAVE_SECRETS_BROKER_SHA256={vd.pin.hex()}"]
+    return c.ctr("run", "--rm", "--runc-binary", wrapper, "--runc-root", str(root),
+                 *(x for e in env for x in ("--env", e)), ref, f"sec-{uuid.uuid4().hex[:10]}", check=False, timeout=120)
+
+
+def test_ctr_run_signed_enclave_receives_its_secret(setup):
+    c, work, key, wrapper, vd, root = setup
+    archive, ref, mr = signed_image(work, "good", key)
+    c.ctr("images", "import", archive)
+    allow_sim(vd, "tenant", mr_enclave=[mr])
+    assert vd.verdict("set-secret", "tenant/api/token", "--value", "tok-123", "--policy", "tenant").returncode == 0
+    p = ctr_run(c, wrapper, root, ref, vd)
+    assert p.returncode == 0 and p.stdout.splitlines() == ["secret=tok-123", "400"], (p.stdout, p.stderr)
+    # a policy that names another enclave: containerd shows rune's sentence with the rule
+    allow_sim(vd, "tenant", mr_enclave=["00" * 32])
+    p = ctr_run(c, wrapper, root, ref, vd)
+    assert p.returncode != 0 and "refused by rule 'mr_enclave'" in p.stderr, (p.stdout, p.stderr)
+    assert "OCI runtime create failed" in p.stderr
+    state = root / c.namespace
+    assert not state.is_dir() or os.listdir(state) == []  # nothing of the refused container left in rune's root
+
+
+def test_ctr_run_changed_image_is_refused(setup):
+    c, work, key, wrapper, vd, root = setup
+    archive, ref, mr = signed_image(work, "tampered", key, tamper=True)
+    c.ctr("images", "import", archive)
+    allow_sim(vd, "tenant", mr_enclave=[mr])
+    vd.verdict("set-secret", "tenant/api/token", "--value", "tok-123", "--policy", "tenant")
+    p = ctr_run(c, wrapper, root, ref, vd)
+    assert p.returncode != 0 and "/etc/group changed since signing" in p.stderr, (p.stdout, p.stderr)
+    assert not any(a["event"] == "release" for a in vd.audit())
