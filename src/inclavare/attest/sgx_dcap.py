@@ -18,6 +18,7 @@ differ: report_data is the attester's free data and the ISV signature is checked
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import threading
@@ -103,17 +104,31 @@ class DcapCore:
     def _check_chain_root(self, quote: Any) -> None:
         """dcap-qvl verifies the PCK chain up to its trust anchor and ignores the root certificate the quote
         carries; that copy must be intact too: the trusted root's key, validly self-signed."""
-        from cryptography.exceptions import InvalidSignature
-
         try:
-            root = qv.load_chain(quote)[-1]
-            root.verify_directly_issued_by(root)
-        except (qv.QuoteError, ValueError, TypeError, InvalidSignature):
-            raise VerificationError("pck_chain", "the root certificate in the quote's PCK chain is not a valid "
-                                    "self-signed certificate") from None
-        if qv.spki_sha256(root) != self._root_spki:
-            raise VerificationError("pck_chain", f"the quote's PCK chain ends at '{root.subject.rfc4514_string()}', "
-                                    "not at the trusted root key")
+            qv.load_chain(quote)
+        except qv.QuoteError:
+            pass  # dcap-qvl names it
+        problem = _root_problem(quote.cert_data, self._root_spki)
+        if problem:
+            raise VerificationError("pck_chain", problem)
+
+
+@functools.lru_cache(maxsize=256)
+def _root_problem(cert_data: bytes, root_spki: bytes) -> str:
+    """Why the last certificate of a PCK chain is not the trusted root ("" when it is), once per chain and root."""
+    from cryptography.exceptions import InvalidSignature
+
+    chain = qv._parse_chain(cert_data)
+    if not chain:
+        return "the quote's PCK chain does not parse"
+    root = chain[-1]
+    try:
+        root.verify_directly_issued_by(root)
+    except (ValueError, TypeError, InvalidSignature):
+        return "the root certificate in the quote's PCK chain is not a valid self-signed certificate"
+    if qv.spki_sha256(root) != root_spki:
+        return f"the quote's PCK chain ends at '{root.subject.rfc4514_string()}', not at the trusted root key"
+    return ""
 
 
 def refuse_unless_intel(quote: Any) -> None:

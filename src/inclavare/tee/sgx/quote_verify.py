@@ -14,6 +14,7 @@ TCB status, CRLs, QE identity and validity times need collateral; they belong to
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from typing import Any
@@ -81,13 +82,23 @@ def _check_raw(pub: ec.EllipticCurvePublicKey, sig: bytes, data: bytes) -> bool:
 
 
 def load_chain(quote: AnyQuote) -> tuple[x509.Certificate, ...]:
-    pems = quote.pck_chain_pem()
-    if not pems:
+    if quote.cert_data_type != CERT_DATA_PCK_CHAIN or not quote.pck_chain_pem():
         raise QuoteError(f"the quote's certification data is type {quote.cert_data_type}, not a PCK chain (type 5)")
+    chain = _parse_chain(quote.cert_data)
+    if chain is None:
+        raise QuoteError("the quote's PCK chain holds a certificate that does not parse")
+    return chain
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_chain(cert_data: bytes) -> tuple[x509.Certificate, ...] | None:
+    """The certificates of certification data type 5, parsed once per distinct chain (a platform's quotes share it)."""
+    from inclavare.tee.sgx.quote import pem_chain
+
     try:
-        return tuple(x509.load_pem_x509_certificate(p) for p in pems)
+        return tuple(x509.load_pem_x509_certificate(p) for p in pem_chain(CERT_DATA_PCK_CHAIN, cert_data))
     except ValueError:
-        raise QuoteError("the quote's PCK chain holds a certificate that does not parse") from None
+        return None
 
 
 def verify_isv_signature(quote: AnyQuote) -> None:
@@ -137,16 +148,22 @@ def sim_marks(quote: AnyQuote) -> list[str]:
         marks.append("its QE vendor id is the inclavare sim's")
     if quote.header.user_data.startswith(marker.SIM_USER_DATA_PREFIX):
         marks.append("its header user_data says SIMULATED")
-    try:
-        chain = load_chain(quote)
-    except QuoteError:
-        chain = ()
-    for cert in chain:
-        oids = {e.oid.dotted_string for e in cert.extensions}
-        if marker.SIM_EXTENSION_OID in oids or marker.SIM_CN_MARK in cert.subject.rfc4514_string():
-            marks.append(f"its certificate '{cert.subject.rfc4514_string()}' is a simulated one")
-            break
+    if quote.cert_data_type == CERT_DATA_PCK_CHAIN:
+        cert = _sim_certificate(quote.cert_data)
+        if cert:
+            marks.append(f"its certificate '{cert}' is a simulated one")
     return marks
+
+
+@functools.lru_cache(maxsize=256)
+def _sim_certificate(cert_data: bytes) -> str:
+    """The subject of the first certificate of the chain marked simulated, "" for none (once per distinct chain)."""
+    for cert in _parse_chain(cert_data) or ():
+        oids = {e.oid.dotted_string for e in cert.extensions}
+        subject = cert.subject.rfc4514_string()
+        if marker.SIM_EXTENSION_OID in oids or marker.SIM_CN_MARK in subject:
+            return subject
+    return ""
 
 
 def parse_any(data: bytes) -> AnyQuote:
