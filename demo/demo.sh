@@ -6,6 +6,8 @@
 #      its identity and a quote read from inside, and a tampered copy refused at launch; an image signed once with
 #      sgx-tools sign-image through Docker and containerd; an ordinary image turned into a signed enclave by
 #      containerd-shim-rune-v2 (demo/shim.py)
+#   4. remote attestation: verdictd with a secret and a policy, an enclave container that receives its secret,
+#      a tampered image refused, simulated and debug evidence refused by the default policy
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -46,14 +48,22 @@ if [ -d "$SHARED/vectors/enarx-sgx" ]; then
   step "SGX measurement: MRENCLAVE of a real enclave equals its SIGSTRUCT's enclave_hash"
   show "$SGX_TOOLS" measure --flat "$SHARED/vectors/enarx-sgx/encl.bin" --enclave-size 0x8000 --ssa-frame-size 1 --tcs-pages 0
   "$SGX_TOOLS" dump --json "$SHARED/vectors/enarx-sgx/encl.ss" | "$PY" -c "import json,sys; print('enclave_hash', json.load(sys.stdin)['enclave_hash'])"
-  step "a real SGX quote (dcap-qvl vector): its fields, then its signatures and PCK chain checked"
+  step "a real SGX quote (dcap-qvl vector): its fields, then DCAP verification with its collateral (dcap-qvl)"
   "$SGX_TOOLS" dump "$SHARED/vectors/dcap-qvl/sgx_quote" | head -20
-  show "$SGX_TOOLS" verify-quote --quote "$SHARED/vectors/dcap-qvl/sgx_quote"
+  echo "# inside its collateral's validity window; the default policy refuses its TCB status:"
+  show "$SGX_TOOLS" verify-quote --quote "$SHARED/vectors/dcap-qvl/sgx_quote" \
+    --collateral "$SHARED/vectors/dcap-qvl/sgx_quote_collateral.json" --now 2025-06-27T00:00:00Z || true
+  echo "# the same quote at today's date: its collateral has expired"
+  show "$SGX_TOOLS" verify-quote --quote "$SHARED/vectors/dcap-qvl/sgx_quote" \
+    --collateral "$SHARED/vectors/dcap-qvl/sgx_quote_collateral.json" || true
 fi
 
 if [ -x demo/enclave.sh ]; then
   bash demo/enclave.sh "$WORK" "$ROOT"
   "$PY" demo/engines.py
   "$PY" demo/shim.py
+fi
+if [ -x demo/attest.sh ]; then
+  bash demo/attest.sh "$WORK" "$ROOT"
 fi
 step "done"
