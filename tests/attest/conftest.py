@@ -6,21 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.tee.conftest import VECTORS, _make_bundle, other_key_pem, signing_key_pem  # noqa: F401
-
-
-@pytest.fixture
-def vectors() -> Path:
-    if not VECTORS.is_dir():
-        pytest.skip("../shared/vectors is absent (the shared real-world test vectors)")
-    return VECTORS
-
-
-@pytest.fixture
-def sim_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    d = tmp_path / "sim"
-    monkeypatch.setenv("INCLAVARE_SIM_DIR", str(d))
-    return d
+from tests.tee.conftest import _make_bundle, other_key_pem, signing_key_pem, sim_dir, vectors  # noqa: F401, F811
 
 
 @pytest.fixture
@@ -34,7 +20,7 @@ def sim_enclave(tmp_path: Path, sim_dir: Path, signing_key_pem: Path):  # noqa: 
 
 
 @pytest.fixture
-def sim_root(sim_dir: Path, sim_enclave):  # noqa: ANN001
+def sim_root(sim_dir: Path, sim_enclave):  # noqa: ANN001, F811
     from cryptography import x509
 
     from inclavare.tee.sim.platform import load_platform
@@ -43,7 +29,7 @@ def sim_root(sim_dir: Path, sim_enclave):  # noqa: ANN001
 
 
 @pytest.fixture
-def pki(vectors: Path):
+def pki(vectors: Path):  # noqa: F811
     from tests.attest.dcap_pki import Platform
 
     return Platform(vectors)

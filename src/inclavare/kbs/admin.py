@@ -19,14 +19,15 @@ import json
 import os
 import socket
 import struct
-import threading
 from collections.abc import Callable
 from typing import Any
+
+from inclavare.kbs.listener import AcceptLoop, read_line
 
 MAX_REQUEST = 4 << 20
 
 
-class AdminServer:
+class AdminServer(AcceptLoop):
     def __init__(self, path: str, handler: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
         self.path = path
         self.handler = handler
@@ -35,56 +36,31 @@ class AdminServer:
             os.unlink(path)
         except FileNotFoundError:
             pass
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)
         try:
-            self.sock.bind(path)
+            sock.bind(path)
         finally:
             os.umask(old)
-        self.sock.listen(16)
-        self.stopped = False
-        self.slots = threading.BoundedSemaphore(16)
-
-    def serve_forever(self) -> None:
-        while not self.stopped:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                if self.stopped:
-                    return
-                continue
-            if not self.slots.acquire(blocking=False):
-                conn.close()
-                continue
-            threading.Thread(target=self._conn, args=(conn,), daemon=True).start()
+        sock.listen(16)
+        super().__init__(sock, 16)
 
     def stop(self) -> None:
-        self.stopped = True
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
+        super().stop()
         try:
             os.unlink(self.path)
         except OSError:
             pass
 
-    def _conn(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket, _addr: Any) -> None:
         try:
             conn.settimeout(30)
             _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
             if uid not in (0, os.geteuid()):
                 conn.sendall(json.dumps({"ok": False, "error": f"uid {uid} may not administer verdictd"}).encode() + b"\n")
                 return
-            buf = b""
-            while b"\n" not in buf and len(buf) <= MAX_REQUEST:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
             try:
-                req = json.loads(buf.split(b"\n", 1)[0])
+                req = json.loads(read_line(conn, MAX_REQUEST) or b"")
                 if not isinstance(req, dict):
                     raise ValueError
             except (ValueError, UnicodeDecodeError):
@@ -96,7 +72,6 @@ class AdminServer:
             pass
         finally:
             conn.close()
-            self.slots.release()
 
 
 def request(path: str, req: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
@@ -106,12 +81,7 @@ def request(path: str, req: dict[str, Any], timeout: float = 30) -> dict[str, An
     try:
         s.connect(path)
         s.sendall(json.dumps(req).encode() + b"\n")
-        buf = b""
-        while not buf.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
+        buf = read_line(s, 64 << 20) or b""
     finally:
         s.close()
     try:

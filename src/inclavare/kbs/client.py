@@ -114,6 +114,7 @@ def fetch_secrets(address: str, attester: Attester, paths: list[str], pin: bytes
     """The secrets at `paths` from verdictd's attested-TLS listener (`unix:PATH` or `HOST:PORT`). Raises
     KbsError(0, message) with verdictd's sentence (naming the check or the policy rule) when it refuses."""
     from inclavare.attest import ratls
+    from inclavare.kbs.listener import read_line
 
     cert, key = ratls.make_certificate(attester)
     tls = ratls.connect(address, ratls.client_context(cert, key), timeout)
@@ -121,14 +122,9 @@ def fetch_secrets(address: str, attester: Attester, paths: list[str], pin: bytes
         if pin is not None:
             ratls.pinned_peer(tls, pin)
         tls.sendall(json.dumps({"command": "Get Resources", "paths": paths}).encode() + b"\n")
-        buf = b""
-        while not buf.endswith(b"\n"):
-            chunk = tls.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-            if len(buf) > 16 << 20:
-                raise KbsError(0, "the broker's answer is larger than 16 MiB")
+        buf = read_line(tls, 32 << 20)
+        if buf is None:
+            raise KbsError(0, "the broker's answer is larger than 32 MiB")
     finally:
         tls.close()
     try:

@@ -20,19 +20,19 @@ import json
 import os
 import socket
 import ssl
-import threading
 from typing import Any
 
 from inclavare.attest import ratls
 from inclavare.attest.errors import VerificationError
 from inclavare.kbs.broker import Broker, Refused
+from inclavare.kbs.listener import AcceptLoop, read_line
 
 
 def _fail(msg: str) -> bytes:
     return json.dumps({"status": "Fail", "data": {}, "error": msg}).encode() + b"\n"
 
 
-class RatlsService:
+class RatlsService(AcceptLoop):
     def __init__(self, broker: Broker, verifier_ref: Any, ctx: ssl.SSLContext, listen: str, max_connections: int,
                  max_body: int, io_timeout: float) -> None:
         self.broker = broker
@@ -41,7 +41,6 @@ class RatlsService:
         self.listen = listen
         self.max_body = max_body
         self.io_timeout = io_timeout
-        self.slots = threading.BoundedSemaphore(max_connections)
         if listen.startswith("unix:"):
             path = listen[5:]
             try:
@@ -49,17 +48,16 @@ class RatlsService:
             except FileNotFoundError:
                 pass
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.sock.bind(path)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(path)
             os.chmod(path, 0o666)  # any process may connect: attestation, not the socket, authorizes
         else:
             from inclavare.kbs.http import parse_address
 
             host, port = parse_address(listen)
-            self.sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET,
-                                             reuse_port=False)
-        self.sock.listen(128)
-        self.stopped = False
+            sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock.listen(128)
+        super().__init__(sock, max_connections)
 
     @property
     def address(self) -> str:
@@ -68,28 +66,7 @@ class RatlsService:
         host, port = self.sock.getsockname()[:2]
         return f"{host}:{port}"
 
-    def serve_forever(self) -> None:
-        while not self.stopped:
-            try:
-                conn, addr = self.sock.accept()
-            except OSError:
-                if self.stopped:
-                    return
-                continue
-            if not self.slots.acquire(blocking=False):
-                conn.close()
-                continue
-            threading.Thread(target=self._conn, args=(conn, addr), daemon=True).start()
-
-    def stop(self) -> None:
-        self.stopped = True
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
-
-    def _conn(self, conn: socket.socket, addr: Any) -> None:
+    def handle(self, conn: socket.socket, addr: Any) -> None:
         who = addr[0] if isinstance(addr, tuple) else "unix:" + self.listen[5:]
         tls = None
         try:
@@ -114,19 +91,10 @@ class RatlsService:
                 (tls or conn).close()
             except OSError:
                 pass
-            self.slots.release()
 
     def _read_line(self, tls: ssl.SSLSocket) -> bytes | None:
-        buf = b""
-        while b"\n" not in buf:
-            chunk = tls.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-            if len(buf) > self.max_body:
-                return None
-        line = buf.split(b"\n", 1)[0]
-        return line if line.strip() else None
+        line = read_line(tls, self.max_body)
+        return line if line and line.strip() else None
 
     def _answer(self, line: bytes, claims: dict[str, Any], who: str) -> bytes:
         try:

@@ -54,22 +54,9 @@ class TdReport10(Structure):
 
 @structure(648)
 @dataclass(frozen=True)
-class TdReport15(Structure):
-    tee_tcb_svn: bytes = raw(0, 16)
-    mr_seam: bytes = raw(16, 48)
-    mr_signer_seam: bytes = raw(64, 48)
-    seam_attributes: bytes = raw(112, 8)
-    td_attributes: bytes = raw(120, 8)
-    xfam: bytes = raw(128, 8)
-    mr_td: bytes = raw(136, 48)
-    mr_config_id: bytes = raw(184, 48)
-    mr_owner: bytes = raw(232, 48)
-    mr_owner_config: bytes = raw(280, 48)
-    rtmr0: bytes = raw(328, 48)
-    rtmr1: bytes = raw(376, 48)
-    rtmr2: bytes = raw(424, 48)
-    rtmr3: bytes = raw(472, 48)
-    report_data: bytes = raw(520, 64)
+class TdReport15(TdReport10):
+    """TD report 1.5 (quote v5 body type 3): TD report 1.0 and two fields more."""
+
     tee_tcb_svn2: bytes = raw(584, 16)
     mr_service_td: bytes = raw(600, 48)
 
