@@ -127,8 +127,8 @@ def provisioning(runs: int) -> dict[str, dict[str, float]]:
         subprocess.run([sgx_tools, "gen-qe-target-info", "--sim", "--targetinfo", os.path.join(work, "ti")], check=True,
                        env=env, capture_output=True)
         with open(os.path.join(work, "vd.toml"), "w") as f:
-            f.write(f'state_dir = "state"\nadmin_socket = "admin.sock"\naudit_log = "audit.log"\n[kbs]\nlisten = ""\n'
-                    f'[attested_tls]\nlisten = ["unix:ratls.sock"]\n[attestation]\nsim_roots = ["sim/root_ca.pem"]\n')
+            f.write('state_dir = "state"\nadmin_socket = "admin.sock"\naudit_log = "audit.log"\n[kbs]\nlisten = ""\n'
+                    '[attested_tls]\nlisten = ["unix:ratls.sock"]\n[attestation]\nsim_roots = ["sim/root_ca.pem"]\n')
         vd = subprocess.Popen([os.path.join(REPO, "bin", "verdictd"), "--config", os.path.join(work, "vd.toml")],
                               stderr=subprocess.DEVNULL, cwd=work)
         verdict = [os.path.join(REPO, "bin", "verdict"), "--socket", os.path.join(work, "admin.sock")]

@@ -1,9 +1,7 @@
-"""Secret provisioning through an engine: containerd (`ctr run --runc-binary rune`) runs a signed sim enclave image
+"""Secret provisioning through the engines: containerd (`ctr run --runc-binary rune`, a bundle signed with sign-bundle
+and imported) and Docker (`docker run --runtime rune`, an image signed with sign-image) run a signed sim enclave
 with ENCLAVE_SECRETS in its environment; the payload reads the secret verdictd released; the same image with one
-changed file, and a policy that does not accept the enclave, are refused, with the rule in the error containerd shows.
-
-(Docker is not used here: it adds HOSTNAME to process.env and bind-mounts /etc/hosts, /etc/hostname and
-/etc/resolv.conf over the image's files, and a signed sim image measures its env and files; ctr adds neither.)
+changed file, and a policy that does not accept the enclave, are refused, with the rule in the error the engine shows.
 """
 
 from __future__ import annotations
@@ -18,6 +16,7 @@ from pathlib import Path
 import pytest
 from tests.conftest import REPO, build_rootfs, default_config
 from tests.engines import daemons as d
+from tests.engines.test_signed_images import loaded, signed  # noqa: F401
 from tests.kbs.conftest import Verdictd, allow_sim, launchers  # noqa: F401
 
 pytestmark = pytest.mark.engines
@@ -114,3 +113,44 @@ def test_ctr_run_changed_image_is_refused(setup):
     p = ctr_run(c, wrapper, root, ref, vd)
     assert p.returncode != 0 and "/etc/group changed since signing" in p.stderr, (p.stdout, p.stderr)
     assert not any(a["event"] == "release" for a in vd.audit())
+
+
+# ---- Docker, with an image signed once by `sgx-tools sign-image` (tests/engines/test_signed_images.py) ------------
+
+
+@pytest.fixture
+def host_broker(tmp_path: Path, launchers):  # noqa: ANN001, F811
+    """verdictd trusting the host's sim platform, which rune uses under an engine (no INCLAVARE_SIM_DIR there)."""
+    from inclavare.tee.sim.platform import DEFAULT_DIR, load_platform
+
+    load_platform(DEFAULT_DIR)
+    (tmp_path / "vd").mkdir()
+    vd = Verdictd(tmp_path / "vd", [f"{DEFAULT_DIR}/root_ca.pem"]).start()
+    yield vd
+    vd.stop()
+
+
+def test_docker_run_signed_image_receives_its_secret(loaded, rune_bin, dockerd, podman, containerd,  # noqa: F811
+                                                      tmp_path, host_broker):
+    from tests.engines.test_signed_images import TAMPERED, Run
+
+    vd = host_broker
+    run = Run("docker", rune_bin, dockerd, podman, containerd, tmp_path)
+    env = {"ENCLAVE_SECRETS": "tenant/api/token=api-token", "ENCLAVE_SECRETS_BROKER": vd.ratls_unix,
+           "ENCLAVE_SECRETS_BROKER_SHA256": vd.pin.hex(), "ENCLAVE_SECRETS_ENV": "api-token=API_TOKEN"}
+    allow_sim(vd, "tenant")
+    assert vd.verdict("set-secret", "tenant/api/token", "--value", "tok-docker", "--policy", "tenant").returncode == 0
+    p = run(["sh", "-c", "cat /run/secrets/api-token; echo; echo env=$API_TOKEN; stat -c '%a' /run/secrets/api-token"],
+            env=env)
+    assert p.returncode == 0 and p.stdout.splitlines() == ["tok-docker", "env=tok-docker", "400"], (p.stdout, p.stderr)
+    release = [a for a in vd.audit() if a["event"] == "release"][-1]
+    # the policy now names another enclave: docker shows rune's sentence with the rule, exit 125 (create failed)
+    allow_sim(vd, "tenant", mr_enclave=["00" * 32], mr_signer=[release["claims"]["mr_signer"]])
+    p = run(["sh", "-c", "cat /run/secrets/api-token"], env=env)
+    assert p.returncode == 125 and "refused by rule 'mr_enclave'" in p.stderr, (p.returncode, p.stderr)
+    # the tampered copy never reaches the broker
+    allow_sim(vd, "tenant")
+    before = len([a for a in vd.audit() if a["event"] in ("release", "refuse")])
+    p = run(["sh", "-c", "cat /run/secrets/api-token"], image=TAMPERED, env=env)
+    assert p.returncode == 125 and "/etc/group" in p.stderr, (p.returncode, p.stderr)
+    assert len([a for a in vd.audit() if a["event"] in ("release", "refuse")]) == before

@@ -13,10 +13,12 @@ Settings, each from process.env first, then from the annotation (as the enclave 
 | ENCLAVE_SECRETS_ENV | enclave.secrets.env | optional, comma-separated `FILE=VARIABLE`: also put a secret in the payload's environment |
 
 The ENCLAVE_SECRETS* variables never reach the payload. When they name secrets, the runelet, after the launch check
-and before pivot_root: makes a P-256 key and a certificate carrying the enclave's quote over SHA-256 of its DICE
-claims (inclavare.attest.ratls), connects to the broker with mutual attested TLS, asks for every secret at once,
-mounts a tmpfs (noswap where the kernel has it; nosuid, nodev, noexec; mode 0500, owned by process.user) at the
-secrets directory, writes each secret as a file of mode 0400 owned by the same user, and remounts it read-only.
+and before pivot_root, in a short-lived child (so that the long-lived runelet never loads `cryptography` or `ssl`):
+makes a P-256 key and a certificate carrying the enclave's quote over SHA-256 of its DICE claims
+(inclavare.attest.ratls), connects to the broker with mutual attested TLS, asks for every secret at once, and hands
+them to the runelet, which mounts a tmpfs (noswap where the kernel has it; nosuid, nodev, noexec; mode 0500, owned by
+process.user) at the secrets directory, writes each secret as a file of mode 0400 owned by the same user, and
+remounts it read-only.
 If the broker refuses (the evidence does not verify, or a secret's policy does not accept the enclave), the container
 is not created, and rune's error says which check or policy rule failed. Evidence comes from the built-in sim enclave
 runtime (the launched, signed sim enclave); other enclave runtimes are refused with a sentence.
@@ -107,34 +109,69 @@ def read(config: dict) -> Request | None:
 
 
 def attester(pal):  # noqa: ANN001, ANN201 - the runelet's PAL; returns report_data -> quote
-    launched = getattr(pal, "launched", None)
-    platform = getattr(pal, "platform", None)
-    if launched is None or platform is None:
+    evidence = getattr(pal, "evidence", None)
+    lib = getattr(pal, "lib", None)
+    if evidence is None or lib is None:
         raise RuneError("secret provisioning (ENCLAVE_SECRETS) needs evidence of a signed sim enclave run by the "
                         "built-in sim enclave runtime; this container's enclave runtime gives none")
-    from inclavare.tee.sim import ereport, qe
-
-    ident = launched.identity
-    return lambda rd: qe.gen_quote(platform, ereport.ereport(platform, ident, qe.qe_target_info(), rd))
+    return lambda rd: evidence.quote(lib, rd)
 
 
-def provide(config: dict, rootfs: str, pal) -> None:  # noqa: ANN001
-    """In the init-runelet, before pivot_root (privileged, host paths visible): attest, fetch, mount, write."""
-    req = read(config)
-    if req is None:
-        return
-    from inclavare.attest.errors import VerificationError
-    from inclavare.kbs.client import KbsError, fetch_secrets
+def _fetch(req: Request, quote) -> dict[str, bytes]:  # noqa: ANN001
+    """Attest and fetch in a short-lived child: `cryptography` and `ssl` are loaded there and go with it, so the
+    long-lived runelet holds neither (nor the TLS key). The secrets come back over a pipe."""
+    import base64
+    import json
 
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            from inclavare.attest.errors import VerificationError
+            from inclavare.kbs.client import KbsError, fetch_secrets
+
+            try:
+                got = fetch_secrets(req.broker, quote, [p for p, _ in req.items], req.pin)
+                out: dict = {"secrets": {k: base64.b64encode(v).decode() for k, v in got.items()}}
+            except (KbsError, VerificationError) as e:
+                out = {"error": f"secret provisioning from {req.broker} was refused: {e}"}
+            except (OSError, ValueError) as e:
+                out = {"error": f"secret provisioning: cannot reach the secrets broker {req.broker}: "
+                                f"{getattr(e, 'strerror', None) or e}"}
+        except BaseException as e:  # noqa: BLE001 - whatever happens, the parent gets one sentence
+            out = {"error": f"secret provisioning failed: {type(e).__name__}: {e}"}
+        data = json.dumps(out).encode()
+        while data:
+            data = data[os.write(w, data):]
+        os._exit(0)
+    os.close(w)
+    chunks = []
+    while True:
+        chunk = os.read(r, 1 << 16)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(r)
+    os.waitpid(pid, 0)
     try:
-        secrets = fetch_secrets(req.broker, attester(pal), [p for p, _ in req.items], req.pin)
-    except (KbsError, VerificationError) as e:
-        raise RuneError(f"secret provisioning from {req.broker} was refused: {e}") from None
-    except (OSError, ValueError) as e:
-        raise RuneError(f"secret provisioning: cannot reach the secrets broker {req.broker}: "
-                        f"{getattr(e, 'strerror', None) or e}") from None
+        out = json.loads(b"".join(chunks))
+    except ValueError:
+        out = {"error": "secret provisioning: the attesting process died"}
+    if "error" in out:
+        raise RuneError(out["error"])
+    secrets = {k: base64.b64decode(v) for k, v in out["secrets"].items()}
     if sum(len(v) for v in secrets.values()) > MAX_TOTAL:
         raise RuneError("secret provisioning: the secrets are larger than 16 MiB together")
+    return secrets
+
+
+def provide(req: Request | None, config: dict, rootfs: str, pal) -> None:  # noqa: ANN001
+    """In the init-runelet, after the launch check and before pivot_root (privileged, host paths visible): attest,
+    fetch, mount, write. `req` is what read() found before the launch check (which drops ENCLAVE_* variables)."""
+    if req is None:
+        return
+    secrets = _fetch(req, attester(pal))
     user = (config.get("process") or {}).get("user") or {}
     uid, gid = int(user.get("uid", 0)), int(user.get("gid", 0))
     _place(rootfs, req, secrets, uid, gid)
@@ -150,6 +187,9 @@ def provide(config: dict, rootfs: str, pal) -> None:  # noqa: ANN001
             if "\0" in text:
                 raise RuneError(f"ENCLAVE_SECRETS_ENV: the secret {path} holds a NUL byte, it cannot be {var}")
             env_list[:] = [e for e in env_list if e.partition("=")[0] != var] + [f"{var}={text}"]
+            defaults = getattr(pal, "env_defaults", None)
+            if isinstance(defaults, dict):  # the sim runtime's environment policy: part of the trusted defaults
+                defaults[var] = text
 
 
 def _place(rootfs: str, req: Request, secrets: dict[str, bytes], uid: int, gid: int) -> None:

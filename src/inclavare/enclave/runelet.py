@@ -62,7 +62,7 @@ class Runelet:
         import termios  # noqa: F401
         import threading  # noqa: F401
 
-        from inclavare.enclave import agent, pal, sim_runtime  # noqa: F401
+        from inclavare.enclave import agent, pal, provision, sim_runtime  # noqa: F401
         from inclavare.linux import console, proctitle, syscalls  # noqa: F401
 
         if self.cfg.type == SIM:
@@ -83,6 +83,9 @@ class Runelet:
         except OSError as e:
             log(f"cannot hide the host's command line from the container: {e.strerror}")
         self.lock = threading.Lock()
+        from inclavare.enclave import provision
+
+        secrets = provision.read(self.config)  # ENCLAVE_SECRETS*, read before the launch check drops ENCLAVE_* env
         if self.cfg.runtime_path:
             from inclavare.enclave import pal
 
@@ -97,9 +100,7 @@ class Runelet:
 
             self.pal = sim_runtime.SimPal(ctx.rootfs, self.config, self.sim_dir)
             self.pal.load()
-        from inclavare.enclave import provision
-
-        provision.provide(self.config, ctx.rootfs, self.pal)  # ENCLAVE_SECRETS: attest to verdictd, mount the secrets
+        provision.provide(secrets, self.config, ctx.rootfs, self.pal)  # attest to verdictd, mount the secrets
 
     # --- pre_ready -------------------------------------------------------------------------------------------
     def init(self, ctx) -> None:  # noqa: ANN001
