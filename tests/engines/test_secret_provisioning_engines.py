@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from tests.conftest import REPO, build_rootfs, default_config
 from tests.engines import daemons as d
-from tests.engines.test_signed_images import loaded, signed  # noqa: F401
 from tests.kbs.conftest import Verdictd, allow_sim, launchers  # noqa: F401
 
 pytestmark = pytest.mark.engines
@@ -130,27 +129,52 @@ def host_broker(tmp_path: Path, launchers):  # noqa: ANN001, F811
     vd.stop()
 
 
-def test_docker_run_signed_image_receives_its_secret(loaded, rune_bin, dockerd, podman, containerd,  # noqa: F811
-                                                      tmp_path, host_broker):
-    from tests.engines.test_signed_images import TAMPERED, Run
+SIGNED = "docker.io/library/rune-secrets-enclave:latest"
+TAMPERED = "docker.io/library/rune-secrets-enclave-tampered:latest"
 
+
+@pytest.fixture
+def docker_images(image: d.Image, dockerd: d.Dockerd, tmp_path: Path, rune_bin: str) -> None:
+    """The session's busybox image signed with `sgx-tools sign-image`, and a copy with a layer changing /etc/group,
+    loaded into dockerd (as test_signed_images.py does, under names of our own)."""
+    from inclavare.oci import image as oci_image
+
+    sgx_tools = str(Path(rune_bin).with_name("sgx-tools"))
+    work = tmp_path / "img"
+    work.mkdir()
+    d.run([sgx_tools, "gen-key", str(work / "owner.pem")])
+    d.run([sgx_tools, "sign-image", "--key", str(work / "owner.pem"), f"docker-archive:{image.docker_archive}",
+           f"docker-archive:{work / 'signed.tar'}:{SIGNED}"])
+    img, _ = oci_image.read(str(work / "signed.tar"), work)
+    oci_image.add_layer(img, oci_image.layer_of({"etc/group": (b"root:x:0:\nevil:x:0:\n", 0o644)}), work, "tamper")
+    oci_image.write(img, "docker-archive", str(work / "tampered.tar"), TAMPERED)
+    dockerd.docker("load", "-i", str(work / "signed.tar"))
+    dockerd.docker("load", "-i", str(work / "tampered.tar"))
+
+
+def docker_run(k: d.Dockerd, image: str, args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    flags = [x for kv in env.items() for x in ("-e", "=".join(kv))]
+    return k.docker("run", "--rm", "--network", "none", "--runtime", "rune", "--cgroup-parent", "/rune-test-docker",
+                    *flags, image, *args, check=False)
+
+
+def test_docker_run_signed_image_receives_its_secret(docker_images, dockerd, host_broker):  # noqa: ANN001
     vd = host_broker
-    run = Run("docker", rune_bin, dockerd, podman, containerd, tmp_path)
     env = {"ENCLAVE_SECRETS": "tenant/api/token=api-token", "ENCLAVE_SECRETS_BROKER": vd.ratls_unix,
            "ENCLAVE_SECRETS_BROKER_SHA256": vd.pin.hex(), "ENCLAVE_SECRETS_ENV": "api-token=API_TOKEN"}
     allow_sim(vd, "tenant")
     assert vd.verdict("set-secret", "tenant/api/token", "--value", "tok-docker", "--policy", "tenant").returncode == 0
-    p = run(["sh", "-c", "cat /run/secrets/api-token; echo; echo env=$API_TOKEN; stat -c '%a' /run/secrets/api-token"],
-            env=env)
+    p = docker_run(dockerd, SIGNED, ["sh", "-c", "cat /run/secrets/api-token; echo; echo env=$API_TOKEN; "
+                                     "stat -c '%a' /run/secrets/api-token"], env)
     assert p.returncode == 0 and p.stdout.splitlines() == ["tok-docker", "env=tok-docker", "400"], (p.stdout, p.stderr)
     release = [a for a in vd.audit() if a["event"] == "release"][-1]
     # the policy now names another enclave: docker shows rune's sentence with the rule, exit 125 (create failed)
     allow_sim(vd, "tenant", mr_enclave=["00" * 32], mr_signer=[release["claims"]["mr_signer"]])
-    p = run(["sh", "-c", "cat /run/secrets/api-token"], env=env)
+    p = docker_run(dockerd, SIGNED, ["sh", "-c", "cat /run/secrets/api-token"], env)
     assert p.returncode == 125 and "refused by rule 'mr_enclave'" in p.stderr, (p.returncode, p.stderr)
     # the tampered copy never reaches the broker
     allow_sim(vd, "tenant")
     before = len([a for a in vd.audit() if a["event"] in ("release", "refuse")])
-    p = run(["sh", "-c", "cat /run/secrets/api-token"], image=TAMPERED, env=env)
+    p = docker_run(dockerd, TAMPERED, ["sh", "-c", "cat /run/secrets/api-token"], env)
     assert p.returncode == 125 and "/etc/group" in p.stderr, (p.returncode, p.stderr)
     assert len([a for a in vd.audit() if a["event"] in ("release", "refuse")]) == before
