@@ -4,7 +4,7 @@ PREFIX ?= /usr/local
 APT_PACKAGES := busybox-static runc crun hyperfine libseccomp2 gcc libc6-dev binutils time
 PYTEST_ARGS ?=
 
-.PHONY: all deps apt-deps pip-deps fuzz-deps launchers install test lint demo bench bench-engines bench-shim clean pal fuzz
+.PHONY: all deps apt-deps pip-deps fuzz-deps launchers install test lint demo bench bench-engines bench-shim clean pal fuzz kube
 
 all: launchers
 
@@ -76,6 +76,30 @@ pal: $(PAL_LIBS)
 build/pal/liberpal-skeleton-v%.so: pal/skeleton.c
 	@mkdir -p build/pal
 	$(CC) -O2 -Wall -Wextra -fPIC -shared -DPAL_VERSION=$* -o $@ $< -lpthread
+
+# The real Kubernetes of tests/k8s and bench/k8s.py, built once from its Go modules and cached under build/ by
+# version: kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kubectl from k8s.io/kubernetes
+# (tools/kubernetes/go.mod), crictl from sigs.k8s.io/cri-tools (tools/cri-tools/go.mod), and etcd from Debian's
+# etcd-server package, unpacked here rather than installed (installing it would start a system etcd).
+# Stripped and without debug info (-s -w), with -trimpath: about 5 minutes cold on 2 cores (see docs/kubernetes.md).
+GO ?= go
+GO_BUILD = $(GO) build -trimpath -buildvcs=false -ldflags='-s -w'
+KUBE_VERSION := $(shell awk '$$1 == "k8s.io/kubernetes" {print $$2}' tools/kubernetes/go.mod)
+CRICTL_VERSION := $(shell awk '$$1 == "sigs.k8s.io/cri-tools" {print $$2}' tools/cri-tools/go.mod)
+KUBE_DIR := build/kubernetes/$(KUBE_VERSION)
+CRICTL_DIR := build/cri-tools/$(CRICTL_VERSION)
+kube: $(KUBE_DIR)/.built $(CRICTL_DIR)/crictl build/etcd/etcd
+$(KUBE_DIR)/.built: tools/kubernetes/go.mod tools/kubernetes/go.sum
+	@mkdir -p $(KUBE_DIR)
+	cd tools/kubernetes && $(GO_BUILD) -o $(CURDIR)/$(KUBE_DIR)/ tool
+	@touch $@
+$(CRICTL_DIR)/crictl: tools/cri-tools/go.mod tools/cri-tools/go.sum
+	@mkdir -p $(CRICTL_DIR)
+	cd tools/cri-tools && $(GO_BUILD) -o $(CURDIR)/$(CRICTL_DIR)/ tool
+build/etcd/etcd:
+	@rm -rf build/etcd && mkdir -p build/etcd
+	cd build/etcd && { apt-get download etcd-server 2>/dev/null || { apt-get update -qq && apt-get download etcd-server; }; } \
+		&& dpkg-deb -x etcd-server_*.deb deb && ln -s deb/usr/bin/etcd etcd
 
 clean:
 	rm -rf bin build .pytest_cache

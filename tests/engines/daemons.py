@@ -207,6 +207,7 @@ class Containerd:
         self.env = env
         self.proc: subprocess.Popen | None = None
         self.namespace = "rune-test"
+        self.wrap: list[str] = []  # a command that containerd runs under (nsenter into a network namespace)
 
     def config(self) -> str:
         b = self.base
@@ -249,7 +250,7 @@ class Containerd:
         conf = self.base / "config.toml"
         conf.write_text(self.config())
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(["containerd", "--config", str(conf)], stdout=log, stderr=log,
+            self.proc = subprocess.Popen([*self.wrap, "containerd", "--config", str(conf)], stdout=log, stderr=log,
                                          stdin=subprocess.DEVNULL, start_new_session=True, env=self.env)
         atexit.register(self.stop)
         wait_for(lambda: self.ctr("version", check=False).returncode == 0 or self._died(), 30, "containerd", self.log)
