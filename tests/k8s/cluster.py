@@ -457,9 +457,23 @@ class Cluster:
                 if until(pod):
                     return pod
             time.sleep(0.1)
-        events = self.kubectl("get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}",
-                              check=False).stdout
+        events = self.events(name, namespace)
         raise AssertionError(f"pod {name}: timed out; status {json.dumps(pod.get('status'), indent=1)}\n{events}")
+
+    def events(self, name: str, namespace: str = "default") -> str:
+        return self.kubectl("get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}",
+                            check=False).stdout
+
+    def wait_event(self, name: str, text: str, timeout: float = 60, namespace: str = "default") -> str:
+        """The events of object name, once one of them contains text."""
+        deadline = time.monotonic() + timeout
+        while True:
+            events = self.events(name, namespace)
+            if text in events:
+                return events
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no event of {name} says {text!r}:\n{events}")
+            time.sleep(0.2)
 
     def crictl(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
         ep = f"unix://{self.containerd.sock}"
