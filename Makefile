@@ -18,7 +18,7 @@ apt-deps:
 
 # The package (editable) with its test extras: installed only when missing.
 pip-deps:
-	@$(PYTHON) -c "import inclavare, pytest, cryptography, hypothesis, dcap_qvl, regopy, cbor2, jwcrypto, rfc8785" 2>/dev/null && \
+	@$(PYTHON) -c "import inclavare, pytest, cryptography, hypothesis, dcap_qvl, regopy, cbor2, jwcrypto, rfc8785, grpc, google.protobuf, grpc_tools, tomlkit, yaml, kubernetes_validate" 2>/dev/null && \
 		$(PYTHON) -c "import inclavare,sys; sys.exit(0 if inclavare.__file__.startswith('$(CURDIR)/src') else 1)" || \
 		$(PYTHON) -m pip install -q -e '.[test]'
 

@@ -23,7 +23,8 @@ os._exit(code or 0)  # interpreter finalization (module teardown, GC) is pure ov
 
 LAUNCHERS = {"rune": "inclavare.cli.rune", "sgx-tools": "inclavare.cli.sgx_tools",
              "containerd-shim-rune-v2": "inclavare.cli.shim", "rune-signing-server": "inclavare.cli.signing_server",
-             "verdictd": "inclavare.cli.verdictd", "verdict": "inclavare.cli.verdict"}
+             "verdictd": "inclavare.cli.verdictd", "verdict": "inclavare.cli.verdict",
+             "rune-device-plugin": "inclavare.cli.device_plugin"}
 
 
 def write(dest: str) -> list[str]:

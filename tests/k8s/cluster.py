@@ -398,6 +398,20 @@ class Cluster:
                 pass
 
     def _remove_cgroups(self) -> None:
+        """Kill what is still in the cgroup root of ours (containers whose shim was stopped mid-way), remove it."""
+        import signal
+
+        for _ in range(50):
+            pids = {int(pid) for h in CGROUP.iterdir() if not h.is_symlink() and (h / self.cgroup_root).is_dir()
+                    for f in (h / self.cgroup_root).rglob("cgroup.procs") for pid in f.read_text().split()}
+            if not pids:
+                break
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.1)
         for hierarchy in CGROUP.iterdir():
             top = hierarchy / self.cgroup_root
             if hierarchy.is_symlink() or not top.is_dir():

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from tests.engines import daemons as d
+from tests.engines.test_enclave_engines import pal_libs  # noqa: F401  (the reference PAL, a fixture)
 from tests.k8s import cluster as k
 
 pytestmark = pytest.mark.engines
