@@ -15,7 +15,7 @@ COMMANDS = {
     "create": "create", "start": "start", "run": "run", "state": "state", "kill": "kill", "delete": "delete",
     "list": "list_", "spec": "spec", "ps": "ps", "exec": "exec_", "pause": "pause", "resume": "pause",
     "update": "update", "events": "events", "features": "features", "checkpoint": "checkpoint",
-    "restore": "checkpoint", "attest": "attest",
+    "restore": "checkpoint", "attest": "attest", "install": "install",
 }  # fmt: skip
 
 USAGE = """NAME:
@@ -41,6 +41,7 @@ COMMANDS:
    features    show the enabled features
    spec        create a new specification file
    attest      ask an enclave container for a local report or a quote
+   install     add rune to containerd's configuration (rune install containerd --config PATH)
    checkpoint  checkpoint a running container (needs CRIU)
    restore     restore a container from a previous checkpoint (needs CRIU)
 
