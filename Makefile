@@ -86,14 +86,15 @@ GO ?= go
 GO_BUILD = $(GO) build -trimpath -buildvcs=false -ldflags='-s -w'
 KUBE_VERSION := $(shell awk '$$1 == "k8s.io/kubernetes" {print $$2}' tools/kubernetes/go.mod)
 CRICTL_VERSION := $(shell awk '$$1 == "sigs.k8s.io/cri-tools" {print $$2}' tools/cri-tools/go.mod)
-KUBE_DIR := build/kubernetes/$(KUBE_VERSION)
-CRICTL_DIR := build/cri-tools/$(CRICTL_VERSION)
+# keyed by the version and the go.sum that pins every module (not by file times, which a checkout resets)
+KUBE_DIR := build/kubernetes/$(KUBE_VERSION)-$(shell sha256sum tools/kubernetes/go.sum | cut -c1-12)
+CRICTL_DIR := build/cri-tools/$(CRICTL_VERSION)-$(shell sha256sum tools/cri-tools/go.sum | cut -c1-12)
 kube: $(KUBE_DIR)/.built $(CRICTL_DIR)/crictl build/etcd/etcd
-$(KUBE_DIR)/.built: tools/kubernetes/go.mod tools/kubernetes/go.sum
+$(KUBE_DIR)/.built:
 	@mkdir -p $(KUBE_DIR)
 	cd tools/kubernetes && $(GO_BUILD) -o $(CURDIR)/$(KUBE_DIR)/ tool
 	@touch $@
-$(CRICTL_DIR)/crictl: tools/cri-tools/go.mod tools/cri-tools/go.sum
+$(CRICTL_DIR)/crictl:
 	@mkdir -p $(CRICTL_DIR)
 	cd tools/cri-tools && $(GO_BUILD) -o $(CURDIR)/$(CRICTL_DIR)/ tool
 build/etcd/etcd:

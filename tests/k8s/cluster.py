@@ -63,19 +63,26 @@ def _go_mod_version(gomod: Path, module: str) -> str:
     return m.group(1)
 
 
+def _sum(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
 class Tools:
     """Where `make kube` puts the binaries (the same paths as the Makefile's)."""
 
     def __init__(self) -> None:
         self.kube_version = _go_mod_version(REPO / "tools/kubernetes/go.mod", "k8s.io/kubernetes")
         self.crictl_version = _go_mod_version(REPO / "tools/cri-tools/go.mod", "sigs.k8s.io/cri-tools")
-        kube = REPO / "build/kubernetes" / self.kube_version
+        kube = REPO / "build/kubernetes" / f"{self.kube_version}-{_sum(REPO / 'tools/kubernetes/go.sum')}"
         self.apiserver = kube / "kube-apiserver"
         self.controller_manager = kube / "kube-controller-manager"
         self.scheduler = kube / "kube-scheduler"
         self.kubelet = kube / "kubelet"
         self.kubectl = kube / "kubectl"
-        self.crictl = REPO / "build/cri-tools" / self.crictl_version / "crictl"
+        self.crictl = (REPO / "build/cri-tools" / f"{self.crictl_version}-{_sum(REPO / 'tools/cri-tools/go.sum')}"
+                       / "crictl")
         self.etcd = REPO / "build/etcd/etcd"
 
     def all(self) -> list[Path]:
@@ -142,7 +149,10 @@ class Containerd(d.Containerd):
     """containerd 1.6 for a kubelet. handlers: CRI runtime handler name -> {runtime_type, options...}."""
 
     def __init__(self, base: Path, handlers: dict[str, dict]) -> None:
-        super().__init__(base)
+        # containerd 1.6 resolves io.containerd.rune.v2 to containerd-shim-rune-v2 on its PATH (it takes no
+        # runtime_path for the sandbox): this tree's bin/ first
+        env = dict(os.environ, PATH=f"{REPO / 'bin'}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}")
+        super().__init__(base, env=env)
         self.handlers = handlers
 
     def config(self) -> str:
@@ -197,6 +207,12 @@ def runc_handler(base: Path, name: str, binary: str) -> dict:
     return {"runtime_type": "io.containerd.runc.v2", "options": {"BinaryName": binary, "Root": str(base / f"cri-{name}")}}
 
 
+def shim_handler(config_path: str) -> dict:
+    """A handler of containerd-shim-rune-v2 (as `rune install containerd` writes it), found on containerd's PATH."""
+    return {"runtime_type": "io.containerd.rune.v2", "pod_annotations": ["enclave.*"],
+            "options": {"ConfigPath": config_path}}
+
+
 # ---- the control plane -------------------------------------------------------------------------------------------
 
 
@@ -227,6 +243,7 @@ class Cluster:
         self._shared_root = False
         self._netns_made = False
         self._made_dirs: list[Path] = []
+        self.runtime_roots: dict[str, Path] = {}  # handler -> the runtime's state directory for namespace k8s.io
 
     # -- start and stop --
 

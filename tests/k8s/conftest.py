@@ -13,12 +13,14 @@ from pathlib import Path
 
 import pytest
 from tests.engines import daemons as d
-from tests.engines.test_enclave_engines import pal_libs  # noqa: F401  (the reference PAL, a fixture)
+from tests.engines import shimd
+from tests.engines.conftest import pal_libs  # noqa: F401  (the reference PAL, a fixture)
 from tests.k8s import cluster as k
 
 pytestmark = pytest.mark.engines
 
-HANDLERS = ("runc", "rune")
+# runc; rune as a drop-in under runc's shim (options.BinaryName); rune through containerd-shim-rune-v2
+HANDLERS = ("runc", "rune-runc", "rune")
 
 
 def _interrupt(signum: int, _frame: object) -> None:
@@ -52,8 +54,16 @@ def k8s_image(k8s_base: Path) -> d.Image:
 
 @pytest.fixture(scope="session")
 def cluster(k8s_base: Path, tools: k.Tools, k8s_image: d.Image, rune_bin: str) -> Iterator[k.Cluster]:
-    handlers = {"runc": k.runc_handler(k8s_base, "runc", d.RUNC), "rune": k.runc_handler(k8s_base, "rune", rune_bin)}
+    shim_base = k8s_base / "shim"
+    shim_base.mkdir()
+    shimd.owner_key(shim_base / "owner.pem")
+    config = shimd.write_config(shim_base / "shim.toml", shim_base)
+    handlers = {"runc": k.runc_handler(k8s_base, "runc", d.RUNC),
+                "rune-runc": k.runc_handler(k8s_base, "rune-runc", rune_bin),
+                "rune": k.shim_handler(str(config))}
     c = k.Cluster(k8s_base, tools, handlers)
+    c.runtime_roots = {"runc": k8s_base / "cri-runc" / k.NAMESPACE, "rune-runc": k8s_base / "cri-rune-runc" / k.NAMESPACE,
+                       "rune": shim_base / "rune-root" / k.NAMESPACE}
     try:
         c.start()
         for archive in (k8s_image.oci_archive, k8s_image.pause_archive):
@@ -84,7 +94,7 @@ class Leftovers:
         return sandboxes + containers
 
     def of(self, uid: str, ids: list[str], handler: str) -> dict[str, list[str]]:
-        root = self.c.base / f"cri-{handler}" / k.NAMESPACE
+        root = self.c.runtime_roots[handler]
         state = [n for n in (os.listdir(root) if root.is_dir() else []) if n in ids]
         mounts = [m for m in d.mounts_under(self.c.base) if uid in m or any(i in m for i in ids)]
         cgroups = [str(p) for h in k.CGROUP.iterdir() if not h.is_symlink() and (h / self.c.cgroup_root).is_dir()

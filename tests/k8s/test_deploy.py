@@ -128,7 +128,7 @@ def test_a_pod_through_the_deployed_runtime_class(cluster: k.Cluster) -> None:
         cluster.wait_pod(name, k.running)
         assert cluster.kubectl("logs", name).stdout == "hello from rune\n"
         cid = cluster.get("pod", name)["status"]["containerStatuses"][0]["containerID"].split("//")[1]
-        assert (cluster.base / "cri-rune" / k.NAMESPACE / cid / "state.json").exists()
+        assert (cluster.runtime_roots["rune"] / cid / "state.json").exists()  # the shim's rune ran it
     finally:
         cluster.kubectl("delete", "pod", name, "--wait", "--timeout", "60s", check=False)
         cluster.kubectl("label", "node", cluster.node, f"{label}-", check=False)

@@ -87,17 +87,20 @@ def test_sim_resource_allocated_into_the_container(cluster: k.Cluster, plugin, p
     cluster.apply(k.pod(name, ["sh", "-c", SHOW], runtime_class="runc", resources=limits(sim="1")))
     cluster.wait_pod(name, k.running)
     assert "ENCLAVE_TYPE=sim\n" in cluster.kubectl("logs", name).stdout
-    # through rune it makes the container a sim enclave: PID 1 is rune's init-runelet, the payload runs in the PAL
-    # and does not see the ENCLAVE_* variables
-    enclave = pod_name("sim-rune")
-    cluster.apply(k.pod(enclave, ["sh", "-c", SHOW], runtime_class="rune", resources=limits(sim="1"),
-                        env={"ENCLAVE_RUNTIME_PATH": pal_libs[2]}))
-    cluster.wait_pod(enclave, k.running)
-    pid1, me, env = cluster.kubectl("logs", enclave).stdout.split("\n", 2)
-    assert "/rune " in pid1 and me != "self=1", (pid1, me)  # the init-runelet stays rune after start
-    assert "ENCLAVE_" not in env, env
+    # through rune it makes the container a sim enclave: PID 1 is rune's init-runelet, the payload runs in the
+    # enclave runtime and does not see the ENCLAVE_* variables. Through the shim, an ordinary image becomes a signed
+    # sim enclave (the shim signs it at Create) run by the built-in sim runtime; through runc's shim with
+    # BinaryName = rune, the reference PAL runs the payload.
+    enclaves = {pod_name("sim-shim"): ("rune", {}), pod_name("sim-pal"): ("rune-runc", {"ENCLAVE_RUNTIME_PATH": pal_libs[2]})}
+    for enclave, (handler, env) in enclaves.items():
+        cluster.apply(k.pod(enclave, ["sh", "-c", SHOW], runtime_class=handler, resources=limits(sim="1"), env=env))
+    for enclave in enclaves:
+        cluster.wait_pod(enclave, k.running)
+        pid1, me, env = cluster.kubectl("logs", enclave).stdout.split("\n", 2)
+        assert "/rune " in pid1 and me != "self=1", (enclave, pid1, me)  # the init-runelet stays rune after start
+        assert "ENCLAVE_" not in env, env
     assert allocatable(cluster, SIM) == "110"  # allocatable is capacity; the scheduler counts what pods requested
-    for n in (name, enclave):
+    for n in (name, *enclaves):
         cluster.kubectl("delete", "pod", n, "--wait", "--timeout", "60s")
 
 
@@ -112,12 +115,11 @@ def test_more_than_the_node_has_is_not_scheduled(cluster: k.Cluster, plugin) -> 
     cluster.kubectl("delete", "pod", name, "--wait", "--timeout", "60s")
 
 
-def test_kubelet_restart_while_pods_run(cluster: k.Cluster, plugin, pal_libs: dict[int, str]) -> None:
+def test_kubelet_restart_while_pods_run(cluster: k.Cluster, plugin) -> None:
     p = plugin()
     wait_allocatable(cluster, SIM, "110")
-    name = pod_name("survivor")  # an enclave pod
-    cluster.apply(k.pod(name, ["sh", "-c", "echo up; sleep 1000"], runtime_class="rune", resources=limits(sim="1"),
-                        env={"ENCLAVE_RUNTIME_PATH": pal_libs[2]}))
+    name = pod_name("survivor")  # a sim enclave pod through the shim
+    cluster.apply(k.pod(name, ["sh", "-c", "echo up; sleep 1000"], runtime_class="rune", resources=limits(sim="1")))
     before = cluster.wait_pod(name, k.running)
     cid = before["status"]["containerStatuses"][0]["containerID"]
 

@@ -18,7 +18,7 @@ WAIT_FOR_TERM = "trap 'echo bye; exit 0' TERM; echo hello from $(cat /proc/1/com
 
 
 def handler_root(c: k.Cluster, handler: str):
-    return c.base / f"cri-{handler}" / k.NAMESPACE
+    return c.runtime_roots[handler]
 
 
 @pytest.mark.parametrize("handler", HANDLERS)
@@ -39,9 +39,12 @@ def test_pod_logs_exec_delete(cluster: k.Cluster, leftovers: Leftovers, handler:
     cid = ids[-1]
     assert cluster.crictl("exec", cid, "cat", "/proc/1/comm").stdout == "sh\n"
     assert "hello from sh" in cluster.crictl("logs", cid).stdout
-    inspect = json.loads(cluster.crictl("inspect", cid).stdout)
-    assert inspect["info"]["runtimeType"] == "io.containerd.runc.v2"
-    assert inspect["info"]["runtimeOptions"]["binary_name"].endswith(handler), inspect["info"]["runtimeOptions"]
+    info = json.loads(cluster.crictl("inspect", cid).stdout)["info"]
+    if handler == "rune":
+        assert info["runtimeType"] == "io.containerd.rune.v2", info["runtimeType"]
+    else:
+        assert info["runtimeType"] == "io.containerd.runc.v2"
+        assert info["runtimeOptions"]["binary_name"].endswith(handler.split("-")[0]), info["runtimeOptions"]
 
     cluster.kubectl("delete", "pod", name, "--wait", "--timeout", "60s")
     leftovers.wait_none(pod, ids, handler)
@@ -74,10 +77,11 @@ def _messages(pod: dict) -> str:
     return "\n".join(out)
 
 
-def test_bad_command_gives_runes_sentence(cluster: k.Cluster) -> None:
+@pytest.mark.parametrize("handler", ["rune-runc", "rune"])
+def test_bad_command_gives_runes_sentence(cluster: k.Cluster, handler: str) -> None:
     """A command that does not exist: the pod's status carries rune's own sentence, naming the field."""
     name = pod_name("bad")
-    cluster.apply(k.pod(name, ["/nonexistent"], runtime_class="rune", restartPolicy="Never"))
+    cluster.apply(k.pod(name, ["/nonexistent"], runtime_class=handler, restartPolicy="Never"))
     pod = cluster.wait_pod(name, lambda p: "process.args[0]" in _messages(p), timeout=60)
     msg = _messages(pod)
     assert '"/nonexistent"' in msg and "no such file or directory" in msg, msg
