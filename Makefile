@@ -4,7 +4,7 @@ PREFIX ?= /usr/local
 APT_PACKAGES := busybox-static runc crun hyperfine libseccomp2 gcc libc6-dev binutils time
 PYTEST_ARGS ?=
 
-.PHONY: all deps apt-deps pip-deps fuzz-deps launchers install test lint demo bench bench-engines bench-shim clean pal fuzz kube
+.PHONY: all deps apt-deps pip-deps fuzz-deps launchers install test lint demo bench bench-engines bench-shim clean pal fuzz kube deb rpm
 
 all: launchers
 
@@ -18,7 +18,7 @@ apt-deps:
 
 # The package (editable) with its test extras: installed only when missing.
 pip-deps:
-	@$(PYTHON) -c "import inclavare, pytest, cryptography, hypothesis, dcap_qvl, regopy, cbor2, jwcrypto, rfc8785, grpc, google.protobuf, grpc_tools, tomlkit, yaml, kubernetes_validate" 2>/dev/null && \
+	@$(PYTHON) -c "import inclavare, pytest, cryptography, hypothesis, dcap_qvl, regopy, cbor2, jwcrypto, rfc8785, grpc, google.protobuf, grpc_tools, tomlkit, yaml, kubernetes_validate, jeepney" 2>/dev/null && \
 		$(PYTHON) -c "import inclavare,sys; sys.exit(0 if inclavare.__file__.startswith('$(CURDIR)/src') else 1)" || \
 		$(PYTHON) -m pip install -q -e '.[test]'
 
@@ -101,6 +101,15 @@ build/etcd/etcd:
 	@rm -rf build/etcd && mkdir -p build/etcd
 	cd build/etcd && { apt-get download etcd-server 2>/dev/null || { apt-get update -qq && apt-get download etcd-server; }; } \
 		&& dpkg-deb -x etcd-server_*.deb deb && ln -s deb/usr/bin/etcd etcd
+
+# The package (packaging/build.py): rune, the shim, sgx-tools, the device plugin (and verdictd) with their Python
+# dependencies in a private environment, systemd units and the default /etc/inclavare-containers/config.toml.
+deb:
+	@command -v dpkg-deb >/dev/null || { apt-get update -qq && apt-get install -y -qq dpkg-dev >/dev/null; }
+	$(PYTHON) packaging/build.py deb
+rpm:
+	@command -v rpmbuild >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rpm >/dev/null; }
+	$(PYTHON) packaging/build.py rpm
 
 clean:
 	rm -rf bin build .pytest_cache

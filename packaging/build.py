@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""make deb / make rpm: the inclavare-containers package, built from this checkout into build/packages/.
+
+What it holds (one staging tree for both formats, build/packages/root):
+- /usr/lib/inclavare-containers/venv: a private Python environment made with the system's python3.11 (-m venv),
+  with this package and the dependencies of every optional feature but `test` (pyproject.toml) from PyPI;
+- /usr/bin/<launcher> for each command of inclavare.launcher.LAUNCHERS (rune, sgx-tools, containerd-shim-rune-v2,
+  rune-signing-server, rune-device-plugin, and verdictd and verdict once they are there), started as the checkout's
+  are (-I -S, the environment's site-packages put on sys.path by the launcher itself);
+- systemd units: rune-device-plugin.service, and verdictd.service when the verdictd command exists
+  (SEAM: it is packaged as soon as inclavare.cli.verdictd is in LAUNCHERS; nothing to change here);
+- /etc/inclavare-containers/config.toml, the shim's default configuration (a conffile);
+- docs under /usr/share/doc/inclavare-containers.
+The maintainer scripts (packaging/deb) make the enclave signing key on first install and remove the environment (and,
+on purge, /etc/inclavare-containers and /var/lib/inclavare-containers) so that nothing is left.
+
+    python3 packaging/build.py deb|rpm
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from inclavare import __version__  # noqa: E402
+from inclavare.launcher import LAUNCHERS, TEMPLATE  # noqa: E402
+
+NAME = "inclavare-containers"
+PY = "python3.11"
+LIB = f"/usr/lib/{NAME}"
+VENV = f"{LIB}/venv"
+SITE = f"{VENV}/lib/{PY}/site-packages"
+OUT = REPO / "build" / "packages"
+ROOT = OUT / "root"
+UNITS = {"rune-device-plugin.service": "rune-device-plugin", "verdictd.service": "verdictd"}
+DOCS = ("README.md", "docs/kubernetes.md", "docs/enclave-containers.md", "docs/shim.md", "docs/attestation.md")
+SUMMARY = "Confidential-computing container runtime: rune, containerd-shim-rune-v2, device plugin, key broker"
+
+
+def run(*cmd: str, **kw) -> None:
+    subprocess.run(cmd, check=True, **kw)
+
+
+def extras() -> list[str]:
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    return sorted(e for e in meta.get("optional-dependencies", {}) if e != "test")
+
+
+def stage() -> None:
+    if ROOT.exists():
+        shutil.rmtree(ROOT)
+    python = shutil.which(PY, path="/usr/bin")
+    if not python:
+        raise SystemExit(f"packaging needs the system's {PY} (/usr/bin/{PY}, with its venv module)")
+    venv = ROOT / VENV.lstrip("/")
+    run(python, "-m", "venv", str(venv))
+    spec = f"{REPO}[{','.join(extras())}]"
+    run(str(venv / "bin" / PY), "-m", "pip", "install", "-q", "--no-cache-dir", "--disable-pip-version-check", spec)
+    # the environment is run, never managed: no pip, no activation scripts, no console scripts naming the staging path
+    run(str(venv / "bin" / PY), "-m", "pip", "uninstall", "-q", "-y", "pip", "setuptools")
+    for p in (venv / "bin").iterdir():
+        if not p.name.startswith("python"):
+            p.unlink()
+    (venv / "pyvenv.cfg").write_text(f"home = /usr/bin\ninclude-system-site-packages = false\nversion = "
+                                     f"{subprocess.check_output([python, '-c', 'import platform; print(platform.python_version())'], text=True).strip()}\n")
+    for p in venv.rglob("direct_url.json"):  # names the build's checkout
+        p.unlink()
+    bindir = ROOT / "usr/bin"
+    bindir.mkdir(parents=True)
+    for cmd, module in LAUNCHERS.items():
+        (bindir / cmd).write_text(TEMPLATE.format(python=f"{VENV}/bin/{PY}", path=SITE, module=module))
+        (bindir / cmd).chmod(0o755)
+    units = ROOT / "lib/systemd/system"
+    units.mkdir(parents=True)
+    for unit, cmd in UNITS.items():
+        if cmd in LAUNCHERS:
+            shutil.copy(REPO / "packaging/systemd" / unit, units / unit)
+    etc = ROOT / "etc" / NAME
+    etc.mkdir(parents=True)
+    shutil.copy(REPO / "packaging/config.toml", etc / "config.toml")
+    doc = ROOT / "usr/share/doc" / NAME
+    doc.mkdir(parents=True)
+    for f in DOCS:
+        if (REPO / f).exists():
+            shutil.copy(REPO / f, doc / Path(f).name)
+    for p in ROOT.rglob("*"):
+        if not p.is_symlink():
+            os.chmod(p, 0o755 if p.is_dir() or os.access(p, os.X_OK) else 0o644)
+
+
+def deb() -> Path:
+    debian = ROOT / "DEBIAN"
+    debian.mkdir()
+    size = sum(p.stat().st_size for p in ROOT.rglob("*") if p.is_file() and not p.is_symlink()) // 1024
+    (debian / "control").write_text(
+        f"Package: {NAME}\nVersion: {__version__}\nArchitecture: amd64\nMaintainer: Inclavare Containers "
+        f"maintainers <maintainers@inclavare-containers.invalid>\nInstalled-Size: {size}\n"
+        f"Depends: {PY}, libseccomp2\nRecommends: containerd\nSection: admin\nPriority: optional\n"
+        f"Description: {SUMMARY}\n rune is an OCI runtime, a drop-in for runc, that also runs enclave containers;\n"
+        " containerd-shim-rune-v2 signs and converts images; rune-device-plugin advertises enclave resources to\n"
+        " the kubelet. Python dependencies live in a private environment under /usr/lib/inclavare-containers.\n")
+    (debian / "conffiles").write_text(f"/etc/{NAME}/config.toml\n")
+    for script in ("postinst", "prerm", "postrm"):
+        shutil.copy(REPO / "packaging/deb" / script, debian / script)
+        (debian / script).chmod(0o755)
+    out = OUT / f"{NAME}_{__version__}_amd64.deb"
+    run("dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(ROOT), str(out), stdout=subprocess.DEVNULL)
+    shutil.rmtree(debian)
+    return out
+
+
+def rpm() -> Path:
+    top = OUT / "rpmbuild"
+    shutil.rmtree(top, ignore_errors=True)
+    for d in ("SPECS", "RPMS", "BUILD", "BUILDROOT"):
+        (top / d).mkdir(parents=True)
+    files = []
+    for p in sorted(ROOT.rglob("*")):
+        rel = "/" + str(p.relative_to(ROOT))
+        if p.is_dir() and not p.is_symlink():
+            if rel.startswith((LIB, f"/etc/{NAME}", f"/usr/share/doc/{NAME}")):
+                files.append(f"%dir {rel}")
+        elif rel == f"/etc/{NAME}/config.toml":
+            files.append(f"%config(noreplace) {rel}")
+        else:
+            files.append(rel)
+    postinst = (REPO / "packaging/deb/postinst").read_text()
+    spec = f"""Name: {NAME}
+Version: {__version__}
+Release: 1
+Summary: {SUMMARY}
+License: Apache-2.0
+BuildArch: x86_64
+AutoReqProv: no
+Requires: /usr/bin/{PY}
+Recommends: containerd
+%define __os_install_post %{{nil}}
+%define _build_id_links none
+%define debug_package %{{nil}}
+
+%description
+rune, containerd-shim-rune-v2, sgx-tools and rune-device-plugin with their Python dependencies in a private
+environment under {LIB}.
+
+%install
+mkdir -p %{{buildroot}}
+cp -a {ROOT}/. %{{buildroot}}/
+
+%post
+{postinst}
+%postun
+if [ "$1" = 0 ]; then rm -rf {LIB} /var/lib/{NAME}; fi
+
+%files
+{chr(10).join(files)}
+"""
+    (top / "SPECS" / f"{NAME}.spec").write_text(spec)
+    run("rpmbuild", "-bb", "--quiet", "--define", f"_topdir {top}", str(top / "SPECS" / f"{NAME}.spec"),
+        stdout=subprocess.DEVNULL)
+    built = next((top / "RPMS").rglob("*.rpm"))
+    out = OUT / built.name
+    shutil.move(built, out)
+    shutil.rmtree(top)
+    return out
+
+
+def main() -> int:
+    kind = sys.argv[1] if len(sys.argv) > 1 else ""
+    if kind not in ("deb", "rpm"):
+        print("usage: packaging/build.py deb|rpm", file=sys.stderr)
+        return 2
+    OUT.mkdir(parents=True, exist_ok=True)
+    stage()
+    print(deb() if kind == "deb" else rpm())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
