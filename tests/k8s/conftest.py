@@ -118,3 +118,37 @@ class Leftovers:
 @pytest.fixture
 def leftovers(cluster: k.Cluster) -> Leftovers:
     return Leftovers(cluster)
+
+
+SIGNED = "docker.io/library/rune-k8s-enclave:latest"
+TAMPERED = "docker.io/library/rune-k8s-enclave-tampered:latest"
+UNPREPARED = "docker.io/library/rune-k8s-enclave-no-kubernetes-env:latest"
+
+
+@pytest.fixture(scope="session")
+def signed_images(cluster: k.Cluster, k8s_image: d.Image, rune_bin: str) -> tuple[str, str, str]:
+    """The busybox image signed once as a sim enclave image (sgx-tools sign-image), and a copy with one more layer
+    that changes a signed file (/etc/group), imported for the kubelet; and the sentence an image signed without
+    the kubelet's variables untrusted gets."""
+    from inclavare.oci import image as oci_image
+
+    work = cluster.base / "signed"
+    work.mkdir()
+    sgx_tools = str(Path(rune_bin).with_name("sgx-tools"))
+    key = work / "owner.pem"
+    d.run([sgx_tools, "gen-key", str(key)])
+    signed = work / "signed-oci.tar"
+    # the kubelet gives every container the kubernetes service's variables (KUBERNETES_SERVICE_HOST ...): a
+    # Kubernetes image is signed with them untrusted, or its launch is refused naming the first of them
+    d.run([sgx_tools, "sign-image", "--key", str(key), "--untrusted-env", "KUBERNETES_*",
+           f"oci-archive:{k8s_image.oci_archive}", f"oci-archive:{signed}:{SIGNED}"])
+    img, _ = oci_image.read(str(signed), work)
+    oci_image.add_layer(img, oci_image.layer_of({"etc/group": (b"root:x:0:\nevil:x:0:\n", 0o644)}), work, "tamper")
+    tampered = work / "tampered-oci.tar"
+    oci_image.write(img, "oci-archive", str(tampered), TAMPERED)
+    plain_signed = work / "plain-signed-oci.tar"
+    d.run([sgx_tools, "sign-image", "--key", str(key), f"oci-archive:{k8s_image.oci_archive}",
+           f"oci-archive:{plain_signed}:{UNPREPARED}"])
+    for archive in (signed, tampered, plain_signed):
+        cluster.containerd.ctr("-n", k.NAMESPACE, "images", "import", str(archive))
+    return SIGNED, TAMPERED, UNPREPARED

@@ -118,3 +118,41 @@ def test_unknown_handler_is_refused(cluster: k.Cluster) -> None:
     finally:
         cluster.kubectl("delete", "pod", name, "--wait", "--timeout", "60s", check=False)
         cluster.kubectl("delete", "runtimeclass", "no-such", check=False)
+
+
+@pytest.mark.parametrize("handler", ["rune", "rune-runc"])
+def test_signed_image_runs_and_a_tampered_one_is_refused(cluster: k.Cluster, signed_images: tuple[str, str, str],
+                                                         handler: str) -> None:
+    """An image signed once (sgx-tools sign-image) runs as a sim enclave pod; the same image with a signed file
+    changed in a layer added after signing fails, with rune's sentence naming the file in the pod's status."""
+    good, bad, _ = signed_images
+    name = pod_name("signed")
+    cluster.apply(k.pod(name, ["sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline; echo; sleep 1000"], runtime_class=handler,
+                        image=good))
+    try:
+        cluster.wait_pod(name, k.running)
+        assert cluster.kubectl("logs", name).stdout.startswith("init-runelet"), cluster.kubectl("logs", name).stdout
+    finally:
+        cluster.kubectl("delete", "pod", name, "--wait", "--timeout", "60s", check=False)
+    name = pod_name("tampered")
+    cluster.apply(k.pod(name, ["sh", "-c", "sleep 1000"], runtime_class=handler, image=bad, restartPolicy="Never"))
+    try:
+        pod = cluster.wait_pod(name, lambda p: "/etc/group" in _messages(p), timeout=60)
+        msg = _messages(pod)
+        assert "OCI runtime create failed" in msg or "rune" in msg, msg
+    finally:
+        cluster.kubectl("delete", "pod", name, "--wait", "--timeout", "60s", check=False)
+
+
+def test_image_signed_without_the_kubelets_variables_is_refused(cluster: k.Cluster,
+                                                                signed_images: tuple[str, str, str]) -> None:
+    """The kubelet adds the kubernetes service's variables to every container: an image signed without
+    --untrusted-env 'KUBERNETES_*' is refused, and the sentence says which variable and what to do."""
+    name = pod_name("unprepared")
+    cluster.apply(k.pod(name, ["sleep", "1000"], runtime_class="rune", image=signed_images[2], restartPolicy="Never"))
+    try:
+        pod = cluster.wait_pod(name, lambda p: "is not allowed by the enclave manifest" in _messages(p), timeout=60)
+        msg = _messages(pod)
+        assert "the environment variable KUBERNETES_" in msg and "--untrusted-env KUBERNETES_" in msg, msg
+    finally:
+        cluster.kubectl("delete", "pod", name, "--wait", "--timeout", "60s", check=False)
