@@ -146,7 +146,8 @@ class Proc:
 
 
 class Containerd(d.Containerd):
-    """containerd 1.6 for a kubelet. handlers: CRI runtime handler name -> {runtime_type, options...}."""
+    """containerd 1.6 for a kubelet. handlers: CRI runtime handler name -> {runtime_type, options...}; `runc` is
+    the engine tests' (runc with Root <base>/cri-runc)."""
 
     def __init__(self, base: Path, handlers: dict[str, dict]) -> None:
         # containerd 1.6 resolves io.containerd.rune.v2 to containerd-shim-rune-v2 on its PATH (it takes no
@@ -156,34 +157,13 @@ class Containerd(d.Containerd):
         self.handlers = handlers
 
     def config(self) -> str:
-        b = self.base
-        lines = [
-            "version = 2",
-            f'root = "{b}/root"',
-            f'state = "{b}/state"',
-            "[grpc]",
-            f'  address = "{self.sock}"',
-            "[ttrpc]",
-            f'  address = "{self.sock}.ttrpc"',
-            "[debug]",
-            f'  address = "{b}/debug.sock"',
-            '[plugins."io.containerd.grpc.v1.cri"]',
-            f'  sandbox_image = "{d.PAUSE_IMAGE}"',
-            "  restrict_oom_score_adj = true",
-            '  stream_server_address = "127.0.0.1"',
-            '  stream_server_port = "0"',
-            '  [plugins."io.containerd.grpc.v1.cri".cni]',
-            f'    bin_dir = "{b}/cni/bin"',
-            f'    conf_dir = "{b}/cni/conf"',
-            '  [plugins."io.containerd.grpc.v1.cri".containerd]',
-            '    snapshotter = "overlayfs"',
-            '    default_runtime_name = "runc"',
-        ]
+        """The engine tests' configuration (its handler `runc` included), and the handlers of this cluster."""
+        lines = [super().config().rstrip("\n")]
         for name, h in self.handlers.items():
+            if name == "runc":
+                continue
             p = f'[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{name}]'
             lines += [f"    {p}", f'      runtime_type = "{h["runtime_type"]}"']
-            if h.get("runtime_path"):
-                lines.append(f'      runtime_path = "{h["runtime_path"]}"')
             if h.get("pod_annotations"):
                 lines.append(f"      pod_annotations = {json.dumps(h['pod_annotations'])}")
             if h.get("options"):

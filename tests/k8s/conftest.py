@@ -14,17 +14,16 @@ from pathlib import Path
 import pytest
 from tests.engines import daemons as d
 from tests.engines import shimd
-from tests.engines.conftest import pal_libs  # noqa: F401  (the reference PAL, a fixture)
+from tests.engines.conftest import (
+    _interrupt,
+    pal_libs,  # noqa: F401  (the reference PAL, a fixture)
+)
 from tests.k8s import cluster as k
 
 pytestmark = pytest.mark.engines
 
 # runc; rune as a drop-in under runc's shim (options.BinaryName); rune through containerd-shim-rune-v2
 HANDLERS = ("runc", "rune-runc", "rune")
-
-
-def _interrupt(signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 @pytest.fixture(scope="session")
@@ -58,11 +57,10 @@ def cluster(k8s_base: Path, tools: k.Tools, k8s_image: d.Image, rune_bin: str) -
     shim_base.mkdir()
     shimd.owner_key(shim_base / "owner.pem")
     config = shimd.write_config(shim_base / "shim.toml", shim_base)
-    handlers = {"runc": k.runc_handler(k8s_base, "runc", d.RUNC),
-                "rune-runc": k.runc_handler(k8s_base, "rune-runc", rune_bin),
+    handlers = {"runc": {}, "rune-runc": k.runc_handler(k8s_base, "rune-runc", rune_bin),
                 "rune": k.shim_handler(str(config))}
     c = k.Cluster(k8s_base, tools, handlers)
-    c.runtime_roots = {"runc": k8s_base / "cri-runc" / k.NAMESPACE, "rune-runc": k8s_base / "cri-rune-runc" / k.NAMESPACE,
+    c.runtime_roots = {"runc": c.containerd.base / "cri-runc" / k.NAMESPACE, "rune-runc": k8s_base / "cri-rune-runc" / k.NAMESPACE,
                        "rune": shim_base / "rune-root" / k.NAMESPACE}
     try:
         c.start()

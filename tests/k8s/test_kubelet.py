@@ -134,12 +134,16 @@ def test_signed_image_runs_and_a_tampered_one_is_refused(cluster: k.Cluster, sig
         assert cluster.kubectl("logs", name).stdout.startswith("init-runelet"), cluster.kubectl("logs", name).stdout
     finally:
         cluster.kubectl("delete", "pod", name, "--wait", "--timeout", "60s", check=False)
-    name = pod_name("tampered")
-    cluster.apply(k.pod(name, ["sh", "-c", "sleep 1000"], runtime_class=handler, image=bad, restartPolicy="Never"))
+    msg = refused(cluster, bad, handler, "/etc/group")
+    assert "OCI runtime create failed" in msg, msg
+
+
+def refused(cluster: k.Cluster, image: str, handler: str, text: str) -> str:
+    """The status messages of a pod of image that cannot start, once one of them contains text."""
+    name = pod_name("refused")
+    cluster.apply(k.pod(name, ["sleep", "1000"], runtime_class=handler, image=image, restartPolicy="Never"))
     try:
-        pod = cluster.wait_pod(name, lambda p: "/etc/group" in _messages(p), timeout=60)
-        msg = _messages(pod)
-        assert "OCI runtime create failed" in msg or "rune" in msg, msg
+        return _messages(cluster.wait_pod(name, lambda p: text in _messages(p), timeout=60))
     finally:
         cluster.kubectl("delete", "pod", name, "--wait", "--timeout", "60s", check=False)
 
@@ -148,11 +152,5 @@ def test_image_signed_without_the_kubelets_variables_is_refused(cluster: k.Clust
                                                                 signed_images: tuple[str, str, str]) -> None:
     """The kubelet adds the kubernetes service's variables to every container: an image signed without
     --untrusted-env 'KUBERNETES_*' is refused, and the sentence says which variable and what to do."""
-    name = pod_name("unprepared")
-    cluster.apply(k.pod(name, ["sleep", "1000"], runtime_class="rune", image=signed_images[2], restartPolicy="Never"))
-    try:
-        pod = cluster.wait_pod(name, lambda p: "is not allowed by the enclave manifest" in _messages(p), timeout=60)
-        msg = _messages(pod)
-        assert "the environment variable KUBERNETES_" in msg and "--untrusted-env KUBERNETES_" in msg, msg
-    finally:
-        cluster.kubectl("delete", "pod", name, "--wait", "--timeout", "60s", check=False)
+    msg = refused(cluster, signed_images[2], "rune", "is not allowed by the enclave manifest")
+    assert "the environment variable KUBERNETES_" in msg and "--untrusted-env KUBERNETES_" in msg, msg
