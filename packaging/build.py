@@ -3,7 +3,7 @@
 
 What it holds (one staging tree for both formats, build/packages/root):
 - /usr/lib/inclavare-containers/venv: a private Python environment made with the system's python3.11 (-m venv),
-  with this package and the dependencies of every optional feature but `test` (pyproject.toml) from PyPI;
+  with this package and the dependencies of every optional feature but `test` and `fuzz` (pyproject.toml);
 - /usr/bin/<launcher> for each command of inclavare.launcher.LAUNCHERS (rune, sgx-tools, containerd-shim-rune-v2,
   rune-signing-server, rune-device-plugin, and verdictd and verdict once they are there), started as the checkout's
   are (-I -S, the environment's site-packages put on sys.path by the launcher itself);
@@ -50,7 +50,7 @@ def run(*cmd: str, **kw) -> None:
 
 def extras() -> list[str]:
     meta = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    return sorted(e for e in meta.get("optional-dependencies", {}) if e != "test")
+    return sorted(e for e in meta.get("optional-dependencies", {}) if e not in ("test", "fuzz"))
 
 
 def stage() -> None:
