@@ -43,8 +43,8 @@ oom_score = -999
 '''
 
 
-def install(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    p = subprocess.run([RUNE, "install", "containerd", *args], capture_output=True, text=True, timeout=60)
+def install(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    p = subprocess.run([RUNE, "install", "containerd", *args], capture_output=True, text=True, timeout=60, env=env)
     if check:
         assert p.returncode == 0, p.stderr
     return p
@@ -107,7 +107,8 @@ def test_auto_takes_the_shim_beside_rune(tmp_path: Path) -> None:
     assert runtime(conf)["runtime_type"] == "io.containerd.rune.v2"
     (bindir / "containerd-shim-rune-v2").unlink()
     conf2 = tmp_path / "config2.toml"
-    install("--config", str(conf2), "--rune", str(bindir / "rune"))
+    # neither beside rune nor on PATH (an installed shim on the machine's PATH would be taken, rightly)
+    install("--config", str(conf2), "--rune", str(bindir / "rune"), env={**os.environ, "PATH": str(bindir)})
     assert runtime(conf2)["options"] == {"BinaryName": str(bindir / "rune")}
 
 
