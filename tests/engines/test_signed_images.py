@@ -246,9 +246,7 @@ def test_signed_enclave_payload_forks_three_children_under_pids_limit_5(loaded: 
     assert (p.returncode, p.stdout.strip()) == (0, "three-children"), (p.returncode, p.stdout, p.stderr)
 
 
-@pytest.mark.parametrize("memory", ["32m", pytest.param("16m", marks=pytest.mark.xfail(
-    strict=True, reason="the launch check's short-lived child imports cryptography (about 10 MiB of anonymous "
-                        "memory at its peak) on top of the runelet: a lean launch path is issue 14's lazy crypto"))])
+@pytest.mark.parametrize("memory", ["32m", "16m"])
 def test_signed_enclave_starts_under_a_memory_limit(loaded: Signed, rune_bin: str, dockerd, podman, containerd,
                                                     tmp_path: Path, memory: str) -> None:
     r = Run("docker", rune_bin, dockerd, podman, containerd, tmp_path)

@@ -64,7 +64,7 @@ def preimport() -> None:
     from inclavare.linux import dmz, syscalls  # noqa: F401
     from inclavare.oci import jsonlite  # noqa: F401
     from inclavare.tee import openssl  # noqa: F401
-    from inclavare.tee.sim import envpolicy, evidence, image, launch, platform  # noqa: F401
+    from inclavare.tee.sim import envpolicy, ereport, evidence, identity, image, launch, platform  # noqa: F401
 
 
 class SimPal:
@@ -279,7 +279,7 @@ def _launch(rootfs: str, config: dict, sim_dir: str | None) -> dict:
     from inclavare.tee.sim import evidence
     from inclavare.tee.sim.image import MANIFEST, SIGSTRUCT, enclave_dir, resolve_in_rootfs
     from inclavare.tee.sim.launch import read_signed_image
-    from inclavare.tee.sim.platform import load_platform
+    from inclavare.tee.sim.platform import load_keys
 
     cfg, _sig, _doc = read_signed_image(rootfs)
     # read-only first, then measured: what is checked is what the container gets
@@ -294,7 +294,7 @@ def _launch(rootfs: str, config: dict, sim_dir: str | None) -> dict:
         except OSError as e:
             raise RuneError(f"sim enclave: cannot mount the verified file {h} read-only: {e.strerror}") from None
     launched = verify_image(rootfs, sim_dir, config)
-    ev = evidence.make(load_platform(sim_dir), launched.identity)
+    ev = evidence.make(load_keys(sim_dir), launched.identity)
     return {"env": config["process"]["env"], "env_defaults": launched.config.env,
             "untrusted_env": list(launched.config.untrusted_env), "trusted": list(launched.config.trusted_files),
             "evidence": ev.to_json()}

@@ -4,6 +4,9 @@ The signature is RSA-3072 with public exponent 3, PKCS#1 v1.5 over SHA-256 of by
 header and the body); modulus, signature, q1 and q2 are stored little-endian. q1 and q2 let the CPU check the
 signature without a division: q1 = floor(s^2 / n), q2 = floor((s^3 - q1 * s * n) / n). MRSIGNER is SHA-256 of the
 modulus as its 384 little-endian bytes.
+
+Verification is a modular cube (pow(s, 3, n)) compared with the PKCS#1 v1.5 encoding of the SHA-256 digest, as the
+CPU does it: no library, so a launch check loads no `cryptography`; keys and signing load it when first used.
 """
 
 from __future__ import annotations
@@ -12,10 +15,7 @@ import datetime
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from typing import TYPE_CHECKING
 
 from inclavare.tee.sgx.layout import FormatError, Structure, raw, structure, u16, u32
 
@@ -25,6 +25,11 @@ MODULUS_SIZE = 384
 EXPONENT = 3
 TYPE_DEBUG_LAUNCH = 1 << 31  # SIGSTRUCT.TYPE bit 31: a debug-launch (pre-production) signature
 VENDOR_INTEL = 0x8086
+# DER of DigestInfo{sha256, NULL} up to the digest: what EMSA-PKCS1-v1_5 puts before a SHA-256 hash (RFC 8017 9.2)
+SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
 
 class SigstructError(ValueError):
@@ -77,10 +82,15 @@ def bcd_date(day: datetime.date) -> int:
 
 def generate_signing_key() -> rsa.RSAPrivateKey:
     """A new enclave signing key: RSA-3072 with public exponent 3, as SGX requires."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     return rsa.generate_private_key(public_exponent=EXPONENT, key_size=MODULUS_SIZE * 8)
 
 
 def load_signing_key(pem: bytes, password: bytes | None = None) -> rsa.RSAPrivateKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     key = serialization.load_pem_private_key(pem, password=password)
     if not isinstance(key, rsa.RSAPrivateKey):
         raise SigstructError("the enclave signing key is not an RSA key")
@@ -104,6 +114,9 @@ def _q1_q2(s: int, n: int) -> tuple[int, int]:
 
 def sign(unsigned: Sigstruct, key: rsa.RSAPrivateKey) -> Sigstruct:
     """Fill modulus, exponent, signature, q1 and q2 of `unsigned` (its other fields are kept) with `key`."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
     _check_key(key.public_key())
     return sign_with(unsigned, key.public_key().public_numbers().n,
                      lambda data: key.sign(data, padding.PKCS1v15(), hashes.SHA256()))
@@ -126,10 +139,7 @@ def sign_with(unsigned: Sigstruct, modulus: int, sign_pkcs1: Callable[[bytes], b
     if not isinstance(sig_be, (bytes, bytearray)) or len(sig_be) != MODULUS_SIZE:
         raise SigstructError(f"the signer returned {len(sig_be) if isinstance(sig_be, (bytes, bytearray)) else 'no'} "
                              f"bytes, an RSA-3072 signature is {MODULUS_SIZE}")
-    pub = rsa.RSAPublicNumbers(EXPONENT, modulus).public_key()
-    try:
-        pub.verify(bytes(sig_be), body.signed_bytes(), padding.PKCS1v15(), hashes.SHA256())
-    except InvalidSignature:
+    if not rsa3_verify(modulus, int.from_bytes(sig_be, "big"), body.signed_bytes()):
         raise SigstructError("the signer's signature does not verify against its public key (RSA-3072, "
                              "PKCS#1 v1.5, SHA-256 over the SIGSTRUCT's header and body)") from None
     s = int.from_bytes(sig_be, "big")
@@ -139,6 +149,17 @@ def sign_with(unsigned: Sigstruct, modulus: int, sign_pkcs1: Callable[[bytes], b
         q1=q1.to_bytes(MODULUS_SIZE, "little"),
         q2=q2.to_bytes(MODULUS_SIZE, "little"),
     )
+
+
+def pkcs1_sha256(data: bytes, size: int = MODULUS_SIZE) -> int:
+    """EMSA-PKCS1-v1_5 of SHA-256(data) for a `size`-byte modulus, as a number: 00 01 FF..FF 00 DigestInfo hash."""
+    t = SHA256_DIGEST_INFO + hashlib.sha256(data).digest()
+    return int.from_bytes(b"\x00\x01" + b"\xff" * (size - 3 - len(t)) + b"\x00" + t, "big")
+
+
+def rsa3_verify(n: int, s: int, data: bytes) -> bool:
+    """An RSA-3072 e=3 PKCS#1 v1.5 SHA-256 signature `s` of `data` under the modulus `n`: s^3 mod n is the encoding."""
+    return 0 < s < n and n.bit_length() == MODULUS_SIZE * 8 and pow(s, EXPONENT, n) == pkcs1_sha256(data)
 
 
 def verify(ss: Sigstruct) -> bytes:
@@ -156,10 +177,7 @@ def verify(ss: Sigstruct) -> bytes:
         raise SigstructError("the SIGSTRUCT modulus is not a 3072-bit number")
     if s >= n:
         raise SigstructError("the SIGSTRUCT signature is not smaller than its modulus")
-    pub = rsa.RSAPublicNumbers(EXPONENT, n).public_key()
-    try:
-        pub.verify(s.to_bytes(MODULUS_SIZE, "big"), ss.signed_bytes(), padding.PKCS1v15(), hashes.SHA256())
-    except InvalidSignature:
+    if not rsa3_verify(n, s, ss.signed_bytes()):
         raise SigstructError("the SIGSTRUCT signature does not verify against its modulus") from None
     q1, q2 = _q1_q2(s, n)
     if ss.q1 != q1.to_bytes(MODULUS_SIZE, "little") or ss.q2 != q2.to_bytes(MODULUS_SIZE, "little"):

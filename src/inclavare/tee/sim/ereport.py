@@ -18,10 +18,7 @@ from __future__ import annotations
 import hmac
 import os
 import struct
-
-from cryptography.hazmat.primitives import cmac, hashes
-from cryptography.hazmat.primitives.ciphers import algorithms
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from typing import TYPE_CHECKING
 
 from inclavare.errors import RuneError
 from inclavare.tee.sgx import attributes as attr
@@ -29,7 +26,9 @@ from inclavare.tee.sgx import report as r
 from inclavare.tee.sgx.attributes import Attributes
 from inclavare.tee.sgx.report import KeyRequest, Report, ReportBody, TargetInfo
 from inclavare.tee.sim.identity import EnclaveIdentity
-from inclavare.tee.sim.platform import Platform
+
+if TYPE_CHECKING:
+    from inclavare.tee.sim.platform import Platform
 
 ALL_ONES_16 = b"\xff" * 16
 
@@ -38,7 +37,28 @@ def _svn_above(requested: bytes, have: bytes) -> bool:
     return any(a > b for a, b in zip(requested, have, strict=True))
 
 
+_lib: list = []  # inclavare.tee.openssl.LibCrypto once loaded, or None where libcrypto 3 is missing
+
+
+def _libcrypto():  # noqa: ANN202 - LibCrypto | None
+    """libcrypto through ctypes (no `cryptography` import) when the host has OpenSSL 3, else None."""
+    if not _lib:
+        from inclavare.tee import openssl
+
+        try:
+            _lib.append(openssl.load())
+        except (OSError, AttributeError):
+            _lib.append(None)
+    return _lib[0]
+
+
 def _hkdf(secret: bytes, salt: bytes, info: bytes) -> bytes:
+    lib = _libcrypto()
+    if lib is not None:
+        return lib.hkdf_sha256(secret, salt, info)
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     return HKDF(algorithm=hashes.SHA256(), length=16, salt=salt, info=info).derive(secret)
 
 
@@ -84,6 +104,12 @@ def _report_key(platform: Platform, target: TargetInfo, key_id: bytes) -> bytes:
 
 
 def _cmac(key: bytes, data: bytes) -> bytes:
+    lib = _libcrypto()
+    if lib is not None:
+        return lib.cmac_aes128(key, data)
+    from cryptography.hazmat.primitives import cmac
+    from cryptography.hazmat.primitives.ciphers import algorithms
+
     c = cmac.CMAC(algorithms.AES(key))
     c.update(data)
     return c.finalize()

@@ -1,7 +1,7 @@
 """What a launched sim enclave's runelet keeps for its whole life to answer for the enclave: EREPORT for any target,
-the sim QE's quote, the sealing keys. Made once at launch by the launch check (with `cryptography` and the platform
-keys, in a short-lived process), then used with inclavare.tee.openssl alone, so the long-lived process holds neither
-`cryptography` nor the platform's PCK key or CAs.
+the sim QE's quote, the sealing keys. Made once at launch by the launch check (from the platform's files, in a
+short-lived process), then used with inclavare.tee.openssl alone, so no process of the launch holds `cryptography`,
+and the long-lived one holds neither the platform's PCK key nor its CAs.
 
 It holds: the report body of the enclave (report_data aside), the platform secret (a REPORT's MAC key derives from
 it and the target's identity, as in SGX) and CPUSVN, the quoting key (DER), a quote's fixed parts (header, and the
@@ -60,19 +60,16 @@ class Evidence:
         return signed + struct.pack("<I", len(rest)) + rest
 
 
-def make(platform, identity) -> Evidence:  # noqa: ANN001 - Platform, EnclaveIdentity
-    """At launch, with the platform keys: the evidence material of the enclave `identity`."""
-    from cryptography.hazmat.primitives import serialization
+def make(platform, identity) -> Evidence:  # noqa: ANN001 - PlatformKeys (or a Platform), EnclaveIdentity
+    """At launch: the evidence material of the enclave `identity`, from the platform's files alone (no quote is made
+    and nothing is signed here; the quote's enclave-independent parts come from the platform's quote template)."""
+    from inclavare.tee.sim import ereport
+    from inclavare.tee.sim.platform import PlatformKeys, load_keys
 
-    from inclavare.tee.sim import ereport, qe
-
-    body = identity.report_body(platform.cpu_svn, b"").to_bytes()
-    q = qe.gen_quote(platform, ereport.ereport(platform, identity, qe.qe_target_info(), b""),
-                     qe_auth_data=os.urandom(32))
-    der = platform.quoting_key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                                             serialization.NoEncryption())
-    return Evidence(body=body, secret=platform.secret, cpu_svn=platform.cpu_svn, quoting_key=der,
-                    quote_header=q[:48], quote_tail=q[48 + 384 + 4 + 64:],
+    keys = platform if isinstance(platform, PlatformKeys) else load_keys(platform.directory)
+    body = identity.report_body(keys.cpu_svn, b"").to_bytes()
+    return Evidence(body=body, secret=keys.secret, cpu_svn=keys.cpu_svn, quoting_key=keys.quoting_key_der,
+                    quote_header=keys.quote_template[:48], quote_tail=keys.quote_template[48:],
                     target_info=identity.target_info().to_bytes(),
-                    seal_mrenclave=ereport.seal_key(platform, identity, "mrenclave"),
-                    seal_mrsigner=ereport.seal_key(platform, identity, "mrsigner"))
+                    seal_mrenclave=ereport.seal_key(keys, identity, "mrenclave"),
+                    seal_mrsigner=ereport.seal_key(keys, identity, "mrsigner"))

@@ -7,6 +7,10 @@ Directory: the `directory` argument, else $INCLAVARE_SIM_DIR, else /var/lib/incl
     pck.key          the PCK-like key that signs the QE report (ECDSA P-256, PKCS#8 PEM)
     pck_chain.pem    PCK leaf || platform CA || root CA, every certificate marked SIMULATED (see tee.marker)
     root_ca.pem      the simulated root CA alone: what a verifier's policy must name to accept sim evidence
+    quote.template   the parts of a sim quote that do not depend on the enclave (the header, and after the ISV
+                     signature the attestation key, the QE report signed by the PCK key, QE auth data, certification
+                     data): made once with `cryptography`, so that a launch (load_keys) reads files and imports
+                     nothing beyond the standard library; the quoting key is used as DER by inclavare.tee.openssl
 The CA keys are discarded once the chain is issued. The identity is created in a temporary directory and renamed into
 place, so concurrent first uses agree on one identity. A directory created on another host (different machine-id) is
 refused rather than silently shared.
@@ -14,28 +18,26 @@ refused rather than silently shared.
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from typing import TYPE_CHECKING
 
 from inclavare.errors import RuneError
 from inclavare.tee import marker
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 DEFAULT_DIR = "/var/lib/inclavare/sim"
 ENV_DIR = "INCLAVARE_SIM_DIR"
 CPU_SVN = bytes([1] * 4) + bytes(12)  # the sim's fixed CPUSVN
 MACHINE_ID = "/etc/machine-id"
 FILES = ("platform.json", "platform.secret", "quoting.key", "pck.key", "pck_chain.pem", "root_ca.pem")
+TEMPLATE = "quote.template"
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ class Platform:
 
     @property
     def root_ca(self) -> x509.Certificate:
+        from cryptography import x509
+
         return x509.load_pem_x509_certificate(self.root_ca_pem)
 
 
@@ -68,6 +72,9 @@ def _host_id() -> str:
 
 
 def _name(cn: str) -> x509.Name:
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
     return x509.Name([
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Inclavare sim TEE (SIMULATED, NOT SGX HARDWARE)"),
         x509.NameAttribute(NameOID.COMMON_NAME, cn),
@@ -76,6 +83,11 @@ def _name(cn: str) -> x509.Name:
 
 def _cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: str, issuer_key: ec.EllipticCurvePrivateKey,
           ca: bool, years: int) -> x509.Certificate:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
     now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
     builder = (
         x509.CertificateBuilder()
@@ -96,6 +108,8 @@ def _cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: str, issuer_key
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
 
@@ -109,6 +123,13 @@ def _write(path: Path, data: bytes) -> None:
 
 
 def _create(target: Path) -> None:
+    import datetime
+    import shutil
+    import tempfile
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".sim-new-", dir=target.parent))
     try:
@@ -143,6 +164,10 @@ def _create(target: Path) -> None:
 
 def load_platform(directory: str | os.PathLike[str] | None = None, create: bool = True) -> Platform:
     """The sim platform identity in `directory` (see platform_dir), created on first use when `create`."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     d = platform_dir(directory)
     if not (d / "platform.json").exists():
         if not create:
@@ -175,3 +200,72 @@ def load_platform(directory: str | os.PathLike[str] | None = None, create: bool 
         raise RuneError(f"the sim platform keys in {d} are not ECDSA keys; remove the directory to create a new one")
     return Platform(d, platform_id, data["platform.secret"], cpu_svn, q, p,
                     data["pck_chain.pem"], data["root_ca.pem"])
+
+
+@dataclass(frozen=True)
+class PlatformKeys:
+    """What a launched enclave's evidence needs of the platform, read without `cryptography` (see load_keys)."""
+
+    directory: Path
+    secret: bytes
+    cpu_svn: bytes
+    quoting_key_der: bytes  # PKCS#8 DER, for inclavare.tee.openssl
+    quote_template: bytes  # quote header (48 bytes) || the quote's tail after the ISV signature
+
+
+def _pem_der(pem: bytes, label: bytes) -> bytes:
+    import binascii
+
+    begin, end = b"-----BEGIN " + label + b"-----", b"-----END " + label + b"-----"
+    head, sep, rest = pem.partition(begin)
+    body, sep2, _ = rest.partition(end)
+    if not sep or not sep2 or head.strip():
+        raise ValueError(f"not a PEM {label.decode()}")
+    return binascii.a2b_base64(b"".join(body.split()))
+
+
+def load_keys(directory: str | os.PathLike[str] | None = None) -> PlatformKeys:
+    """The platform's secret, CPUSVN, quoting key and quote template, as a launch needs them: files read, nothing
+    parsed with `cryptography`. The first use on a platform (no identity, or none of its quote template yet) goes
+    through load_platform, which creates what is missing."""
+    d = platform_dir(directory)
+    if not (d / TEMPLATE).exists():
+        _write_template(load_platform(directory))
+    unreadable = f"the sim platform keys in {d} are unreadable; remove the directory to create a new one"
+    try:
+        meta = json.loads((d / "platform.json").read_text())
+        secret = (d / "platform.secret").read_bytes()
+        qkey = (d / "quoting.key").read_bytes()
+        template = (d / TEMPLATE).read_bytes()
+    except (OSError, ValueError) as e:
+        raise RuneError(f"the sim platform identity in {d} is unreadable or incomplete ({e}); remove the directory to "
+                        f"create a new one") from None
+    if not isinstance(meta, dict):
+        raise RuneError(unreadable)
+    host = _host_id()
+    if meta.get("host") and host and meta["host"] != host:
+        raise RuneError(f"the sim platform identity in {d} was created on another host (machine-id differs); "
+                        f"remove it or set {ENV_DIR} so that hosts never share one by accident")
+    try:
+        cpu_svn = bytes.fromhex(meta["cpu_svn"])
+        der = _pem_der(qkey, b"PRIVATE KEY")
+    except (ValueError, TypeError, KeyError):
+        raise RuneError(unreadable) from None
+    if len(secret) != 32 or len(cpu_svn) != 16 or len(template) < 48 + 64 + 384 + 64:
+        raise RuneError(unreadable)
+    return PlatformKeys(d, secret, cpu_svn, der, template)
+
+
+def _write_template(platform: Platform) -> None:
+    from inclavare.tee.sim import qe
+
+    data = qe.quote_template(platform)
+    tmp = platform.directory / f".{TEMPLATE}.tmp{os.getpid()}"
+    try:
+        _write(tmp, data)
+        os.replace(tmp, platform.directory / TEMPLATE)  # concurrent first uses: the last one wins, each one valid
+    except OSError as e:
+        raise RuneError(f"cannot write the sim quote template into {platform.directory}: {e.strerror}") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-
-from cryptography import x509
+from typing import TYPE_CHECKING
 
 from inclavare.errors import RuneError
 from inclavare.tee import marker
-from inclavare.tee.sgx import quote_verify as qv
 from inclavare.tee.sgx.attributes import MODE64BIT, Attributes
 from inclavare.tee.sgx.layout import FormatError
 from inclavare.tee.sgx.quote import (
@@ -26,10 +24,15 @@ from inclavare.tee.sgx.quote import (
     Quote,
     QuoteHeader,
 )
-from inclavare.tee.sgx.report import Report, TargetInfo
+from inclavare.tee.sgx.report import Report, ReportBody, TargetInfo
 from inclavare.tee.sim.ereport import verify_report
 from inclavare.tee.sim.identity import EnclaveIdentity
-from inclavare.tee.sim.platform import Platform
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+    from inclavare.tee.sgx import quote_verify as qv
+    from inclavare.tee.sim.platform import Platform
 
 QE_IDENTITY = EnclaveIdentity(
     mr_enclave=hashlib.sha256(b"inclavare sim quoting enclave v1").digest(),
@@ -49,6 +52,8 @@ def qe_target_info() -> TargetInfo:
 
 def gen_quote(platform: Platform, report: Report | bytes, qe_auth_data: bytes | None = None) -> bytes:
     """Quote a REPORT made for the sim QE on this platform (its MAC is checked first, as the real QE does)."""
+    from inclavare.tee.sgx import quote_verify as qv
+
     rep = report if isinstance(report, Report) else Report.from_bytes(report, strict=False)
     body = verify_report(platform, rep, qe_target_info())
     auth = os.urandom(32) if qe_auth_data is None else qe_auth_data
@@ -66,11 +71,34 @@ def gen_quote(platform: Platform, report: Report | bytes, qe_auth_data: bytes | 
                  platform.pck_chain_pem).to_bytes()
 
 
+def quote_template(platform: Platform) -> bytes:
+    """What every sim quote on `platform` shares, whatever the enclave: the header (48 bytes), then what follows the
+    ISV signature (attestation key, QE report, its PCK signature, QE auth data drawn here, certification data). A
+    quote is header || report body || u32 length || ISV signature || that tail (inclavare.tee.sim.evidence)."""
+    from inclavare.tee.sgx import quote_verify as qv
+
+    auth = os.urandom(32)
+    att_pub = qv.p256_public_xy(platform.quoting_key.public_key())
+    header = QuoteHeader(
+        version=QUOTE_VERSION_3, att_key_type=ATT_KEY_TYPE_ECDSA_P256, qe_svn=QE_SVN, pce_svn=PCE_SVN,
+        vendor_id=marker.SIM_QE_VENDOR_ID, user_data=marker.SIM_USER_DATA_PREFIX.ljust(20, b"\0"),
+    )
+    qe_report = QE_IDENTITY.report_body(platform.cpu_svn, hashlib.sha256(att_pub + auth).digest())
+    qe_sig = qv.p256_raw_signature(platform.pck_key, qe_report.to_bytes())
+    q = Quote(header, ReportBody(), bytes(64), att_pub, qe_report, qe_sig, auth, CERT_DATA_PCK_CHAIN,
+              platform.pck_chain_pem).to_bytes()
+    return q[:48] + q[48 + 384 + 4 + 64:]
+
+
 def verify_sim_quote(data: bytes | Quote, root_ca: x509.Certificate | bytes) -> qv.VerifiedQuote:
     """Verify a SIMULATED quote against the sim root CA a policy names explicitly (a certificate or its PEM).
 
     Refuses anything that is not marked simulated, so this path can never vouch for a hardware quote either.
     """
+    from cryptography import x509
+
+    from inclavare.tee.sgx import quote_verify as qv
+
     root = root_ca if isinstance(root_ca, x509.Certificate) else x509.load_pem_x509_certificate(root_ca)
     try:
         quote = data if isinstance(data, Quote) else Quote.from_bytes(data)
