@@ -110,3 +110,53 @@ def test_a_missing_template_is_made_again(sim_dir: Path) -> None:
     (sim_dir / platform.TEMPLATE).unlink()
     again = platform.load_keys()
     assert again.quote_template[:48] == first.quote_template[:48] and (sim_dir / platform.TEMPLATE).exists()
+
+
+def test_canonical_json_is_json_dumps_byte_for_byte(tmp_path: Path, signing_key_pem: Path, make_bundle) -> None:  # noqa: ANN001
+    from inclavare.oci import jsonlite
+    from inclavare.tee.sim import image
+
+    b = make_bundle(tmp_path)
+    bundle.sign_bundle(b, signing_key_pem)
+    doc = json.loads((b / "rootfs" / image.ENCLAVE_DIR / image.MANIFEST).read_text())
+    for value in (doc, doc["enclave"], {"b": [1, 2.5, None, True], "a": "é\u2028\x00", "c": {"z": 1, "y": -0.0}}):
+        assert jsonlite.dumps_canonical(value) == json.dumps(value, sort_keys=True, separators=(",", ":"),
+                                                             ensure_ascii=True)
+
+
+def test_records_behave_as_frozen_dataclasses() -> None:
+    from inclavare.tee import records
+
+    @records.record
+    class Point:
+        x: int
+        y: int = 2
+        tags: dict = records.field(default_factory=dict)
+
+        def __post_init__(self) -> None:
+            if self.x < 0:
+                raise ValueError("x must not be negative")
+
+    p = Point(1)
+    assert (p.x, p.y, p.tags) == (1, 2, {}) and p == Point(1, 2, {}) and p != Point(1, 3)
+    assert Point(1).tags is not Point(1).tags
+    assert records.replace(p, y=5) == Point(x=1, y=5) and repr(p).endswith("Point(x=1, y=2, tags={})")
+    assert [f.name for f in records.fields(Point)] == ["x", "y", "tags"]
+    with pytest.raises(records.FrozenInstanceError):
+        p.x = 3  # type: ignore[misc]
+    with pytest.raises(ValueError, match="negative"):
+        records.replace(p, x=-1)
+    with pytest.raises(TypeError, match="missing the argument 'x'"):
+        Point()
+    with pytest.raises(TypeError, match="unexpected argument 'z'"):
+        Point(1, z=3)
+    with pytest.raises(TypeError, match="multiple values"):
+        Point(1, x=2)
+    with pytest.raises(TypeError, match="no field"):
+        records.replace(p, z=1)
+    with pytest.raises(TypeError, match="without a default follows"):
+        @records.record
+        class Bad:
+            a: int = 1
+            b: int
+    assert hash(Point(1, 2, ())) == hash(Point(1, 2, ()))  # type: ignore[arg-type]

@@ -5,7 +5,6 @@ entry points and the environment policy."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from inclavare.errors import RuneError
+from inclavare.tee import records
 from inclavare.tee.sim import image, manifest
 from inclavare.tee.sim.launch import check_env, check_process, launch_check
 
@@ -98,10 +98,10 @@ def test_mrenclave_changes_with_every_manifest_field(signed: manifest.SignedEncl
     if "file" in change:
         prop, value = change["file"]
         files = dict(c.trusted_files)
-        files["/bin/app"] = dataclasses.replace(files["/bin/app"], **{prop: value})
-        other = dataclasses.replace(c, trusted_files=files)
+        files["/bin/app"] = records.replace(files["/bin/app"], **{prop: value})
+        other = records.replace(c, trusted_files=files)
     else:
-        other = dataclasses.replace(c, **change)
+        other = records.replace(c, **change)
     assert image.measure_config(other)[0] != signed.mr_enclave
 
 

@@ -1,9 +1,9 @@
 """Sizes, offsets and round trips of the SGX binary structures."""
 
-import dataclasses
 
 import pytest
 
+from inclavare.tee import records
 from inclavare.tee.sgx.attributes import DEBUG, MODE64BIT, Attributes
 from inclavare.tee.sgx.einittoken import EInitToken
 from inclavare.tee.sgx.layout import FormatError
@@ -57,7 +57,7 @@ def test_reserved_bytes_refused_and_wrong_sizes():
         ReportBody(mr_enclave=b"short")
     with pytest.raises(FormatError, match="isv_svn"):
         ReportBody(isv_svn=1 << 16)
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(records.FrozenInstanceError):
         ReportBody().isv_svn = 1  # type: ignore[misc]
 
 

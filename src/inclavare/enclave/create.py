@@ -30,7 +30,12 @@ class Prepared:
             # payloads write to the tmpfs mounts (/dev/shm) instead
             self.config.setdefault("root", {})["readonly"] = True
         state["enclave"] = dict(self.cfg.record(), agent="agent.sock", sim_dir=sim_dir)
-        runelet = Runelet(self.cfg, state_dir, self.config, sim_dir)
+        from inclavare.enclave import (
+            sim_runtime,  # light: what the launch check needs is imported by the runelet
+        )
+
+        signed = self.cfg.type == "sim" and sim_runtime.is_signed(ctx.rootfs, self.config)
+        runelet = Runelet(self.cfg, state_dir, self.config, sim_dir, signed)
         ctx.pre_namespaces = runelet.prepare_host
         ctx.pre_pivot = runelet.load
         ctx.pre_ready = runelet.init

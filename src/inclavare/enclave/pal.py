@@ -26,9 +26,14 @@ from __future__ import annotations
 
 import ctypes
 import os
-from typing import Protocol
 
 from inclavare.errors import RuneError
+
+TYPE_CHECKING = False  # typing itself costs an enclave start several milliseconds
+if TYPE_CHECKING:
+    from typing import Protocol
+else:
+    Protocol = object
 
 MAX_VERSION = 3
 TARGET_INFO_SIZE = 512

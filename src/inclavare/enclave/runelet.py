@@ -39,8 +39,10 @@ def log(msg: str) -> None:
 
 
 class Runelet:
-    def __init__(self, cfg: EnclaveConfig, state_dir: str, config: dict, sim_dir: str | None) -> None:
+    def __init__(self, cfg: EnclaveConfig, state_dir: str, config: dict, sim_dir: str | None,
+                 signed: bool = True) -> None:
         self.cfg = cfg
+        self.signed = signed  # a signed sim image in the rootfs: a PAL of type sim runs the launch check too
         self.state_dir = state_dir
         self.config = config
         self.sim_dir = sim_dir
@@ -65,8 +67,8 @@ class Runelet:
         from inclavare.enclave import agent, pal, provision, sim_runtime  # noqa: F401
         from inclavare.linux import console, proctitle, syscalls  # noqa: F401
 
-        if self.cfg.type == SIM:
-            sim_runtime.preimport()
+        if self.cfg.type == SIM and (not self.cfg.runtime_path or self.signed):
+            sim_runtime.preimport()  # the launch check's modules; a PAL over an unsigned image needs none of them
         self.listener = agent.listen(self.state_dir)
 
     # --- pre_pivot -------------------------------------------------------------------------------------------

@@ -117,6 +117,15 @@ def dumps(obj: object) -> str:
     return "".join(_encode(obj, 0))
 
 
+_encode_sorted = _json.make_encoder(None, _default, _json.encode_basestring_ascii, None, ":", ",", True, False, True)
+
+
+def dumps_canonical(obj: object) -> str:
+    """Compact ASCII JSON with sorted keys: json.dumps(obj, sort_keys=True, separators=(",", ":"),
+    ensure_ascii=True), byte for byte (what the sim enclave manifest is measured as)."""
+    return "".join(_encode_sorted(obj, 0))
+
+
 def dumps_indent(obj: object, indent: str = "  ", level: int = 0) -> str:
     """Indented JSON as json.dumps(obj, indent=...) writes it (for `rune state`, which engines call often)."""
     pad = indent * (level + 1)

@@ -10,13 +10,17 @@ again. So a process that needs none of them (a sim enclave's init-runelet) never
 
 import sys
 
+# names the standard library tries and expects to miss on Linux (copy's Jython `org.python.core`, which dataclasses
+# reaches; Windows modules): importing site for them would cost every enclave start
+_NEVER_THIRD_PARTY = frozenset({"org", "_winapi", "nt", "winreg", "msvcrt", "_overlapped", "_winreg"})
+
 
 class _SitePackagesOnDemand:
     """The last meta path finder: consulted only for a top-level module no other finder found."""
 
     @classmethod
     def find_spec(cls, name: str, path: object = None, target: object = None) -> object:
-        if path is not None or cls not in sys.meta_path:
+        if path is not None or cls not in sys.meta_path or name in _NEVER_THIRD_PARTY:
             return None
         sys.meta_path.remove(cls)
         import site

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+from inclavare.tee import records
 
 INITTED = 0x01
 DEBUG = 0x02
@@ -17,7 +17,7 @@ FLAG_NAMES = {INITTED: "INITTED", DEBUG: "DEBUG", MODE64BIT: "MODE64BIT", PROVIS
 XFRM_LEGACY = 0x03  # x87 and SSE state, the minimum every enclave has
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record
 class Attributes:
     flags: int = MODE64BIT
     xfrm: int = XFRM_LEGACY

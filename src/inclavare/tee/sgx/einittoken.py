@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from inclavare.tee.sgx.layout import Structure, raw, structure, u16, u32
 
 
 @structure(304)
-@dataclass(frozen=True)
 class EInitToken(Structure):
     valid: int = u32(0)
     attributes: bytes = raw(48, 16)

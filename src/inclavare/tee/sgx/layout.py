@@ -1,6 +1,6 @@
 """Fixed-size little-endian binary structures, each declared once.
 
-A structure is a frozen dataclass whose fields carry their offset and size; `@structure(SIZE)` builds the layout from
+A structure is a frozen record (inclavare.tee.records) whose fields carry their offset and size; `@structure(SIZE)` builds the layout from
 them, checks that the fields are in order, do not overlap and fit in SIZE, and gives the class `from_bytes` and
 `to_bytes`. Integer fields are unsigned little-endian; byte fields are fixed-length `bytes`. Every byte not covered by
 a field is reserved: it is written as zero and must read as zero.
@@ -8,11 +8,14 @@ a field is reserved: it is written as zero and must read as zero.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar
+from inclavare.tee import records
 
-T = TypeVar("T", bound="Structure")
+TYPE_CHECKING = False  # typing costs a sim enclave's start-up; the annotations are for type checkers
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, ClassVar, TypeVar
+
+    T = TypeVar("T", bound="Structure")
 
 
 class FormatError(ValueError):
@@ -20,25 +23,25 @@ class FormatError(ValueError):
 
 
 def u16(offset: int) -> Any:
-    return dataclasses.field(default=0, metadata={"offset": offset, "size": 2, "int": True})
+    return records.field(default=0, metadata={"offset": offset, "size": 2, "int": True})
 
 
 def u32(offset: int) -> Any:
-    return dataclasses.field(default=0, metadata={"offset": offset, "size": 4, "int": True})
+    return records.field(default=0, metadata={"offset": offset, "size": 4, "int": True})
 
 
 def u64(offset: int) -> Any:
-    return dataclasses.field(default=0, metadata={"offset": offset, "size": 8, "int": True})
+    return records.field(default=0, metadata={"offset": offset, "size": 8, "int": True})
 
 
 def raw(offset: int, size: int, default: bytes | None = None) -> Any:
     value = bytes(size) if default is None else default
     if len(value) != size:
         raise ValueError(f"default of a {size}-byte field has {len(value)} bytes")
-    return dataclasses.field(default=value, metadata={"offset": offset, "size": size, "int": False})
+    return records.field(default=value, metadata={"offset": offset, "size": size, "int": False})
 
 
-@dataclasses.dataclass(frozen=True)
+@records.record
 class FieldSpec:
     name: str
     offset: int
@@ -84,7 +87,7 @@ class Structure:
         return bytes(out)
 
     def replace(self: T, **changes: Any) -> T:
-        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+        return records.replace(self, **changes)
 
     def fields(self) -> dict[str, int | bytes]:
         """Field name -> value, in offset order."""
@@ -92,11 +95,12 @@ class Structure:
 
 
 def structure(size: int) -> Callable[[type[T]], type[T]]:
-    """Class decorator (applied over @dataclass): attach and check the layout."""
+    """Class decorator: make the class a frozen record, attach and check the layout."""
 
     def wrap(cls: type[T]) -> type[T]:
+        records.record(cls)
         specs = []
-        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        for f in records.fields(cls):
             if "offset" not in f.metadata:
                 raise TypeError(f"{cls.__name__}.{f.name} has no offset")
             specs.append(FieldSpec(f.name, f.metadata["offset"], f.metadata["size"], f.metadata["int"]))

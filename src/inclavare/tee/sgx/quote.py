@@ -41,7 +41,6 @@ TEE_TYPE_TDX = 0x81
 
 
 @structure(48)
-@dataclass(frozen=True)
 class QuoteHeader(Structure):
     version: int = u16(0)
     att_key_type: int = u16(2)

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from inclavare.tee.sgx.layout import Structure, raw, structure, u16, u32
 
 
 @structure(384)
-@dataclass(frozen=True)
 class ReportBody(Structure):
     cpu_svn: bytes = raw(0, 16)
     misc_select: int = u32(16)
@@ -25,7 +22,6 @@ class ReportBody(Structure):
 
 
 @structure(432)
-@dataclass(frozen=True)
 class Report(Structure):
     """EREPORT output: the body, the key_id the MAC key was derived with, and the MAC over the body."""
 
@@ -39,7 +35,6 @@ class Report(Structure):
 
 
 @structure(512)
-@dataclass(frozen=True)
 class TargetInfo(Structure):
     """The enclave a REPORT is made for (EREPORT's first operand)."""
 
@@ -67,7 +62,6 @@ KEYPOLICY_ISVEXTPRODID = 0x0020
 
 
 @structure(512)
-@dataclass(frozen=True)
 class KeyRequest(Structure):
     """EGETKEY's operand."""
 

@@ -11,11 +11,7 @@ CPU does it: no library, so a launch check loads no `cryptography`; keys and sig
 
 from __future__ import annotations
 
-import datetime
 import hashlib
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from inclavare.tee.sgx.layout import FormatError, Structure, raw, structure, u16, u32
 
@@ -28,7 +24,11 @@ VENDOR_INTEL = 0x8086
 # DER of DigestInfo{sha256, NULL} up to the digest: what EMSA-PKCS1-v1_5 puts before a SHA-256 hash (RFC 8017 9.2)
 SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
 
+TYPE_CHECKING = False  # importing typing costs a sim enclave start
 if TYPE_CHECKING:
+    import datetime
+    from collections.abc import Callable
+
     from cryptography.hazmat.primitives.asymmetric import rsa
 
 
@@ -37,7 +37,6 @@ class SigstructError(ValueError):
 
 
 @structure(1808)
-@dataclass(frozen=True)
 class Sigstruct(Structure):
     header: bytes = raw(0, 12, HEADER)
     type: int = u32(12)

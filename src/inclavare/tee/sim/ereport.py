@@ -18,7 +18,6 @@ from __future__ import annotations
 import hmac
 import os
 import struct
-from typing import TYPE_CHECKING
 
 from inclavare.errors import RuneError
 from inclavare.tee.sgx import attributes as attr
@@ -27,6 +26,7 @@ from inclavare.tee.sgx.attributes import Attributes
 from inclavare.tee.sgx.report import KeyRequest, Report, ReportBody, TargetInfo
 from inclavare.tee.sim.identity import EnclaveIdentity
 
+TYPE_CHECKING = False  # importing typing costs a sim enclave start
 if TYPE_CHECKING:
     from inclavare.tee.sim.platform import Platform
 

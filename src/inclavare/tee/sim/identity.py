@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from inclavare.tee import records
 from inclavare.tee.sgx.attributes import Attributes
 from inclavare.tee.sgx.report import ReportBody, TargetInfo
 
 
-@dataclass(frozen=True)
+@records.record
 class EnclaveIdentity:
     mr_enclave: bytes
     mr_signer: bytes

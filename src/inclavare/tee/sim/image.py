@@ -28,13 +28,13 @@ So MRENCLAVE changes with any change to the manifest, and through the files' dig
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import stat
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from inclavare.errors import RuneError
+from inclavare.oci import jsonlite
+from inclavare.tee import records
 from inclavare.tee.sgx import attributes as attr
 from inclavare.tee.sgx.attributes import Attributes
 from inclavare.tee.sgx.measure import PAGE_SIZE, SECINFO_R, SECINFO_REG, Measurement
@@ -52,10 +52,10 @@ _CHUNK = 1 << 16
 
 
 def canonical_json(value: object) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    return jsonlite.dumps_canonical(value).encode()
 
 
-@dataclass(frozen=True)
+@records.record
 class TrustedFile:
     sha256: str
     size: int
@@ -76,7 +76,7 @@ class TrustedFile:
         return cls(obj["sha256"], obj["size"], obj["mode"], obj["uid"], obj["gid"])
 
 
-@dataclass(frozen=True)
+@records.record
 class Entrypoint:
     path: str
     argv: tuple[str, ...] | None = None  # None: arguments are free
@@ -91,14 +91,14 @@ def _strings(v: object, name: str, where: str) -> tuple[str, ...]:
     return tuple(v)
 
 
-@dataclass(frozen=True)
+@records.record
 class EnclaveConfig:
     entrypoints: tuple[Entrypoint, ...]
-    trusted_files: dict[str, TrustedFile] = field(default_factory=dict)
-    symlinks: dict[str, str] = field(default_factory=dict)
+    trusted_files: dict[str, TrustedFile] = records.field(default_factory=dict)
+    symlinks: dict[str, str] = records.field(default_factory=dict)
     trusted_roots: tuple[str, ...] = ("/",)
     untrusted_paths: tuple[str, ...] = UNTRUSTED_PATHS
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = records.field(default_factory=dict)
     untrusted_env: tuple[str, ...] = UNTRUSTED_ENV
     debug: bool = False
     isv_prod_id: int = 0
@@ -106,7 +106,7 @@ class EnclaveConfig:
     misc_select: int = 0
     xfrm: int = attr.XFRM_LEGACY
     ssa_frame_size: int = 1
-    extra: dict[str, object] = field(default_factory=dict)
+    extra: dict[str, object] = records.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.entrypoints:
@@ -242,11 +242,11 @@ def under(path: str, prefixes: tuple[str, ...] | list[str] | set[str]) -> bool:
     return any(path == p or path.startswith(p.rstrip("/") + "/") for p in prefixes)
 
 
-@dataclass
 class Tree:
-    files: dict[str, os.stat_result] = field(default_factory=dict)
-    symlinks: dict[str, str] = field(default_factory=dict)
-    others: dict[str, os.stat_result] = field(default_factory=dict)  # devices, fifos, sockets
+    def __init__(self) -> None:
+        self.files: dict[str, os.stat_result] = {}
+        self.symlinks: dict[str, str] = {}
+        self.others: dict[str, os.stat_result] = {}  # devices, fifos, sockets
 
 
 def walk_tree(rootfs: str | os.PathLike[str], roots: tuple[str, ...] | list[str],

@@ -21,13 +21,13 @@ value or an untrusted name; it returns the environment the payload gets (measure
 
 from __future__ import annotations
 
-import json
 import os
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 
 from inclavare.errors import RuneError
+from inclavare.oci import jsonlite
+from inclavare.tee import records
 from inclavare.tee.sgx import sigstruct as ss_mod
 from inclavare.tee.sgx.attributes import DEBUG, Attributes
 from inclavare.tee.sgx.report import Report, TargetInfo
@@ -37,7 +37,7 @@ from inclavare.tee.sim.identity import EnclaveIdentity
 POLICY_FILE = "launch-policy.json"
 
 
-@dataclass(frozen=True)
+@records.record
 class LaunchPolicy:
     allowed_mrsigners: frozenset[bytes] | None = None  # None: any signer
     allow_debug: bool = True
@@ -46,7 +46,7 @@ class LaunchPolicy:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LaunchPolicy:
         try:
-            obj = json.loads(Path(path).read_text())
+            obj = jsonlite.loads(Path(path).read_bytes())
         except OSError as e:
             raise RuneError(f"the launch policy {path} cannot be read: {e.strerror}") from None
         except ValueError as e:
@@ -74,7 +74,7 @@ class LaunchPolicy:
         return cls.load(path) if path.exists() else cls()
 
 
-@dataclass(frozen=True)
+@records.record
 class LaunchedEnclave:
     """An enclave that passed EINIT's rules: its identity and where it came from."""
 
@@ -124,7 +124,7 @@ def read_signed_image(rootfs: str | os.PathLike[str]) -> tuple[image.EnclaveConf
     d = image.enclave_dir(rootfs)
     hint = "sign the image with 'sgx-tools sign-image' or the bundle with 'sgx-tools sign-bundle --key KEY.pem BUNDLE'"
     try:
-        manifest = json.loads((d / image.MANIFEST).read_text())
+        manifest = jsonlite.loads((d / image.MANIFEST).read_bytes())
         raw = (d / image.SIGSTRUCT).read_bytes()
     except FileNotFoundError as e:
         raise RuneError(f"the rootfs has no signed sim enclave ({e.filename} is missing); {hint}") from None

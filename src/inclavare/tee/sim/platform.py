@@ -19,15 +19,14 @@ refused rather than silently shared.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from inclavare.errors import RuneError
-from inclavare.tee import marker
+from inclavare.oci import jsonlite
+from inclavare.tee import marker, records
 
+TYPE_CHECKING = False  # importing typing costs a sim enclave start
 if TYPE_CHECKING:
     from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -40,7 +39,7 @@ FILES = ("platform.json", "platform.secret", "quoting.key", "pck.key", "pck_chai
 TEMPLATE = "quote.template"
 
 
-@dataclass(frozen=True)
+@records.record
 class Platform:
     directory: Path
     platform_id: str
@@ -146,7 +145,7 @@ def _create(target: Path) -> None:
         meta = {"version": 1, "platform_id": os.urandom(16).hex(), "host": _host_id(), "cpu_svn": CPU_SVN.hex(),
                 "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                 "note": "inclavare sim TEE: SIMULATED platform identity, software protection only"}
-        _write(tmp / "platform.json", json.dumps(meta, indent=1).encode() + b"\n")
+        _write(tmp / "platform.json", jsonlite.dumps_indent(meta, " ").encode() + b"\n")
         _write(tmp / "platform.secret", os.urandom(32))
         _write(tmp / "quoting.key", _pem_key(ec.generate_private_key(ec.SECP256R1())))
         _write(tmp / "pck.key", _pem_key(pck_key))
@@ -177,7 +176,7 @@ def load_platform(directory: str | os.PathLike[str] | None = None, create: bool 
         except OSError as e:
             raise RuneError(f"cannot create the sim platform identity in {d}: {e.strerror}; set {ENV_DIR} to a writable directory") from None
     try:
-        meta = json.loads((d / "platform.json").read_text())
+        meta = jsonlite.loads((d / "platform.json").read_bytes())
         data = {name: (d / name).read_bytes() for name in FILES[1:]}
     except (OSError, ValueError) as e:
         raise RuneError(f"the sim platform identity in {d} is unreadable or incomplete ({e}); remove the directory to create a new one") from None
@@ -202,7 +201,7 @@ def load_platform(directory: str | os.PathLike[str] | None = None, create: bool 
                     data["pck_chain.pem"], data["root_ca.pem"])
 
 
-@dataclass(frozen=True)
+@records.record
 class PlatformKeys:
     """What a launched enclave's evidence needs of the platform, read without `cryptography` (see load_keys)."""
 
@@ -233,7 +232,7 @@ def load_keys(directory: str | os.PathLike[str] | None = None) -> PlatformKeys:
         _write_template(load_platform(directory))
     unreadable = f"the sim platform keys in {d} are unreadable; remove the directory to create a new one"
     try:
-        meta = json.loads((d / "platform.json").read_text())
+        meta = jsonlite.loads((d / "platform.json").read_bytes())
         secret = (d / "platform.secret").read_bytes()
         qkey = (d / "quoting.key").read_bytes()
         template = (d / TEMPLATE).read_bytes()

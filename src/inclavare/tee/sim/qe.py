@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import TYPE_CHECKING
 
 from inclavare.errors import RuneError
 from inclavare.tee import marker
@@ -28,6 +27,7 @@ from inclavare.tee.sgx.report import Report, ReportBody, TargetInfo
 from inclavare.tee.sim.ereport import verify_report
 from inclavare.tee.sim.identity import EnclaveIdentity
 
+TYPE_CHECKING = False  # importing typing costs a sim enclave start
 if TYPE_CHECKING:
     from cryptography import x509
 

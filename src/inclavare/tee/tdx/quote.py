@@ -33,7 +33,6 @@ BODY_TD15 = 3
 
 
 @structure(584)
-@dataclass(frozen=True)
 class TdReport10(Structure):
     tee_tcb_svn: bytes = raw(0, 16)
     mr_seam: bytes = raw(16, 48)
@@ -53,7 +52,6 @@ class TdReport10(Structure):
 
 
 @structure(648)
-@dataclass(frozen=True)
 class TdReport15(TdReport10):
     """TD report 1.5 (quote v5 body type 3): TD report 1.0 and two fields more."""
 
