@@ -43,9 +43,13 @@ def verify_image(rootfs: str, sim_dir: str | None, config: dict | None = None): 
     """The launch check; with the bundle `config`, also its process against the manifest (entry point, arguments,
     environment), whose process.env becomes the environment the payload gets."""
     from inclavare.tee.sim.launch import LaunchPolicy, check_process, launch_check
+    from inclavare.tee.sim.measure_cache import open_cache
 
     mounts = tuple(m.get("destination", "") for m in (config or {}).get("mounts") or () if isinstance(m, dict))
-    launched = launch_check(rootfs, policy=LaunchPolicy.for_host(sim_dir), sim_dir=sim_dir, mounts=mounts)
+    cache = open_cache(sim_dir)
+    launched = launch_check(rootfs, policy=LaunchPolicy.for_host(sim_dir), sim_dir=sim_dir, mounts=mounts,
+                            cache=cache)
+    cache.save()  # only what this launch hashed and accepted
     if config is not None:
         process = config.setdefault("process", {})
         process["env"] = check_process(launched.config, process, rootfs)
@@ -64,7 +68,16 @@ def preimport() -> None:
     from inclavare.linux import dmz, syscalls  # noqa: F401
     from inclavare.oci import jsonlite  # noqa: F401
     from inclavare.tee import openssl  # noqa: F401
-    from inclavare.tee.sim import envpolicy, ereport, evidence, identity, image, launch, platform  # noqa: F401
+    from inclavare.tee.sim import (  # noqa: F401
+        envpolicy,
+        ereport,
+        evidence,
+        identity,
+        image,
+        launch,
+        measure_cache,
+        platform,  # noqa: F401
+    )
 
 
 class SimPal:

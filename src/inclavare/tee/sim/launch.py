@@ -147,9 +147,11 @@ def _refuse(root: Path, what: str, fix: str = "restore it or " + HINT) -> RuneEr
     return RuneError(f"the enclave in {root} does not match its signature: {what}; {fix}")
 
 
-def check_files(root: Path, config: image.EnclaveConfig, mounts: tuple[str, ...] = ()) -> None:
+def check_files(root: Path, config: image.EnclaveConfig, mounts: tuple[str, ...] = (),
+                cache=None) -> None:  # noqa: ANN001 - MeasurementCache
     """Every trusted file as signed, and nothing added under the trusted roots (the untrusted paths and the mount
-    destinations aside, whose trusted files are still checked one by one)."""
+    destinations aside, whose trusted files are still checked one by one). With a measurement cache, an inode
+    unchanged since the launch check last hashed it is not read again (inclavare.tee.sim.measure_cache)."""
     skip = set(config.untrusted_paths) | {os.path.normpath(m) for m in mounts}
     tree = image.walk_tree(root, config.trusted_roots, skip)
     found: dict[str, os.stat_result] = {}
@@ -163,7 +165,7 @@ def check_files(root: Path, config: image.EnclaveConfig, mounts: tuple[str, ...]
             kind = "a symlink" if stat.S_ISLNK(mode) else "a directory" if stat.S_ISDIR(mode) else "a special file"
             raise _refuse(root, f"the trusted file {path} was replaced by {kind} since signing")
         try:
-            got, st = image.hash_file(root, path)
+            got, st = image.hash_file(root, path, cache)
         except RuneError as e:
             raise _refuse(root, str(e)) from None
         found[path] = st
@@ -193,12 +195,14 @@ def check_files(root: Path, config: image.EnclaveConfig, mounts: tuple[str, ...]
 
 
 def launch_check(rootfs: str | os.PathLike[str], *, policy: LaunchPolicy | None = None, debug: bool | None = None,
-                 sim_dir: str | os.PathLike[str] | None = None, mounts: tuple[str, ...] = ()) -> LaunchedEnclave:
+                 sim_dir: str | os.PathLike[str] | None = None, mounts: tuple[str, ...] = (),
+                 cache=None) -> LaunchedEnclave:  # noqa: ANN001 - MeasurementCache
     """Apply EINIT's rules to the sim enclave signed into `rootfs`; return it, or raise RuneError (one sentence).
 
     `debug`: the SECS DEBUG bit the runtime asks for; None takes the signed configuration's.
     `policy`: the host launch policy; None reads it as LaunchPolicy.for_host(sim_dir).
     `mounts`: the container's mount destinations, outside the measurement (their trusted files are still checked).
+    `cache`: a MeasurementCache (inclavare.tee.sim.measure_cache) for the trusted files' digests, or None.
     """
     root = Path(rootfs)
     config, sig, _manifest = read_signed_image(root)
@@ -211,7 +215,7 @@ def launch_check(rootfs: str | os.PathLike[str], *, policy: LaunchPolicy | None 
     if mr_enclave != sig.enclave_hash:
         raise _refuse(root, f"the enclave manifest {image.enclave_dir(root) / image.MANIFEST} changed since signing "
                             f"(MRENCLAVE {mr_enclave.hex()} != enclave_hash {sig.enclave_hash.hex()})")
-    check_files(root, config, mounts)
+    check_files(root, config, mounts, cache)
     secs = config.attributes
     if debug is not None:
         secs = Attributes(secs.flags | DEBUG if debug else secs.flags & ~DEBUG, secs.xfrm)

@@ -1,0 +1,179 @@
+"""The launch check's measurement cache (inclavare.tee.sim.measure_cache), attacked: with the cache warm, a trusted
+file changed in every way we could think of - its content with size and mtime restored, a file renamed over it, a
+hard link swapped in, a bind mount over it, truncated and rewritten, chmod, chown, a symlink swapped in - is refused
+at the next launch, and an unchanged one is not read again."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from inclavare.errors import RuneError
+from inclavare.tee.sim import bundle, launch_check, measure_cache, platform
+
+TARGET = "bin/app"
+
+
+@pytest.fixture
+def rootfs(tmp_path: Path, sim_dir: Path, signing_key_pem: Path, make_bundle) -> Path:  # noqa: ANN001
+    b = make_bundle(tmp_path)
+    bundle.sign_bundle(b, signing_key_pem)
+    platform.load_keys()  # the platform directory, where the cache lives
+    return b / "rootfs"
+
+
+def launch(rootfs: Path) -> measure_cache.MeasurementCache:
+    cache = measure_cache.open_cache(None)
+    launch_check(rootfs, cache=cache)
+    cache.save()
+    return cache
+
+
+def warm(rootfs: Path) -> None:
+    first = launch(rootfs)
+    assert first.added >= 3 and first.hits == 0
+    again = launch(rootfs)
+    assert again.hits == first.added and again.added == 0  # every trusted file came from the cache
+
+
+def _same_times(path: Path, st: os.stat_result) -> None:
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+
+def content_with_mtime_restored(path: Path, tmp: Path) -> None:
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[100] ^= 0xFF
+    with open(path, "r+b") as f:
+        f.write(data)
+    _same_times(path, st)
+
+
+def renamed_over(path: Path, tmp: Path) -> None:
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    new = path.with_name(".new")
+    new.write_bytes(data)
+    os.chmod(new, st.st_mode & 0o7777)
+    _same_times(new, st)
+    os.rename(new, path)
+
+
+def hard_link_swapped_in(path: Path, tmp: Path) -> None:
+    st = path.stat()
+    other = tmp / "outside"
+    data = bytearray(path.read_bytes())
+    data[0] ^= 1
+    other.write_bytes(data)
+    os.chmod(other, st.st_mode & 0o7777)
+    _same_times(other, st)
+    link = path.with_name(".link")
+    os.link(other, link)
+    os.rename(link, path)
+    other.unlink()  # one name again: only the content differs
+
+
+def hard_link_added(path: Path, tmp: Path) -> None:
+    os.link(path, tmp / "another-name")
+
+
+def truncated_and_rewritten(path: Path, tmp: Path) -> None:
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    os.truncate(path, 0)
+    with open(path, "r+b") as f:
+        f.write(data)
+    _same_times(path, st)
+
+
+def chmod(path: Path, tmp: Path) -> None:
+    os.chmod(path, 0o4755)
+
+
+def chown(path: Path, tmp: Path) -> None:
+    os.chown(path, 1000, 1000)
+
+
+def symlink_swapped_in(path: Path, tmp: Path) -> None:
+    copy = tmp / "copy"
+    copy.write_bytes(path.read_bytes())
+    link = path.with_name(".sym")
+    os.symlink(str(copy), link)
+    os.rename(link, path)
+
+
+MUTATIONS = [content_with_mtime_restored, renamed_over, hard_link_swapped_in, hard_link_added,
+             truncated_and_rewritten, chmod, chown, symlink_swapped_in]
+
+
+@pytest.mark.parametrize("mutate", MUTATIONS, ids=[m.__name__ for m in MUTATIONS])
+def test_a_changed_file_is_refused_with_the_cache_warm(rootfs: Path, tmp_path: Path, mutate) -> None:  # noqa: ANN001
+    warm(rootfs)
+    mutate(rootfs / TARGET, tmp_path)
+    with pytest.raises(RuneError, match="/bin/app"):
+        launch(rootfs)
+
+
+def test_a_bind_mount_over_a_trusted_file_is_refused(rootfs: Path, tmp_path: Path) -> None:
+    from inclavare.linux import syscalls
+
+    warm(rootfs)
+    target = rootfs / TARGET
+    st = target.stat()
+    other = tmp_path / "over"
+    data = bytearray(target.read_bytes())
+    data[7] ^= 1
+    other.write_bytes(data)
+    os.chmod(other, st.st_mode & 0o7777)
+    _same_times(other, st)
+    syscalls.mount(str(other), str(target), None, syscalls.MS_BIND)
+    try:
+        with pytest.raises(RuneError, match="content of the trusted file /bin/app"):
+            launch(rootfs)
+    finally:
+        syscalls.umount2(str(target), syscalls.MNT_DETACH)
+    launch(rootfs)  # unmounted: the signed file again
+
+
+def test_the_same_bytes_written_again_are_hashed_again_and_accepted(rootfs: Path) -> None:
+    warm(rootfs)
+    target = rootfs / TARGET
+    target.write_bytes(target.read_bytes())
+    cache = launch(rootfs)
+    assert cache.added == 1  # a miss (ctime moved), hashed, the same digest: accepted and remembered
+
+
+def test_files_on_filesystems_outside_the_list_are_hashed_every_time(rootfs: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(measure_cache, "LOCAL_FILESYSTEMS", {})
+    assert launch(rootfs).added == 0 and launch(rootfs).hits == 0
+
+
+def test_the_cache_can_be_turned_off(rootfs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(measure_cache.ENV_DISABLE, "0")
+    assert launch(rootfs).added == 0 and launch(rootfs).hits == 0
+
+
+def test_the_local_filesystem_is_recognised(tmp_path: Path) -> None:
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        assert measure_cache.fs_type(fd) in measure_cache.LOCAL_FILESYSTEMS
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("junk", [b"", b"{", b"[]", b'{"version": 2, "entries": {}}', b'{"version": 1, "entries": 5}',
+                                  b'{"version": 1, "entries": {"k": 1}}'])
+def test_a_corrupt_cache_is_ignored_and_rewritten(rootfs: Path, sim_dir: Path, junk: bytes) -> None:
+    (sim_dir / measure_cache.FILE).write_bytes(junk)
+    assert launch(rootfs).added >= 3
+    assert launch(rootfs).hits >= 3
+
+
+def test_the_cache_file_is_private_to_root(rootfs: Path, sim_dir: Path) -> None:
+    launch(rootfs)
+    assert (sim_dir / measure_cache.FILE).stat().st_mode & 0o777 == 0o600
