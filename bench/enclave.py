@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""Enclave container start-up: `rune run` of /bin/true through the reference PAL (liberpal-skeleton v2, type sim)
-and through the built-in sim runtime (signed bundle: launch check, platform keys, /dev/attestation), against a plain
-rune container and runc. The variants take turns run after run; each gets --runs runs (>= 30); medians and p25-p75.
+"""Enclave container start-up: `rune run` of /bin/true through the reference PAL (liberpal-skeleton v2 and v3, type
+sim) and through the built-in sim runtime (signed bundle: launch check, platform keys, /dev/attestation), with and
+without the measurement cache, and a large signed image (a Debian rootfs with python3, from this host's Debian
+packages, 100 MB or more) cold (every file hashed) and warm (cache hits), against plain rune containers of the same
+rootfs and runc. The variants take turns run after run; each gets --runs runs (>= 30); medians, p25-p75, and the
+ratio to plain rune of the same rootfs; MB/s of the cold large launch's measurement.
 
-    python3 bench/enclave.py [--runs N] [--json FILE]     (needs root, `make pal launchers`, runc on PATH)
+    python3 bench/enclave.py [--runs N] [--json FILE] [--no-large]   (needs root, `make pal launchers`, runc on PATH)
 """
 
 from __future__ import annotations
@@ -21,11 +24,16 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "src"))
 
-from inclavare.oci.busybox import make_bundle  # noqa: E402
+from inclavare.oci.busybox import build_rootfs, make_bundle  # noqa: E402
 
 RUNE = os.path.join(REPO, "bin", "rune")
 SGX_TOOLS = os.path.join(REPO, "bin", "sgx-tools")
 PAL = os.path.join(REPO, "build", "pal", "liberpal-skeleton-v2.so")
+PAL3 = os.path.join(REPO, "build", "pal", "liberpal-skeleton-v3.so")
+# a Debian rootfs with python3: the host's python3.11 with its standard library and dist-packages and the libraries
+# it links, on top of the busybox rootfs
+PYTHON = "/usr/bin/python3.11"
+PYTHON_TREES = ("/usr/lib/python3.11", "/usr/lib/python3")
 
 
 def edit(bundle: str, fn) -> None:  # noqa: ANN001
@@ -35,6 +43,28 @@ def edit(bundle: str, fn) -> None:  # noqa: ANN001
     fn(c)
     with open(path, "w") as f:
         json.dump(c, f)
+
+
+def large_rootfs(root: str) -> int:
+    """The busybox rootfs plus python3 (see PYTHON_TREES); its size in bytes."""
+    build_rootfs(root)
+    for tree in PYTHON_TREES:
+        shutil.copytree(tree, root + tree, symlinks=True, dirs_exist_ok=True)  # with the byte code Debian compiles
+    os.makedirs(root + "/usr/bin", exist_ok=True)
+    shutil.copy2(PYTHON, root + PYTHON)
+    libs = subprocess.run(["ldd", PYTHON], capture_output=True, text=True, check=True).stdout
+    for line in libs.splitlines():
+        path = line.split("=>")[-1].split("(")[0].strip()
+        if path.startswith("/"):
+            os.makedirs(os.path.dirname(root + path), exist_ok=True)
+            shutil.copy2(path, root + path)
+    size = 0
+    for d, _dirs, files in os.walk(root):
+        for f in files:
+            p = os.path.join(d, f)
+            if not os.path.islink(p):
+                size += os.lstat(p).st_size
+    return size
 
 
 def timed(argv: list[str], env: dict[str, str]) -> float:
@@ -50,10 +80,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--json")
+    ap.add_argument("--no-large", action="store_true", help="leave out the large image")
     a = ap.parse_args()
     if a.runs < 30:
         ap.error("--runs must be at least 30")
-    for need in (RUNE, SGX_TOOLS, PAL):
+    for need in (RUNE, SGX_TOOLS, PAL, PAL3):
         if not os.path.exists(need):
             raise SystemExit(f"{need} is missing: run `make pal launchers` first")
     runc = shutil.which("runc")
@@ -62,27 +93,64 @@ def main() -> int:
     try:
         rootfs = os.path.join(tmp, "plain", "rootfs")
         make_bundle(os.path.join(tmp, "plain"), ["/bin/true"])
-        make_bundle(os.path.join(tmp, "pal"), ["/bin/true"], rootfs=rootfs)
-        edit(os.path.join(tmp, "pal"), lambda c: c["process"]["env"].extend(
-            ["ENCLAVE_TYPE=sim", f"ENCLAVE_RUNTIME_PATH={PAL}"]))
-        sim = os.path.join(tmp, "sim-bundle")
-        make_bundle(sim, ["/bin/true"])
+        for name, lib in (("pal", PAL), ("pal3", PAL3)):
+            make_bundle(os.path.join(tmp, name), ["/bin/true"], rootfs=rootfs)
+            edit(os.path.join(tmp, name), lambda c, lib=lib: c["process"]["env"].extend(
+                ["ENCLAVE_TYPE=sim", f"ENCLAVE_RUNTIME_PATH={lib}"]))
         key = os.path.join(tmp, "key.pem")
         subprocess.run([SGX_TOOLS, "gen-key", key], check=True, stdout=subprocess.DEVNULL, env=env)
-        subprocess.run([SGX_TOOLS, "sign-bundle", "--key", key, sim], check=True, stdout=subprocess.DEVNULL, env=env)
+
+        def signed(name: str, rootfs: str | None = None) -> str:
+            b = os.path.join(tmp, name)
+            make_bundle(b, ["/bin/true"], rootfs=rootfs)
+            subprocess.run([SGX_TOOLS, "sign-bundle", "--key", key, b], check=True, stdout=subprocess.DEVNULL,
+                           env=env)
+            return b
+
+        sim = signed("sim-bundle")
+        cold = dict(env, INCLAVARE_SIM_MEASURE_CACHE="0")
+
+        def run(bundle: str, prefix: str, e: dict[str, str] = env):  # noqa: ANN202
+            return lambda i: ([RUNE, "--root", f"{tmp}/root", "run", "-b", bundle, f"{prefix}{i}"], e)
+
         variants = {
-            "rune enclave (reference PAL v2)": lambda i: [RUNE, "--root", f"{tmp}/root", "run", "-b", f"{tmp}/pal",
-                                                          f"p{i}"],
-            "rune enclave (built-in sim, signed)": lambda i: [RUNE, "--root", f"{tmp}/root", "run", "-b", sim,
-                                                              f"s{i}"],
-            "rune plain": lambda i: [RUNE, "--root", f"{tmp}/root", "run", "-b", f"{tmp}/plain", f"r{i}"],
+            "rune plain": run(f"{tmp}/plain", "r"),
+            "rune enclave (reference PAL v2)": run(f"{tmp}/pal", "p"),
+            "rune enclave (reference PAL v3)": run(f"{tmp}/pal3", "q"),
+            "rune enclave (built-in sim, signed, cache)": run(sim, "s"),
+            "rune enclave (built-in sim, signed, no cache)": run(sim, "n", cold),
         }
+        base = dict.fromkeys(variants, "rune plain")
+        large_mb = 0.0
+        if not a.no_large:
+            large = os.path.join(tmp, "large-rootfs")
+            large_mb = large_rootfs(large) / 1e6
+            make_bundle(os.path.join(tmp, "large-plain"), ["/bin/true"], rootfs=large)
+            big = signed("large-sim", rootfs=large)
+            check = subprocess.run([RUNE, "--root", f"{tmp}/root", "run", "-b", os.path.join(tmp, "large-plain"),
+                                    "py"], capture_output=True, env=env)  # /bin/true; python3 is checked next
+            edit(os.path.join(tmp, "large-plain"), lambda c: c["process"].update(args=[PYTHON, "-c", "print(6*7)"]))
+            py = subprocess.run([RUNE, "--root", f"{tmp}/root", "run", "-b", os.path.join(tmp, "large-plain"),
+                                 "py2"], capture_output=True, text=True, env=env)
+            if check.returncode or py.stdout.strip() != "42":
+                raise SystemExit(f"python3 does not run in the large rootfs: {py.stderr.strip()}")
+            edit(os.path.join(tmp, "large-plain"), lambda c: c["process"].update(args=["/bin/true"]))
+            variants.update({
+                f"rune plain, large image ({large_mb:.0f} MB)": run(os.path.join(tmp, "large-plain"), "lp"),
+                "rune enclave (built-in sim, large, warm: cache hits)": run(big, "lw"),
+                "rune enclave (built-in sim, large, cold: every file hashed)": run(big, "lc", cold),
+            })
+            base[f"rune plain, large image ({large_mb:.0f} MB)"] = "rune plain"
+            for name in list(variants)[-2:]:
+                base[name] = f"rune plain, large image ({large_mb:.0f} MB)"
         if runc:
-            variants["runc plain"] = lambda i: [runc, "--root", f"{tmp}/runc", "run", "-b", f"{tmp}/plain", f"c{i}"]
+            variants["runc plain"] = lambda i: ([runc, "--root", f"{tmp}/runc", "run", "-b", f"{tmp}/plain",
+                                                 f"c{i}"], env)
+            base["runc plain"] = "rune plain"
         times: dict[str, list[float]] = {k: [] for k in variants}
         for i in range(a.runs + 2):
             for name, argv in variants.items():
-                dt = timed(argv(i), env)
+                dt = timed(*argv(i))
                 if i >= 2:  # the first two runs warm the page cache
                     times[name].append(dt)
         report = {}
@@ -90,10 +158,20 @@ def main() -> int:
             q = statistics.quantiles(ts, n=4)
             report[name] = {"median_ms": round(statistics.median(ts) * 1000, 1), "p25_ms": round(q[0] * 1000, 1),
                             "p75_ms": round(q[2] * 1000, 1), "runs": len(ts)}
-        width = max(map(len, report))
-        print(f"{'rune run /bin/true':{width}}  median   p25-p75   (ms, {a.runs} runs each)")
         for name, r in report.items():
-            print(f"{name:{width}}  {r['median_ms']:6.1f}   {r['p25_ms']:.1f}-{r['p75_ms']:.1f}")
+            r["ratio"] = round(r["median_ms"] / report[base[name]]["median_ms"], 2)
+            r["versus"] = base[name]
+        width = max(map(len, report))
+        print(f"{'rune run /bin/true':{width}}  median   p25-p75      ratio (to plain rune of the same rootfs; "
+              f"ms, {a.runs} runs each)")
+        for name, r in report.items():
+            print(f"{name:{width}}  {r['median_ms']:6.1f}   {r['p25_ms']:6.1f}-{r['p75_ms']:<6.1f}  {r['ratio']:.2f}x")
+        cold_name = "rune enclave (built-in sim, large, cold: every file hashed)"
+        if cold_name in report:
+            warm_ms = report["rune enclave (built-in sim, large, warm: cache hits)"]["median_ms"]
+            mbs = large_mb / max(report[cold_name]["median_ms"] - warm_ms, 0.1) * 1000
+            report["large image"] = {"mb": round(large_mb, 1), "cold_measure_mb_per_s": round(mbs)}
+            print(f"large image: {large_mb:.0f} MB, a cold launch measures it at {mbs:.0f} MB/s (cold - warm)")
         if a.json:
             with open(a.json, "w") as f:
                 json.dump(report, f, indent=1)

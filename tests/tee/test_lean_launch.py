@@ -160,3 +160,19 @@ def test_records_behave_as_frozen_dataclasses() -> None:
             a: int = 1
             b: int
     assert hash(Point(1, 2, ())) == hash(Point(1, 2, ()))  # type: ignore[arg-type]
+
+
+def test_memoized_host_paths_resolve_as_the_full_resolution(tmp_path: Path) -> None:
+    from inclavare.tee.sim import image
+
+    root = tmp_path / "root"
+    (root / "usr" / "lib" / "x").mkdir(parents=True)
+    (root / "etc").mkdir()
+    os.symlink("usr/lib", root / "lib")  # relative
+    os.symlink("/usr/lib/x", root / "usr" / "abs")  # absolute: inside the rootfs
+    os.symlink("../../..", root / "usr" / "lib" / "up")  # climbs to the root, not above it
+    os.symlink("/etc", root / "usr" / "lib" / "x" / "etc")
+    memo: dict[str, str] = {}
+    for p in ["/lib/x/f", "/usr/abs/f", "/usr/lib/up/etc/f", "/usr/lib/up/up/lib/f", "/usr/abs/etc/f", "/etc/f",
+              "/usr/./lib/f", "/usr/lib/../lib/x/f", "/f", "/lib/x/etc/../f", "/nowhere/f"]:
+        assert image.host_path(root, p, memo) == image.host_path(root, p), p

@@ -290,13 +290,14 @@ def _launch(rootfs: str, config: dict, sim_dir: str | None) -> dict:
     """In the launch child: mount the verified files read-only, check, and hand back what the runelet keeps."""
     from inclavare.linux import syscalls
     from inclavare.tee.sim import evidence
-    from inclavare.tee.sim.image import MANIFEST, SIGSTRUCT, enclave_dir, resolve_in_rootfs
+    from inclavare.tee.sim.image import MANIFEST, SIGSTRUCT, enclave_dir, host_path
     from inclavare.tee.sim.launch import read_signed_image
     from inclavare.tee.sim.platform import load_keys
 
     cfg, _sig, _doc = read_signed_image(rootfs)
     # read-only first, then measured: what is checked is what the container gets
-    hosts = [str(resolve_in_rootfs(rootfs, os.path.dirname(p)) / os.path.basename(p)) for p in cfg.trusted_files]
+    memo: dict[str, str] = {}
+    hosts = [host_path(rootfs, p, memo) for p in cfg.trusted_files]
     hosts += [str(enclave_dir(rootfs) / MANIFEST), str(enclave_dir(rootfs) / SIGSTRUCT)]
     for h in dict.fromkeys(hosts):
         if not os.path.isfile(h) or os.path.islink(h):

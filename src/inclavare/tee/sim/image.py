@@ -216,6 +216,34 @@ def resolve_in_rootfs(rootfs: str | os.PathLike[str], path: str) -> Path:
     return Path(root, *done)
 
 
+def host_path(rootfs: str | os.PathLike[str], path: str, memo: dict[str, str] | None = None) -> str:
+    """The host path of the file `path` inside `rootfs`: its directory resolved as resolve_in_rootfs does, its last
+    name not followed. `memo` (one dict for one pass over a rootfs) keeps each directory's resolution: a launch
+    resolves the directory of thousands of trusted files, most of them sharing a few hundred directories."""
+    d, name = os.path.split(path)
+    if memo is None:
+        return os.path.join(resolve_in_rootfs(rootfs, d), name)
+    return os.path.join(_host_dir(rootfs, d, memo), name)
+
+
+def _host_dir(rootfs: str | os.PathLike[str], d: str, memo: dict[str, str]) -> str:
+    """resolve_in_rootfs(rootfs, d) through the memoized resolution of d's parent: a plain name under it is one
+    lstat; a symlink, '.', '..' or an empty name takes the full resolution."""
+    got = memo.get(d)
+    if got is None:
+        if d in ("", "/"):
+            got = str(resolve_in_rootfs(rootfs, "/"))
+        else:
+            parent, name = os.path.split(d)
+            candidate = os.path.join(_host_dir(rootfs, parent, memo), name) if parent != d else ""
+            if not candidate or name in ("", ".", "..") or os.path.islink(candidate):
+                got = str(resolve_in_rootfs(rootfs, d))
+            else:
+                got = candidate
+        memo[d] = got
+    return got
+
+
 def canonical_program(rootfs: str | os.PathLike[str], path: str) -> str:
     """`path` with its directory resolved inside the rootfs and its last name kept (a multi-call binary such as
     busybox tells its applets by that name): /bin/sh on a usrmerged root is /usr/bin/sh."""
@@ -242,6 +270,21 @@ def under(path: str, prefixes: tuple[str, ...] | list[str] | set[str]) -> bool:
     return any(path == p or path.startswith(p.rstrip("/") + "/") for p in prefixes)
 
 
+def _under_set(path: str, prefixes: frozenset[str]) -> bool:
+    """under(path, P) for P given as prefix_set(P): a look-up per ancestor of path instead of a scan of P."""
+    if "/" in prefixes:
+        return True
+    while len(path) > 1:
+        if path in prefixes:
+            return True
+        path = path.rpartition("/")[0]
+    return False
+
+
+def prefix_set(prefixes: tuple[str, ...] | list[str] | set[str]) -> frozenset[str]:
+    return frozenset(p.rstrip("/") or "/" for p in prefixes)
+
+
 class Tree:
     def __init__(self) -> None:
         self.files: dict[str, os.stat_result] = {}
@@ -255,6 +298,8 @@ def walk_tree(rootfs: str | os.PathLike[str], roots: tuple[str, ...] | list[str]
     following symlinks, outside every path in `skip`."""
     real_root = os.path.realpath(rootfs)
     tree = Tree()
+    skipset = prefix_set(skip)
+    lstat, islink = os.lstat, os.path.islink
     for start in roots:
         host = resolve_in_rootfs(rootfs, start)
         if under(start, skip) or not os.path.lexists(host):
@@ -267,18 +312,19 @@ def walk_tree(rootfs: str | os.PathLike[str], roots: tuple[str, ...] | list[str]
         for dirpath, dirnames, filenames in os.walk(host):
             rel = "/" + os.path.relpath(dirpath, real_root)
             rel = "/" if rel in ("/", "/.") else rel.rstrip("/")
+            base = "" if rel == "/" else rel
             keep = []
             for name in dirnames:
-                p = os.path.join(dirpath, name)
-                if os.path.islink(p):  # os.walk lists symlinked directories as directories
+                if islink(f"{dirpath}/{name}"):  # os.walk lists symlinked directories as directories
                     filenames.append(name)
-                elif not under(os.path.join(rel, name), skip):
+                elif not _under_set(f"{base}/{name}", skipset):
                     keep.append(name)
             dirnames[:] = sorted(keep)
             for name in sorted(filenames):
-                path = os.path.join(rel, name)
-                if not under(path, skip):
-                    _add(tree, path, os.path.join(dirpath, name), os.lstat(os.path.join(dirpath, name)))
+                path = f"{base}/{name}"
+                if not _under_set(path, skipset):
+                    h = f"{dirpath}/{name}"
+                    _add(tree, path, h, lstat(h))
     return tree
 
 
@@ -291,10 +337,12 @@ def _add(tree: Tree, path: str, host: str, st: os.stat_result) -> None:
         tree.others[path] = st
 
 
-def hash_file(rootfs: str | os.PathLike[str], path: str, cache=None) -> tuple[TrustedFile, os.stat_result]:  # noqa: ANN001
+def hash_file(rootfs: str | os.PathLike[str], path: str, cache=None,  # noqa: ANN001 - MeasurementCache
+              host: str | None = None) -> tuple[TrustedFile, os.stat_result]:
     """The trusted-file record of `path` in the rootfs (opened without following its last component); with a
-    MeasurementCache (inclavare.tee.sim.measure_cache), the digest of an unchanged inode comes from it."""
-    host = resolve_in_rootfs(rootfs, os.path.dirname(path)) / os.path.basename(path)
+    MeasurementCache (inclavare.tee.sim.measure_cache), the digest of an unchanged inode comes from it. `host`: the
+    file's host path when the caller has resolved it (host_path)."""
+    host = host if host is not None else host_path(rootfs, path)
     try:
         fd = os.open(host, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as e:

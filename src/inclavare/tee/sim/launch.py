@@ -155,8 +155,9 @@ def check_files(root: Path, config: image.EnclaveConfig, mounts: tuple[str, ...]
     skip = set(config.untrusted_paths) | {os.path.normpath(m) for m in mounts}
     tree = image.walk_tree(root, config.trusted_roots, skip)
     found: dict[str, os.stat_result] = {}
+    memo: dict[str, str] = {}
     for path, want in config.trusted_files.items():
-        host = image.resolve_in_rootfs(root, os.path.dirname(path)) / os.path.basename(path)
+        host = image.host_path(root, path, memo)
         try:
             mode = os.lstat(host).st_mode
         except OSError:
@@ -165,7 +166,7 @@ def check_files(root: Path, config: image.EnclaveConfig, mounts: tuple[str, ...]
             kind = "a symlink" if stat.S_ISLNK(mode) else "a directory" if stat.S_ISDIR(mode) else "a special file"
             raise _refuse(root, f"the trusted file {path} was replaced by {kind} since signing")
         try:
-            got, st = image.hash_file(root, path, cache)
+            got, st = image.hash_file(root, path, cache, host)
         except RuneError as e:
             raise _refuse(root, str(e)) from None
         found[path] = st
