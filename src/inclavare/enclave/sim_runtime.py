@@ -165,7 +165,7 @@ class SimPal:
             raise RuneError("sim enclave: pal_init before the enclave was loaded")
         syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        self.measured = frozenset(os.path.realpath(p) for p in self.trusted)
+        self.measured = _real_paths(self.trusted)
         self.trusted = []
         if self.dev is not None:
             ev, lib = self.evidence, self.lib
@@ -284,6 +284,20 @@ class SimPal:
         if len(report_data) > 64:
             raise RuneError("report_data is at most 64 bytes")
         return self.evidence.report(self.lib, target_info, report_data)
+
+
+def _real_paths(paths: list[str]) -> frozenset[str]:
+    """os.path.realpath of each trusted file, its directory resolved once for all the files in it (a trusted file
+    is a regular file, never a symlink, as the launch check saw it and its read-only bind mount keeps it)."""
+    dirs: dict[str, str] = {}
+    out = set()
+    for p in paths:
+        d, name = os.path.split(p)
+        real = dirs.get(d)
+        if real is None:
+            real = dirs[d] = os.path.realpath(d)
+        out.add(os.path.join(real, name))
+    return frozenset(out)
 
 
 def _launch(rootfs: str, config: dict, sim_dir: str | None) -> dict:
