@@ -4,7 +4,7 @@ PREFIX ?= /usr/local
 APT_PACKAGES := busybox-static runc crun hyperfine libseccomp2 gcc libc6-dev binutils time
 PYTEST_ARGS ?=
 
-.PHONY: all deps apt-deps pip-deps fuzz-deps launchers install test lint demo bench bench-engines bench-shim clean pal fuzz kube deb rpm
+.PHONY: all deps apt-deps pip-deps fuzz-deps launchers install uninstall test lint demo bench bench-engines bench-shim clean pal fuzz kube deb rpm
 
 all: launchers
 
@@ -29,8 +29,17 @@ deps: apt-deps pip-deps
 launchers: pip-deps
 	@$(PYTHON) -m inclavare.launcher bin
 
-install: launchers
-	@$(PYTHON) -m inclavare.launcher $(DESTDIR)$(PREFIX)/bin
+# make install: the package itself (a wheel built from this checkout, not the checkout) with the dependencies of its
+# extras in a private environment, $(PREFIX)/lib/inclavare-containers/venv, and the launchers in $(PREFIX)/bin naming
+# it; engines configured with $(PREFIX)/bin/rune keep working when the checkout moves. INSTALL_EXTRAS=tee,k8s picks
+# the extras (default: all but test and fuzz; empty: the standard-library-only core). `make uninstall` removes both.
+install:
+	@$(PYTHON) packaging/build.py install $(PREFIX) $(DESTDIR)
+
+uninstall:
+	@for c in $$($(PYTHON) -c "import sys; sys.path.insert(0, 'src'); from inclavare.launcher import LAUNCHERS; print(*LAUNCHERS)"); do \
+		grep -qs "$(PREFIX)/lib/inclavare-containers/venv" $(DESTDIR)$(PREFIX)/bin/$$c && rm -f $(DESTDIR)$(PREFIX)/bin/$$c; done; \
+	rm -rf $(DESTDIR)$(PREFIX)/lib/inclavare-containers
 
 test: deps launchers pal
 	$(PYTHON) -m pytest $(PYTEST_ARGS)

@@ -15,6 +15,10 @@ The maintainer scripts (packaging/deb) make the enclave signing key on first ins
 on purge, /etc/inclavare-containers and /var/lib/inclavare-containers) so that nothing is left.
 
     python3 packaging/build.py deb|rpm
+
+`make install` (python3 packaging/build.py install PREFIX [DESTDIR]) makes the same environment with the running
+interpreter under PREFIX/lib/inclavare-containers and the launchers in PREFIX/bin; INSTALL_EXTRAS=a,b picks the
+extras (default: those of the packages; empty: rune and sgx-tools' standard-library-only core).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 from pathlib import Path
 
@@ -53,6 +58,40 @@ def extras() -> list[str]:
     return sorted(e for e in meta.get("optional-dependencies", {}) if e not in ("test", "fuzz"))
 
 
+def private_env(python: str, venv: Path, extra: list[str]) -> str:
+    """A Python environment at venv (made with python -m venv) holding a non-editable copy of this package (built
+    from the checkout as a wheel) and the dependencies of the given extras; nothing in it names the checkout.
+    Returns its site-packages directory, relative to venv."""
+    run(python, "-m", "venv", str(venv))
+    vpy = str(venv / "bin" / "python3")
+    py = subprocess.check_output([vpy, "-c", "import sys; print(f'python{sys.version_info[0]}.{sys.version_info[1]}')"],
+                                 text=True).strip()
+    with tempfile.TemporaryDirectory() as wheels:
+        # the wheel is built by the running interpreter's setuptools (no download); the dependencies come from the index
+        run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+            "--disable-pip-version-check", "-w", wheels, str(REPO))
+        wheel = next(Path(wheels).glob("*.whl"))
+        spec = f"{wheel}[{','.join(extra)}]" if extra else str(wheel)
+        run(vpy, "-m", "pip", "install", "-q", "--no-cache-dir", "--disable-pip-version-check", spec)
+    # the environment is run, never managed: no pip, no activation scripts, no console scripts naming its path
+    run(vpy, "-m", "pip", "uninstall", "-q", "-y", "pip", "setuptools")
+    for p in (venv / "bin").iterdir():
+        if not p.name.startswith("python"):
+            p.unlink()
+    for p in venv.rglob("direct_url.json"):  # names the build's checkout
+        p.unlink()
+    return f"lib/{py}/site-packages"
+
+
+def write_launchers(bindir: Path, python: str, site: str) -> None:
+    bindir.mkdir(parents=True, exist_ok=True)
+    for cmd, module in LAUNCHERS.items():
+        tmp = bindir / f".{cmd}.tmp"
+        tmp.write_text(TEMPLATE.format(python=python, path=site, module=module))
+        tmp.chmod(0o755)
+        os.replace(tmp, bindir / cmd)
+
+
 def stage() -> None:
     if ROOT.exists():
         shutil.rmtree(ROOT)
@@ -60,23 +99,10 @@ def stage() -> None:
     if not python:
         raise SystemExit(f"packaging needs the system's {PY} (/usr/bin/{PY}, with its venv module)")
     venv = ROOT / VENV.lstrip("/")
-    run(python, "-m", "venv", str(venv))
-    spec = f"{REPO}[{','.join(extras())}]"
-    run(str(venv / "bin" / PY), "-m", "pip", "install", "-q", "--no-cache-dir", "--disable-pip-version-check", spec)
-    # the environment is run, never managed: no pip, no activation scripts, no console scripts naming the staging path
-    run(str(venv / "bin" / PY), "-m", "pip", "uninstall", "-q", "-y", "pip", "setuptools")
-    for p in (venv / "bin").iterdir():
-        if not p.name.startswith("python"):
-            p.unlink()
+    private_env(python, venv, extras())
     (venv / "pyvenv.cfg").write_text(f"home = /usr/bin\ninclude-system-site-packages = false\nversion = "
                                      f"{subprocess.check_output([python, '-c', 'import platform; print(platform.python_version())'], text=True).strip()}\n")
-    for p in venv.rglob("direct_url.json"):  # names the build's checkout
-        p.unlink()
-    bindir = ROOT / "usr/bin"
-    bindir.mkdir(parents=True)
-    for cmd, module in LAUNCHERS.items():
-        (bindir / cmd).write_text(TEMPLATE.format(python=f"{VENV}/bin/{PY}", path=SITE, module=module))
-        (bindir / cmd).chmod(0o755)
+    write_launchers(ROOT / "usr/bin", f"{VENV}/bin/{PY}", SITE)
     units = ROOT / "lib/systemd/system"
     units.mkdir(parents=True)
     for unit, cmd in UNITS.items():
@@ -171,10 +197,36 @@ if [ "$1" = 0 ]; then rm -rf {LIB} /var/lib/{NAME}; fi
     return out
 
 
+def install(prefix: str, destdir: str = "") -> Path:
+    """make install: the private environment PREFIX/lib/inclavare-containers/venv (this interpreter's version, the
+    extras of the packages) and the launchers in PREFIX/bin naming it, so that they keep working when the checkout
+    moves or is deleted. A new environment is built beside the old one and swapped in, then the launchers are
+    replaced one by one (each atomically), so a command started meanwhile finds a whole environment."""
+    prefix = os.path.abspath(prefix)
+    lib = Path(destdir + prefix) / "lib" / NAME
+    lib.mkdir(parents=True, exist_ok=True)
+    new, old, venv = lib / "venv.new", lib / "venv.old", lib / "venv"
+    for p in (new, old):
+        shutil.rmtree(p, ignore_errors=True)
+    wanted = os.environ.get("INSTALL_EXTRAS")
+    site = private_env(os.path.realpath(sys.executable), new, extras() if wanted is None else
+                       [e for e in wanted.split(",") if e])
+    if venv.exists():
+        venv.rename(old)
+    new.rename(venv)
+    shutil.rmtree(old, ignore_errors=True)
+    at = f"{prefix}/lib/{NAME}/venv"
+    write_launchers(Path(destdir + prefix) / "bin", f"{at}/bin/{Path(site).parts[1]}", f"{at}/{site}")
+    return venv
+
+
 def main() -> int:
     kind = sys.argv[1] if len(sys.argv) > 1 else ""
+    if kind == "install" and len(sys.argv) in (3, 4):
+        print(install(sys.argv[2], sys.argv[3] if len(sys.argv) == 4 else ""))
+        return 0
     if kind not in ("deb", "rpm"):
-        print("usage: packaging/build.py deb|rpm", file=sys.stderr)
+        print("usage: packaging/build.py deb|rpm | install PREFIX [DESTDIR]", file=sys.stderr)
         return 2
     OUT.mkdir(parents=True, exist_ok=True)
     stage()

@@ -21,9 +21,15 @@ PROG = "rune-device-plugin"
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    from inclavare.k8s.deviceplugin import grpcapi, sgx, sim
+    from inclavare.about import add_version_flag
 
     p = argparse.ArgumentParser(prog=PROG, description="kubelet device plugin for SGX and sim enclave resources")
+    add_version_flag(p, PROG)
+    try:
+        from inclavare.k8s.deviceplugin import grpcapi, sgx, sim
+    except ImportError as e:
+        p.parse_known_args(argv)  # --version still answers where the plugin's dependencies are missing
+        p.exit(1, f"{PROG}: a Python package is missing ({e.name}); install grpcio and protobuf\n")
     p.add_argument("--resources", default="auto", help="auto (default), sgx, sim, or sgx,sim")
     p.add_argument("--socket-dir", default=grpcapi.DEVICE_PLUGIN_PATH,
                    help=f"the kubelet's device-plugin directory ({grpcapi.DEVICE_PLUGIN_PATH})")

@@ -67,10 +67,11 @@ class Globals:
 def _version() -> str:
     import platform
 
-    from inclavare import __version__
+    from inclavare.about import location, version_text
     from inclavare.oci.spec import OCI_VERSION
 
-    lines = [f"rune version {__version__}", f"spec: {OCI_VERSION}", f"python: {platform.python_version()}"]
+    lines = [version_text("rune").split("\n")[0], f"spec: {OCI_VERSION}", f"python: {platform.python_version()}",
+             f"from: {location()}"]
     try:
         from inclavare.linux.seccomp import libseccomp
 

@@ -313,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     from inclavare.tee.sgx.aesm import DEFAULT_SOCKET
 
     parser = argparse.ArgumentParser(prog=PROG, description="SGX and sim enclave tools")
+    from inclavare.about import add_version_flag
+
+    add_version_flag(parser, PROG)
     parser.add_argument("--verbose", action="store_true", help="show tracebacks on failure")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

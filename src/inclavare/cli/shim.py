@@ -20,8 +20,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if f.action == "version":
         from inclavare import __version__
+        from inclavare.about import location
 
-        sys.stdout.write(f"containerd-shim-rune-v2:\n  Version: {__version__}\n  Runtime: io.containerd.rune.v2\n")
+        sys.stdout.write(f"containerd-shim-rune-v2:\n  Version: {__version__}\n  Runtime: io.containerd.rune.v2\n"
+                         f"  From: {location()}\n")
         return 0
     if f.action == "start":
         return manager.start(f)

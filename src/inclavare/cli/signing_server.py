@@ -11,6 +11,9 @@ from inclavare.errors import RuneError
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="rune-signing-server", description=(__doc__ or "").split(":")[1].strip())
+    from inclavare.about import add_version_flag
+
+    add_version_flag(ap, "rune-signing-server")
     ap.add_argument("--private-key", required=True, help="the owner's RSA-3072 (exponent 3) enclave signing key, PEM")
     ap.add_argument("--public-key", default="", help="its public half (checked against the private key)")
     ap.add_argument("--listen", default="127.0.0.1:9080", help="HOST:PORT to serve on (default 127.0.0.1:9080)")

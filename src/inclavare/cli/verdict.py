@@ -45,6 +45,9 @@ def _json_file(path: str) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="verdict", description="administer verdictd through its admin socket")
+    from inclavare.about import add_version_flag
+
+    add_version_flag(p, "verdict")
     p.add_argument("--socket", help=f"verdictd's admin socket ({DEFAULT_SOCKET})")
     p.add_argument("--config", help="take the admin socket from this verdictd config")
     p.add_argument("--json", action="store_true", help="print verdictd's JSON answer")

@@ -11,6 +11,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     import inclavare.tee  # noqa: F401  (site-packages under the -I -S launcher)
 
     p = argparse.ArgumentParser(prog="verdictd", description="remote attestation verifier and key broker (KBS)")
+    from inclavare.about import add_version_flag
+
+    add_version_flag(p, "verdictd")
     p.add_argument("--config", required=True, metavar="FILE", help="the TOML configuration file")
     p.add_argument("--check", action="store_true", help="load the configuration, key and records, then exit")
     args = p.parse_args(argv)
