@@ -54,7 +54,10 @@ def pal_bundle(rune, pal: str | None, args: list[str], pal_args: str = "", env: 
 
 
 def read_state(rune, cid: str) -> dict:
-    return json.loads((rune.root / cid / "state.json").read_text())
+    """state.json with the container's config.json under "config"."""
+    state = json.loads((rune.root / cid / "state.json").read_text())
+    state["config"] = json.loads((rune.root / cid / "config.json").read_text())
+    return state
 
 
 def wait_status(rune, cid: str, want: str, timeout: float = 10) -> str:

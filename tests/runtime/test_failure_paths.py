@@ -163,12 +163,12 @@ def test_delete_force_whatever_the_hooks(rune):
     cid = new_id()
     assert rune("create", "-b", str(b), cid).returncode == 0
     pid = rune.state(cid)["pid"]
-    state = json.loads((rune.root / cid / "state.json").read_text())
-    state["config"]["hooks"]["poststop"][0]["timeout"] = 2**63
-    (rune.root / cid / "state.json").write_text(json.dumps(state))
+    config = json.loads((rune.root / cid / "config.json").read_text())
+    config["hooks"]["poststop"][0]["timeout"] = 2**63
+    (rune.root / cid / "config.json").write_text(json.dumps(config))
     p = rune("delete", cid)
-    assert p.returncode == 1 and "corrupt state (config.hooks.poststop[0].timeout: 9223372036854775808 is out of " \
-        "range (1 to 2147483647))" in _one_line(p)
+    assert p.returncode == 1 and "/config.json: corrupt state (hooks.poststop[0].timeout: 9223372036854775808 is " \
+        "out of range (1 to 2147483647))" in _one_line(p)
     assert rune("delete", "-f", cid).returncode == 0
     _gone(rune, cid)
     assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"

@@ -161,8 +161,8 @@ def test_update_changes_the_limit_files(rune):
         inside = rune("exec", cid, "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
         if inside.returncode == 0:
             assert int(inside.stdout) == 128 * MB
-        # stored in the state, so a later update or events sees the current values
-        res = json.loads((rune.root / cid / "state.json").read_text())["config"]["linux"]["resources"]
+        # stored in the container's config.json, so a later update or events sees the current values
+        res = json.loads((rune.root / cid / "config.json").read_text())["linux"]["resources"]
         assert res["memory"] == {"limit": 128 * MB, "swap": 256 * MB} and res["pids"] == {"limit": 20}
         # -r FILE and -r - (stdin, as containerd's shim passes it)
         rf = rune.tmp / "res.json"

@@ -356,31 +356,44 @@ def _tables(lookup: bool) -> dict[str, Node]:
         "solaris": Anything(), "windows": Anything(), "vm": Anything(), "zos": Anything(),
     }, required=("ociVersion", "root"))  # fmt: skip
 
-    # state.json as rune writes it (runtime/create.py), read back by every command
-    STATE = Obj({
+    return {"CONFIG": CONFIG, "PROCESS": PROCESS, "RESOURCES": RESOURCES, "LINUX": LINUX, "HOOK": HOOK}
+
+
+def _state_table() -> Node:
+    """state.json as rune writes it (runtime/create.py), read back by every command: small, without the config
+    (config.json beside it, read only by the commands that need it), so `state`, `start` and `delete` build only
+    this table."""
+    return Obj({
         "ociVersion": Str(limit=64), "id": Str(limit=1024), "pid": Int(0, 1 << 22),  # PID_MAX_LIMIT
         "status": Str(limit=16, choices=("creating", "created", "running", "paused", "stopped"), noun="status"),
         "bundle": PATH, "rootfs": PATH, "created": Str(limit=64), "owner": Str(limit=64),
         "annotations": Map(STR),
         "cgroup_paths": Map(ABS_PATH, key_limit=64), "cgroup_parents": Arr(ABS_PATH),
-        "config": CONFIG,
+        "hooks": Arr(Str(limit=16, choices=HOOK_KINDS, noun="hook kind"), limit=len(HOOK_KINDS)),
         "use_fifo": BOOL, "rootless": BOOL, "paused": BOOL, "init_start": U64,
         "enclave": Obj({k: STR for k in ("type", "runtime_path", "runtime_args", "loglevel", "ra_type", "ra_epid_spid",
                                          "agent", "sim_dir")} | {"ra_epid_subscription_key_set": BOOL}),
     })  # fmt: skip
-    return {"CONFIG": CONFIG, "PROCESS": PROCESS, "RESOURCES": RESOURCES, "LINUX": LINUX, "HOOK": HOOK,
-            "STATE": STATE}
 
 
 _built: dict[bool, dict[str, Node]] = {}
-STATE_DEPTH = 65  # a config of MAX_DEPTH levels, inside state.json
+STATE_DEPTH = 65  # a config of MAX_DEPTH levels, inside state.json (as rune before config.json wrote it)
+_state: list[Node] = []
 
 
 def __getattr__(name: str) -> Node:
-    """CONFIG, PROCESS, RESOURCES, LINUX, HOOK (with kernel names looked up) and STATE (whose config is only typed),
-    built once, when first asked for."""
-    lookup = name != "STATE"
-    if name not in ("CONFIG", "PROCESS", "RESOURCES", "LINUX", "HOOK", "STATE"):
+    """CONFIG, PROCESS, RESOURCES, LINUX, HOOK (with kernel names looked up), STORED_CONFIG (a container's
+    config.json in the state store: only typed, its names were looked up at create) and STATE, built once, when
+    first asked for."""
+    if name == "STATE":
+        if not _state:
+            _state.append(_state_table())
+        return _state[0]
+    if name == "STORED_CONFIG":
+        name, lookup = "CONFIG", False
+    elif name in ("CONFIG", "PROCESS", "RESOURCES", "LINUX", "HOOK"):
+        lookup = True
+    else:
         raise AttributeError(name)
     if lookup not in _built:
         _built[lookup] = _tables(lookup)

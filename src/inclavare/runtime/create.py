@@ -120,12 +120,13 @@ def _create(root: str, cid: str, opts: Options, guard) -> Created:  # noqa: ANN0
         "annotations": config.get("annotations") or {},
         "cgroup_paths": mgr.paths,
         "cgroup_parents": mgr.missing_parents(),
-        "config": config,
+        "config": config,  # in memory only: config.json holds it (store.Container.write)
         "use_fifo": opts.use_fifo,
         "rootless": opts.rootless,
     }
     try:
         # the cgroups are recorded before they exist: `delete --force` finds them whenever this command is killed
+        container.write_config(config, sync=False)
         container.write(state, sync=False)
         if opts.console_socket:
             from inclavare.linux import console

@@ -30,6 +30,13 @@ def delete(container: Container, force: bool) -> None:
                 with guard.deferred():
                     _remove_unreadable(container)
                 return
+            try:
+                container.hooks(state, "poststop")  # config.json, when it holds them: read before anything is done
+            except RuneError:
+                if not force:
+                    raise
+                assert state is not None
+                state["hooks"] = []  # a corrupt config.json: --force removes the container without its hooks
             st = status(container, state)
             if st in ("running", "paused") and not force:
                 raise RuneError(f"cannot delete container {container.id!r} that is not stopped: {st} (use --force)")
@@ -68,9 +75,9 @@ def destroy(container: Container, state: dict | None, st: str, guard=None) -> No
                 _thaw(state)  # a frozen process does not die until thawed
             wait_gone(pid, state.get("init_start"))
         remove_cgroup(state)
-        hooks = (state.get("config") or {}).get("hooks") or {}
-        if hooks.get("poststop") and pid:
-            _poststop(hooks["poststop"], state, guard)
+        poststop = container.hooks(state, "poststop") if pid else []
+        if poststop:
+            _poststop(poststop, state, guard)
     container.remove()
 
 

@@ -67,7 +67,7 @@ def exec_process(root: str, cid: str, o: ExecOptions) -> int:
         raise RuneError(f"container {cid!r} is still being created: cannot exec in it yet")
     if st == "paused" and not o.ignore_paused:
         raise RuneError(f"cannot exec in a paused container ({cid!r}): resume it or use --ignore-paused")
-    config = state.get("config") or {}
+    config = container.config(state)
     process = build_process(config.get("process") or {}, o)
     if o.console_socket and not process.get("terminal"):
         raise RuneError("--console-socket was given but no terminal is asked for: add --tty")

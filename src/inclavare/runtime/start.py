@@ -22,10 +22,9 @@ def start(container: Container) -> None:
                 raise RuneError(f"cannot start container {container.id!r}: it has stopped")
             raise RuneError(f"cannot start container {container.id!r}: it is {st}, not created")
         release(container, state)
-        hooks = (state.get("config") or {}).get("hooks") or {}
-        if hooks.get("poststart"):
-
-            run_poststart(hooks["poststart"], state)
+        poststart = container.hooks(state, "poststart")
+        if poststart:
+            run_poststart(poststart, state)
     finally:
         container.unlock()
 
@@ -68,7 +67,7 @@ def release(container: Container, state: dict) -> None:
     if failure:
         from inclavare.runtime.init import exec_failure
 
-        failed = exec_failure(failure, ((state.get("config") or {}).get("process") or {}).get("args", ["?"])[0])
+        failed = exec_failure(failure, (container.config(state).get("process") or {}).get("args", ["?"])[0])
         if failed:
             raise RuneError(failed)
 

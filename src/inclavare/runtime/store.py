@@ -1,5 +1,10 @@
-"""The state store: one directory per container under the runtime root, holding state.json, the exec fifo and
-the lock.
+"""The state store: one directory per container under the runtime root, holding state.json, config.json, the
+exec fifo and the lock.
+
+state.json is small (ids, pids, cgroup paths, which hook kinds the config has): every command reads it. config.json,
+the config as create loaded it, is read only by the commands that need it (exec, update, and start or delete when
+the config has poststart or poststop hooks). A state.json with the config inside (written by rune before the split)
+is still read.
 
 Writes are atomic (temp file, fsync, rename) and every command that changes a container holds its lock
 (flock on the container directory), so two commands on one container never interleave. A command killed half-way
@@ -14,6 +19,7 @@ import os
 from inclavare.errors import RuneError, q
 
 STATE = "state.json"
+CONFIG = "config.json"
 FIFO = "exec.fifo"
 ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+-.")
 
@@ -38,6 +44,10 @@ class Container:
     @property
     def state_path(self) -> str:
         return os.path.join(self.dir, STATE)
+
+    @property
+    def config_path(self) -> str:
+        return os.path.join(self.dir, CONFIG)
 
     @property
     def fifo_path(self) -> str:
@@ -84,10 +94,49 @@ class Container:
         return read_state(self.state_path)
 
     def write(self, state: dict, sync: bool = True) -> None:
+        """state.json: the state without its "config" (which a command may hold in memory; write_config stores it),
+        but with the kinds of hooks that config has."""
         from inclavare.oci import jsonlite
 
-        # 0600: the state holds the whole config, process.env included
+        if "config" in state:
+            from inclavare.oci.schema import HOOK_KINDS
+
+            hooks = state["config"].get("hooks") or {}
+            state = {k: v for k, v in state.items() if k != "config"}
+            state["hooks"] = [kind for kind in HOOK_KINDS if hooks.get(kind)]
         write_atomic(self.state_path, jsonlite.dumps(state).encode(), mode=0o600, sync=sync)
+
+    def write_config(self, config: dict, sync: bool = True) -> None:
+        from inclavare.oci import jsonlite
+
+        # 0600: process.env may hold secrets
+        write_atomic(self.config_path, jsonlite.dumps(config).encode(), mode=0o600, sync=sync)
+
+    def config(self, state: dict | None) -> dict:
+        """The container's config (config.json, or the state's own from before the split); {} when there is none
+        (a create killed before it wrote it)."""
+        if state is not None and "config" in state:
+            return state["config"] or {}
+        from inclavare.oci import jsonlite, schema
+
+        path = self.config_path
+        try:
+            config = jsonlite.read_json(path, 8 << 20, depth=schema.STATE_DEPTH)
+            schema.validate(config, schema.STORED_CONFIG)
+        except FileNotFoundError:
+            return {}
+        except (OSError, RuneError, schema.Refusal) as e:
+            why = e.strerror if isinstance(e, OSError) else str(e).removeprefix(q(path) + ": ")
+            raise RuneError(f"{q(path)}: corrupt state ({why}); remove the container with delete --force") from None
+        if state is not None:
+            state["config"] = config
+        return config
+
+    def hooks(self, state: dict | None, kind: str) -> list:
+        """The config's hooks of one kind, reading config.json only when state.json says there are some."""
+        if state is None or ("config" not in state and kind not in (state.get("hooks") or ())):
+            return []
+        return (self.config(state).get("hooks") or {}).get(kind) or []
 
     def remove(self) -> None:
         """Remove the directory and all it holds."""
@@ -119,7 +168,11 @@ def read_state(path: str) -> dict | None:
         state = jsonlite.read_json(path, (8 << 20) + (1 << 20), depth=schema.STATE_DEPTH)  # a config and more
         if type(state) is not dict:
             raise RuneError(f"holds {schema.describe(state)}, not an object")
+        config = state.pop("config", None)  # a state written before config.json
         schema.validate(state, schema.STATE)
+        if config is not None:
+            schema.validate(config, schema.STORED_CONFIG, "config")
+            state["config"] = config
     except FileNotFoundError:
         return None
     except (OSError, RuneError, schema.Refusal) as e:

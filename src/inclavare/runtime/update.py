@@ -113,9 +113,11 @@ def update(container: Container, changes: dict, source: str = "") -> None:
             if source and str(e).startswith("linux."):
                 raise RuneError(f"{source}: {e}") from None
             raise
-        config = state.setdefault("config", {})
+        config = container.config(state)
         linux = config.setdefault("linux", {})
         linux["resources"] = merge(linux.get("resources") or {}, changes)
-        container.write(state)
+        container.write_config(config)
+        if "config" in state:  # a state from before config.json: the config moves out of it
+            container.write(state)
     finally:
         container.unlock()
