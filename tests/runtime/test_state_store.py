@@ -12,7 +12,7 @@ import tempfile
 
 from tests.conftest import new_id
 
-CONFIG_MODULES = {"inclavare.oci.config", "inclavare.runtime.create", "inclavare.runtime.init", "json"}
+CONFIG_MODULES = {"inclavare.oci.config", "inclavare.oci.spec", "inclavare.runtime.create", "inclavare.runtime.init", "json"}
 
 
 def imported(rune, *args: str) -> set[str]:

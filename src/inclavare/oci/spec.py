@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-OCI_VERSION = "1.2.0"
+from inclavare.oci import OCI_VERSION
+
 DEFAULT_CAPS = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
 
 

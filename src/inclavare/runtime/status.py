@@ -39,7 +39,7 @@ def _frozen(state: dict) -> bool:
 
 def oci_state(container: Container, state: dict | None) -> dict:
     """The state object of the runtime spec, as `runc state` prints it."""
-    from inclavare.oci.spec import OCI_VERSION
+    from inclavare.oci import OCI_VERSION
 
     st = status(container, state)
     state = state or {}
