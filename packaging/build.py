@@ -68,8 +68,10 @@ def private_env(python: str, venv: Path, extra: list[str]) -> str:
                                  text=True).strip()
     with tempfile.TemporaryDirectory() as wheels:
         # the wheel is built by the running interpreter's setuptools (no download); the dependencies come from the index
-        run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-            "--disable-pip-version-check", "-w", wheels, str(REPO))
+        wheel_cmd = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--disable-pip-version-check", "-w",
+                     wheels, str(REPO)]
+        if subprocess.run([*wheel_cmd, "--no-build-isolation"], stderr=subprocess.DEVNULL).returncode != 0:
+            run(*wheel_cmd)  # no setuptools (or no wheel support) here: pip fetches them for the build
         wheel = next(Path(wheels).glob("*.whl"))
         spec = f"{wheel}[{','.join(extra)}]" if extra else str(wheel)
         run(vpy, "-m", "pip", "install", "-q", "--no-cache-dir", "--disable-pip-version-check", spec)
