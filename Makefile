@@ -31,7 +31,8 @@ launchers: pip-deps
 
 # make install: the package itself (a wheel built from this checkout, not the checkout) with the dependencies of its
 # extras in a private environment, $(PREFIX)/lib/inclavare-containers/venv, and the launchers in $(PREFIX)/bin naming
-# it; engines configured with $(PREFIX)/bin/rune keep working when the checkout moves. INSTALL_EXTRAS=tee,k8s picks
+# it; engines configured with $(PREFIX)/bin/rune keep working when the checkout moves. The environment's interpreter
+# is the system's python3 (built with PGO and LTO: rune starts faster on it) or INSTALL_PYTHON. INSTALL_EXTRAS=tee,k8s picks
 # the extras (default: all but test and fuzz; empty: the standard-library-only core). `make uninstall` removes both.
 install:
 	@$(PYTHON) packaging/build.py install $(PREFIX) $(DESTDIR)
