@@ -39,16 +39,18 @@ def is_signed(rootfs: str, config: dict) -> bool:
         os.path.join(rootfs, ENCLAVE_DIR))
 
 
-def verify_image(rootfs: str, sim_dir: str | None, config: dict | None = None):  # noqa: ANN201 - LaunchedEnclave
+def verify_image(rootfs: str, sim_dir: str | None, config: dict | None = None,  # noqa: ANN201 - LaunchedEnclave
+                 signed: tuple | None = None):
     """The launch check; with the bundle `config`, also its process against the manifest (entry point, arguments,
-    environment), whose process.env becomes the environment the payload gets."""
+    environment), whose process.env becomes the environment the payload gets. `signed`: the signed image as
+    read_signed_image read it, when the caller has (after pinning its files)."""
     from inclavare.tee.sim.launch import LaunchPolicy, check_process, launch_check
     from inclavare.tee.sim.measure_cache import open_cache
 
     mounts = tuple(m.get("destination", "") for m in (config or {}).get("mounts") or () if isinstance(m, dict))
     cache = open_cache(sim_dir)
     launched = launch_check(rootfs, policy=LaunchPolicy.for_host(sim_dir), sim_dir=sim_dir, mounts=mounts,
-                            cache=cache)
+                            cache=cache, signed=signed)
     cache.save()  # only what this launch hashed and accepted
     if config is not None:
         process = config.setdefault("process", {})
@@ -308,20 +310,23 @@ def _launch(rootfs: str, config: dict, sim_dir: str | None) -> dict:
     from inclavare.tee.sim.launch import read_signed_image
     from inclavare.tee.sim.platform import load_keys
 
-    cfg, _sig, _doc = read_signed_image(rootfs)
-    # read-only first, then measured: what is checked is what the container gets
+    def pin(hosts: list[str]) -> None:
+        for h in dict.fromkeys(hosts):
+            if not os.path.isfile(h) or os.path.islink(h):
+                continue  # the launch check names it
+            try:
+                syscalls.mount(h, h, None, syscalls.MS_BIND)
+                syscalls.mount(None, h, None, syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_RDONLY)
+            except OSError as e:
+                raise RuneError(f"sim enclave: cannot mount the verified file {h} read-only: {e.strerror}") from None
+
+    # read-only first, then read and measured: what is checked is what the container gets. The manifest and the
+    # SIGSTRUCT first (read once, after they are pinned), then the trusted files they name.
+    pin([str(enclave_dir(rootfs) / MANIFEST), str(enclave_dir(rootfs) / SIGSTRUCT)])
+    signed = read_signed_image(rootfs)
     memo: dict[str, str] = {}
-    hosts = [host_path(rootfs, p, memo) for p in cfg.trusted_files]
-    hosts += [str(enclave_dir(rootfs) / MANIFEST), str(enclave_dir(rootfs) / SIGSTRUCT)]
-    for h in dict.fromkeys(hosts):
-        if not os.path.isfile(h) or os.path.islink(h):
-            continue  # the launch check names it
-        try:
-            syscalls.mount(h, h, None, syscalls.MS_BIND)
-            syscalls.mount(None, h, None, syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_RDONLY)
-        except OSError as e:
-            raise RuneError(f"sim enclave: cannot mount the verified file {h} read-only: {e.strerror}") from None
-    launched = verify_image(rootfs, sim_dir, config)
+    pin([host_path(rootfs, p, memo) for p in signed[0].trusted_files])
+    launched = verify_image(rootfs, sim_dir, config, signed)
     ev = evidence.make(load_keys(sim_dir), launched.identity)
     return {"env": config["process"]["env"], "env_defaults": launched.config.env,
             "untrusted_env": list(launched.config.untrusted_env), "trusted": list(launched.config.trusted_files),

@@ -197,16 +197,17 @@ def check_files(root: Path, config: image.EnclaveConfig, mounts: tuple[str, ...]
 
 def launch_check(rootfs: str | os.PathLike[str], *, policy: LaunchPolicy | None = None, debug: bool | None = None,
                  sim_dir: str | os.PathLike[str] | None = None, mounts: tuple[str, ...] = (),
-                 cache=None) -> LaunchedEnclave:  # noqa: ANN001 - MeasurementCache
+                 cache=None, signed: tuple | None = None) -> LaunchedEnclave:  # noqa: ANN001 - MeasurementCache
     """Apply EINIT's rules to the sim enclave signed into `rootfs`; return it, or raise RuneError (one sentence).
 
     `debug`: the SECS DEBUG bit the runtime asks for; None takes the signed configuration's.
     `policy`: the host launch policy; None reads it as LaunchPolicy.for_host(sim_dir).
     `mounts`: the container's mount destinations, outside the measurement (their trusted files are still checked).
     `cache`: a MeasurementCache (inclavare.tee.sim.measure_cache) for the trusted files' digests, or None.
+    `signed`: what read_signed_image(rootfs) returned, when the caller read it already; None reads it here.
     """
     root = Path(rootfs)
-    config, sig, _manifest = read_signed_image(root)
+    config, sig, _manifest = signed if signed is not None else read_signed_image(root)
     where = image.enclave_dir(root) / image.SIGSTRUCT
     try:
         mr_signer = ss_mod.verify(sig)
