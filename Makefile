@@ -4,7 +4,7 @@ PREFIX ?= /usr/local
 APT_PACKAGES := busybox-static runc crun hyperfine libseccomp2 gcc libc6-dev binutils time
 PYTEST_ARGS ?=
 
-.PHONY: all deps apt-deps pip-deps fuzz-deps launchers install uninstall test lint demo bench bench-engines bench-shim clean pal fuzz kube deb rpm
+.PHONY: all examples deps apt-deps pip-deps fuzz-deps launchers install uninstall test lint demo bench bench-engines bench-shim clean pal fuzz kube deb rpm
 
 all: launchers
 
@@ -60,6 +60,10 @@ fuzz-deps:
 		dpkg -s clang libfuzzer-dev >/dev/null 2>&1 || { apt-get update -qq && \
 			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang libfuzzer-dev >/dev/null; }; \
 		CLANG_BIN=$$(command -v clang) $(PYTHON) -m pip install -q --no-binary atheris 'atheris>=2.3'; }
+
+EXAMPLES ?= python-web
+examples: deps
+	$(PYTHON) examples/imagebuild.py $(EXAMPLES)
 
 lint:
 	$(PYTHON) -m ruff check src tests bench
