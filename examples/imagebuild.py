@@ -168,6 +168,11 @@ def _hash_tree(h: hashlib._Hash, root: Path) -> None:
             h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
 
 
+def _env() -> dict[str, str]:
+    """The build's environment: Go's default install directory is on PATH after the caller's."""
+    return dict(os.environ, PATH=os.environ.get("PATH", "/usr/bin:/bin") + ":/usr/local/go/bin")
+
+
 def build(name: str, out_root: Path | None = None) -> dict[str, str]:
     ex = HERE / name
     spec = json.loads((ex / "image.json").read_text())
@@ -178,7 +183,10 @@ def build(name: str, out_root: Path | None = None) -> dict[str, str]:
     h.update(json.dumps(pkgs, sort_keys=True).encode())
     _hash_tree(h, ex)
     for tool in spec.get("build_tools", []):  # the compiler's version is part of what the image is made of
-        h.update(subprocess.run(tool, capture_output=True, text=True, check=True).stdout.encode())
+        try:
+            h.update(subprocess.run(tool, capture_output=True, text=True, check=True, env=_env()).stdout.encode())
+        except (OSError, subprocess.CalledProcessError) as e:
+            raise SystemExit(f"imagebuild: {name} needs {tool[0]}, which does not run here: {e}") from None
     key = h.hexdigest()[:16]
     out_root = out_root or REPO / "build" / "examples"
     out = out_root / f"{name}-{key}"
@@ -197,7 +205,7 @@ def build(name: str, out_root: Path | None = None) -> dict[str, str]:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ex / src, target)
         if spec.get("build"):
-            env = dict(os.environ, OUT=str(work))
+            env = dict(_env(), OUT=str(work))
             subprocess.run(spec["build"], cwd=ex, env=env, check=True)
         layers = []
         if pkgs:
@@ -230,6 +238,9 @@ def build(name: str, out_root: Path | None = None) -> dict[str, str]:
         if out.exists():
             shutil.rmtree(out)
         os.replace(stage, out)
+    for old in out_root.glob(f"{name}-*"):  # the builds of earlier versions of this example
+        if old != out and (old / "done").exists():
+            shutil.rmtree(old, ignore_errors=True)
     return result
 
 
