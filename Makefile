@@ -61,7 +61,7 @@ fuzz-deps:
 			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang libfuzzer-dev >/dev/null; }; \
 		CLANG_BIN=$$(command -v clang) $(PYTHON) -m pip install -q --no-binary atheris 'atheris>=2.3'; }
 
-EXAMPLES ?= python-web go-web
+EXAMPLES ?= python-web go-web java-web
 examples: deps
 	$(PYTHON) examples/imagebuild.py $(EXAMPLES)
 

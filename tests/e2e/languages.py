@@ -21,7 +21,7 @@ from inclavare.oci import image as oci_image
 EXAMPLES = REPO / "examples"
 # what each example's tampered copy changes: a file its runtime loads at start
 TAMPER = {"python-web": "/usr/lib/python3.11/http/server.py", "go-web": "/app/go-web",
-          "java-web": "/app/web.jar"}
+          "java-web": "/usr/lib/jvm/java-17-openjdk-amd64/lib/libjava.so"}
 # a measured program and its arguments for `exec`, and what it prints
 EXEC = {"python-web": (["/usr/bin/python3.11", "-I", "-c", "print('exec-ok')"], "exec-ok"),
         "go-web": (["/app/go-web", "-version"], "go-web"),

@@ -23,7 +23,7 @@ from tests.engines.test_shim import _state, remove, stop_task
 
 pytestmark = pytest.mark.engines
 
-NAMES = ["python-web", "go-web"]
+NAMES = ["python-web", "go-web", "java-web"]
 
 
 @pytest.fixture(scope="session", params=NAMES)
