@@ -48,9 +48,10 @@ class Example:
         self.tampered_ref = f"docker.io/library/inclavare-{name}-tampered:latest"
         self.signed_docker, self.signed_oci = work / "signed-docker.tar", work / "signed-oci.tar"
         self.tampered_docker, self.tampered_oci = work / "tampered-docker.tar", work / "tampered-oci.tar"
-        d.run([str(REPO / "bin" / "sgx-tools"), "sign-image", "--key", str(key), "--fixed-args",
+        p = d.run([str(REPO / "bin" / "sgx-tools"), "sign-image", "--key", str(key), "--fixed-args",
                "--untrusted-env", "PORT", f"docker-archive:{self.plain_docker}",
                f"docker-archive:{self.signed_docker}:{self.signed_ref}"], timeout=600)
+        self.signed_mr_enclave = next(ln.split()[1] for ln in p.stdout.splitlines() if ln.startswith("mr_enclave "))
         img, _ = oci_image.read(str(self.signed_docker), work)
         oci_image.write(img, "oci-archive", str(self.signed_oci), self.signed_ref)
         self.tamper_path = TAMPER[name]

@@ -10,55 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from tests.e2e import languages as lang
 from tests.engines import daemons as d
 from tests.engines import shimd
-from tests.engines.conftest import Docker, leftovers, snapshot
-from tests.engines.test_shim import _state, remove, stop_task
+from tests.engines.conftest import Docker
+from tests.engines.test_shim import remove, stop_task
 
 pytestmark = pytest.mark.engines
-
-NAMES = ["python-web", "go-web", "java-web"]
-
-
-@pytest.fixture(scope="session", params=NAMES)
-def example(request: pytest.FixtureRequest, engine_base: Path, dockerd: d.Dockerd,
-            shim_containerd: shimd.ShimContainerd) -> lang.Example:
-    name = request.param
-    key = engine_base / "lang-owner.pem"
-    if not key.exists():
-        d.run([str(d.REPO / "bin" / "sgx-tools"), "gen-key", str(key)])
-    ex = lang.Example(name, engine_base / f"lang-{name}", key)
-    for archive in (ex.signed_docker, ex.tampered_docker):
-        dockerd.docker("load", "-i", str(archive), timeout=300)
-    for archive in (ex.plain_oci, ex.tampered_oci):
-        shim_containerd.ctr("images", "import", str(archive), timeout=300)
-    return ex
-
-
-class HostNetworkDocker(Docker):
-    def engine_mounts(self) -> set[str]:
-        # dockerd's sandbox of the host network, made on its first use and kept for the daemon's life
-        return {str(self.base / "exec" / "netns" / "default")}
-
-
-@pytest.fixture
-def docker_engine(dockerd: d.Dockerd, rune_bin: str) -> Iterator[Docker]:
-    e = HostNetworkDocker("rune", rune_bin, dockerd)
-    before = snapshot(e)
-    yield e
-    deadline = time.monotonic() + 15
-    while (left := leftovers(e, before)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if left:
-        e.cleanup()
-    assert not left, f"docker/rune left behind: {left}"
-
 
 def _docker_flags(e: Docker, port: int) -> list[str]:
     # a signed enclave's root is read-only: the runtimes' scratch space (/tmp) is a memory file system of its own
@@ -96,21 +56,6 @@ def test_docker_refuses_the_tampered_runtime(example: lang.Example, docker_engin
     assert f"the trusted file {example.tamper_path} changed since signing" in text or (
         f"the file {example.tamper_path}" in text and "does not match its signature" in text), text
     assert "listening" not in text
-
-
-@pytest.fixture
-def shim(shim_containerd: shimd.ShimContainerd) -> Iterator[shimd.ShimContainerd]:
-    c = shim_containerd
-    before = _state(c)
-    yield c
-    deadline = time.monotonic() + 15
-    while (left := {k: sorted(v - before[k]) for k, v in _state(c).items() if v - before[k]}) and \
-            time.monotonic() < deadline:
-        time.sleep(0.1)
-    if left:
-        for cid in c.ctr("task", "ls", "-q", check=False).stdout.split():
-            c.ctr("task", "delete", "--force", cid, check=False)
-    assert not left, f"left behind: {left}"
 
 
 def _ctr_flags(c: shimd.ShimContainerd, port: int) -> list[str]:
