@@ -62,7 +62,9 @@ fuzz-deps:
 		CLANG_BIN=$$(command -v clang) $(PYTHON) -m pip install -q --no-binary atheris 'atheris>=2.3'; }
 
 EXAMPLES ?= python-web go-web java-web
+EXAMPLE_APT_PACKAGES := python3.11-minimal libpython3.11-stdlib openjdk-17-jre-headless openjdk-17-jdk-headless
 examples: deps
+	@$(MAKE) -s apt-deps APT_PACKAGES="$(EXAMPLE_APT_PACKAGES)"
 	$(PYTHON) examples/imagebuild.py $(EXAMPLES)
 
 lint:

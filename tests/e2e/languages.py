@@ -22,6 +22,9 @@ EXAMPLES = REPO / "examples"
 # what each example's tampered copy changes: a file its runtime loads at start
 TAMPER = {"python-web": "/usr/lib/python3.11/http/server.py", "go-web": "/app/go-web",
           "java-web": "/usr/lib/jvm/java-17-openjdk-amd64/lib/libjava.so"}
+# the Debian packages each image is built from (and its compiler)
+PACKAGES = {"python-web": ["python3.11-minimal", "libpython3.11-stdlib"], "go-web": [],
+            "java-web": ["openjdk-17-jre-headless", "openjdk-17-jdk-headless"]}
 # a measured program and its arguments for `exec`, and what it prints
 EXEC = {"python-web": (["/usr/bin/python3.11", "-I", "-c", "print('exec-ok')"], "exec-ok"),
         "go-web": (["/app/go-web", "-version"], "go-web"),
@@ -39,7 +42,12 @@ def imagebuild():  # noqa: ANN201 - the module
 class Example:
     def __init__(self, name: str, work: Path, key: Path) -> None:
         self.name = name
-        built = imagebuild().build(name)
+        reason = d.ensure_packages(PACKAGES[name])
+        assert reason is None, reason
+        try:
+            built = imagebuild().build(name)
+        except SystemExit as e:  # the builder's one sentence
+            raise AssertionError(str(e)) from None
         self.plain_ref = built["ref"]
         self.plain_docker, self.plain_oci = Path(built["docker_archive"]), Path(built["oci_archive"])
         self.work = work
