@@ -4,7 +4,7 @@ PREFIX ?= /usr/local
 APT_PACKAGES := busybox-static runc crun hyperfine libseccomp2 gcc libc6-dev binutils time
 PYTEST_ARGS ?=
 
-.PHONY: all deps apt-deps pip-deps fuzz-deps launchers install uninstall test lint demo bench bench-engines bench-shim clean pal fuzz kube deb rpm
+.PHONY: all examples deps apt-deps pip-deps fuzz-deps launchers install uninstall test lint demo bench bench-engines bench-shim clean pal fuzz kube deb rpm
 
 all: launchers
 
@@ -61,8 +61,17 @@ fuzz-deps:
 			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang libfuzzer-dev >/dev/null; }; \
 		CLANG_BIN=$$(command -v clang) $(PYTHON) -m pip install -q --no-binary atheris 'atheris>=2.3'; }
 
+# The example services' images (examples/, docs/languages.md), built from this machine's Debian packages and cached
+# under build/examples; tests/e2e builds them itself when they are missing. Needs only the Debian packages (the builder
+# finds the package's sources itself).
+EXAMPLES ?= python-web go-web java-web
+EXAMPLE_APT_PACKAGES := python3.11-minimal libpython3.11-stdlib openjdk-17-jre-headless openjdk-17-jdk-headless
+examples:
+	@$(MAKE) -s apt-deps APT_PACKAGES="$(EXAMPLE_APT_PACKAGES)"
+	$(PYTHON) examples/imagebuild.py $(EXAMPLES)
+
 lint:
-	$(PYTHON) -m ruff check src tests bench
+	$(PYTHON) -m ruff check src tests bench examples
 
 demo: deps launchers pal
 	@PYTHON=$(PYTHON) bash demo/demo.sh

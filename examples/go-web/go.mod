@@ -1,0 +1,3 @@
+module example.invalid/go-web
+
+go 1.21
