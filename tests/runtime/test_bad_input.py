@@ -140,7 +140,7 @@ CASES = {
                             r"^config\.json: the container cannot wait for `rune start` on the exec fifo \(No such file "
                             r"or directory\): .*/proc is not mounted in the container"),
     "no mount namespace": (lambda c: c["linux"].update(namespaces=[{"type": "pid"}, {"type": "uts"}]), (),
-                           r"^config\.json: the container cannot wait for `rune start` on the exec fifo"),
+                           r"^\S+/config\.json: mounts: needs a mount namespace in linux\.namespaces"),
     "newline in the bundle path": ("NEWLINE-BUNDLE", (), r"^bundle '\S+/a\\nb': no such directory$"),
 }  # fmt: skip
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -168,3 +171,58 @@ def test_missing_hook_binary(rune, tmp_path):
     assert p.stderr == "hooks.prestart[0]: /no/such/hook could not be run: /no/such/hook does not exist\n"
     assert not (rune.root / cid).exists()
     assert os.listdir(rune.root) == []
+
+
+@pytest.mark.parametrize("kind", ["poststart", "poststop"])
+def test_a_failing_hook_after_the_process_does_not_stop_the_next(rune, tmp_path, kind):
+    """Runtime spec: a poststart or poststop failure is logged as a warning and the lifecycle goes on: the hooks
+    after the failing one still run (the first failure stopped them)."""
+    out = tmp_path / "hooks"
+    out.mkdir()
+    extra = {kind: [{"path": "/bin/sh", "args": ["sh", "-c", "echo first >&2; exit 4"]},
+                    {"path": "/bin/sh", "args": ["sh", "-c", f"cat > {out}/second.json"]},
+                    {"path": "/bin/sh", "args": ["sh", "-c", "exit 6"]},
+                    {"path": "/bin/sh", "args": ["sh", "-c", f"echo {kind} >> {out}/order"]}]}  # fmt: skip
+    log = tmp_path / "rune.log"
+    cid = new_id()
+    p = rune("--log", str(log), "run", "--bundle", str(_bundle(rune, out, ["true"], extra=extra)), cid)
+    assert p.returncode == 0, p.stderr
+    assert json.loads((out / "second.json").read_text())["id"] == cid
+    assert _order(out).count(kind) == 1  # the fourth hook ran
+    text = log.read_text()
+    assert f"hooks.{kind}[0]: /bin/sh exited with status 4: first" in text
+    assert f"hooks.{kind}[2]: /bin/sh exited with status 6" in text
+
+
+RUNC = shutil.which("runc")
+
+
+@pytest.mark.skipif(RUNC is None, reason="runc is not installed")
+def test_hook_states_match_runc(rune, tmp_path):
+    """The status each hook is given, checked against the runtime spec and runc: prestart, createRuntime and
+    createContainer run during `create`, whose state is "creating" (runc agrees; crun 1.8 says "created");
+    poststart runs once the user's process has executed, "running" (crun agrees; runc 1.1 says "created", the
+    state it read before starting); poststop "stopped"."""
+    seen = {}
+    for name in ("rune", "runc"):
+        out = tmp_path / f"hooks-{name}"
+        out.mkdir()
+        hooks = {k: [{"path": "/bin/sh", "args": ["sh", "-c", f"cat > {out}/{k}.json"]}]
+                 for k in ("prestart", "createRuntime", "createContainer", "poststart", "poststop")}
+        b = rune.bundle(["sleep", "30"], edit=lambda c, h=hooks: c.update(hooks=h))
+        cid = new_id()
+        cmd = [rune.binary] if name == "rune" else [RUNC]
+        root = str(rune.root if name == "rune" else tmp_path / "runc-root")
+        for args in (["create", "--bundle", str(b), cid], ["start", cid], ["kill", cid, "KILL"]):
+            with open(tmp_path / f"{name}.out", "a") as f:
+                assert subprocess.run([*cmd, "--root", root, *args], stdout=f, stderr=f, timeout=60).returncode == 0
+        for _ in range(500):  # until the killed container is stopped
+            st = subprocess.run([*cmd, "--root", root, "state", cid], capture_output=True, text=True).stdout
+            if '"stopped"' in st:
+                break
+            time.sleep(0.01)
+        subprocess.run([*cmd, "--root", root, "delete", cid], check=True, capture_output=True)
+        seen[name] = {k: json.loads((out / f"{k}.json").read_text())["status"] for k in hooks}
+    runc = dict(seen["runc"], poststart="running") if seen["runc"]["poststart"] == "created" else seen["runc"]
+    assert seen["rune"] == runc == {"prestart": "creating", "createRuntime": "creating",
+                                    "createContainer": "creating", "poststart": "running", "poststop": "stopped"}

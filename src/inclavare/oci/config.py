@@ -215,10 +215,20 @@ def _check_linux(c: Checker, linux: dict, config: dict) -> None:
     if linux.get("mountLabel"):
         raise c.fail("linux.mountLabel", _lsm_refusal("SELinux", selinux_enabled(), "label mounts",
                                                       "mount without the label"))
-    if config.get("hostname") and ("uts" not in types or types["uts"]):
-        raise c.fail("hostname", "setting the hostname needs a new uts namespace in linux.namespaces")
-    if config.get("domainname") and ("uts" not in types or types["uts"]):
-        raise c.fail("domainname", "setting the domainname needs a new uts namespace in linux.namespaces")
+    # a uts namespace joined by path is the container's too (runtime spec; runc sets the name in it)
+    if config.get("hostname") and "uts" not in types:
+        raise c.fail("hostname", "setting the hostname needs a uts namespace in linux.namespaces")
+    if config.get("domainname") and "uts" not in types:
+        raise c.fail("domainname", "setting the domainname needs a uts namespace in linux.namespaces")
+    if "mount" not in types:
+        # without a mount namespace these would change the host's mounts (runc makes `mounts` there, and refuses
+        # masked and read-only paths): refused, naming the field
+        for field, value in (("mounts", config.get("mounts")), ("linux.maskedPaths", linux.get("maskedPaths")),
+                             ("linux.readonlyPaths", linux.get("readonlyPaths")),
+                             ("root.readonly", (config.get("root") or {}).get("readonly"))):
+            if value:
+                raise c.fail(field, "needs a mount namespace in linux.namespaces (without one it would change the "
+                                    "host's mounts): add {\"type\": \"mount\"} or remove it")
 
 
 _IPC_SYSCTLS = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall", "kernel.shmmax",

@@ -24,16 +24,23 @@ def spec_state(state: dict, status: str, pid: int | None = None) -> dict:
     return out
 
 
-def run(kind: str, hooks: list[dict], state: dict, execve=os.execve, environ=None) -> None:  # noqa: ANN001
+def run(kind: str, hooks: list[dict], state: dict, execve=os.execve, environ=None, warn=None) -> None:  # noqa: ANN001
     """execve: how the hook's process execs its program (rune's exec trampoline for hooks whose path resolves in the
-    container); environ: the environment of a hook without `env` (rune's own by default)."""
+    container); environ: the environment of a hook without `env` (rune's own by default); warn: for poststart and
+    poststop hooks, called with the sentence of each hook that fails, and the remaining hooks still run (runtime
+    spec: "the failure MUST be logged as a warning" and the lifecycle goes on). Without it the first failure raises."""
     if not hooks:
         return
     from inclavare.oci import jsonlite
 
     data = jsonlite.dumps(state).encode()
     for i, h in enumerate(hooks):
-        _run_one(f"hooks.{kind}[{i}]", h, data, execve, os.environ if environ is None else environ)
+        try:
+            _run_one(f"hooks.{kind}[{i}]", h, data, execve, os.environ if environ is None else environ)
+        except RuneError as e:
+            if warn is None:
+                raise
+            warn(str(e))
 
 
 def _run_one(field: str, h: dict, data: bytes, execve, environ) -> None:  # noqa: ANN001

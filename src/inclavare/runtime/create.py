@@ -240,7 +240,8 @@ def _undo(container: Container, state: dict, hooks: dict, guard, sock, child, mi
 
         try:
             with guard.interruptible():  # a signal now ends the hook, not the cleanup
-                oci_hooks.run("poststop", hooks["poststop"], oci_hooks.spec_state(state, "stopped", pid=0))
+                oci_hooks.run("poststop", hooks["poststop"], oci_hooks.spec_state(state, "stopped", pid=0),
+                              warn=lambda _msg: None)  # every hook runs
         except Exception:  # noqa: BLE001 - a failing poststop hook is a warning at most, and this is a failure already
             pass
     container.remove()

@@ -85,14 +85,13 @@ def _poststop(hooks: list, state: dict, guard) -> None:  # noqa: ANN001
     from inclavare.cli import log
     from inclavare.oci import hooks as oci_hooks
 
+    spec = oci_hooks.spec_state(state, "stopped", pid=0)
     try:
         if guard is None:
-            oci_hooks.run("poststop", hooks, oci_hooks.spec_state(state, "stopped", pid=0))
+            oci_hooks.run("poststop", hooks, spec, warn=log.warning)
         else:
             with guard.interruptible():
-                oci_hooks.run("poststop", hooks, oci_hooks.spec_state(state, "stopped", pid=0))
-    except RuneError as e:
-        log.warning(str(e))
+                oci_hooks.run("poststop", hooks, spec, warn=log.warning)
     except Exception as e:  # noqa: BLE001 - the container is removed whatever its hooks do
         log.warning(f"hooks.poststop: cannot be run: {type(e).__name__}: {e}")
 

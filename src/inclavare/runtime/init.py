@@ -429,7 +429,7 @@ def _prepare(ctx: Launch) -> tuple[str, list[str], dict[str, str]]:
     else:
         os.chroot(rootfs)
         os.chdir("/")
-    if "uts" in namespaces and not namespaces["uts"]:
+    if "uts" in namespaces:  # new, or joined by path (as runc: the name is set in the joined namespace)
         if config.get("hostname"):
             syscalls.sethostname(config["hostname"])
         if config.get("domainname"):

@@ -1,0 +1,166 @@
+"""Runtime-spec cases where rune was wrong (issue 12 items a-c, g), each checked against runc where the spec leaves
+the behaviour to the runtime: a user namespace whose root is an unprivileged host uid, configs without a mount
+namespace or without any namespace, a hostname in a uts namespace joined by path, and an execve that fails after
+`start`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from tests.conftest import new_id
+from tests.runtime.test_config_linux import reachable, userns_bundle  # noqa: F401 - the fixture
+
+RUNC = shutil.which("runc")
+needs_runc = pytest.mark.skipif(RUNC is None, reason="runc is not installed")
+
+
+def _runc(rune, *args: str, private: bool = False) -> subprocess.CompletedProcess:
+    """runc with its own --root; private: in a private mount namespace, since runc without a mount namespace in
+    the config makes the container's mounts on the host (seen here: proc, sysfs and cgroups left on its rootfs)."""
+    cmd = [RUNC, "--root", str(rune.tmp / "runc-root"), *args]
+    if private:
+        cmd = ["unshare", "-m", "--propagation", "private", *cmd]
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        p = subprocess.run(cmd, stdout=out, stderr=err, text=True, timeout=60)
+        out.seek(0)
+        err.seek(0)
+        p.stdout, p.stderr = out.read(), err.read()
+    return p
+
+
+def _create_start(run, bundle: Path, cid: str, out: Path) -> tuple[int, int]:
+    """create (its stdio, which the container keeps, on `out`) then start; both exit codes."""
+    with open(out, "w") as f:
+        created = run("create", "--bundle", str(bundle), cid, stdout=f, stderr=f).returncode
+    return created, run("start", cid).returncode
+
+
+# ------------------------------------------------------------------- a. user namespace root as a host user
+
+
+@needs_runc
+def test_userns_root_as_an_unprivileged_host_uid_with_a_private_root_dir(rune, reachable):  # noqa: F811
+    """The mapped root (host uid 100000) cannot traverse --root (0700 here): the exec fifo reaches the init as an
+    fd opened by rune, as runc hands it one, and create + start run the process."""
+    assert os.stat(rune.tmp).st_mode & 0o077 == 0  # pytest's tmp: only root reaches rune's --root below it
+    b = userns_bundle(rune, reachable, ["sh", "-c", "cat /proc/self/uid_map; id -u"])
+    outs = {}
+    for name in ("rune", "runc"):
+        cid = new_id()
+        out = rune.tmp / f"{name}.out"
+
+        def run(*a, name=name, **kw):  # noqa: ANN002, ANN003
+            if name == "rune":
+                return rune(*a, **kw)
+            with tempfile.TemporaryFile("w+") as dflt:
+                kw.setdefault("stdout", dflt)
+                kw.setdefault("stderr", dflt)
+                return subprocess.run([RUNC, "--root", str(rune.tmp / "runc-root"), *a], timeout=60, **kw)
+
+        assert _create_start(run, b, cid, out) == (0, 0), out.read_text()
+        deadline = time.monotonic() + 20
+        while out.read_text().count("\n") < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        run("delete", "--force", cid)
+        outs[name] = out.read_text().split()
+    assert outs["rune"] == outs["runc"] == ["0", "100000", "65536", "0"]
+
+
+# ------------------------------------------------------------------- b. no mount namespace, no namespaces
+
+
+def _no_namespaces(c: dict, keep_mounts: bool = False) -> None:
+    c["linux"]["namespaces"] = []
+    c.pop("hostname", None)
+    for k in ("maskedPaths", "readonlyPaths"):
+        c["linux"].pop(k, None)
+    c["root"]["readonly"] = False
+    if not keep_mounts:
+        c["mounts"] = []
+
+
+@needs_runc
+def test_no_namespaces_at_all_runs(rune):
+    """`run` of a config without namespaces (nor mounts: see below) runs the process chrooted in the rootfs. runc
+    cannot (it lists /proc/self/fd in the chroot, where nothing mounted proc); rune needs no /proc for `run`."""
+    b = rune.bundle(["sh", "-c", "echo in; ls /proc | wc -l; exit 3"], edit=_no_namespaces)
+    mine = rune("run", "--bundle", str(b), new_id())
+    assert (mine.returncode, mine.stdout, mine.stderr) == (3, "in\n0\n", "")
+    theirs = _runc(rune, "run", "--bundle", str(b), new_id(), private=True)
+    assert theirs.returncode == 1 and "open /proc/self/fd: no such file or directory" in theirs.stderr
+
+
+@needs_runc
+def test_create_without_proc_in_the_container_fails_as_runc_does(rune):
+    """No mount namespace and so no /proc in the container: the init cannot reopen the exec fifo after its chroot.
+    runc's create fails ("open /proc/self/fd: no such file or directory"); rune's too, with a sentence, and no
+    container is left (it exited 0 with a dead init, and `state` said stopped with pid 0)."""
+    b = rune.bundle(["true"], edit=_no_namespaces)
+    cid = new_id()
+    p = rune("create", "--bundle", str(b), cid)
+    assert p.returncode == 1
+    assert p.stderr.startswith("config.json: the container cannot wait for `rune start` on the exec fifo"), p.stderr
+    assert "/proc is not mounted in the container" in p.stderr
+    assert rune("state", cid).returncode == 1 and not (rune.root / cid).exists()
+    theirs = _runc(rune, "create", "--bundle", str(b), new_id(), private=True)
+    assert theirs.returncode == 1 and "/proc/self/fd" in theirs.stderr
+
+
+@pytest.mark.parametrize("field", ["mounts", "linux.maskedPaths", "linux.readonlyPaths", "root.readonly"])
+def test_what_needs_a_mount_namespace_is_refused_without_one(rune, field):
+    """Without a mount namespace the mounts would be the host's: refused, naming the field (runc makes `mounts` on
+    the host and refuses masked paths: "unable to restrict sys entries without a private MNT namespace")."""
+
+    def edit(c: dict) -> None:
+        _no_namespaces(c)
+        c["linux"]["namespaces"] = [{"type": "pid"}]
+        if field == "mounts":
+            c["mounts"] = [{"destination": "/proc", "type": "proc", "source": "proc"}]
+        elif field == "root.readonly":
+            c["root"]["readonly"] = True
+        else:
+            c["linux"][field.split(".")[1]] = ["/proc/kcore"]
+
+    host = Path("/proc/self/mountinfo").read_text().count("\n")
+    cid = new_id()
+    p = rune("run", "--bundle", str(edit and rune.bundle(["true"], edit=edit)), cid)
+    assert p.returncode == 1
+    assert p.stderr.endswith(f"config.json: {field}: needs a mount namespace in linux.namespaces (without one it "
+                             "would change the host's mounts): add {\"type\": \"mount\"} or remove it\n"), p.stderr
+    assert not (rune.root / cid).exists()
+    assert Path("/proc/self/mountinfo").read_text().count("\n") == host
+
+
+# ------------------------------------------------------------------- c. hostname in a joined uts namespace
+
+
+@needs_runc
+def test_hostname_in_a_uts_namespace_joined_by_path(rune):
+    """The spec allows `hostname` with a uts namespace joined by path; runc sets it there, and so does rune."""
+    owner = new_id()
+    b = rune.bundle(["sleep", "60"])
+    assert rune("run", "--detach", "--bundle", str(b), owner).returncode == 0
+    try:
+        pid = rune.state(owner)["pid"]
+        names = {}
+        for name in ("rune", "runc"):
+            def edit(c: dict, n: str = name) -> None:
+                c["hostname"] = f"joined-{n}"
+                c["linux"]["namespaces"] = [{"type": "uts", "path": f"/proc/{pid}/ns/uts"} if ns["type"] == "uts"
+                                            else ns for ns in c["linux"]["namespaces"]]
+
+            jb = rune.bundle(["hostname"], edit=edit)
+            p = rune("run", "--bundle", str(jb), new_id()) if name == "rune" else \
+                _runc(rune, "run", "--bundle", str(jb), new_id())
+            assert p.returncode == 0, p.stderr
+            seen = rune("exec", owner, "hostname")
+            names[name] = (p.stdout, seen.stdout)
+        assert names == {"rune": ("joined-rune\n", "joined-rune\n"), "runc": ("joined-runc\n", "joined-runc\n")}
+    finally:
+        rune("delete", "--force", owner)
