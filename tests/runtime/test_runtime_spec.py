@@ -164,3 +164,48 @@ def test_hostname_in_a_uts_namespace_joined_by_path(rune):
         assert names == {"rune": ("joined-rune\n", "joined-rune\n"), "runc": ("joined-runc\n", "joined-runc\n")}
     finally:
         rune("delete", "--force", owner)
+
+
+# ------------------------------------------------------------------- h. sentences that name the cause
+
+
+def _held() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapBnd:"):
+            return int(line.split()[1], 16)
+    return 0
+
+
+@pytest.mark.skipif(bool(_held() & (1 << 24)), reason="this host gives CAP_SYS_RESOURCE (needed: a host without)")
+def test_privileged_without_cap_sys_resource_names_the_capability(rune):
+    """docker --privileged asks for every capability; on a host that withholds CAP_SYS_RESOURCE from rune the
+    sentence named "cannot switch to uid 0 gid 0" instead of the capability."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
+    from inclavare.linux.capabilities import NAMES
+
+    def edit(c: dict) -> None:
+        every = list(NAMES[: int(Path("/proc/sys/kernel/cap_last_cap").read_text()) + 1])
+        c["process"]["capabilities"] = {k: every for k in ("bounding", "effective", "permitted")}
+
+    log = rune.tmp / "rune.log"
+    cid = new_id()
+    p = rune("--log", str(log), "run", "--bundle", str(rune.bundle(["true"], edit=edit)), cid)
+    want = ("config.json process.capabilities: cannot grant CAP_SYS_RESOURCE: rune does not hold it on this host "
+            "(Operation not permitted); remove it from the capability sets")
+    assert (p.returncode, p.stderr) == (1, want + "\n")
+    assert want.replace('"', '\\"') in log.read_text()
+    assert not (rune.root / cid).exists()
+
+
+def test_exec_with_a_bad_cwd_names_the_flag(rune):
+    cid = new_id()
+    assert rune("run", "-d", "--bundle", str(rune.bundle(["sleep", "60"])), cid).returncode == 0
+    try:
+        p = rune("exec", "--cwd", "/nonexistent", cid, "true")
+        assert (p.returncode, p.stderr) == (255, "exec failed: --cwd: cannot enter /nonexistent: No such file or directory\n")
+        p = rune("exec", "--cwd", "/etc/passwd", cid, "true")
+        assert (p.returncode, p.stderr) == (255, "exec failed: --cwd: cannot enter /etc/passwd: Not a directory\n")
+    finally:
+        rune("delete", "--force", cid)

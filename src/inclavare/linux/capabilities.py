@@ -32,6 +32,19 @@ def mask(names: list[str]) -> int:
     return m
 
 
+class Unavailable(OSError):
+    """capset(2) refused capabilities that this process does not hold itself (a host that withholds them from
+    rune, such as CAP_SYS_RESOURCE here): `names` are the ones asked for and missing."""
+
+    def __init__(self, errno: int, strerror: str, names: list[str]) -> None:
+        super().__init__(errno, strerror)
+        self.names = names
+
+
+def names_of(m: int) -> list[str]:
+    return [NAMES[n] if n < len(NAMES) else f"capability {n}" for n in range(64) if m & (1 << n)]
+
+
 def apply(caps: dict | None, uid: int, gid: int, additional_gids: list[int] | None) -> None:
     """Drop the bounding set, switch to uid/gid keeping capabilities, then set the other four sets.
 
@@ -57,7 +70,15 @@ def apply(caps: dict | None, uid: int, gid: int, additional_gids: list[int] | No
     valid = (1 << (top + 1)) - 1
     permitted = mask(caps.get("permitted", ())) & valid
     inheritable = mask(caps.get("inheritable", ())) & valid
-    syscalls.capset(mask(caps.get("effective", ())) & valid, permitted, inheritable)
+    effective = mask(caps.get("effective", ())) & valid
+    try:
+        syscalls.capset(effective, permitted, inheritable)
+    except OSError as e:
+        held = syscalls.capget()[1]
+        missing = (effective | permitted) & ~held
+        if e.errno == 1 and missing:  # EPERM: more than this process holds (the kernel never adds to permitted)
+            raise Unavailable(e.errno, os.strerror(e.errno), names_of(missing)) from None
+        raise
     syscalls.prctl(syscalls.PR_CAP_AMBIENT, syscalls.PR_CAP_AMBIENT_CLEAR_ALL)
     # The kernel raises an ambient capability only if it is permitted and inheritable; like runc, others are
     # left out rather than failing the container (runc's own default spec lists ambient caps without inheritable).

@@ -219,6 +219,14 @@ def _launch(state: dict, config: dict, process: dict, o: ExecOptions) -> int:
     ctx = cinit.Launch({"process": process, "linux": linux}, state.get("rootfs", ""), state.get("bundle", ""), None,
                        None)
     ctx.preserve_fds = o.preserve_fds
+    if o.process_path:
+        ctx.origin = {"process.cwd": f"--process {q(o.process_path)}: cwd",
+                      "process.capabilities": f"--process {q(o.process_path)}: capabilities"}
+    else:
+        if o.cwd:
+            ctx.origin["process.cwd"] = "--cwd"
+        if o.caps:
+            ctx.origin["process.capabilities"] = "--cap"
     if seccomp_spec:
         from inclavare.linux import seccomp
 

@@ -66,6 +66,11 @@ class Launch:
         self.start_state: dict = {}  # state for startContainer hooks
         self.pdeathsig = False  # the init dies with rune until it has reported ready
         self.fifo_wfd = -1  # the exec fifo's write end, open from `start` until execve
+        self.origin: dict[str, str] = {}  # where a process field came from when not config.json ("process.cwd": "--cwd")
+
+    def field(self, key: str) -> str:
+        """How a sentence names the process field `key`: the flag or file it came from, or config.json's field."""
+        return self.origin.get(key) or f"config.json {key}"
 
 
 def _send(sock, kind: bytes, payload: bytes = b"") -> None:
@@ -575,13 +580,15 @@ def _finish_process(ctx: Launch, process: dict, linux: dict) -> tuple[str, list[
 
     try:
         capabilities.apply(process.get("capabilities"), uid, gid, user.get("additionalGids"))
+    except capabilities.Unavailable as e:
+        raise RuneError(unavailable_capabilities(e, ctx.field("process.capabilities"))) from None
     except OSError as e:
         raise RuneError(f"config.json process.user/capabilities: cannot switch to uid {uid} gid {gid}: {e.strerror}") from None
     try:
         os.chdir(cwd)
     except OSError as e:
-        raise RuneError(f"config.json process.cwd: cannot enter {cwd}: {e.strerror}") from None
-    check_cwd(cwd)
+        raise RuneError(f"{ctx.field('process.cwd')}: cannot enter {cwd}: {e.strerror}") from None
+    check_cwd(cwd, ctx.field("process.cwd"))
     if nnp:
         syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
     args = list(process["args"])
@@ -598,13 +605,21 @@ def _finish_process(ctx: Launch, process: dict, linux: dict) -> tuple[str, list[
     return path, args, env
 
 
-def check_cwd(cwd: str) -> None:
+def unavailable_capabilities(e: OSError, field: str) -> str:
+    """The sentence for capabilities that rune cannot grant because this host withholds them from rune itself
+    (docker's --privileged asks for every one, CAP_SYS_RESOURCE included)."""
+    names = getattr(e, "names", [])
+    return (f"{field}: cannot grant {', '.join(names)}: rune does not hold {'them' if len(names) > 1 else 'it'} "
+            f"on this host ({e.strerror}); remove {'them' if len(names) > 1 else 'it'} from the capability sets")
+
+
+def check_cwd(cwd: str, field: str = "config.json process.cwd") -> None:
     """Refuse a working directory outside the container's root (a directory fd reached through /proc/self/fd:
     CVE-2024-21626): getcwd(3) fails with ENOENT for a directory that the root does not reach."""
     try:
         os.getcwd()
     except FileNotFoundError:
-        raise RuneError(f"config.json process.cwd: {cwd!r} is outside the container's root filesystem") from None
+        raise RuneError(f"{field}: {cwd!r} is outside the container's root filesystem") from None
 
 
 def _load_seccomp(ctx: Launch) -> None:
