@@ -5,6 +5,7 @@ namespace or without any namespace, a hostname in a uts namespace joined by path
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -207,5 +208,109 @@ def test_exec_with_a_bad_cwd_names_the_flag(rune):
         assert (p.returncode, p.stderr) == (255, "exec failed: --cwd: cannot enter /nonexistent: No such file or directory\n")
         p = rune("exec", "--cwd", "/etc/passwd", cid, "true")
         assert (p.returncode, p.stderr) == (255, "exec failed: --cwd: cannot enter /etc/passwd: Not a directory\n")
+    finally:
+        rune("delete", "--force", cid)
+
+
+# ------------------------------------------------------------------- f. rootless user namespaces
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+@pytest.mark.skipif(not (os.path.exists(SYSTEM_PYTHON) and shutil.which("setpriv")),
+                    reason="needs a Python that an unprivileged user can run, and setpriv")
+def test_rootless_user_namespace_denies_setgroups(rune, reachable):  # noqa: F811
+    """rune run by an unprivileged user (nobody) maps its own uid to the container's root: the kernel takes the
+    gid_map only once setgroups is denied, which rune (as runc) writes; the process sees "deny". runc, run the same
+    way on the same bundle, agrees."""
+    src = Path(__file__).resolve().parents[2] / "src"
+    launcher = reachable / "rune"
+    launcher.write_text(f"#!{SYSTEM_PYTHON} -IS\nimport sys\nsys.path.insert(0, {str(src)!r})\n"
+                        "from inclavare.cli.rune import main\nraise SystemExit(main())\n")
+    launcher.chmod(0o755)
+
+    def edit(c: dict) -> None:
+        c["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 65534, "size": 1}]
+        c["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 65534, "size": 1}]
+        c["linux"].pop("resources", None)
+        # as `runc spec --rootless` writes them: no cgroup mount, devpts without gid=5, sysfs bound
+        c["mounts"] = [m for m in c["mounts"] if m["type"] != "cgroup"]
+        for m in c["mounts"]:
+            if m["type"] == "devpts":
+                m["options"] = [o for o in m["options"] if not o.startswith("gid=")]
+            if m["type"] == "sysfs":
+                m.update(type="none", source="/sys", options=["rbind", "nosuid", "noexec", "nodev", "ro"])
+
+    b = userns_bundle(rune, reachable, ["sh", "-c", "cat /proc/self/setgroups; id -u; id -G"], edit)
+    outs = {}
+    for name, exe in (("rune", str(launcher)), ("runc", RUNC)):
+        if exe is None:
+            continue
+        root = reachable / f"root-{name}"
+        root.mkdir()
+        os.chown(root, 65534, 65534)
+        p = subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "env",
+                            f"HOME={reachable}", "XDG_RUNTIME_DIR=", exe, "--root", str(root), "run", "-b", str(b),
+                            new_id()], capture_output=True, text=True, timeout=60, cwd=reachable)  # fmt: skip
+        outs[name] = (p.returncode, p.stdout)
+        assert p.returncode == 0, f"{name}: {p.stderr}"
+    assert outs["rune"] == (0, "deny\n0\n0\n")
+    if "runc" in outs:
+        assert outs["runc"] == outs["rune"]
+
+
+# ------------------------------------------------------------------- f. kill without a pid-reuse race, kill --all
+
+
+def test_kill_signals_through_a_pidfd_checked_against_the_start_time():
+    """The init is signalled through a pidfd opened before its start time is compared with the state's: a process
+    that only reuses the pid (another start time) is never signalled."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
+    from inclavare.linux import proc
+    from inclavare.runtime.kill import signal_init
+
+    p = subprocess.Popen(["sleep", "100"])
+    try:
+        start = proc.stat(p.pid)[1]
+        assert signal_init(p.pid, start + 1, 9) is False  # "the same pid, started at another time": not it
+        assert p.poll() is None
+        assert signal_init(p.pid, start, 9) is True
+        assert p.wait(timeout=10) == -9
+        assert signal_init(p.pid, start, 9) is False  # reaped: gone
+    finally:
+        p.kill()
+        p.wait()
+
+
+def _freezer_state(rune, cid: str) -> str:
+    paths = json.loads((rune.root / cid / "state.json").read_text())["cgroup_paths"]
+    if "freezer" in paths:
+        return Path(paths["freezer"], "freezer.state").read_text().strip()
+    return "FROZEN" if "frozen 1" in Path(paths[""], "cgroup.events").read_text() else "THAWED"
+
+
+def test_kill_all_signals_every_process_and_leaves_the_cgroup_thawed(rune, tmp_path):
+    """kill --all freezes the cgroup while it lists and signals (runc does, so that no fork escapes the list), and
+    thaws it after; a paused container stays paused after a signal other than SIGKILL, and dies on SIGKILL."""
+    cid = new_id()
+    script = "trap 'echo got >> /dev/shm/n' USR1; (trap 'exit 0' USR1; while :; do sleep 0.05; done) & " \
+             "while :; do sleep 0.05; done"
+    b = rune.bundle(["sh", "-c", script])
+    assert rune("run", "-d", "--bundle", str(b), cid).returncode == 0
+    try:
+        assert rune("kill", "--all", cid, "USR1").returncode == 0
+        assert _freezer_state(rune, cid) == "THAWED"
+        assert rune.state(cid)["status"] == "running"
+        assert rune("pause", cid).returncode == 0
+        assert rune("kill", "--all", cid, "USR1").returncode == 0
+        assert rune.state(cid)["status"] == "paused" and _freezer_state(rune, cid) == "FROZEN"
+        assert rune("kill", "--all", cid, "KILL").returncode == 0
+        deadline = time.monotonic() + 20
+        while rune.state(cid)["status"] != "stopped":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
     finally:
         rune("delete", "--force", cid)

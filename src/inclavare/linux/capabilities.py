@@ -41,6 +41,15 @@ class Unavailable(OSError):
         self.names = names
 
 
+def setgroups_denied() -> bool:
+    """True in a user namespace whose setgroups(2) was denied (by a rootless runtime, as the kernel requires)."""
+    try:
+        with open("/proc/self/setgroups") as f:
+            return f.read().strip() == "deny"
+    except OSError:
+        return False
+
+
 def names_of(m: int) -> list[str]:
     return [NAMES[n] if n < len(NAMES) else f"capability {n}" for n in range(64) if m & (1 << n)]
 
@@ -63,7 +72,8 @@ def apply(caps: dict | None, uid: int, gid: int, additional_gids: list[int] | No
     syscalls.prctl(syscalls.PR_SET_KEEPCAPS, 1)
     import os
 
-    os.setgroups(additional_gids or [])
+    if additional_gids or not setgroups_denied():
+        os.setgroups(additional_gids or [])  # denied in a rootless user namespace: its process keeps its groups
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
     syscalls.prctl(syscalls.PR_SET_KEEPCAPS, 0)

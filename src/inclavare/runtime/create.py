@@ -487,6 +487,15 @@ def _send(sock, msg: bytes) -> None:
 
 
 def _write_maps(pid: int, linux: dict, source: str) -> None:
+    if os.geteuid() != 0:
+        # rootless: the kernel takes an unprivileged gid_map only once setgroups(2) is denied in the namespace (and
+        # that denial keeps a process from dropping a group that guards a file); runc writes it too
+        try:
+            with open(f"/proc/{pid}/setgroups", "w") as f:
+                f.write("deny")
+        except OSError as e:
+            raise RuneError(f"{source}: linux.gidMappings: cannot deny setgroups in the user namespace: "
+                            f"{e.strerror}") from None
     for key, name in (("uidMappings", "uid_map"), ("gidMappings", "gid_map")):
         lines = "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n" for m in linux.get(key) or ())
         try:

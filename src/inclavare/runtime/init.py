@@ -263,8 +263,15 @@ def _enter_namespaces(ctx: Launch, skip: tuple[str, ...] = ()) -> None:
         except OSError as e:
             raise RuneError(f"config.json linux.namespaces: cannot create namespaces: {e.strerror}") from None
     if flags & syscalls.CLONE_NEWUSER:
+        rootless = os.geteuid() != 0
+        if rootless:
+            # an unprivileged rune may write only to /proc files of a process that it owns: dumpable meanwhile (it
+            # has entered no container path yet), non-dumpable again before anything of the container is reached
+            syscalls.prctl(syscalls.PR_SET_DUMPABLE, 1)
         _send(ctx.sock, MSG_MAPS)
         _recv(ctx, MSG_MAPS_DONE)
+        if rootless:
+            syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
     if flags & syscalls.CLONE_NEWTIME:
         # before the switch to the mapped root, which makes /proc/self/timens_offsets unwritable
         write_time_offsets(linux.get("timeOffsets"))

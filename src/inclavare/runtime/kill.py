@@ -48,16 +48,45 @@ def kill(container: Container, sig: int, all_processes: bool) -> None:
         if all_processes and signal_cgroup(state, sig):
             return
         # without --all, or with no cgroup to list (--rootless without cgroups): the init
-        try:
-            os.kill(state["pid"], sig)
-        except ProcessLookupError:
-            raise RuneError(f"container {container.id!r} is not running") from None
+        if not signal_init(state["pid"], state.get("init_start"), sig):
+            raise RuneError(f"container {container.id!r} is not running")
     finally:
         container.unlock()
 
 
+def signal_init(pid: int, start_time: int | None, sig: int) -> bool:
+    """Signal the init through a pidfd taken before its start time is checked: the signal reaches that process or
+    none, never one that reused its pid after it exited (as runc does with pidfd_send_signal). False if it is gone."""
+    from inclavare.linux import proc, syscalls
+
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return False
+    except OSError as e:
+        if e.errno != 38:  # ENOSYS: a kernel before 5.3; kill(2) after the start-time check, as before
+            raise
+        if not proc.alive(pid, start_time):
+            return False
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return False
+        return True
+    try:
+        if not proc.alive(pid, start_time):  # the pidfd is of this pid now: of the init only if it started then
+            return False
+        syscalls.pidfd_send_signal(fd, sig)
+    except ProcessLookupError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
 def signal_cgroup(state: dict | None, sig: int) -> int:
-    """Signal every process in the container's cgroup (thawing a frozen one so that it can die); how many."""
+    """Signal every process in the container's cgroup, frozen meanwhile (a paused one is thawed after a SIGKILL so
+    that it can die); how many."""
     if not state or not state.get("cgroup_paths"):
         return 0
     from inclavare.linux import cgroups
@@ -67,19 +96,28 @@ def signal_cgroup(state: dict | None, sig: int) -> int:
         pids = mgr.pids()
     except OSError:
         return 0
-    frozen = False
-    if sig == 9 and state.get("paused"):
-        frozen = True
+    paused = bool(state.get("paused"))
+    # frozen while listed and signalled, as runc does: no process can fork a child that the list misses
+    froze = False
+    if not paused:
+        try:
+            mgr.freeze()
+            froze = True
+            pids = mgr.pids()
+        except (OSError, RuneError):
+            pass  # no freezer here: signalled as listed
     n = 0
-    for p in pids:
-        try:
-            os.kill(p, sig)
-            n += 1
-        except ProcessLookupError:
-            pass
-    if frozen:
-        try:
-            mgr.thaw()
-        except OSError:
-            pass
+    try:
+        for p in pids:
+            try:
+                os.kill(p, sig)
+                n += 1
+            except ProcessLookupError:
+                pass
+    finally:
+        if froze or (paused and sig == 9):  # a paused container stays paused, unless killed (frozen, it cannot die)
+            try:
+                mgr.thaw()
+            except (OSError, RuneError):
+                pass
     return n
