@@ -204,3 +204,17 @@ def test_docker_volume_tmpfs_init(docker: Docker, tmp_path: Path) -> None:
     assert p.returncode == 0, p.stderr
     assert lines[0] == "from the host" and "Read-only file system" in lines[1] and lines[2] == "scratch ok", lines
     assert lines[3].startswith("/sbin/docker-init -- sh -c"), lines
+
+
+def test_docker_program_that_cannot_be_exec_d(docker: Docker, tmp_path: Path) -> None:
+    """A program whose execve fails once the container started (here a script naming a missing interpreter): with
+    runc, `start` succeeds and the container exits 1 with "exec PROGRAM: ERROR" on its stderr; rune did fail
+    `start` (docker: "OCI runtime start failed", exit 125, the container left in Created)."""
+    bad = tmp_path / "bad"
+    bad.write_text("#!/nonexistent/interpreter\necho never\n")
+    bad.chmod(0o755)
+    tmp_path.chmod(0o755)
+    p = docker.k.docker("run", "--rm", *docker.flags(), "-v", f"{tmp_path}:/v:ro", d.IMAGE, "/v/bad", check=False)
+    assert (p.returncode, p.stdout) == (1, ""), p.stderr
+    assert "exec /v/bad: no such file or directory" in p.stderr, p.stderr
+    assert "OCI runtime" not in p.stderr

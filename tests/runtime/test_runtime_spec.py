@@ -314,3 +314,45 @@ def test_kill_all_signals_every_process_and_leaves_the_cgroup_thawed(rune, tmp_p
             time.sleep(0.02)
     finally:
         rune("delete", "--force", cid)
+
+
+# ------------------------------------------------------------------- g. an execve that fails after start
+
+
+@needs_runc
+@pytest.mark.parametrize("content,error", [("#!/nonexistent/interpreter\n", "no such file or directory"),
+                                           ("not a program\0\1\2", "exec format error")], ids=["shebang", "ENOEXEC"])
+def test_exec_failure_after_start_as_runc(rune, tmp_path, content, error):
+    """`start` succeeds, the container stops, and its stderr says "exec PROGRAM: ERROR", as with runc; rune's own
+    sentence goes to its log as a warning. `run` exits 1 as runc's does."""
+    progs = tmp_path / "progs"
+    progs.mkdir()
+    (progs / "bad").write_text(content)
+    (progs / "bad").chmod(0o755)
+
+    def edit(c: dict) -> None:
+        c["mounts"].append({"destination": "/v", "type": "bind", "source": str(progs), "options": ["rbind", "ro"]})
+
+    b = rune.bundle(["/v/bad"], edit=edit)
+    seen = {}
+    for name in ("rune", "runc"):
+        cid = new_id()
+        out = tmp_path / f"{name}.out"
+        log = tmp_path / f"{name}.log"
+        base = [rune.binary, "--root", str(rune.root)] if name == "rune" else \
+            [RUNC, "--root", str(tmp_path / "runc-root")]
+        with open(out, "w") as f:
+            assert subprocess.run([*base, "--log", str(log), "create", "-b", str(b), cid], stdout=f, stderr=f,
+                                  timeout=60).returncode == 0
+        started = subprocess.run([*base, "--log", str(log), "start", cid], capture_output=True, text=True, timeout=60)
+        deadline = time.monotonic() + 20
+        while '"stopped"' not in subprocess.run([*base, "state", cid], capture_output=True, text=True).stdout:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        subprocess.run([*base, "delete", cid], check=True, capture_output=True)
+        ran = subprocess.run([*base, "run", "-b", str(b), new_id()], capture_output=True, text=True, timeout=60)
+        seen[name] = (started.returncode, out.read_text(), ran.returncode)
+        if name == "rune":
+            assert f'config.json process.args[0]: exec: \\"/v/bad\\": {error[:1].upper()}{error[1:]}' in \
+                log.read_text()
+    assert seen["rune"] == seen["runc"] == (0, f"exec /v/bad: {error}\n", 1)

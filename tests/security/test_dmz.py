@@ -55,9 +55,13 @@ def test_exec_and_its_failures():
     code, data = _child(lambda w: dmz.execve("/bin/sh", ["sh", "-c", "exit 7"], {}, w))
     assert (code, data) == (7, b"")  # the report fd was closed by the successful exec
     code, data = _child(lambda w: dmz.execve("/nonexistent", ["x"], {}, w))
-    assert (code, dmz.failure(data)) == (127, 2)
+    assert (code, dmz.failure(data)) == (1, 2)  # reported: exit 1, as runc's init
     code, data = _child(lambda w: dmz.execve("/etc/hostname", ["x"], {}, w))
-    assert code == 126 and dmz.failure(data) in (8, 13)  # not executable: EACCES (or ENOEXEC)
+    assert code == 1 and dmz.failure(data) in (8, 13)  # not executable: EACCES (or ENOEXEC)
+    code, _ = _child(lambda w: dmz.execve("/nonexistent", ["x"], {}))
+    assert code == 127  # unreported (a startContainer hook): a shell's status
+    code, _ = _child(lambda w: dmz.execve("/etc/hostname", ["x"], {}))
+    assert code == 126
 
 
 def test_the_environment_is_passed_on():

@@ -5,16 +5,17 @@ rune's init and exec processes are Python: until they execve, /proc/self/exe is 
 program whose file is a script with `#!/proc/self/exe` (or a startContainer hook) would have the kernel run that
 interpreter, in the container, with the attacker's library or script, and the host's file open for writing once
 rune's processes end. So rune never execs a container's file itself: it execs this trampoline from a sealed memfd
-(its bytes below, 552 in all), and the trampoline execs the container's program. At that moment /proc/self/exe is
+(its bytes below, 559 in all), and the trampoline execs the container's program. At that moment /proc/self/exe is
 the memfd: a script naming /proc/self/exe as its interpreter runs the trampoline again, which refuses to run as an
 interpreter (exit 126), and the memfd's seals refuse every write. runc does the same with a sealed copy of itself
-(runc-dmz, or its memfd/overlay clone); rune's copy is a 552-byte static program instead of the interpreter, so the
+(runc-dmz, or its memfd/overlay clone); rune's copy is a 559-byte static program instead of the interpreter, so the
 cost is one memfd and one extra execve of a binary without a loader (about 0.1 ms).
 
 Its contract (the assembly source is dmz_x86_64.S next to this file; tests/security/test_dmz.py assembles it and
 compares): argv = [MAGIC, REPORT_FD or "-", PATH, ARGV0, ARGS...], environment passed on. It marks REPORT_FD
 close-on-exec and execs PATH with [ARGV0, ARGS...]; if that fails it writes "X" and the errno in decimal to
-REPORT_FD and exits 127 (ENOENT) or 126. Called with another argv[0] (as a script's interpreter) it says so on
+REPORT_FD and exits 1 (as runc's init does when the user's program cannot be exec'd: engines show that status),
+or without a REPORT_FD exits 127 (ENOENT) or 126, as a shell does. Called with another argv[0] (as a script's interpreter) it says so on
 stderr and exits 126.
 """
 
@@ -27,14 +28,14 @@ EXEC_FAILED = b"X"  # what the trampoline writes on the report fd, followed by t
 
 # x86-64 machine code of dmz_x86_64.S (`as --64`, then the .text section as a flat binary)
 _CODE_X86_64 = bytes.fromhex(
-    "488b1c244c8d6424084d8d6cdc084883fb030f8cda000000498b3424488d3df30000008a073a060f85c500000048ffc7"
-    "48ffc684c075ec498b74240849c7c6ffffffff66833e2d74364531f60fb60684c0741883e83083f8090f87930000004d"
+    "488b1c244c8d6424084d8d6cdc084883fb030f8ce1000000498b3424488d3dfa0000008a073a060f85cc00000048ffc7"
+    "48ffc684c075ec498b74240849c7c6ffffffff66833e2d74364531f60fb60684c0741883e83083f8090f879a0000004d"
     "6bf60a4901c648ffc6ebe14489f7be02000000ba01000000b8480000000f05498b7c2410498d7424184c89eab83b0000"
-    "000f0548f7d84989c74d85f6783d4883ec20488d4c24204889cf41b80a00000031d249f7f080c23048ffcf88174885c0"
-    "75ee48ffcfc607584889fe4889ca4829fa4489f7b8010000000f05bf7e0000004983ff027505bf7f000000b8e7000000"
-    "0f05bf02000000488d3522000000ba58000000b8010000000f05bf7e000000b8e70000000f0572756e652d6578656300"
-    "72756e653a20746869732069732072756e6527732065786563207472616d706f6c696e653b2069742072756e73206f6e"
-    "6c792061732072756e6520737461727473206120636f6e7461696e657227732070726f6772616d0a"
+    "000f0548f7d84989c74d85f678444883ec20488d4c24204889cf41b80a00000031d249f7f080c23048ffcf88174885c0"
+    "75ee48ffcfc607584889fe4889ca4829fa4489f7b8010000000f05bf01000000eb10bf7e0000004983ff027505bf7f00"
+    "0000b8e70000000f05bf02000000488d3522000000ba58000000b8010000000f05bf7e000000b8e70000000f0572756e"
+    "652d657865630072756e653a20746869732069732072756e6527732065786563207472616d706f6c696e653b20697420"
+    "72756e73206f6e6c792061732072756e6520737461727473206120636f6e7461696e657227732070726f6772616d0a"
 )
 
 _BASE = 0x400000

@@ -66,7 +66,9 @@ _start:
 	mov	edi, r14d
 	mov	eax, 1
 	syscall
-5:	mov	edi, 126		# exit_group(127 for ENOENT, else 126), as a shell reports a failed exec
+	mov	edi, 1			# reported: exit_group(1), as runc's init exits when the user's program fails to exec
+	jmp	7f
+5:	mov	edi, 126		# unreported: exit_group(127 for ENOENT, else 126), as a shell reports a failed exec
 	cmp	r15, 2
 	jne	7f
 	mov	edi, 127

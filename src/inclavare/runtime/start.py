@@ -32,10 +32,14 @@ def start(container: Container) -> None:
 def release(container: Container, state: dict) -> None:
     """Open the fifo (which unblocks the init's open for writing), read its byte, remove the fifo."""
     pid = state["pid"]
+    stderr = _container_stderr(pid)  # before the fifo is opened, which lets the init go on
     try:
         fd = os.open(container.fifo_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
+        if stderr >= 0:
+            os.close(stderr)
         raise RuneError(f"cannot start container {container.id!r}: it was already started") from None
+    failure = b""
     try:
         import select
 
@@ -50,7 +54,6 @@ def release(container: Container, state: dict) -> None:
                 raise RuneError(f"cannot start container {container.id!r}: its init process does not answer")
         # then it runs the startContainer hooks and execs, which closes its end: wait for that end of file, or for
         # the message it writes when a hook or the exec failed
-        failure = b""
         while True:
             if poller.poll(100):
                 data = os.read(fd, 4096)
@@ -61,15 +64,56 @@ def release(container: Container, state: dict) -> None:
                 break
     finally:
         os.close(fd)
+        if stderr >= 0 and failure[:1] != b"X":
+            os.close(stderr)
     os.unlink(container.fifo_path)
     if failure.startswith(b"E"):
         raise RuneError(failure[1:].decode(errors="replace"))
     if failure:
-        from inclavare.runtime.init import exec_failure
+        from inclavare.linux import dmz
 
-        failed = exec_failure(failure, (container.config(state).get("process") or {}).get("args", ["?"])[0])
-        if failed:
-            raise RuneError(failed)
+        errno = dmz.failure(failure)
+        if errno is not None:
+            # the container started and its program could not be exec'd: as with runc, `start` succeeds and the
+            # container exits 1 with the error on its stderr (what `docker logs` and CRI logs show)
+            exec_failed(state, (container.config(state).get("process") or {}).get("args", ["?"])[0], errno,
+                        stderr)
+        elif stderr >= 0:
+            os.close(stderr)
+
+
+def _container_stderr(pid: int) -> int:
+    """A duplicate of the init's stderr (pidfd_getfd: the same open file, not a reopening of its path, which the
+    container's detached old root can make fail), taken before the init goes on (after a failed execve it is gone),
+    to report that failure where runc's init writes it; -1 where it cannot be had."""
+    from inclavare.linux import syscalls
+
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return -1
+    try:
+        return syscalls.pidfd_getfd(pidfd, 2)
+    except OSError:
+        return -1
+    finally:
+        os.close(pidfd)
+
+
+def exec_failed(state: dict, program: str, errno: int, stderr: int) -> None:
+    from inclavare.cli import log
+    from inclavare.runtime.init import exec_failure
+
+    log.warning(f"container {state.get('id')!r} started, but its program could not run: "
+                f"{exec_failure(b'X%d' % errno, program)}")
+    if stderr >= 0:
+        text = os.strerror(errno)
+        try:
+            os.write(stderr, f"exec {program}: {text[:1].lower()}{text[1:]}\n".encode(errors="replace"))
+        except OSError:
+            pass
+        finally:
+            os.close(stderr)
 
 
 def run_poststart(hooks: list, state: dict) -> None:
