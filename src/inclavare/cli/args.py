@@ -14,6 +14,10 @@ FALSE = ("0", "f", "F", "FALSE", "false", "False")
 container = ""  # the container id of the command, once parsed (for the CLI's last line of defence)
 
 
+class Help(Exception):
+    """--help or -h among a command's flags (where the command has no such flag of its own)."""
+
+
 def boolean(flag: str, value: str, command: str = "") -> bool:
     if value in TRUE:
         return True
@@ -62,6 +66,8 @@ def parse(command: str, argv: list[str], flags: dict[str, tuple[str, str]], stop
         if len(a) > 1 and a[0] == "-" and not (positional and stop_at_positional):
             name, eq, val = a.lstrip("-").partition("=")
             spec = flags.get(name)
+            if spec is None and name in ("help", "h") and not eq:
+                raise Help(command)
             if spec is None:
                 raise RuneError(f"rune {command}: flag provided but not defined: {q(a)}")
             kind, dest = spec

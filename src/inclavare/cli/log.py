@@ -9,6 +9,19 @@ import time
 path = ""
 fmt = "text"
 debug_enabled = False
+quiet_warnings = False  # --log-level error (or fatal, panic): warnings are not written
+# --log-level values, as runc (logrus) reads them
+LEVELS = ("panic", "fatal", "error", "warn", "warning", "info", "debug", "trace")
+
+
+def set_level(name: str) -> bool:
+    """--log-level NAME; False if it is no level."""
+    global debug_enabled, quiet_warnings
+    if name not in LEVELS:
+        return False
+    debug_enabled = name in ("debug", "trace")
+    quiet_warnings = name in ("panic", "fatal", "error")
+    return True
 
 
 def _stamp() -> str:
@@ -54,6 +67,8 @@ def error(msg: str) -> None:
 
 
 def warning(msg: str) -> None:
+    if quiet_warnings:
+        return
     msg = one_line(msg)
     write("warning", msg)
     sys.stderr.write("warning: " + msg + "\n")

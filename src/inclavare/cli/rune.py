@@ -47,6 +47,7 @@ COMMANDS:
 
 GLOBAL OPTIONS:
    --debug                 enable debug logging
+   --log-level value       set the log level ('debug', 'info', 'warn', 'error') (default: "info")
    --log value             set the log file to write rune logs to (default is stderr)
    --log-format value      set the log format ('text' (default), or 'json')
    --root value            root directory for storage of container state (default: "/run/rune")
@@ -86,12 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     g = Globals()
     i = 0
+    debug_flag = False
     try:
         while i < len(argv) and argv[i].startswith("-"):
             a = argv[i]
             name, eq, val = a.lstrip("-").partition("=")
             i += 1
-            if name in ("root", "log", "log-format", "rootless", "criu"):
+            if name in ("root", "log", "log-format", "log-level", "rootless", "criu"):
                 if not eq:
                     if i >= len(argv):
                         raise RuneError(f"rune: flag needs an argument: {q(a)}")
@@ -103,6 +105,11 @@ def main(argv: list[str] | None = None) -> int:
                     g.root = os.path.abspath(val)  # the init changes directory before it uses the root
                 elif name == "log":
                     log.path = val
+                elif name == "log-level":
+                    if not log.set_level(val):
+                        raise RuneError(f"rune: --log-level: invalid log level {q(val)} (debug, info, warn or error)")
+                    if debug_flag:
+                        log.debug_enabled = True  # --debug wins, as with runc
                 elif name == "log-format":
                     if val not in ("text", "json"):
                         raise RuneError(f"rune: --log-format: invalid log format {q(val)} (text or json)")
@@ -114,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     g.criu = val
             elif name == "debug":
-                log.debug_enabled = args.boolean(a.partition("=")[0], val) if eq else True
+                log.debug_enabled = debug_flag = args.boolean(a.partition("=")[0], val) if eq else True
             elif name == "systemd-cgroup":
                 g.systemd_cgroup = args.boolean(a.partition("=")[0], val) if eq else True
             elif name in ("help", "h"):
@@ -129,12 +136,19 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(USAGE)
             return 0
         cmd = argv[i]
-        if cmd == "help":
-            sys.stdout.write(USAGE)
-            return 0
+        if cmd in ("help", "h"):
+            if i + 1 >= len(argv):
+                sys.stdout.write(USAGE)
+                return 0
+            cmd = argv[i + 1]
+            if cmd not in COMMANDS:
+                raise RuneError(f"rune help: no such command {ascii(cmd)} (see rune --help)")
+            return _help(cmd)
         module = COMMANDS.get(cmd)
         if module is None:
             raise RuneError(f"rune: no such command {ascii(cmd)} (see rune --help)")
+        if i + 1 < len(argv) and argv[i + 1] in ("--help", "-h"):
+            return _help(cmd)
         if g.systemd_cgroup:
             import os
 
@@ -142,7 +156,10 @@ def main(argv: list[str] | None = None) -> int:
                 raise RuneError("--systemd-cgroup: systemd is not running as PID 1 on this host; drop the flag")
         log.debug(f"rune {' '.join(argv)}")
         mod = __import__(f"inclavare.cli.{module}", fromlist=["main"])
-        return mod.main(g, cmd, argv[i + 1 :])
+        try:
+            return mod.main(g, cmd, argv[i + 1 :])
+        except args.Help:
+            return _help(cmd)
     except RuneError as e:
         log.error(str(e))
         return 1
@@ -159,6 +176,13 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - the last line of defence: a bug of rune's gets a sentence, not a traceback
         internal_error(argv[i] if i < len(argv) else "", e)
         return 1
+
+
+def _help(cmd: str) -> int:
+    from inclavare.cli import help as h
+
+    sys.stdout.write(h.text(cmd))
+    return 0
 
 
 def internal_error(cmd: str, e: BaseException) -> None:
