@@ -65,16 +65,6 @@ CASES = {
                                         r"^--console-socket was given but process\.terminal is false in config\.json$"),
     "terminal without console socket": (lambda c: c["process"].update(terminal=True), (),
                                         r"^process\.terminal is true: pass --console-socket"),
-    # refused whether the host has the LSM (rune would drop the confinement) or not (runc refuses them too)
-    "apparmor profile": (lambda c: c["process"].update(apparmorProfile="p"), (),
-                         r"^\S+/config\.json: process\.apparmorProfile: AppArmor is (not enabled on this host; remove "
-                         r"the field|enabled on this host but rune does not apply AppArmor profiles: refusing)"),
-    "selinux label": (lambda c: c["process"].update(selinuxLabel="l"), (),
-                      r"^\S+/config\.json: process\.selinuxLabel: SELinux is (not enabled on this host; remove the "
-                      r"field|enabled on this host but rune does not apply SELinux labels: refusing)"),
-    "mount label": (lambda c: c["linux"].update(mountLabel="l"), (),
-                    r"^\S+/config\.json: linux\.mountLabel: SELinux is (not enabled on this host; remove the field|"
-                    r"enabled on this host but rune does not label mounts: refusing)"),
     "intel rdt": (lambda c: c["linux"].update(intelRdt={"closID": "x"}), (),
                   r"^\S+/config\.json: linux\.intelRdt: Intel RDT is not supported by this runtime$"),
     "cwd relative": (lambda c: c["process"].update(cwd="tmp"), (),
@@ -240,36 +230,3 @@ def test_bad_input_with_run(rune):
     p = rune("run", "--bundle", str(_make(rune, CASES["missing binary"][0])), cid)
     assert p.returncode == 1 and p.stderr.startswith('config.json process.args[0]: exec: "/bin/nope"')
     _check_nothing_left(rune, cid, before)
-
-
-@pytest.mark.parametrize(("where", "edit", "sentence"), [
-    ("process.apparmorProfile", lambda c: c["process"].update(apparmorProfile="docker-default"),
-     "AppArmor is enabled on this host but rune does not apply AppArmor profiles: refusing to run the process "
-     "unconfined (remove the field to run without it)"),
-    ("process.selinuxLabel", lambda c: c["process"].update(selinuxLabel="system_u:system_r:container_t:s0"),
-     "SELinux is enabled on this host but rune does not apply SELinux labels: refusing to run the process unconfined "
-     "(remove the field to run without it)"),
-    ("linux.mountLabel", lambda c: c["linux"].update(mountLabel="system_u:object_r:container_file_t:s0"),
-     "SELinux is enabled on this host but rune does not label mounts: refusing to mount without the label (remove "
-     "the field to run without it)"),
-])  # fmt: skip
-def test_lsm_field_refused_where_the_host_enables_the_lsm(monkeypatch, tmp_path, where, edit, sentence):
-    """With AppArmor or SELinux on, silently ignoring docker's profile or label would run the container unconfined."""
-    from tests.conftest import default_config
-
-    from inclavare.errors import RuneError
-    from inclavare.oci import config as oci_config
-
-    enabled = tmp_path / "apparmor-enabled"
-    enabled.write_text("Y\n")
-    enforce = tmp_path / "selinux-enforce"
-    enforce.write_text("1\n")
-    monkeypatch.setattr(oci_config, "APPARMOR_ENABLED", str(enabled))
-    monkeypatch.setattr(oci_config, "SELINUX_ENFORCE", str(enforce))
-    (tmp_path / "rootfs").mkdir()
-    c = default_config(tmp_path / "rootfs", ["true"])
-    edit(c)
-    (tmp_path / "config.json").write_text(json.dumps(c))
-    with pytest.raises(RuneError) as e:
-        oci_config.load(str(tmp_path))
-    assert str(e.value) == f"{tmp_path}/config.json: {where}: {sentence}"

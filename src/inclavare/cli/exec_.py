@@ -43,19 +43,9 @@ def options(p: a.Args):
 
     from inclavare.runtime.exec import ExecOptions
 
-    if p.process_label:
-        why = "SELinux is not enabled on this host" if not os.path.exists("/sys/fs/selinux/enforce") else \
-            "rune does not apply SELinux labels"
-        raise RuneError(f"--process-label {ascii(p.process_label)}: {why}; drop the flag")
-    if p.apparmor:
-        try:
-            with open("/sys/module/apparmor/parameters/enabled") as f:
-                enabled = f.read().startswith("Y")
-        except OSError:
-            enabled = False
-        why = "rune does not apply AppArmor profiles" if enabled else "AppArmor is not enabled on this host"
-        raise RuneError(f"--apparmor {ascii(p.apparmor)}: {why}; drop the flag")
     o = ExecOptions()
+    o.apparmor = p.apparmor or ""
+    o.process_label = p.process_label or ""
     o.process_path = p.process or ""
     o.args = p.positional[1:]
     o.tty = p.tty

@@ -113,12 +113,6 @@ def _process_meaning(c: Checker, p: dict, f: str) -> None:
         seen.add(t)
         if r["soft"] > r["hard"]:
             raise c.fail(rf, f"soft limit {r['soft']} is above the hard limit {r['hard']}")
-    if p.get("apparmorProfile"):
-        raise c.fail(f + ".apparmorProfile", _lsm_refusal("AppArmor", apparmor_enabled(), "apply AppArmor profiles",
-                                                          "run the process unconfined"))
-    if p.get("selinuxLabel"):
-        raise c.fail(f + ".selinuxLabel", _lsm_refusal("SELinux", selinux_enabled(), "apply SELinux labels",
-                                                       "run the process unconfined"))
     sched = p.get("scheduler")
     if sched and sched["policy"] in ("SCHED_ISO", "SCHED_DEADLINE"):
         raise c.fail(f + ".scheduler.policy", f"{sched['policy']} is not supported by this runtime")
@@ -143,29 +137,6 @@ def parse_cpus(v: str, c: Checker, field: str) -> set[int]:
     except ValueError:
         raise c.fail(field, f"{shown(v)} is not a CPU list such as 0-3,7 (CPUs 0 to {MAX_CPUS - 1})") from None
     return cpus
-
-
-# where the host says its LSMs are on (module-level so that tests can point them elsewhere)
-APPARMOR_ENABLED = "/sys/module/apparmor/parameters/enabled"
-SELINUX_ENFORCE = "/sys/fs/selinux/enforce"
-
-
-def apparmor_enabled() -> bool:
-    return _read(APPARMOR_ENABLED).startswith("Y")
-
-
-def selinux_enabled() -> bool:
-    return os.path.exists(SELINUX_ENFORCE)
-
-
-def _lsm_refusal(lsm: str, enabled: bool, what: str, instead: str) -> str:
-    """Why an LSM field is refused. rune applies no LSM: on a host where the LSM is on, ignoring the field would
-    silently drop the confinement an engine asked for (docker-default, container_t); where it is off, runc refuses the
-    field too (its apparmor write and selinux check fail)."""
-    if enabled:
-        return (f"{lsm} is enabled on this host but rune does not {what}: refusing to {instead} (remove the field to "
-                "run without it)")
-    return f"{lsm} is not enabled on this host; remove the field"
 
 
 def _read(path: str) -> str:
@@ -212,9 +183,6 @@ def _check_linux(c: Checker, linux: dict, config: dict) -> None:
         for k in offsets:
             if k not in ("monotonic", "boottime"):
                 raise c.fail(schema.member("linux.timeOffsets", k), "only monotonic and boottime clocks have offsets")
-    if linux.get("mountLabel"):
-        raise c.fail("linux.mountLabel", _lsm_refusal("SELinux", selinux_enabled(), "label mounts",
-                                                      "mount without the label"))
     # a uts namespace joined by path is the container's too (runtime spec; runc sets the name in it)
     if config.get("hostname") and "uts" not in types:
         raise c.fail("hostname", "setting the hostname needs a uts namespace in linux.namespaces")

@@ -157,6 +157,7 @@ def _create(root: str, cid: str, opts: Options, guard) -> Created:  # noqa: ANN0
         ctx.hook_sync = any(hooks.get(k) for k in ("prestart", "createRuntime", "createContainer", "startContainer"))
         ctx.join_cgroup = any(ns["type"] == "cgroup" and not ns.get("path") for ns in namespaces)
         ctx.start_state = state
+        cinit.lsm_labels(ctx, process, linux)
         if enclave is not None:
             enclave.attach(ctx, state, container.dir)
         if not userns:

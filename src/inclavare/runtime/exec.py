@@ -40,6 +40,8 @@ class ExecOptions:
         self.pid_file = ""
         self.env: list[str] = []
         self.cwd = ""
+        self.apparmor = ""  # --apparmor: the profile instead of the container's
+        self.process_label = ""  # --process-label: the SELinux label instead of the container's
         self.user = ""  # "uid[:gid]"
         self.additional_gids: list[int] = []
         self.caps: list[str] = []
@@ -141,6 +143,10 @@ def build_process(base: dict, o: ExecOptions) -> dict:
         p["capabilities"] = caps
     if o.no_new_privs:
         p["noNewPrivileges"] = True
+    if o.apparmor:
+        p["apparmorProfile"] = o.apparmor
+    if o.process_label:
+        p["selinuxLabel"] = o.process_label
     return p
 
 
@@ -227,6 +233,16 @@ def _launch(state: dict, config: dict, process: dict, o: ExecOptions) -> int:
             ctx.origin["process.cwd"] = "--cwd"
         if o.caps:
             ctx.origin["process.capabilities"] = "--cap"
+    lsm_fields = {}
+    if o.process_path:
+        lsm_fields = {k: f"--process {q(o.process_path)}: {k[8:]}" for k in ("process.apparmorProfile",
+                                                                             "process.selinuxLabel")}
+    if o.apparmor:
+        lsm_fields["process.apparmorProfile"] = "--apparmor"
+    if o.process_label:
+        lsm_fields["process.selinuxLabel"] = "--process-label"
+    ctx.origin.update(lsm_fields)
+    cinit.lsm_labels(ctx, process, {}, lsm_fields)
     if seccomp_spec:
         from inclavare.linux import seccomp
 

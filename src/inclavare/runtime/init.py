@@ -66,6 +66,9 @@ class Launch:
         self.start_state: dict = {}  # state for startContainer hooks
         self.pdeathsig = False  # the init dies with rune until it has reported ready
         self.fifo_wfd = -1  # the exec fifo's write end, open from `start` until execve
+        self.apparmor_profile = ""  # process.apparmorProfile, where AppArmor is on (see lsm_labels)
+        self.selinux_label = ""  # process.selinuxLabel, where SELinux is on
+        self.mount_label = ""  # linux.mountLabel, where SELinux is on
         self.origin: dict[str, str] = {}  # where a process field came from when not config.json ("process.cwd": "--cwd")
 
     def field(self, key: str) -> str:
@@ -406,7 +409,7 @@ def _prepare(ctx: Launch) -> tuple[str, list[str], dict[str, str]]:
             raise RuneError(f"cannot make {rootfs} the container's root mount: {e.strerror}") from None
         has_cgroup_mount = any(m.get("type") == "cgroup" for m in config.get("mounts") or ())
         paths = cgroup_paths(ctx) if has_cgroup_mount else None
-        rfs.mount_all(config, rootfs, ctx.bundle, paths, userns)
+        rfs.mount_all(config, rootfs, ctx.bundle, paths, userns, ctx.mount_label)
         if not rfs.dev_is_bind(config):
             rfs.make_devices(config, rootfs, userns)
             rfs.dev_links(rootfs)
@@ -581,6 +584,8 @@ def _finish_process(ctx: Launch, process: dict, linux: dict) -> tuple[str, list[
     except OSError:
         pass  # may only be reachable as the user: retried below
     nnp = process.get("noNewPrivileges")
+    if ctx.apparmor_profile or ctx.selinux_label:
+        apply_exec_labels(ctx)  # as root still (the attr files of a non-dumpable process are root's) and before seccomp
     if ctx.seccomp is not None and not nnp:
         _load_seccomp(ctx)
     from inclavare.linux import capabilities
@@ -610,6 +615,49 @@ def _finish_process(ctx: Launch, process: dict, linux: dict) -> tuple[str, list[
         _load_seccomp(ctx)
     os.umask(user["umask"] if "umask" in user else 0o022)
     return path, args, env
+
+
+def lsm_labels(ctx: Launch, process: dict, linux: dict, fields: dict[str, str] | None = None) -> None:
+    """In rune, before the fork: the process's AppArmor profile and SELinux label and the mount label, kept where the
+    host enables the LSM; where it does not, the label confines nothing and is ignored with a warning (as crun does).
+    The lsm module is imported here, so that the children have it after pivot_root."""
+    wanted = (("apparmor_profile", process.get("apparmorProfile"), "process.apparmorProfile", "AppArmor"),
+              ("selinux_label", process.get("selinuxLabel"), "process.selinuxLabel", "SELinux"),
+              ("mount_label", linux.get("mountLabel"), "linux.mountLabel", "SELinux"))
+    if not any(w[1] for w in wanted):
+        return
+    from inclavare.linux import lsm
+
+    on = {"AppArmor": lsm.apparmor_enabled(), "SELinux": lsm.selinux_enabled()}
+    for attr, value, field, name in wanted:
+        if not value:
+            continue
+        if on[name]:
+            setattr(ctx, attr, value)
+        else:
+            from inclavare.cli import log
+
+            where = (fields or {}).get(field) or f"config.json {field}"
+            log.warning(f"{where}: {name} is not enabled on this host: {value!r} is ignored")
+
+
+def apply_exec_labels(ctx: Launch) -> None:
+    """The AppArmor profile and SELinux label that the next execve takes on, written to this task's attributes
+    through the container's procfs."""
+    from inclavare.linux import lsm
+
+    try:
+        proc = lsm.open_proc()
+    except OSError as e:
+        raise RuneError(f"{ctx.field('process.apparmorProfile' if ctx.apparmor_profile else 'process.selinuxLabel')}: "
+                        f"the container has no procfs at /proc to apply it through: {e.strerror}") from None
+    try:
+        lsm.write_exec_attrs(proc, lsm.exec_attrs(ctx.apparmor_profile, ctx.selinux_label))
+    except lsm.AttrError as e:
+        field = "process.apparmorProfile" if e.attr == "apparmor" else "process.selinuxLabel"
+        raise RuneError(lsm.why(e, ctx.field(field))) from None
+    finally:
+        os.close(proc)
 
 
 def unavailable_capabilities(e: OSError, field: str) -> str:

@@ -49,10 +49,12 @@ def _make_parent_private(rootfs: str) -> None:
     s.mount(None, best, None, s.MS_PRIVATE)
 
 
-def mount_all(config: dict, rootfs: str, bundle: str, cgroup_paths: dict | None, userns: bool) -> None:
+def mount_all(config: dict, rootfs: str, bundle: str, cgroup_paths: dict | None, userns: bool,
+              mount_label: str = "") -> None:
+    """mount_label: linux.mountLabel where SELinux is on, the context= option of the mounts that take one."""
     for i, m in enumerate(config.get("mounts") or ()):
         try:
-            _mount(m, rootfs, bundle, cgroup_paths, userns, config)
+            _mount(m, rootfs, bundle, cgroup_paths, userns, config, mount_label)
         except OSError as e:
             dest = m.get("destination")
             src = m.get("source") or m.get("type") or "none"
@@ -170,12 +172,18 @@ class Target:
             self.fd = -1
 
 
-def _mount(m: dict, rootfs: str, bundle: str, cgroup_paths: dict | None, userns: bool, config: dict) -> None:
+def _mount(m: dict, rootfs: str, bundle: str, cgroup_paths: dict | None, userns: bool, config: dict,
+           mount_label: str = "") -> None:
     dest = secure_join(rootfs, m["destination"])
     typ = m.get("type") or ""
     src = m.get("source") or ""
     flags, props, data, extra = mountopts.parse(m.get("options") or [])
     bind = bool(flags & s.MS_BIND) or typ == "bind"
+    if mount_label and not bind:
+        from inclavare.linux import lsm
+
+        if typ not in lsm.UNLABELLED_TYPES:
+            data = lsm.format_mount_label(data, mount_label)
     if bind:
         if not src.startswith("/"):
             src = os.path.join(bundle, src)
