@@ -25,8 +25,8 @@ def features() -> dict:
         "capabilities": list(capabilities.NAMES),
         "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False, "rdma": True},
         "seccomp": _seccomp(annotations),
-        "apparmor": {"enabled": False},
-        "selinux": {"enabled": False},
+        "apparmor": {"enabled": True},  # supported (applied where the host enables it)
+        "selinux": {"enabled": True},
         "intelRdt": {"enabled": False},
         "mountExtensions": {"idmap": {"enabled": False}},
     }
