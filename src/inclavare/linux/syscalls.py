@@ -123,7 +123,7 @@ PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 # syscall numbers (x86_64) for calls glibc 2.36 has no wrapper for
-_NR = {"pidfd_send_signal": 424, "pidfd_getfd": 438, "pivot_root": 155, "capset": 126, "capget": 125, "keyctl": 250, "prlimit64": 302, "gettid": 186,
+_NR = {"pidfd_send_signal": 424, "pivot_root": 155, "capset": 126, "capget": 125, "keyctl": 250, "prlimit64": 302, "gettid": 186,
        "clone3": 435, "close_range": 436, "openat2": 437, "fstatfs": 138, "fcntl": 72}
 
 # resource numbers of setrlimit(2) / prlimit(2), by their OCI names
@@ -292,7 +292,3 @@ def pidfd_send_signal(pidfd: int, sig: int) -> None:
     """Signal the process a pidfd refers to: never another one that reused its pid (Linux 5.1)."""
     _check(_syscall(c_long(_NR["pidfd_send_signal"]), c_int(pidfd), c_int(sig), None, c_ulong(0)), "pidfd_send_signal")
 
-
-def pidfd_getfd(pidfd: int, fd: int) -> int:
-    """A close-on-exec duplicate of another process's fd, the same open file (Linux 5.6; needs ptrace access)."""
-    return _check(_syscall(c_long(_NR["pidfd_getfd"]), c_int(pidfd), c_int(fd), c_ulong(0)), "pidfd_getfd")

@@ -83,21 +83,13 @@ def release(container: Container, state: dict) -> None:
 
 
 def _container_stderr(pid: int) -> int:
-    """A duplicate of the init's stderr (pidfd_getfd: the same open file, not a reopening of its path, which the
-    container's detached old root can make fail), taken before the init goes on (after a failed execve it is gone),
-    to report that failure where runc's init writes it; -1 where it cannot be had."""
-    from inclavare.linux import syscalls
-
+    """The init's stderr, opened before the fifo lets the init go on (after a failed execve it is gone), to report
+    that failure where runc's init writes it; -1 where it cannot be opened (a socket, a closed fd). Through /proc
+    rather than pidfd_getfd, which would bring ctypes onto `start`'s path."""
     try:
-        pidfd = os.pidfd_open(pid)
+        return os.open(f"/proc/{pid}/fd/2", os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError:
         return -1
-    try:
-        return syscalls.pidfd_getfd(pidfd, 2)
-    except OSError:
-        return -1
-    finally:
-        os.close(pidfd)
 
 
 def exec_failed(state: dict, program: str, errno: int, stderr: int) -> None:
