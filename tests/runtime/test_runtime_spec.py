@@ -76,6 +76,14 @@ def test_userns_root_as_an_unprivileged_host_uid_with_a_private_root_dir(rune, r
 # ------------------------------------------------------------------- b. no mount namespace, no namespaces
 
 
+def _own_rootfs(rune) -> str:
+    """A private copy of the rootfs: without a mount namespace, what a runtime makes in the container (runc's
+    device nodes, its mount points) stays in the directory, and the shared rootfs must not get it."""
+    root = rune.tmp / f"rootfs-{new_id()}"
+    shutil.copytree(rune.rootfs, root, symlinks=True)
+    return str(root)
+
+
 def _no_namespaces(c: dict, keep_mounts: bool = False) -> None:
     c["linux"]["namespaces"] = []
     c.pop("hostname", None)
@@ -90,7 +98,9 @@ def _no_namespaces(c: dict, keep_mounts: bool = False) -> None:
 def test_no_namespaces_at_all_runs(rune):
     """`run` of a config without namespaces (nor mounts: see below) runs the process chrooted in the rootfs. runc
     cannot (it lists /proc/self/fd in the chroot, where nothing mounted proc); rune needs no /proc for `run`."""
-    b = rune.bundle(["sh", "-c", "echo in; ls /proc | wc -l; exit 3"], edit=_no_namespaces)
+    root = _own_rootfs(rune)
+    b = rune.bundle(["sh", "-c", "echo in; ls /proc | wc -l; exit 3"],
+                    edit=lambda c: (_no_namespaces(c), c["root"].update(path=root)))
     mine = rune("run", "--bundle", str(b), new_id())
     assert (mine.returncode, mine.stdout, mine.stderr) == (3, "in\n0\n", "")
     theirs = _runc(rune, "run", "--bundle", str(b), new_id(), private=True)
@@ -102,7 +112,8 @@ def test_create_without_proc_in_the_container_fails_as_runc_does(rune):
     """No mount namespace and so no /proc in the container: the init cannot reopen the exec fifo after its chroot.
     runc's create fails ("open /proc/self/fd: no such file or directory"); rune's too, with a sentence, and no
     container is left (it exited 0 with a dead init, and `state` said stopped with pid 0)."""
-    b = rune.bundle(["true"], edit=_no_namespaces)
+    root = _own_rootfs(rune)
+    b = rune.bundle(["true"], edit=lambda c: (_no_namespaces(c), c["root"].update(path=root)))
     cid = new_id()
     p = rune("create", "--bundle", str(b), cid)
     assert p.returncode == 1
@@ -118,8 +129,11 @@ def test_what_needs_a_mount_namespace_is_refused_without_one(rune, field):
     """Without a mount namespace the mounts would be the host's: refused, naming the field (runc makes `mounts` on
     the host and refuses masked paths: "unable to restrict sys entries without a private MNT namespace")."""
 
+    root = _own_rootfs(rune)
+
     def edit(c: dict) -> None:
         _no_namespaces(c)
+        c["root"]["path"] = root
         c["linux"]["namespaces"] = [{"type": "pid"}]
         if field == "mounts":
             c["mounts"] = [{"destination": "/proc", "type": "proc", "source": "proc"}]

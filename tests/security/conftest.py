@@ -99,12 +99,18 @@ os._exit(0)
 """
 
 
+def _special_files(directory: str, names: list[str]) -> set[str]:
+    return {n for n in names if not (os.path.islink(p := os.path.join(directory, n)) or os.path.isfile(p)
+                                      or os.path.isdir(p))}
+
+
 @pytest.fixture(scope="session")
 def attack_rootfs(rootfs: Path, payloads: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The busybox rootfs with the payloads in /bin, /bin/evil, and mount points for the host interpreter's
     runtime (an image built to attack a host whose interpreter it knows)."""
     root = tmp_path_factory.mktemp("attack") / "rootfs"
-    shutil.copytree(rootfs, root, symlinks=True)
+    # regular files, links and directories only: a device node left in the shared rootfs would be read as a file
+    shutil.copytree(rootfs, root, symlinks=True, ignore=_special_files)
     root.chmod(0o755)
     for name, exe in payloads.items():
         shutil.copy2(exe, root / "bin" / name)
