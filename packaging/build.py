@@ -44,7 +44,7 @@ VENV = f"{LIB}/venv"
 SITE = f"{VENV}/lib/{PY}/site-packages"
 OUT = REPO / "build" / "packages"
 ROOT = OUT / "root"
-UNITS = {"rune-device-plugin.service": "rune-device-plugin", "verdictd.service": "verdictd"}
+UNITS = {"rune-device-plugin.service": "rune-device-plugin", "verdictd.service": "verdictd", "epm.service": "epm"}
 DOCS = ("README.md", "docs/kubernetes.md", "docs/enclave-containers.md", "docs/shim.md", "docs/attestation.md")
 SUMMARY = "Confidential-computing container runtime: rune, containerd-shim-rune-v2, device plugin, key broker"
 

@@ -1,5 +1,5 @@
 """Write the command launchers (rune, sgx-tools, containerd-shim-rune-v2, rune-signing-server, verdictd,
-verdict) into a directory.
+verdict, rune-device-plugin, epm) into a directory.
 
 A pip console script starts the interpreter with `site`, which on some hosts imports third-party .pth hooks at every
 start (tens of milliseconds). rune is on the hot path of every container start, so its launcher runs the interpreter
@@ -24,7 +24,7 @@ os._exit(code or 0)  # interpreter finalization (module teardown, GC) is pure ov
 LAUNCHERS = {"rune": "inclavare.cli.rune", "sgx-tools": "inclavare.cli.sgx_tools",
              "containerd-shim-rune-v2": "inclavare.cli.shim", "rune-signing-server": "inclavare.cli.signing_server",
              "verdictd": "inclavare.cli.verdictd", "verdict": "inclavare.cli.verdict",
-             "rune-device-plugin": "inclavare.cli.device_plugin"}
+             "rune-device-plugin": "inclavare.cli.device_plugin", "epm": "inclavare.cli.epm"}
 
 
 def write(dest: str) -> list[str]:

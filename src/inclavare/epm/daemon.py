@@ -1,0 +1,158 @@
+"""epm's daemon: the bundle-cache operations on a Unix socket (protocol.py), one thread per connection.
+
+Only root and the daemon's own user may talk to it (SO_PEERCRED), the socket is 0600 in a 0700 directory. A stale
+socket file left by a dead epm is replaced at start; a live one is refused (another epm serves it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import socketserver
+import struct
+import sys
+import threading
+from pathlib import Path
+
+from inclavare.epm.config import Config
+from inclavare.epm.store import NAME, Store, StoreError
+
+
+def _name(req: dict, key: str, optional: bool = False) -> str | None:
+    v = req.get(key)
+    if v is None and optional:
+        return None
+    if not isinstance(v, str) or not NAME.match(v):
+        raise StoreError(f"'{key}' must be 1-200 letters, digits or ._:+-")
+    return v
+
+
+def handle(store: Store, req: object) -> dict:
+    if not isinstance(req, dict):
+        return {"ok": False, "error": "the request must be a JSON object"}
+    op = req.get("op")
+    try:
+        if op == "Healthz":
+            return {"ok": True, "entries": len(store.entries), "bytes": store.bytes}
+        if op == "SaveCache":
+            return {"ok": True, "cache": store.save(req.get("cache"))}
+        if op == "GetCache":
+            rec = store.get(_name(req, "type"), _name(req, "id"))
+            return {"ok": True, "cache": rec}
+        if op == "PickCache":
+            sub = req.get("subtype")
+            if sub is not None and not isinstance(sub, str):
+                raise StoreError("'subtype' must be a string")
+            return {"ok": True, "cache": store.pick(_name(req, "type"), sub)}
+        if op == "ListCache":
+            return {"ok": True, "caches": store.list(_name(req, "type", optional=True))}
+        if op == "DeleteCache":
+            return {"ok": True, "deleted": store.delete(_name(req, "type"), _name(req, "id"))}
+    except StoreError as e:
+        return {"ok": False, "error": str(e)}
+    except OSError as e:
+        return {"ok": False, "error": f"epm cannot write its cache directory: {e.strerror}"}
+    return {"ok": False, "error": f"'op' must be one of GetCache, PickCache, SaveCache, ListCache, DeleteCache, "
+                                  f"Healthz (got {op!r})"}
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    server: _Server
+
+    def handle(self) -> None:
+        s: socket.socket = self.request
+        cred = s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        _pid, uid, _gid = struct.unpack("3i", cred)
+        if uid not in (0, os.geteuid()):
+            return
+        s.settimeout(self.server.config.io_timeout)
+        try:
+            line = self.rfile.readline(self.server.config.max_entry_bytes + 1)
+        except OSError:
+            return
+        if len(line) > self.server.config.max_entry_bytes:
+            resp = {"ok": False, "error": f"the request is larger than max_entry_bytes "
+                                          f"({self.server.config.max_entry_bytes})"}
+        else:
+            try:
+                req = json.loads(line)
+            except ValueError:
+                resp = {"ok": False, "error": "the request is not JSON"}
+            else:
+                resp = handle(self.server.store, req)
+        try:
+            s.sendall(json.dumps(resp, separators=(",", ":")).encode() + b"\n")
+        except OSError:
+            pass
+
+
+class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    config: Config
+    store: Store
+
+
+def _claim_socket(path: Path) -> None:
+    """Remove a stale socket file (nobody listening); refuse a live one or a non-socket."""
+    import stat
+
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise RuntimeError(f"the epm socket path {path} exists and is not a socket; remove it or choose another")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(str(path))
+        except OSError:
+            os.unlink(path)
+            return
+    raise RuntimeError(f"another epm is listening on {path}")
+
+
+def serve(config: Config, ready: threading.Event | None = None) -> _Server:
+    store = Store(config.cache_dir, config.max_entries, config.max_bytes)
+    config.socket.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _claim_socket(config.socket)
+    old = os.umask(0o177)
+    try:
+        srv = _Server(str(config.socket), _Handler)
+    finally:
+        os.umask(old)
+    srv.config, srv.store = config, store
+    return srv
+
+
+def main_run(config_path: str) -> int:
+    from inclavare.epm import config as cfg
+
+    try:
+        c = cfg.load(config_path)
+        srv = serve(c)
+    except (cfg.ConfigError, RuntimeError) as e:
+        print(f"epm: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"epm: {e.filename or c.socket}: {e.strerror}", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+
+    def on_signal(_sig: int, _frame: object) -> None:
+        stop.set()
+        threading.Thread(target=srv.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    print(f"epm: serving {c.socket} ({len(srv.store.entries)} caches from {c.cache_dir})", file=sys.stderr, flush=True)
+    try:
+        srv.serve_forever(poll_interval=0.2)
+    finally:
+        srv.server_close()
+        try:
+            os.unlink(c.socket)
+        except OSError:
+            pass
+    return 0

@@ -1,0 +1,199 @@
+"""epm, a real daemon (bin/epm) on a private socket: the cache operations, its bounds, bad configuration, stale and
+live sockets, corrupt cache files. Each daemon is stopped by its PID."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from inclavare.epm.protocol import EpmError, call
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(REPO / "src")}
+
+
+def write_config(d: Path, **kw: object) -> Path:
+    conf = {"socket": str(d / "run" / "epm.sock"), "cache_dir": str(d / "cache"), **kw}
+    p = d / "epm.json"
+    p.write_text(json.dumps(conf))
+    return p
+
+
+class Epm:
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.socket = json.loads(config.read_text())["socket"]
+        self.proc = subprocess.Popen([sys.executable, "-m", "inclavare.cli.epm", "--config", str(config)],
+                                     env=_env(), stderr=subprocess.PIPE, text=True)
+        line = self.proc.stderr.readline()
+        assert "serving" in line, line + self.proc.stderr.read()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(10)
+        self.proc.stderr.close()
+
+    def __call__(self, **req: object) -> dict:
+        return call(self.socket, req)
+
+
+def run_epm(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "inclavare.cli.epm", *args], env=_env(), capture_output=True,
+                          text=True, timeout=30)
+
+
+@pytest.fixture
+def epm(tmp_path: Path):  # noqa: ANN201
+    e = Epm(write_config(tmp_path))
+    yield e
+    e.stop()
+
+
+def test_operations(epm: Epm) -> None:
+    assert epm(op="Healthz")["ok"]
+    c = {"type": "sim-launch", "id": "a" * 64, "subtype": "v1", "options": {"mr_signer": "00" * 32}}
+    saved = epm(op="SaveCache", cache=c)
+    assert saved["ok"] and saved["cache"]["size"] > 0 and saved["cache"]["created"] > 0
+    got = epm(op="GetCache", type="sim-launch", id="a" * 64)["cache"]
+    assert got["options"] == c["options"] and got["subtype"] == "v1"
+    assert epm(op="GetCache", type="sim-launch", id="b" * 64) == {"ok": True, "cache": None}
+    epm(op="SaveCache", cache={**c, "id": "b" * 64})
+    epm(op="SaveCache", cache={**c, "type": "other", "id": "x"})
+    assert [x["id"] for x in epm(op="ListCache", type="sim-launch")["caches"]] == ["a" * 64, "b" * 64]
+    assert len(epm(op="ListCache")["caches"]) == 3
+    assert epm(op="DeleteCache", type="sim-launch", id="a" * 64) == {"ok": True, "deleted": True}
+    assert epm(op="DeleteCache", type="sim-launch", id="a" * 64) == {"ok": True, "deleted": False}
+    picked = epm(op="PickCache", type="sim-launch")["cache"]
+    assert picked["id"] == "b" * 64
+    assert epm(op="PickCache", type="sim-launch")["cache"] is None  # single use
+    assert not (Path(epm.socket).parents[1] / "cache" / "sim-launch" / ("b" * 64 + ".json")).exists()
+
+
+def test_persisted_and_corrupt_files_dropped(tmp_path: Path) -> None:
+    conf = write_config(tmp_path)
+    e = Epm(conf)
+    try:
+        for i in range(3):
+            e(op="SaveCache", cache={"type": "t", "id": f"id{i}", "options": {"n": i}})
+    finally:
+        e.stop()
+    cache = tmp_path / "cache" / "t"
+    assert oct(os.stat(tmp_path / "cache").st_mode & 0o777) == "0o700"
+    (cache / "id0.json").write_text("{not json")
+    (cache / "id2.json").rename(cache / "id9.json")  # a record filed under another id
+    e = Epm(conf)
+    try:
+        assert [c["id"] for c in e(op="ListCache")["caches"]] == ["id1"]
+        assert e(op="GetCache", type="t", id="id9")["cache"] is None
+    finally:
+        e.stop()
+    assert sorted(p.name for p in cache.iterdir()) == ["id1.json"]
+
+
+def test_bounds(tmp_path: Path) -> None:
+    e = Epm(write_config(tmp_path, max_entries=2, max_entry_bytes=1024))
+    try:
+        for i in range(4):
+            assert e(op="SaveCache", cache={"type": "t", "id": f"id{i}"})["ok"]
+        assert [c["id"] for c in e(op="ListCache")["caches"]] == ["id2", "id3"]
+        big = e(op="SaveCache", cache={"type": "t", "id": "big", "options": {"x": "y" * 2000}})
+        assert not big["ok"] and "max_entry_bytes" in big["error"]
+    finally:
+        e.stop()
+
+
+@pytest.mark.parametrize("req,word", [
+    ({"op": "Nope"}, "'op'"),
+    ({"op": "GetCache", "type": "../etc", "id": "x"}, "'type'"),
+    ({"op": "SaveCache", "cache": {"type": "t", "id": "../../x"}}, "'cache.id'"),
+    ({"op": "SaveCache", "cache": {"type": "t", "id": "x", "savePath": "/etc"}}, "'cache.savePath'"),
+    ({"op": "SaveCache", "cache": {"type": "t", "id": "x", "options": []}}, "'cache.options'"),
+])
+def test_bad_requests(epm: Epm, req: dict, word: str) -> None:
+    r = call(epm.socket, req)
+    assert not r["ok"] and word in r["error"]
+    assert epm(op="ListCache")["caches"] == []
+
+
+def test_not_json_request(epm: Epm) -> None:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(epm.socket)
+        s.sendall(b"hello\n")
+        assert json.loads(s.makefile().readline()) == {"ok": False, "error": "the request is not JSON"}
+
+
+def test_stale_socket_replaced_live_refused(tmp_path: Path) -> None:
+    conf = write_config(tmp_path)
+    sock = tmp_path / "run" / "epm.sock"
+    sock.parent.mkdir()
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(sock))  # bound, never listening, then closed: what a killed epm leaves
+    s.close()
+    with pytest.raises(EpmError, match="cannot be reached"):
+        call(str(sock), {"op": "Healthz"})
+    e = Epm(conf)
+    try:
+        assert e(op="Healthz")["ok"]
+        r = run_epm("--config", str(conf))
+        assert r.returncode == 1 and "another epm is listening on" in r.stderr
+        assert e(op="Healthz")["ok"]
+    finally:
+        e.stop()
+    assert not sock.exists()
+
+
+def test_down() -> None:
+    with pytest.raises(EpmError, match="cannot be reached"):
+        call("/nonexistent-epm-dir/epm.sock", {"op": "Healthz"})
+
+
+@pytest.mark.parametrize("text,name,word", [
+    ("{", "c.json", "not valid JSON"),
+    ("socket = ", "c.toml", "not valid TOML"),
+    ('{"pool": 3}', "c.json", "'pool'"),
+    ('{"max_entries": 0}', "c.json", "'max_entries'"),
+    ('{"max_bytes": true}', "c.json", "'max_bytes'"),
+    ('{"socket": ""}', "c.json", "'socket'"),
+    ('{"io_timeout": -1}', "c.json", "'io_timeout'"),
+    ('{"socket": "/' + "s" * 120 + '"}', "c.json", "'socket'"),
+])
+def test_bad_config(tmp_path: Path, text: str, name: str, word: str) -> None:
+    p = tmp_path / name
+    p.write_text(text)
+    for args in (["--config", str(p)], ["--check", "--config", str(p)]):
+        r = run_epm(*args)
+        assert r.returncode == 1 and word in r.stderr and str(p) in r.stderr, r.stderr
+        assert r.stderr.count("\n") == 1
+    assert sorted(os.listdir(tmp_path)) == [name]
+
+
+def test_toml_config(tmp_path: Path) -> None:
+    p = tmp_path / "epm.toml"
+    p.write_text('socket = "run/epm.sock"\ncache_dir = "cache"\nmax_bytes = 4096\n')
+    r = run_epm("--check", "--config", str(p))
+    assert r.returncode == 0, r.stderr
+    from inclavare.epm import config
+
+    c = config.load(p)
+    assert c.socket == tmp_path / "run/epm.sock" and c.max_bytes == 4096
+    e = Epm.__new__(Epm)
+    e.config, e.socket = p, str(c.socket)
+    e.proc = subprocess.Popen([sys.executable, "-m", "inclavare.cli.epm", "--config", str(p)], env=_env(),
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        assert "serving" in e.proc.stderr.readline()
+        assert e(op="Healthz")["ok"]
+    finally:
+        e.stop()
+
