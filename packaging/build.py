@@ -5,9 +5,9 @@ What it holds (one staging tree for both formats, build/packages/root):
 - /usr/lib/inclavare-containers/venv: a private Python environment made with the system's python3.11 (-m venv),
   with this package and the dependencies of every optional feature but `test` and `fuzz` (pyproject.toml);
 - /usr/bin/<launcher> for each command of inclavare.launcher.LAUNCHERS (rune, sgx-tools, containerd-shim-rune-v2,
-  rune-signing-server, rune-device-plugin, and verdictd and verdict once they are there), started as the checkout's
+  rune-signing-server, rune-device-plugin, verdictd, verdict, epm), started as the checkout's
   are (-I -S, the environment's site-packages put on sys.path by the launcher itself);
-- systemd units: rune-device-plugin.service, and verdictd.service when the verdictd command exists
+- systemd units: rune-device-plugin.service, verdictd.service and epm.service when their commands exist
   (SEAM: it is packaged as soon as inclavare.cli.verdictd is in LAUNCHERS; nothing to change here);
 - /etc/inclavare-containers/config.toml, the shim's default configuration (a conffile);
 - docs under /usr/share/doc/inclavare-containers.
