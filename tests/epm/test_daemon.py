@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -197,3 +199,45 @@ def test_toml_config(tmp_path: Path) -> None:
     finally:
         e.stop()
 
+
+
+def test_other_users_refused(tmp_path: Path) -> None:
+    """SO_PEERCRED: even with the socket opened to everyone, a process of another user gets no answer."""
+    assert os.geteuid() == 0
+    open_dir = Path(tempfile.mkdtemp(prefix="epm-peer-"))  # pytest's tmp_path is 0700 above: unreachable for nobody
+    try:
+        open_dir.chmod(0o755)
+        epm = Epm(write_config(tmp_path, socket=str(open_dir / "run" / "epm.sock")))
+        try:
+            os.chmod(epm.socket, 0o666)
+            os.chmod(os.path.dirname(epm.socket), 0o755)
+            _as_nobody(epm)
+        finally:
+            epm.stop()
+    finally:
+        shutil.rmtree(open_dir)
+
+
+def _as_nobody(epm: Epm) -> None:
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            call(epm.socket, {"op": "ListCache"})
+            msg = b"answered"
+        except EpmError as e:
+            msg = str(e).encode()
+        except BaseException as e:  # noqa: BLE001
+            msg = repr(e).encode()
+        os.write(w, msg)
+        os._exit(0)
+    os.close(w)
+    got = os.read(r, 4096).decode()
+    os.close(r)
+    os.waitpid(pid, 0)
+    # closed without an answer: seen as no JSON, or as a reset or broken pipe when the close beats the request
+    assert got.startswith("epm at") and ("not JSON" in got or "cannot be reached" in got), got
+    assert epm(op="Healthz")["ok"]
