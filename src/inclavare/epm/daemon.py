@@ -90,6 +90,7 @@ class _Handler(socketserver.StreamRequestHandler):
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
+    request_queue_size = 256  # listen(2) backlog: socketserver's 5 makes the 6th concurrent connect fail with EAGAIN
     config: Config
     store: Store
 
