@@ -241,3 +241,19 @@ def _as_nobody(epm: Epm) -> None:
     # closed without an answer: seen as no JSON, or as a reset or broken pipe when the close beats the request
     assert got.startswith("epm at") and ("not JSON" in got or "cannot be reached" in got), got
     assert epm(op="Healthz")["ok"]
+
+
+def test_concurrent_clients(epm: Epm) -> None:
+    """40 clients at once, each saving, reading back and picking its own record."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i: int) -> tuple[str, str]:
+        epm(op="SaveCache", cache={"type": "t", "id": f"c{i}", "subtype": f"s{i}", "options": {"i": i}})
+        got = epm(op="GetCache", type="t", id=f"c{i}")["cache"]
+        picked = epm(op="PickCache", type="t", subtype=f"s{i}")["cache"]
+        return got["options"]["i"], picked["id"]
+
+    with ThreadPoolExecutor(40) as ex:
+        results = list(ex.map(one, range(40)))
+    assert results == [(i, f"c{i}") for i in range(40)]
+    assert epm(op="ListCache")["caches"] == []
