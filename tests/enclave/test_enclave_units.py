@@ -140,3 +140,29 @@ def test_sim_load_refuses_a_file_swapped_between_measuring_and_mounting(tmp_path
     with _pytest.raises(RuneError, match="does not match its signature|changed while"):
         pal.load()  # the files are mounted read-only first and measured after, in the launch child
     assert (b / "rootfs" / "lib" / "data.bin").read_bytes() == b"swapped"  # the swap happened (in the child)
+
+
+def test_the_broker_name_is_resolved_as_the_container_resolves_it(tmp_path):
+    """HOST:PORT: the container's /etc/hosts (a pod's hostAliases) decides, not the node's; the process gets its own
+    root back. Addresses, unix: paths and names the container cannot resolve are left as they are. In a child
+    process: the lookup chroots."""
+    import subprocess
+    import sys
+
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "hosts").write_text("192.0.2.77 verdictd.inclavare-system.svc\n2001:db8::7 verdictd-v6\n")
+    (tmp_path / "etc" / "resolv.conf").write_text("")  # no DNS server: only the container's files
+    code = f"""
+import os
+from inclavare.enclave.provision import resolve_in
+root = {str(tmp_path)!r}
+for b in ("verdictd.inclavare-system.svc:1234", "verdictd-v6:1234", "no-such-name.invalid:1", "10.0.0.1:5",
+          "[2001:db8::1]:5", "unix:/run/verdictd/verdictd.sock"):
+    print(resolve_in(root, b))
+print(os.path.exists("/proc/self/status"), os.path.exists(root))
+"""
+    src = os.path.join(os.path.dirname(__file__), "..", "..", "src")
+    p = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {src!r})\n{code}"],
+                       capture_output=True, text=True, check=True)
+    assert p.stdout.splitlines() == ["192.0.2.77:1234", "[2001:db8::7]:1234", "no-such-name.invalid:1", "10.0.0.1:5",
+                                     "[2001:db8::1]:5", "unix:/run/verdictd/verdictd.sock", "True True"], p

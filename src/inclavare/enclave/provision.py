@@ -117,7 +117,42 @@ def attester(pal):  # noqa: ANN001, ANN201 - the runelet's PAL; returns report_d
     return lambda rd: evidence.quote(lib, rd)
 
 
-def _fetch(req: Request, quote) -> dict[str, bytes]:  # noqa: ANN001
+def resolve_in(rootfs: str, broker: str) -> str:
+    """HOST:PORT with HOST a name: its address as the container resolves it (its /etc/hosts, where the kubelet puts
+    a pod's hostAliases, and its /etc/resolv.conf, the cluster's DNS for a pod), not as the node does: the name of
+    a Service (verdictd.inclavare-system.svc) means nothing to the node's resolver. The lookup runs chrooted in the
+    container's root (glibc's files and dns lookups are part of libc), then the process returns to its own root.
+    unix: addresses, IP addresses and a name the container cannot resolve are left to the connect itself (the
+    node's resolver), whose error names the broker."""
+    import ipaddress
+    import socket
+
+    if broker.startswith("unix:"):
+        return broker
+    host, _, port = broker.rpartition(":")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return broker
+    except ValueError:
+        pass
+    name = host.encode("idna")  # before the chroot: str names would import the idna codec from there
+    old = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.chroot(rootfs)
+        try:
+            infos = socket.getaddrinfo(name, int(port), type=socket.SOCK_STREAM)
+        finally:
+            os.fchdir(old)
+            os.chroot(".")
+    except OSError:
+        return broker
+    finally:
+        os.close(old)
+    family, _, _, _, addr = infos[0]
+    return f"[{addr[0]}]:{port}" if family == socket.AF_INET6 else f"{addr[0]}:{port}"
+
+
+def _fetch(req: Request, quote, rootfs: str = "/") -> dict[str, bytes]:  # noqa: ANN001
     """Attest and fetch in a short-lived child: `cryptography` and `ssl` are loaded there and go with it, so the
     long-lived runelet holds neither (nor the TLS key). The secrets come back over a pipe."""
     import base64
@@ -132,7 +167,7 @@ def _fetch(req: Request, quote) -> dict[str, bytes]:  # noqa: ANN001
             from inclavare.kbs.client import KbsError, fetch_secrets
 
             try:
-                got = fetch_secrets(req.broker, quote, [p for p, _ in req.items], req.pin)
+                got = fetch_secrets(resolve_in(rootfs, req.broker), quote, [p for p, _ in req.items], req.pin)
                 out: dict = {"secrets": {k: base64.b64encode(v).decode() for k, v in got.items()}}
             except (KbsError, VerificationError) as e:
                 out = {"error": f"secret provisioning from {req.broker} was refused: {e}"}
@@ -171,7 +206,7 @@ def provide(req: Request | None, config: dict, rootfs: str, pal) -> None:  # noq
     fetch, mount, write. `req` is what read() found before the launch check (which drops ENCLAVE_* variables)."""
     if req is None:
         return
-    secrets = _fetch(req, attester(pal))
+    secrets = _fetch(req, attester(pal), rootfs)
     user = (config.get("process") or {}).get("user") or {}
     uid, gid = int(user.get("uid", 0)), int(user.get("gid", 0))
     _place(rootfs, req, secrets, uid, gid)
