@@ -16,8 +16,8 @@ payload would, so on a cluster the same name goes through the cluster's DNS.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -103,7 +103,7 @@ def enclave_images(cluster: k.Cluster, k8s_image: d.Image) -> dict[str, str]:
             OTHER: _sign(cluster, other, work / "other-signed.tar", OTHER, key)}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def verdictd(cluster: k.Cluster, enclave_images: dict[str, str]) -> Iterator[Verdictd]:
     """verdictd with the secret app/db/password under policy `app`, which accepts the app image's measurement."""
     from inclavare.tee.sim.platform import load_platform
@@ -149,9 +149,13 @@ def example_pod(c: k.Cluster, image: str, pin: str) -> dict:
     return pod
 
 
-def test_the_example_pod_gets_its_secret_and_another_measurement_none(cluster: k.Cluster, sim_plugin: Plugin,
-                                                                      verdictd: Verdictd) -> None:
-    pin = verdictd.pin()
+def test_the_example_pod_gets_its_secret_from_verdictd_on_the_node(cluster: k.Cluster, sim_plugin: Plugin,
+                                                                   verdictd: Verdictd) -> None:
+    secret_and_refusal(cluster, verdictd.pin(), verdictd.audit)
+
+
+def secret_and_refusal(cluster: k.Cluster, pin: str, audit) -> None:  # noqa: ANN001 - event -> audit lines
+    """The example pod of the app image gets the secret; the same pod of the other image is refused."""
     pod = example_pod(cluster, APP, pin)
     name = pod["metadata"]["name"]
     cluster.apply(pod)
@@ -168,9 +172,9 @@ def test_the_example_pod_gets_its_secret_and_another_measurement_none(cluster: k
         assert out[2].startswith("init-runelet"), p.stdout  # PID 1 is rune's init-runelet: an enclave container
         assert out[3].startswith("tmpfs /run/secrets tmpfs ro,"), p.stdout
         assert out[4] == "0", p.stdout  # the ENCLAVE_SECRETS* settings never reach the payload
-        # the pod was scheduled on the device plugin's resource and got its Allocate answer
+        # the pod was scheduled on the device plugin's resource
         assert running["spec"]["containers"][0]["resources"]["limits"][SIM] == "1"
-        released = verdictd.audit("release")
+        released = audit("release")
         assert [a["resource"] for a in released] == ["app/db/password"], released
         assert released[0]["policy"] == "app" and released[0]["claims"]["simulated"] is True, released
     finally:
@@ -185,11 +189,93 @@ def test_the_example_pod_gets_its_secret_and_another_measurement_none(cluster: k
         assert "secret provisioning from verdictd.inclavare-system.svc:1234 was refused" in msg, msg
         assert "refused by rule 'mr_enclave' of policy app" in msg, msg
         assert refused["status"]["containerStatuses"][0].get("started") is not True, refused["status"]
-        deadline = time.monotonic() + 30
-        while not verdictd.audit("refuse") and time.monotonic() < deadline:
-            time.sleep(0.2)
-        refusals = verdictd.audit("refuse")
-        assert refusals and refusals[0]["rule"] == "mr_enclave" and refusals[0]["resource"] == "app/db/password"
-        assert len(verdictd.audit("release")) == 1  # nothing more was released
+        d.wait_for(lambda: audit("refuse"), 30, "verdictd's refusal in its audit lines")
+        refusals = audit("refuse")
+        assert refusals[0]["rule"] == "mr_enclave" and refusals[0]["resource"] == "app/db/password", refusals
+        assert len(audit("release")) == 1  # nothing more was released
     finally:
         cluster.kubectl("delete", "pod", name, "--wait", "--timeout", "60s", check=False)
+
+
+class VerdictdPod:
+    """deploy/kubernetes's verdictd layout applied as it is (Namespace, the config Secret, the PVC, the Deployment,
+    the Service), its image built here (tests/k8s/node_image.py), with what an operator adds: the key Secret
+    verdictd-key, the sim platform root of the node in the config (a sim test cluster), a volume for the claim (a
+    hostPath PersistentVolume, this node having no storage provisioner); and the host network, as every pod of this
+    node. Secrets and policies are set with `verdict` inside the pod, the audit lines read from its log."""
+
+    NS = "inclavare-system"
+
+    def __init__(self, c: k.Cluster, image_archive: Path, sim_root: bytes) -> None:
+        import tomlkit
+
+        self.c = c
+        c.containerd.ctr("-n", k.NAMESPACE, "images", "import", str(image_archive))
+        o = {p.name: load(p) for p in DEPLOY.glob("*.yaml")}
+        c.apply(o["namespace.yaml"])
+        key = c.base / "verdictd-secrets.key"
+        key.write_bytes(os.urandom(32))
+        c.kubectl("-n", self.NS, "create", "secret", "generic", "verdictd-key", f"--from-file=secrets.key={key}")
+        config = o["verdictd-config-secret.yaml"]
+        toml = tomlkit.parse(config["stringData"]["verdictd.toml"])
+        toml["attestation"]["sim_roots"] = ["sim-root.pem"]  # relative to the file: /etc/verdictd/config
+        config["stringData"] = {"verdictd.toml": tomlkit.dumps(toml), "sim-root.pem": sim_root.decode()}
+        self.volume = c.base / "verdictd-volume"
+        self.volume.mkdir()
+        os.chown(self.volume, 65532, 65532)  # the Deployment's runAsUser and fsGroup
+        pvc = o["verdictd-pvc.yaml"]
+        self.pv = f"verdictd-{c.node}"
+        pv = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": self.pv},
+              "spec": {"capacity": pvc["spec"]["resources"]["requests"], "accessModes": pvc["spec"]["accessModes"],
+                       "hostPath": {"path": str(self.volume), "type": "Directory"}, "storageClassName": "",
+                       "claimRef": {"namespace": self.NS, "name": pvc["metadata"]["name"]},
+                       "persistentVolumeReclaimPolicy": "Retain"}}
+        deployment = o["verdictd-deployment.yaml"]
+        deployment["spec"]["template"]["spec"].update(hostNetwork=True, dnsPolicy="Default")
+        c.apply([pv, config, pvc, deployment, o["verdictd-service.yaml"]])
+        p = c.kubectl("-n", self.NS, "rollout", "status", "deployment/verdictd", "--timeout", "180s", check=False,
+                      timeout=200)
+        assert p.returncode == 0, (p.stdout, p.stderr, c.kubectl("-n", self.NS, "get", "pods", "-o", "yaml").stdout,
+                                   c.kubectl("-n", self.NS, "logs", "deploy/verdictd", check=False).stdout)
+
+    def verdict(self, *args: str, input: str | None = None) -> str:
+        flags = ["-i"] if input is not None else []
+        return self.c.kubectl("-n", self.NS, "exec", *flags, "deploy/verdictd", "--", "verdict", *args,
+                              input=input).stdout
+
+    def pin(self) -> str:
+        return next(line.split()[1] for line in self.verdict("status").splitlines()
+                    if line.startswith("tls_spki_sha256"))
+
+    def audit(self, event: str) -> list[dict]:
+        text = self.c.kubectl("-n", self.NS, "logs", "deploy/verdictd").stdout
+        lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+        return [a for a in lines if a.get("event") == event]
+
+    def delete(self) -> None:
+        self.c.kubectl("delete", "namespace", self.NS, "--wait", "--timeout", "120s", check=False, timeout=150)
+        self.c.kubectl("delete", "pv", self.pv, "--wait", "--timeout", "60s", check=False)
+
+
+@pytest.fixture
+def verdictd_pod(cluster: k.Cluster, enclave_images: dict[str, str]) -> Iterator[VerdictdPod]:
+    from tests.k8s import node_image
+    from tests.packages.test_packages import make
+
+    from inclavare.tee.sim.platform import load_platform
+
+    archive = node_image.build(cluster.base / "node-image", make("deb"))
+    v = VerdictdPod(cluster, archive, load_platform(cluster.base / "shim" / "sim").root_ca_pem)
+    try:
+        v.verdict("set-policy", "app", "--reference", "/dev/stdin",
+                  input=json.dumps({"allow_simulated": True, "mr_enclave": [enclave_images[APP]]}))
+        v.verdict("set-secret", "app/db/password", "--stdin", "--policy", "app", input=SECRET)
+        yield v
+    finally:
+        v.delete()
+
+
+def test_the_example_pod_gets_its_secret_from_the_verdictd_deployment(cluster: k.Cluster, sim_plugin: Plugin,
+                                                                      verdictd_pod: VerdictdPod) -> None:
+    secret_and_refusal(cluster, verdictd_pod.pin(), verdictd_pod.audit)
+    assert "Traceback" not in cluster.kubectl("-n", VerdictdPod.NS, "logs", "deploy/verdictd").stdout
