@@ -7,12 +7,15 @@ What it holds (one staging tree for both formats, build/packages/root):
 - /usr/bin/<launcher> for each command of inclavare.launcher.LAUNCHERS (rune, sgx-tools, containerd-shim-rune-v2,
   rune-signing-server, rune-device-plugin, verdictd, verdict, epm), started as the checkout's
   are (-I -S, the environment's site-packages put on sys.path by the launcher itself);
-- systemd units: rune-device-plugin.service, verdictd.service and epm.service when their commands exist
-  (SEAM: it is packaged as soon as inclavare.cli.verdictd is in LAUNCHERS; nothing to change here);
-- /etc/inclavare-containers/config.toml, the shim's default configuration (a conffile);
+- systemd units: rune-device-plugin.service, verdictd.service (its runtime, state and log directories
+  /run/verdictd, /var/lib/verdictd, /var/log/verdictd made by systemd) and epm.service;
+- /etc/inclavare-containers/config.toml, the shim's default configuration, and /etc/verdictd/verdictd.toml,
+  verdictd's (conffiles);
 - docs under /usr/share/doc/inclavare-containers.
 The maintainer scripts (packaging/deb) make the enclave signing key on first install and remove the environment (and,
-on purge, /etc/inclavare-containers and /var/lib/inclavare-containers) so that nothing is left.
+on purge, /etc/inclavare-containers, /var/lib/inclavare-containers and verdictd's /etc/verdictd with its key,
+/var/lib/verdictd with its records and /var/log/verdictd) so that nothing is left. `dpkg -r` keeps the
+configuration and verdictd's records and audit log, as Debian keeps a package's data until purge.
 
     python3 packaging/build.py deb|rpm
 
@@ -44,6 +47,7 @@ VENV = f"{LIB}/venv"
 SITE = f"{VENV}/lib/{PY}/site-packages"
 OUT = REPO / "build" / "packages"
 ROOT = OUT / "root"
+VERDICTD_CONFIG = "/etc/verdictd/verdictd.toml"
 UNITS = {"rune-device-plugin.service": "rune-device-plugin", "verdictd.service": "verdictd", "epm.service": "epm"}
 DOCS = ("README.md", "docs/kubernetes.md", "docs/enclave-containers.md", "docs/shim.md", "docs/attestation.md")
 SUMMARY = "Confidential-computing container runtime: rune, containerd-shim-rune-v2, device plugin, key broker"
@@ -113,6 +117,9 @@ def stage() -> None:
     etc = ROOT / "etc" / NAME
     etc.mkdir(parents=True)
     shutil.copy(REPO / "packaging/config.toml", etc / "config.toml")
+    if "verdictd" in LAUNCHERS:
+        (ROOT / "etc/verdictd").mkdir()
+        shutil.copy(REPO / "packaging/verdictd.toml", ROOT / VERDICTD_CONFIG.lstrip("/"))
     doc = ROOT / "usr/share/doc" / NAME
     doc.mkdir(parents=True)
     for f in DOCS:
@@ -121,6 +128,10 @@ def stage() -> None:
     for p in ROOT.rglob("*"):
         if not p.is_symlink():
             os.chmod(p, 0o755 if p.is_dir() or os.access(p, os.X_OK) else 0o644)
+
+
+def conffiles() -> list[str]:
+    return [f"/etc/{NAME}/config.toml", *([VERDICTD_CONFIG] if (ROOT / VERDICTD_CONFIG.lstrip("/")).exists() else [])]
 
 
 def deb() -> Path:
@@ -134,7 +145,7 @@ def deb() -> Path:
         f"Description: {SUMMARY}\n rune is an OCI runtime, a drop-in for runc, that also runs enclave containers;\n"
         " containerd-shim-rune-v2 signs and converts images; rune-device-plugin advertises enclave resources to\n"
         " the kubelet. Python dependencies live in a private environment under /usr/lib/inclavare-containers.\n")
-    (debian / "conffiles").write_text(f"/etc/{NAME}/config.toml\n")
+    (debian / "conffiles").write_text("".join(f"{c}\n" for c in conffiles()))
     for script in ("postinst", "prerm", "postrm"):
         shutil.copy(REPO / "packaging/deb" / script, debian / script)
         (debian / script).chmod(0o755)
@@ -153,9 +164,9 @@ def rpm() -> Path:
     for p in sorted(ROOT.rglob("*")):
         rel = "/" + str(p.relative_to(ROOT))
         if p.is_dir() and not p.is_symlink():
-            if rel.startswith((LIB, f"/etc/{NAME}", f"/usr/share/doc/{NAME}")):
+            if rel.startswith((LIB, f"/etc/{NAME}", "/etc/verdictd", f"/usr/share/doc/{NAME}")):
                 files.append(f"%dir {rel}")
-        elif rel == f"/etc/{NAME}/config.toml":
+        elif rel in conffiles():
             files.append(f"%config(noreplace) {rel}")
         else:
             files.append(rel)
@@ -184,7 +195,7 @@ cp -a {ROOT}/. %{{buildroot}}/
 %post
 {postinst}
 %postun
-if [ "$1" = 0 ]; then rm -rf {LIB} /var/lib/{NAME}; fi
+if [ "$1" = 0 ]; then rm -rf {LIB} /var/lib/{NAME} /run/verdictd; fi
 
 %files
 {chr(10).join(files)}

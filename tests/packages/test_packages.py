@@ -1,6 +1,7 @@
 """The packages (packaging/build.py): `make deb`, then `dpkg -i` on this machine, the installed commands, a plain and
-a sim enclave container through containerd with the installed containerd-shim-rune-v2, then `dpkg -r` and
-`dpkg --purge` leaving nothing; `make rpm`, its contents read with `rpm -qlp`.
+a sim enclave container through containerd with the installed containerd-shim-rune-v2, verdictd started as its
+systemd unit starts it (in a network namespace of its own, this machine having no systemd) and asked by the
+installed verdict, then `dpkg -r` and `dpkg --purge` leaving nothing; `make rpm`, its contents read with `rpm -qlp`.
 
 The deb case installs on this host (/usr/bin, /usr/lib/inclavare-containers, /etc/inclavare-containers) and removes
 it again; it skips when a package of that name is already installed, which would not be ours to remove.
@@ -22,9 +23,12 @@ pytestmark = pytest.mark.engines
 REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "build" / "packages"
 NAME = "inclavare-containers"
-COMMANDS = ("rune", "sgx-tools", "containerd-shim-rune-v2", "rune-signing-server", "rune-device-plugin")
+COMMANDS = ("rune", "sgx-tools", "containerd-shim-rune-v2", "rune-signing-server", "rune-device-plugin", "verdictd",
+            "verdict")
+UNITS = ("/lib/systemd/system/rune-device-plugin.service", "/lib/systemd/system/verdictd.service")
+VERDICTD_DATA = ("/var/lib/verdictd", "/var/log/verdictd")  # kept by dpkg -r, as a package's data is, until purge
 PLACES = ("/usr/lib/inclavare-containers", "/etc/inclavare-containers", "/var/lib/inclavare-containers",
-          "/lib/systemd/system/rune-device-plugin.service", *(f"/usr/bin/{c}" for c in COMMANDS))
+          "/etc/verdictd", "/run/verdictd", *VERDICTD_DATA, *UNITS, *(f"/usr/bin/{c}" for c in COMMANDS))
 
 
 def make(target: str) -> Path:
@@ -44,6 +48,9 @@ def deb() -> Path:
         pytest.skip("dpkg -i needs root")
     if installed():
         pytest.skip(f"a package {NAME} is already installed on this machine")
+    theirs = [p for p in PLACES if os.path.exists(p)]
+    if theirs:
+        pytest.skip(f"{theirs} exist on this machine already: not ours to remove")
     return make("deb")
 
 
@@ -56,7 +63,10 @@ def test_deb_install_run_remove_purge(deb: Path, tmp_path_factory) -> None:
         for c in COMMANDS:
             assert f"/usr/bin/{c}" in files
             assert open(f"/usr/bin/{c}").readline() == "#!/usr/lib/inclavare-containers/venv/bin/python3.11 -IS\n"
-        assert "/etc/inclavare-containers/config.toml" in files
+        assert "/etc/inclavare-containers/config.toml" in files and "/etc/verdictd/verdictd.toml" in files
+        assert set(UNITS) <= set(files)
+        conffiles = d.run(["dpkg-query", "-W", "-f", "${Conffiles}", NAME]).stdout
+        assert "/etc/inclavare-containers/config.toml" in conffiles and "/etc/verdictd/verdictd.toml" in conffiles
         assert os.path.exists("/etc/inclavare-containers/enclave-signing-key.pem")  # made by postinst
         assert d.run(["/usr/bin/rune", "--version"]).stdout.startswith("rune version ")
         assert "usage: rune-device-plugin" in d.run(["/usr/bin/rune-device-plugin", "--help"]).stdout
@@ -64,14 +74,55 @@ def test_deb_install_run_remove_purge(deb: Path, tmp_path_factory) -> None:
         d.run(["/usr/lib/inclavare-containers/venv/bin/python3.11", "-I", "-c",
                "import grpc, google.protobuf, tomlkit, yaml, jeepney, cryptography, inclavare.k8s.deviceplugin.server"])
         _containers_through_the_installed_shim(tmp_path_factory.mktemp("pkg"))
+        _verdictd_as_its_unit_starts_it()
     finally:
         d.run(["dpkg", "-r", NAME], timeout=300, check=False)
-    left = [p for p in PLACES if os.path.exists(p) and not p.startswith("/etc/")]
+    left = [p for p in PLACES if os.path.exists(p) and not p.startswith("/etc/") and p not in VERDICTD_DATA]
     assert not left, f"dpkg -r left {left}"
     assert os.path.exists("/etc/inclavare-containers/config.toml")  # a conffile stays until purge, as dpkg does
     d.run(["dpkg", "--purge", NAME], timeout=300)
     left = [p for p in PLACES if os.path.exists(p)]
     assert not left and not installed(), f"dpkg --purge left {left}"
+
+
+def _unit(path: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in Path(path).read_text().splitlines() if "=" in line)
+
+
+def _verdictd_as_its_unit_starts_it() -> None:
+    """The unit's ExecStart with the installed configuration, in a network namespace of its own (its listeners
+    127.0.0.1:8080 and :1234 apart from the machine's); the installed verdict reaches it on the default admin
+    socket, it made its key (0600), records and audit log; stopped by its PID. systemd would make /run/verdictd
+    and remove it at the stop (RuntimeDirectory): the test does both."""
+    import shlex
+    import uuid
+
+    unit = _unit("/lib/systemd/system/verdictd.service")
+    assert (unit["RuntimeDirectory"], unit["StateDirectory"], unit["LogsDirectory"]) == ("verdictd",) * 3, unit
+    cmd = shlex.split(unit["ExecStart"])
+    assert cmd == ["/usr/bin/verdictd", "--config", "/etc/verdictd/verdictd.toml"], cmd
+    netns = f"rune-pkg-{uuid.uuid4().hex[:8]}"
+    d.run(["ip", "netns", "add", netns])
+    os.makedirs("/run/verdictd", mode=0o755)
+    proc = subprocess.Popen(["nsenter", f"--net=/run/netns/{netns}", "--", "sh", "-c", "ip link set lo up && exec \"$@\"",
+                             "sh", *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        d.wait_for(lambda: proc.poll() is None and subprocess.run(["/usr/bin/verdict", "status"],
+                                                                  capture_output=True).returncode == 0, 60,
+                   "the installed verdictd")
+        status = d.run(["/usr/bin/verdict", "status"]).stdout
+        assert "unix:/run/verdictd/verdictd.sock" in status and "tls_spki_sha256" in status, status
+        d.run(["/usr/bin/verdict", "set-secret", "app/db/password", "--value", "x"])
+        assert "app/db/password" in d.run(["/usr/bin/verdict", "list-secrets"]).stdout
+        assert oct(os.stat("/etc/verdictd/secrets.key").st_mode & 0o777) == "0o600"
+        assert d.run([*cmd, "--check"]).returncode == 0  # the installed configuration, with the key it made
+        audit = Path("/var/log/verdictd/audit.log").read_text()
+        assert '"event": "start"' in audit and '"op": "set_secret"' in audit, audit
+    finally:
+        d.stop_pid(proc.pid)
+        shutil.rmtree("/run/verdictd", ignore_errors=True)
+        subprocess.run(["ip", "netns", "del", netns], capture_output=True)
+    assert proc.stderr is not None and b"Traceback" not in proc.stderr.read()
 
 
 def _containers_through_the_installed_shim(base: Path) -> None:
@@ -116,11 +167,11 @@ def test_rpm_contents() -> None:
     for c in COMMANDS:
         assert f"/usr/bin/{c}" in files
     assert "/etc/inclavare-containers/config.toml" in files
-    assert "/lib/systemd/system/rune-device-plugin.service" in files
+    assert set(UNITS) <= set(files) and "/etc/verdictd/verdictd.toml" in files
     assert any(f.endswith("/site-packages/inclavare/k8s/deviceplugin/api_pb2.py") for f in files)
     assert any("/site-packages/grpc/" in f for f in files) and any("/site-packages/tomlkit/" in f for f in files)
     config = d.run(["rpm", "-qcp", str(rpm)]).stdout.split()
-    assert config == ["/etc/inclavare-containers/config.toml"]
+    assert sorted(config) == ["/etc/inclavare-containers/config.toml", "/etc/verdictd/verdictd.toml"]
     requires = d.run(["rpm", "-qRp", str(rpm)]).stdout
     assert "/usr/bin/python3.11" in requires
     scripts = d.run(["rpm", "-qp", "--scripts", str(rpm)]).stdout
