@@ -78,7 +78,10 @@ def private_env(python: str, venv: Path, extra: list[str]) -> str:
             run(*wheel_cmd)  # no setuptools (or no wheel support) here: pip fetches them for the build
         wheel = next(Path(wheels).glob("*.whl"))
         spec = f"{wheel}[{','.join(extra)}]" if extra else str(wheel)
-        run(vpy, "-m", "pip", "install", "-q", "--no-cache-dir", "--disable-pip-version-check", spec)
+        # a PYTHONPATH naming a checkout's src/ (where a build leaves inclavare.egg-info) makes pip take the package
+        # as installed already and leave it out of the environment: pip runs without it
+        clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE")}
+        run(vpy, "-m", "pip", "install", "-q", "--no-cache-dir", "--disable-pip-version-check", spec, env=clean)
     # the environment is run, never managed: no pip, no activation scripts, no console scripts naming its path
     run(vpy, "-m", "pip", "uninstall", "-q", "-y", "pip", "setuptools")
     for p in (venv / "bin").iterdir():

@@ -18,14 +18,16 @@ from pathlib import Path
 from tests.engines import daemons as d
 
 REF = "docker.io/inclavare-containers/node-installer:0.1.0"
-ROOTS = ("python3.11", "libseccomp2")  # the .deb's Depends (packaging/build.py)
 SKIP_PACKAGES = ("perl", "libperl", "dpkg", "tar", "install-info", "mailcap", "mime-support", "media-types")
 SKIP_DIRS = ("/usr/share/doc", "/usr/share/man", "/usr/share/info", "/usr/share/locale", "/usr/share/lintian")
 
 
-def packages() -> list[str]:
+def packages(deb: Path) -> list[str]:
+    """The installed Debian packages apt would pull in for the .deb's Depends (python3.11, libseccomp2)."""
+    depends = d.run(["dpkg-deb", "-f", str(deb), "Depends"]).stdout
+    roots = [dep.split()[0] for dep in depends.split(",") if dep.strip()]
     out = d.run(["apt-cache", "depends", "--recurse", "--installed", "--no-recommends", "--no-suggests",
-                 "--no-conflicts", "--no-breaks", "--no-replaces", "--no-enhances", *ROOTS]).stdout
+                 "--no-conflicts", "--no-breaks", "--no-replaces", "--no-enhances", *roots]).stdout
     names = {line.strip() for line in out.splitlines() if line and not line.startswith(" ")}
     return sorted(n for n in names if not n.startswith(SKIP_PACKAGES) and not n.startswith("<"))
 
@@ -79,7 +81,7 @@ def build(work: Path, deb: Path) -> Path:
             target = os.readlink(f"/{link}")
             (rootfs / target.lstrip("/")).mkdir(parents=True, exist_ok=True)
             os.symlink(target, rootfs / link)
-    for pkg in packages():
+    for pkg in packages(deb):
         for f in d.run(["dpkg-query", "-L", pkg]).stdout.splitlines():
             if f.startswith("/") and not f.startswith(SKIP_DIRS) and not f.startswith(("/bin/", "/sbin/")):
                 _copy(f, rootfs)
