@@ -36,6 +36,7 @@ BIN = REPO / "bin"
 SECRET = "correct horse battery staple"
 APP = "docker.io/library/rune-k8s-app-enclave:latest"
 OTHER = "docker.io/library/rune-k8s-other-enclave:latest"
+ROTATED = "docker.io/library/rune-k8s-app-enclave:new-key"
 
 
 class Verdictd:
@@ -78,17 +79,19 @@ class Verdictd:
         d.stop_pid(self.proc.pid)
 
 
-def _sign(c: k.Cluster, source: Path, dest: Path, ref: str, key: Path) -> str:
-    """sgx-tools sign-image (the kubelet's variables untrusted), imported for the kubelet; its mr_enclave."""
+def _sign(c: k.Cluster, source: Path, dest: Path, ref: str, key: Path) -> dict[str, str]:
+    """sgx-tools sign-image (the kubelet's variables untrusted), imported for the kubelet; its mr_enclave and
+    mr_signer."""
     out = d.run([str(BIN / "sgx-tools"), "sign-image", "--key", str(key), "--untrusted-env", "KUBERNETES_*",
                  f"oci-archive:{source}", f"oci-archive:{dest}:{ref}"]).stdout
     c.containerd.ctr("-n", k.NAMESPACE, "images", "import", str(dest))
-    return next(line.split()[1] for line in out.splitlines() if line.startswith("mr_enclave"))
+    return {line.split()[0]: line.split()[1] for line in out.splitlines() if line.startswith(("mr_enclave", "mr_signer"))}
 
 
 @pytest.fixture(scope="module")
-def enclave_images(cluster: k.Cluster, k8s_image: d.Image) -> dict[str, str]:
-    """The app's image and another one (one more file: another measurement), signed with one key; ref -> mr_enclave."""
+def enclave_images(cluster: k.Cluster, k8s_image: d.Image) -> dict[str, dict[str, str]]:
+    """The app's image and another one (one more file: another measurement), signed with one key, and the app's
+    image signed with a second key (ROTATED); ref -> its mr_enclave and mr_signer."""
     from inclavare.oci import image as oci_image
 
     work = cluster.base / "secret-images"
@@ -99,12 +102,15 @@ def enclave_images(cluster: k.Cluster, k8s_image: d.Image) -> dict[str, str]:
     oci_image.add_layer(img, oci_image.layer_of({"etc/motd": (b"another app\n", 0o644)}), work, "other")
     other = work / "other-oci.tar"
     oci_image.write(img, "oci-archive", str(other), "docker.io/library/other:unsigned")
+    new_key = work / "new-owner.pem"
+    d.run([str(BIN / "sgx-tools"), "gen-key", str(new_key)])
     return {APP: _sign(cluster, k8s_image.oci_archive, work / "app-signed.tar", APP, key),
-            OTHER: _sign(cluster, other, work / "other-signed.tar", OTHER, key)}
+            OTHER: _sign(cluster, other, work / "other-signed.tar", OTHER, key),
+            ROTATED: _sign(cluster, k8s_image.oci_archive, work / "app-new-key.tar", ROTATED, new_key)}
 
 
 @pytest.fixture
-def verdictd(cluster: k.Cluster, enclave_images: dict[str, str]) -> Iterator[Verdictd]:
+def verdictd(cluster: k.Cluster, enclave_images: dict[str, dict[str, str]]) -> Iterator[Verdictd]:
     """verdictd with the secret app/db/password under policy `app`, which accepts the app image's measurement."""
     from inclavare.tee.sim.platform import load_platform
 
@@ -114,7 +120,7 @@ def verdictd(cluster: k.Cluster, enclave_images: dict[str, str]) -> Iterator[Ver
     v = Verdictd(cluster, str(root))
     try:
         reference = v.base / "app-reference.json"
-        reference.write_text(json.dumps({"allow_simulated": True, "mr_enclave": [enclave_images[APP]]}))
+        reference.write_text(json.dumps({"allow_simulated": True, "mr_enclave": [enclave_images[APP]["mr_enclave"]]}))
         v.verdict("set-policy", "app", "--reference", str(reference))
         v.verdict("set-secret", "app/db/password", "--value", SECRET, "--policy", "app")
         yield v
@@ -152,6 +158,40 @@ def example_pod(c: k.Cluster, image: str, pin: str) -> dict:
 def test_the_example_pod_gets_its_secret_from_verdictd_on_the_node(cluster: k.Cluster, sim_plugin: Plugin,
                                                                    verdictd: Verdictd) -> None:
     secret_and_refusal(cluster, verdictd.pin(), verdictd.audit)
+
+
+def test_signing_key_rotation(cluster: k.Cluster, sim_plugin: Plugin, verdictd: Verdictd,
+                              enclave_images: dict[str, dict[str, str]]) -> None:
+    """docs/kubernetes.md's rotation: a policy naming the old key's MRSIGNER refuses the image signed with the new
+    key (rule mr_signer, in the pod's status); with both MRSIGNERs as its reference values (verdict set-reference,
+    no restart) the same image gets its secret."""
+    old, new = enclave_images[APP]["mr_signer"], enclave_images[ROTATED]["mr_signer"]
+    assert old != new and enclave_images[APP]["mr_enclave"] == enclave_images[ROTATED]["mr_enclave"]
+    reference = verdictd.base / "signers.json"
+    reference.write_text(json.dumps({"allow_simulated": True, "mr_signer": [old]}))
+    verdictd.verdict("set-reference", "app", str(reference))
+    pin = verdictd.pin()
+    pod = example_pod(cluster, ROTATED, pin)
+    name = pod["metadata"]["name"]
+    cluster.apply(pod)
+    try:
+        msg = _messages(cluster.wait_pod(name, lambda p: "mr_signer" in _messages(p), timeout=120))
+        assert "refused by rule 'mr_signer' of policy app" in msg, msg
+    finally:
+        cluster.kubectl("delete", "pod", name, "--wait", "--timeout", "60s", check=False)
+    reference.write_text(json.dumps({"allow_simulated": True, "mr_signer": [old, new]}))
+    verdictd.verdict("set-reference", "app", str(reference))
+    pod = example_pod(cluster, ROTATED, pin)
+    name = pod["metadata"]["name"]
+    cluster.apply(pod)
+    try:
+        cluster.wait_pod(name, k.running, timeout=120)
+        p = cluster.kubectl("exec", name, "--", "cat", "/run/secrets/db-password")
+        assert p.stdout == SECRET
+    finally:
+        cluster.kubectl("delete", "pod", name, "--wait", "--timeout", "60s", check=False)
+    rules = {a["rule"] for a in verdictd.audit("refuse")}  # once per attempt: the kubelet retries the refused pod
+    assert rules == {"mr_signer"} and len(verdictd.audit("release")) == 1, verdictd.audit("refuse")
 
 
 def secret_and_refusal(cluster: k.Cluster, pin: str, audit) -> None:  # noqa: ANN001 - event -> audit lines
@@ -258,7 +298,7 @@ class VerdictdPod:
 
 
 @pytest.fixture
-def verdictd_pod(cluster: k.Cluster, enclave_images: dict[str, str]) -> Iterator[VerdictdPod]:
+def verdictd_pod(cluster: k.Cluster, enclave_images: dict[str, dict[str, str]]) -> Iterator[VerdictdPod]:
     from tests.k8s import node_image
     from tests.packages.test_packages import make
 
@@ -268,7 +308,7 @@ def verdictd_pod(cluster: k.Cluster, enclave_images: dict[str, str]) -> Iterator
     v = VerdictdPod(cluster, archive, load_platform(cluster.base / "shim" / "sim").root_ca_pem)
     try:
         v.verdict("set-policy", "app", "--reference", "/dev/stdin",
-                  input=json.dumps({"allow_simulated": True, "mr_enclave": [enclave_images[APP]]}))
+                  input=json.dumps({"allow_simulated": True, "mr_enclave": [enclave_images[APP]["mr_enclave"]]}))
         v.verdict("set-secret", "app/db/password", "--stdin", "--policy", "app", input=SECRET)
         yield v
     finally:
