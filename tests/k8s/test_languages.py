@@ -10,16 +10,23 @@ status.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import secrets
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from tests.e2e import languages as lang
+from tests.e2e.test_language_secrets import RESOURCE, secret_env
 from tests.engines import daemons as d
+from tests.engines.test_shim import _mrsigner_of
 from tests.k8s import cluster as k
 from tests.k8s.conftest import Leftovers, pod_name
 from tests.k8s.test_kubelet import _messages
+from tests.kbs.conftest import Verdictd, allow_sim, launchers  # noqa: F401
 
 from inclavare.oci import image as oci_image
 
@@ -88,34 +95,34 @@ def k8s_example(request: pytest.FixtureRequest, cluster: k.Cluster, owner_key: P
     return K8sExample(request.param, cluster, owner_key)
 
 
-def first_answer(c: k.Cluster, port: int, timeout: float = 120) -> tuple[int, dict, bytes]:
-    """The first answer of / and of /health on port of the node's network, from a client run in the cluster's
-    network namespace (polled until timeout)."""
+def fetch(c: k.Cluster, port: int, paths: list[str], timeout: float = 120) -> list[tuple[int, bytes]]:
+    """The answers to GET of paths on port of the node's network, from a client run in the cluster's network
+    namespace: the first one polled until timeout (the service starting), the others asked once."""
     client = textwrap.dedent(f"""
         import json, sys, time, urllib.request
+        def get(path):
+            with urllib.request.urlopen("http://127.0.0.1:{port}" + path, timeout=5) as r:
+                return [r.status, r.read().decode()]
+        paths = {paths!r}
         deadline = time.monotonic() + {timeout}
         while True:
             try:
-                with urllib.request.urlopen("http://127.0.0.1:{port}/", timeout=2) as r:
-                    status, body = r.status, r.read()
+                first = get(paths[0])
                 break
             except OSError:
                 if time.monotonic() > deadline:
                     sys.exit("no HTTP answer on port {port}")
                 time.sleep(0.05)
-        with urllib.request.urlopen("http://127.0.0.1:{port}/health", timeout=5) as r:
-            health = r.read()
-        print(json.dumps([status, json.loads(body), health.decode()]))
+        print(json.dumps([first] + [get(p) for p in paths[1:]]))
     """)
     p = d.run([*c.wrap, "python3", "-I", "-c", client], check=False, timeout=timeout + 30)
     assert p.returncode == 0, p.stderr
-    status, body, health = json.loads(p.stdout)
-    return status, body, health.encode()
+    return [(status, body.encode()) for status, body in json.loads(p.stdout)]
 
 
-def _web_pod(name: str, ex: K8sExample) -> dict:
-    body = k.pod(name, [], runtime_class="rune", image=ex.plain_ref, env={"ENCLAVE_TYPE": "sim",
-                                                                            "PORT": str(PORTS[ex.name])},
+def _web_pod(name: str, ex: K8sExample, env: dict[str, str] | None = None) -> dict:
+    body = k.pod(name, [], runtime_class="rune", image=ex.plain_ref,
+                 env={"ENCLAVE_TYPE": "sim", "PORT": str(PORTS[ex.name]), **(env or {})},
                  restartPolicy="Never", terminationGracePeriodSeconds=30,
                  volumes=[{"name": "tmp", "emptyDir": {"medium": "Memory"}}])
     container = body["spec"]["containers"][0]
@@ -136,9 +143,9 @@ def test_example_pod_serves_exec_stops_and_leaves_nothing(cluster: k.Cluster, le
         state = json.loads((cluster.runtime_roots["rune"] / cid / "state.json").read_text())
         assert state["enclave"]["type"] == "sim", state.get("enclave")  # signed by the shim at Create
 
-        status, body, health = first_answer(cluster, PORTS[ex.name])
-        assert status == 200 and body["service"] == ex.name, body
-        assert health == b"ok\n"
+        (status, body), health = fetch(cluster, PORTS[ex.name], ["/", "/health"])
+        assert status == 200 and json.loads(body)["service"] == ex.name, body
+        assert health == (200, b"ok\n")
 
         cmd, want = lang.EXEC[ex.name]
         p = cluster.kubectl("exec", name, "--", *cmd, check=False)
@@ -178,3 +185,53 @@ def test_tampered_runtime_file_fails_with_runes_sentence(cluster: k.Cluster, k8s
             "logs", name, check=False).stdout
     finally:
         cluster.kubectl(*del_cmd, check=False)
+
+
+@pytest.fixture
+def broker(cluster: k.Cluster, launchers) -> Iterator[Verdictd]:  # noqa: ANN001, F811
+    """verdictd (tests/kbs) trusting the sim platform of the node's shim ([enclave_runtime] sim_dir), reached by the
+    enclave's init-runelet on its attested-TLS unix socket."""
+    from inclavare.tee.sim.platform import load_platform
+
+    sim_dir = cluster.base / "shim" / "sim"  # the shim's configuration (tests/k8s/conftest.py)
+    load_platform(sim_dir)
+    base = cluster.base / pod_name("vd")
+    base.mkdir()
+    vd = Verdictd(base, [str(sim_dir / "root_ca.pem")]).start()
+    yield vd
+    vd.stop()
+
+
+def test_example_pod_proves_the_token_verdictd_released(cluster: k.Cluster, k8s_example: K8sExample,
+                                                        broker: Verdictd) -> None:
+    """The token is released only to an enclave signed with the shim's key (policy by mr_signer) and the service
+    proves it (an HMAC of a fresh challenge); a policy naming another signer gives nothing: the pod's container
+    is not created and its status carries verdictd's rule."""
+    ex, vd = k8s_example, broker
+    token = secrets.token_hex(24).encode()
+    mr_signer = _mrsigner_of(cluster.base / "shim" / "owner.pem")
+    allow_sim(vd, "shop", mr_signer=[mr_signer])
+    assert vd.verdict("set-secret", RESOURCE, "--value", token.decode(), "--policy", "shop").returncode == 0
+    name = pod_name("secret")
+    cluster.apply(_web_pod(name, ex, secret_env(vd)))
+    challenge = secrets.token_hex(16)
+    try:
+        cluster.wait_pod(name, k.running, timeout=300)
+        (status, body), (_, index) = fetch(cluster, PORTS[ex.name], [f"/proof?challenge={challenge}", "/"])
+        want = hmac.new(token, challenge.encode(), hashlib.sha256).hexdigest()
+        assert (status, json.loads(body)) == (200, {"hmac_sha256": want}), body
+        assert token not in index
+        release = [a for a in vd.audit() if a["event"] == "release"]
+        assert len(release) == 1 and release[0]["claims"]["mr_signer"] == mr_signer, release
+    finally:
+        cluster.kubectl("delete", "pod", name, "--wait", "--timeout", "90s", check=False)
+
+    allow_sim(vd, "shop", mr_signer=["00" * 32])
+    name = pod_name("secret")
+    cluster.apply(_web_pod(name, ex, secret_env(vd)))
+    try:
+        pod = cluster.wait_pod(name, lambda p: "refused by rule 'mr_signer'" in _messages(p), timeout=120)
+        assert pod["status"]["phase"] != "Running", pod["status"]
+    finally:
+        cluster.kubectl("delete", "pod", name, "--wait", "--timeout", "60s", check=False)
+    assert [a for a in vd.audit() if a["event"] == "refuse"], vd.audit()
