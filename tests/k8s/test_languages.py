@@ -202,6 +202,9 @@ def broker(cluster: k.Cluster, launchers) -> Iterator[Verdictd]:  # noqa: ANN001
     vd.stop()
 
 
+# Java's token is proven through Docker and containerd (tests/e2e/test_language_secrets.py); here the two smaller
+# images keep the cluster tests' time down (the Java pod costs about 10 s more per start)
+@pytest.mark.parametrize("k8s_example", ["python-web", "go-web"], indirect=True)
 def test_example_pod_proves_the_token_verdictd_released(cluster: k.Cluster, k8s_example: K8sExample,
                                                         broker: Verdictd) -> None:
     """The token is released only to an enclave signed with the shim's key (policy by mr_signer) and the service
