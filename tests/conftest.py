@@ -127,3 +127,15 @@ def cgroup_leftovers(cid: str) -> list[str]:
         if (ctrl / cid).exists():
             out.append(str(ctrl / cid))
     return out
+
+
+def imported(rune, *args: str) -> set[str]:
+    """The modules a rune command imports (-X importtime, the launcher's -I -S)."""
+    # files, not pipes: a created container keeps rune's stdio open
+    with tempfile.TemporaryFile("w+") as err:
+        p = subprocess.run([sys.executable, "-X", "importtime", "-I", "-S", rune.binary, "--root", str(rune.root),
+                            *args], stdout=subprocess.DEVNULL, stderr=err, text=True, timeout=60)
+        err.seek(0)
+        text = err.read()
+    assert p.returncode == 0, text[-2000:]
+    return {line.rsplit("|", 1)[1].strip() for line in text.splitlines() if line.startswith("import time:")}

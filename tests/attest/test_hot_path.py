@@ -3,25 +3,12 @@ attestation libraries (cryptography, regopy, jwcrypto, cbor2, dcap-qvl) nor incl
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import tempfile
-
-from tests.conftest import new_id
+from tests.conftest import imported, new_id
 
 HEAVY = ("cryptography", "regopy", "jwcrypto", "cbor2", "dcap_qvl", "rfc8785", "inclavare.attest", "inclavare.kbs",
          "inclavare.enclave", "inclavare.tee", "ssl")
 
 
-def imported(rune, *args: str) -> set[str]:
-    # files, not pipes: a created container keeps rune's stdio open
-    with tempfile.TemporaryFile("w+") as err:
-        p = subprocess.run([sys.executable, "-X", "importtime", "-I", "-S", rune.binary, "--root", str(rune.root),
-                            *args], stdout=subprocess.DEVNULL, stderr=err, text=True, timeout=60)
-        err.seek(0)
-        text = err.read()
-    assert p.returncode == 0, text[-2000:]
-    return {line.rsplit("|", 1)[1].strip() for line in text.splitlines() if line.startswith("import time:")}
 
 
 def test_plain_container_lifecycle_imports_no_attestation_code(rune):

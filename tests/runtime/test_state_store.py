@@ -6,23 +6,12 @@ the config inside, still starts, runs its hooks and deletes."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import tempfile
 
-from tests.conftest import new_id
+from tests.conftest import imported, new_id
 
 CONFIG_MODULES = {"inclavare.oci.config", "inclavare.oci.spec", "inclavare.runtime.create", "inclavare.runtime.init", "json"}
 
 
-def imported(rune, *args: str) -> set[str]:
-    with tempfile.TemporaryFile("w+") as err:
-        p = subprocess.run([sys.executable, "-X", "importtime", "-I", "-S", rune.binary, "--root", str(rune.root),
-                            *args], stdout=subprocess.DEVNULL, stderr=err, text=True, timeout=60)
-        err.seek(0)
-        text = err.read()
-    assert p.returncode == 0, text[-2000:]
-    return {line.rsplit("|", 1)[1].strip() for line in text.splitlines() if line.startswith("import time:")}
 
 
 def test_state_json_holds_no_config(rune):

@@ -181,12 +181,7 @@ def load_platform(directory: str | os.PathLike[str] | None = None, create: bool 
     except (OSError, ValueError) as e:
         raise RuneError(f"the sim platform identity in {d} is unreadable or incomplete ({e}); remove the directory to create a new one") from None
     unreadable = f"the sim platform keys in {d} are unreadable; remove the directory to create a new one"
-    if not isinstance(meta, dict):
-        raise RuneError(unreadable)
-    host = _host_id()
-    if meta.get("host") and host and meta["host"] != host:
-        raise RuneError(f"the sim platform identity in {d} was created on another host (machine-id differs); "
-                        f"remove it or set {ENV_DIR} so that hosts never share one by accident")
+    _check_meta(meta, d, unreadable)
     try:
         q = serialization.load_pem_private_key(data["quoting.key"], None)
         p = serialization.load_pem_private_key(data["pck.key"], None)
@@ -223,6 +218,16 @@ def _pem_der(pem: bytes, label: bytes) -> bytes:
     return binascii.a2b_base64(b"".join(body.split()))
 
 
+def _check_meta(meta: object, d: Path, unreadable: str) -> None:
+    """platform.json is an object, made on this host (a copied platform directory would share its secret)."""
+    if not isinstance(meta, dict):
+        raise RuneError(unreadable)
+    host = _host_id()
+    if meta.get("host") and host and meta["host"] != host:
+        raise RuneError(f"the sim platform identity in {d} was created on another host (machine-id differs); "
+                        f"remove it or set {ENV_DIR} so that hosts never share one by accident")
+
+
 def load_keys(directory: str | os.PathLike[str] | None = None) -> PlatformKeys:
     """The platform's secret, CPUSVN, quoting key and quote template, as a launch needs them: files read, nothing
     parsed with `cryptography`. The first use on a platform (no identity, or none of its quote template yet) goes
@@ -239,12 +244,7 @@ def load_keys(directory: str | os.PathLike[str] | None = None) -> PlatformKeys:
     except (OSError, ValueError) as e:
         raise RuneError(f"the sim platform identity in {d} is unreadable or incomplete ({e}); remove the directory to "
                         f"create a new one") from None
-    if not isinstance(meta, dict):
-        raise RuneError(unreadable)
-    host = _host_id()
-    if meta.get("host") and host and meta["host"] != host:
-        raise RuneError(f"the sim platform identity in {d} was created on another host (machine-id differs); "
-                        f"remove it or set {ENV_DIR} so that hosts never share one by accident")
+    _check_meta(meta, d, unreadable)
     try:
         cpu_svn = bytes.fromhex(meta["cpu_svn"])
         der = _pem_der(qkey, b"PRIVATE KEY")
