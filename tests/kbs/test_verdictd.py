@@ -258,7 +258,9 @@ def test_bad_configs(tmp_path):
     assert "not valid TOML" in check("x = [")
     assert "unknown key 'frob'" in check("frob = 1")
     assert "max_body must be positive" in check("[limits]\nmax_body = 0\n")
-    assert "is not a readable PEM certificate" in check(f'state_dir = "{tmp_path}/s"\n[attestation]\nsim_roots = ["nope.pem"]\n')
+    assert "is not a readable PEM certificate" in check(f'state_dir = "{tmp_path}/s"\naudit_log = "{tmp_path}/log/a"\n'
+                                                        '[attestation]\nsim_roots = ["nope.pem"]\n')
+    assert not (tmp_path / "s").exists() and not (tmp_path / "log").exists()  # nothing left behind
     p = subprocess.run([str(REPO / "bin" / "verdictd"), "--config", str(tmp_path / "missing.toml")],
                        capture_output=True, text=True)
     assert p.returncode == 1 and "cannot read the verdictd config" in p.stderr

@@ -70,11 +70,11 @@ class Verdictd:
         from inclavare.kbs.rcar import Rcar
 
         c = self.cfg
+        self.verifier = build_verifier(c)  # first: a bad attestation setting leaves no state directory or log behind
         c.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.store = Store(c.state_dir, load_key(c.key_file))
         self.store.load()
         self.audit = Audit(c.audit_log)
-        self.verifier = build_verifier(c)
         self.broker = Broker(self.store, self.audit)
         self.tokens = TokenIssuer(self._key_pem("token", lambda: TokenIssuer().pem()))
         tls_key = serialization.load_pem_private_key(self._key_pem("tls", _new_ec_pem), None)
