@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,8 +46,7 @@ class Verdictd:
     def __init__(self, c: k.Cluster, sim_root: str) -> None:
         import tomlkit
 
-        self.base = c.base / "verdictd"
-        self.base.mkdir()
+        self.base = Path(tempfile.mkdtemp(prefix="verdictd-", dir=c.base))  # one per test: the fixture is per test
         secret = load(DEPLOY / "verdictd-config-secret.yaml")
         conf = tomlkit.parse(secret["stringData"]["verdictd.toml"])
         conf["state_dir"] = str(self.base / "state")
