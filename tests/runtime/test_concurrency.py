@@ -61,6 +61,8 @@ def test_20_commands_racing_on_one_id(rune):
             argv = [*args, cid, "true"] if args[0] == "exec" else [*args, cid]
             p = rune(*argv)
             lines = p.stderr.splitlines()
+            if args[0] == "exec" and p.returncode in (128 + 9, 128 + 15) and not p.stderr:
+                return ""  # the exec'd program killed with the container by the racing kill or delete --force (as runc)
             if "Traceback" in p.stderr or (p.returncode and len(lines) != 1) or len(lines) > 1:
                 return f"{argv}: {p.returncode} {p.stderr!r}"
             if args[0] == "state" and p.returncode == 0:
