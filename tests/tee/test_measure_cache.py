@@ -42,6 +42,17 @@ def _same_times(path: Path, st: os.stat_result) -> None:
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
 
 
+def _lookalike(path: Path, dest: Path, index: int) -> os.stat_result:
+    """dest: path's bytes with one bit flipped at index, its mode and times; returns path's stat."""
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[index] ^= 1
+    dest.write_bytes(data)
+    os.chmod(dest, st.st_mode & 0o7777)
+    _same_times(dest, st)
+    return st
+
+
 def content_with_mtime_restored(path: Path, tmp: Path) -> None:
     st = path.stat()
     data = bytearray(path.read_bytes())
@@ -63,13 +74,8 @@ def renamed_over(path: Path, tmp: Path) -> None:
 
 
 def hard_link_swapped_in(path: Path, tmp: Path) -> None:
-    st = path.stat()
     other = tmp / "outside"
-    data = bytearray(path.read_bytes())
-    data[0] ^= 1
-    other.write_bytes(data)
-    os.chmod(other, st.st_mode & 0o7777)
-    _same_times(other, st)
+    _lookalike(path, other, 0)
     link = path.with_name(".link")
     os.link(other, link)
     os.rename(link, path)
@@ -123,13 +129,8 @@ def test_a_bind_mount_over_a_trusted_file_is_refused(rootfs: Path, tmp_path: Pat
 
     warm(rootfs)
     target = rootfs / TARGET
-    st = target.stat()
     other = tmp_path / "over"
-    data = bytearray(target.read_bytes())
-    data[7] ^= 1
-    other.write_bytes(data)
-    os.chmod(other, st.st_mode & 0o7777)
-    _same_times(other, st)
+    _lookalike(target, other, 7)
     syscalls.mount(str(other), str(target), None, syscalls.MS_BIND)
     try:
         with pytest.raises(RuneError, match="content of the trusted file /bin/app"):
