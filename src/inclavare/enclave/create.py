@@ -36,6 +36,7 @@ class Prepared:
 
         signed = self.cfg.type == "sim" and sim_runtime.is_signed(ctx.rootfs, self.config)
         runelet = Runelet(self.cfg, state_dir, self.config, sim_dir, signed)
+        runelet.rootfs = ctx.rootfs
         ctx.pre_namespaces = runelet.prepare_host
         ctx.pre_pivot = runelet.load
         ctx.pre_ready = runelet.init

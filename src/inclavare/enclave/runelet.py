@@ -51,6 +51,8 @@ class Runelet:
         self.running = False
         self.pids: set[int] = set()
         self.lock = None  # threading.Lock, made in load
+        self.rootfs: str | None = None  # the container's rootfs (host path), set by enclave/create.py
+        self.bundle = None  # bundle_cache.Lookup: epm's bundle cache for a signed sim image, when epm serves
 
     # --- pre_namespaces: in the host's namespaces, before the init enters the container's --------------------
     def prepare_host(self) -> None:
@@ -69,6 +71,11 @@ class Runelet:
 
         if self.cfg.type == SIM and (not self.cfg.runtime_path or self.signed):
             sim_runtime.preimport()  # the launch check's modules; a PAL over an unsigned image needs none of them
+        if self.cfg.type == SIM and self.signed and self.rootfs is not None:
+            from inclavare.enclave import bundle_cache
+
+            # here, where epm's socket is reachable: the connection serves the launch child's save too
+            self.bundle = bundle_cache.lookup(self.rootfs, self.cfg.type, self.cfg.runtime_path)
         self.listener = agent.listen(self.state_dir)
 
     # --- pre_pivot -------------------------------------------------------------------------------------------
@@ -88,20 +95,26 @@ class Runelet:
         from inclavare.enclave import provision
 
         secrets = provision.read(self.config)  # ENCLAVE_SECRETS*, read before the launch check drops ENCLAVE_* env
-        if self.cfg.runtime_path:
-            from inclavare.enclave import pal
+        try:
+            if self.cfg.runtime_path:
+                from inclavare.enclave import pal
 
-            if self.cfg.type == SIM:
+                if self.cfg.type == SIM:
+                    from inclavare.enclave import sim_runtime
+
+                    if sim_runtime.is_signed(ctx.rootfs, self.config):
+                        sim_runtime.verify_image(ctx.rootfs, self.sim_dir, self.config, bundle=self.bundle)
+                self.pal = pal.load(self.cfg.runtime_path)
+            else:
                 from inclavare.enclave import sim_runtime
 
-                if sim_runtime.is_signed(ctx.rootfs, self.config):
-                    sim_runtime.verify_image(ctx.rootfs, self.sim_dir, self.config)
-            self.pal = pal.load(self.cfg.runtime_path)
-        else:
-            from inclavare.enclave import sim_runtime
-
-            self.pal = sim_runtime.SimPal(ctx.rootfs, self.config, self.sim_dir)
-            self.pal.load()
+                self.pal = sim_runtime.SimPal(ctx.rootfs, self.config, self.sim_dir)
+                self.pal.bundle = self.bundle
+                self.pal.load()
+        finally:
+            if self.bundle is not None:
+                self.bundle.close()  # epm's connection never reaches the container's processes
+                self.bundle = None
         provision.provide(secrets, self.config, ctx.rootfs, self.pal)  # attest to verdictd, mount the secrets
 
     # --- pre_ready -------------------------------------------------------------------------------------------

@@ -40,18 +40,28 @@ def is_signed(rootfs: str, config: dict) -> bool:
 
 
 def verify_image(rootfs: str, sim_dir: str | None, config: dict | None = None,  # noqa: ANN201 - LaunchedEnclave
-                 signed: tuple | None = None):
+                 signed: tuple | None = None, bundle=None):  # noqa: ANN001 - bundle_cache.Lookup
     """The launch check; with the bundle `config`, also its process against the manifest (entry point, arguments,
     environment), whose process.env becomes the environment the payload gets. `signed`: the signed image as
-    read_signed_image read it, when the caller has (after pinning its files)."""
-    from inclavare.tee.sim.launch import LaunchPolicy, check_process, launch_check
-    from inclavare.tee.sim.measure_cache import open_cache
+    read_signed_image read it, when the caller has (after pinning its files). `bundle`: what epm holds for this
+    enclave (bundle_cache.lookup), used instead of the host's measurements.json when epm serves."""
+    from inclavare.tee.sim.launch import LaunchPolicy, check_process, launch_check, read_signed_image
 
     mounts = tuple(m.get("destination", "") for m in (config or {}).get("mounts") or () if isinstance(m, dict))
-    cache = open_cache(sim_dir)
+    if bundle is not None:
+        from inclavare.enclave import bundle_cache
+
+        signed = signed if signed is not None else read_signed_image(rootfs)
+        cache = bundle_cache.measurements(bundle, rootfs, signed)
+    else:
+        from inclavare.tee.sim.measure_cache import open_cache
+
+        cache = open_cache(sim_dir)
     launched = launch_check(rootfs, policy=LaunchPolicy.for_host(sim_dir), sim_dir=sim_dir, mounts=mounts,
                             cache=cache, signed=signed)
     cache.save()  # only what this launch hashed and accepted
+    if bundle is not None:
+        bundle_cache.save(bundle, rootfs, signed, cache)
     if config is not None:
         process = config.setdefault("process", {})
         process["env"] = check_process(launched.config, process, rootfs)
@@ -101,6 +111,7 @@ class SimPal:
         self.untrusted_env: list[str] = []
         self.trusted: list[str] = []
         self.measured: frozenset[str] | None = None  # real paths of the measured files, seen after pivot_root
+        self.bundle = None  # bundle_cache.Lookup: epm's record for this enclave, when epm serves
 
     # before pivot_root
     def load(self) -> None:
@@ -119,7 +130,7 @@ class SimPal:
         if pid == 0:  # the launch child: everything heavy happens here and goes with it
             os.close(r)
             try:
-                out = _launch(self.rootfs, self.config, self.sim_dir)
+                out = _launch(self.rootfs, self.config, self.sim_dir, self.bundle)
             except RuneError as e:
                 out = {"error": str(e)}
             except BaseException as e:  # noqa: BLE001
@@ -302,7 +313,7 @@ def _real_paths(paths: list[str]) -> frozenset[str]:
     return frozenset(out)
 
 
-def _launch(rootfs: str, config: dict, sim_dir: str | None) -> dict:
+def _launch(rootfs: str, config: dict, sim_dir: str | None, bundle=None) -> dict:  # noqa: ANN001
     """In the launch child: mount the verified files read-only, check, and hand back what the runelet keeps."""
     from inclavare.linux import syscalls
     from inclavare.tee.sim import evidence
@@ -326,7 +337,7 @@ def _launch(rootfs: str, config: dict, sim_dir: str | None) -> dict:
     signed = read_signed_image(rootfs)
     memo: dict[str, str] = {}
     pin([host_path(rootfs, p, memo) for p in signed[0].trusted_files])
-    launched = verify_image(rootfs, sim_dir, config, signed)
+    launched = verify_image(rootfs, sim_dir, config, signed, bundle)
     ev = evidence.make(load_keys(sim_dir), launched.identity)
     return {"env": config["process"]["env"], "env_defaults": launched.config.env,
             "untrusted_env": list(launched.config.untrusted_env), "trusted": list(launched.config.trusted_files),

@@ -58,6 +58,9 @@ def handle(store: Store, req: object) -> dict:
                                   f"Healthz (got {op!r})"}
 
 
+FOLLOW_UP_TIMEOUT = 120.0  # seconds a connection may wait between requests (a cold launch hashes between two)
+
+
 class _Handler(socketserver.StreamRequestHandler):
     server: _Server
 
@@ -68,24 +71,30 @@ class _Handler(socketserver.StreamRequestHandler):
         if uid not in (0, os.geteuid()):
             return
         s.settimeout(self.server.config.io_timeout)
-        try:
-            line = self.rfile.readline(self.server.config.max_entry_bytes + 1)
-        except OSError:
-            return
-        if len(line) > self.server.config.max_entry_bytes:
-            resp = {"ok": False, "error": f"the request is larger than max_entry_bytes "
-                                          f"({self.server.config.max_entry_bytes})"}
-        else:
+        limit = self.server.config.max_entry_bytes
+        while True:  # one request after another on one connection (rune's launch: GetCache, later SaveCache)
             try:
-                req = json.loads(line)
-            except ValueError:
-                resp = {"ok": False, "error": "the request is not JSON"}
+                line = self.rfile.readline(limit + 1)
+            except OSError:
+                return
+            if not line:
+                return
+            if len(line) > limit:
+                resp = {"ok": False, "error": f"the request is larger than max_entry_bytes ({limit})"}
             else:
-                resp = handle(self.server.store, req)
-        try:
-            s.sendall(json.dumps(resp, separators=(",", ":")).encode() + b"\n")
-        except OSError:
-            pass
+                try:
+                    req = json.loads(line)
+                except ValueError:
+                    resp = {"ok": False, "error": "the request is not JSON"}
+                else:
+                    resp = handle(self.server.store, req)
+            try:
+                s.sendall(json.dumps(resp, separators=(",", ":")).encode() + b"\n")
+            except OSError:
+                return
+            if len(line) > limit or not line.endswith(b"\n"):
+                return  # the rest of an oversized line is not a request
+            s.settimeout(max(self.server.config.io_timeout, FOLLOW_UP_TIMEOUT))
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):

@@ -1,0 +1,213 @@
+"""The sim enclave's bundle cache in epm: which inodes of a signed rootfs the launch check has measured, so that a
+launch finds them unchanged without reading them again, and without the host-wide measurements.json.
+
+One epm cache per (rootfs, signed enclave, enclave runtime): type `bundle-cache.sim`, id the SHA-256 of the rootfs
+directory's st_dev:st_ino, the SIGSTRUCT's bytes and the enclave type and runtime path. Its options:
+
+    {"format": 1,
+     "binding": {"rootfs": "DEV:INO", "mrenclave": HEX, "mrsigner": HEX, "enclave": "TYPE:RUNTIME_PATH"},
+     "keys": HEX}   # per trusted file, in the manifest's order: 32 hex digits, the first 16 bytes of the SHA-256
+                    # of its measure_cache.key (st_dev, st_ino, st_ctime_ns, size, mtime, mode, owner, links) when
+                    # the launch check matched it with the manifest's digest; 32 zeros when not recorded
+
+What the launch does with it, in the launch child (after the manifest, the SIGSTRUCT and the trusted files are
+pinned read-only): the record is used only when its binding is this launch's - the rootfs it opened, the MRENCLAVE
+of the manifest it read (measured again) equal to the SIGSTRUCT's enclave_hash, that SIGSTRUCT's MRSIGNER, this
+enclave type and runtime - and its key list has one entry per trusted file. Then a trusted file's digest is taken
+as the manifest's only when the file the launch opens has exactly the recorded key (measure_cache's argument: the
+kernel moves ctime at every change of the inode, and another inode is another st_dev/st_ino); any other file is
+hashed. The launch check itself runs in full every time (signature, MRENCLAVE, every file's size, mode, owner,
+links, the tree, the process): the record can only spare reading a file that has not changed since it was measured.
+A record that is malformed, for another rootfs or enclave, or from an epm that is not root is not used (a debug
+line says why) and the launch is cold: every file hashed, the record saved again.
+"""
+
+from __future__ import annotations
+
+import os
+
+TYPE = "bundle-cache.sim"
+FORMAT = 1
+_NONE = "0" * 32
+
+
+def _hkey(k: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(k.encode()).hexdigest()[:32]
+
+
+class Lookup:
+    """What `rune create`'s init found in epm, in the host's namespaces, before the container's exist."""
+
+    def __init__(self, session, cache_id: str, record: dict | None, enclave: str) -> None:  # noqa: ANN001
+        self.session = session
+        self.id = cache_id
+        self.record = record
+        self.enclave = enclave
+        self.binding: dict | None = None  # this launch's, once the launch child has read the pinned image
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+
+def lookup(rootfs: str, enclave_type: str, runtime_path: str) -> Lookup | None:
+    """Connect to epm and fetch this rootfs's record (None: no epm, rune starts cold with its local cache)."""
+    from inclavare.enclave import epm_client
+
+    session = epm_client.connect()
+    if session is None:
+        return None
+    import hashlib
+
+    from inclavare.tee.sim.image import SIGSTRUCT, enclave_dir
+
+    enclave = f"{enclave_type}:{runtime_path}"
+    try:
+        st = os.stat(rootfs)
+        with open(enclave_dir(rootfs) / SIGSTRUCT, "rb") as f:
+            sig = f.read(4096)
+    except OSError:
+        session.close()
+        return None  # the launch check says what is missing
+    h = hashlib.sha256(f"{TYPE}:{FORMAT}:{st.st_dev}:{st.st_ino}:{enclave}:".encode())
+    h.update(sig)
+    cache_id = h.hexdigest()
+    try:
+        rec = session.call({"op": "GetCache", "type": TYPE, "id": cache_id}).get("cache")
+    except epm_client.EpmError as e:
+        epm_client.debug(f"{e}: the enclave starts cold")
+        session.close()
+        return None
+    if rec is None:
+        epm_client.debug(f"epm has no bundle cache for this enclave ({TYPE} {cache_id[:16]}): cold start, "
+                         "every trusted file measured")
+    return Lookup(session, cache_id, rec if isinstance(rec, dict) else None, enclave)
+
+
+class EpmMeasurements:
+    """A measurement cache (the interface of measure_cache.MeasurementCache that image.hash_file uses) seeded from
+    a verified epm record, recording the keys of the files this launch sees."""
+
+    def __init__(self, seeded: dict[str, str]) -> None:
+        self.seeded = seeded  # hkey -> the manifest's digest of the file recorded with that key
+        self.seen: dict[str, str] = {}  # measure_cache.key -> digest this launch got for it (hashed or hit)
+        self.hits = 0
+        self._fs: dict[int, bool] = {}
+
+    def cacheable(self, fd: int, st: os.stat_result) -> bool:
+        from inclavare.tee.sim import measure_cache
+
+        ok = self._fs.get(st.st_dev)
+        if ok is None:
+            ok = self._fs[st.st_dev] = measure_cache.fs_type(fd) in measure_cache.LOCAL_FILESYSTEMS
+        return ok
+
+    def get(self, fd: int, st: os.stat_result) -> str | None:
+        if not self.cacheable(fd, st):
+            return None
+        from inclavare.tee.sim.measure_cache import key
+
+        k = key(st)
+        digest = self.seeded.get(_hkey(k))
+        if digest is not None:
+            self.hits += 1
+            self.seen[k] = digest
+        return digest
+
+    def put(self, fd: int, before: os.stat_result, digest: str) -> None:
+        if not self.cacheable(fd, before):
+            return
+        from inclavare.tee.sim.measure_cache import key
+
+        if key(os.fstat(fd)) == key(before):  # unchanged while it was hashed
+            self.seen[key(before)] = digest
+
+    def save(self) -> None:
+        pass  # epm's record is saved by `save` below, once the whole launch check has passed
+
+
+def _binding(rootfs: str, signed: tuple, enclave: str) -> dict | None:
+    """This launch's binding, or None when the manifest does not measure to the SIGSTRUCT's enclave_hash (the launch
+    check then refuses the enclave)."""
+    from inclavare.tee.sim import image
+
+    config, sig, _manifest = signed
+    mr_enclave, _size = image.measure_config(config)
+    if mr_enclave != sig.enclave_hash:
+        return None
+    st = os.stat(rootfs)
+    return {"rootfs": f"{st.st_dev}:{st.st_ino}", "mrenclave": mr_enclave.hex(), "mrsigner": sig.mr_signer.hex(),
+            "enclave": enclave}
+
+
+def measurements(found: Lookup, rootfs: str, signed: tuple) -> EpmMeasurements:
+    """The measurement cache for this launch: seeded from epm's record when it is this launch's, else empty."""
+    from inclavare.enclave import epm_client
+
+    config = signed[0]
+    binding = _binding(rootfs, signed, found.enclave)
+    found.binding = binding
+    rec = found.record
+    if rec is None or binding is None:
+        return EpmMeasurements({})
+    opts = rec.get("options")
+    why = ""
+    if not isinstance(opts, dict) or opts.get("format") != FORMAT or not isinstance(opts.get("keys"), str):
+        why = "is malformed"
+    elif opts.get("binding") != binding:
+        why = "is for another rootfs, enclave or signer"
+    else:
+        keys = opts["keys"]
+        files = list(config.trusted_files.values())
+        if len(keys) != 32 * len(files) or keys.strip("0123456789abcdef"):
+            why = "does not list the manifest's trusted files"
+    if why:
+        epm_client.debug(f"epm's bundle cache {found.id[:16]} {why}: not used, cold start, every trusted file "
+                         "measured")
+        found.record = None
+        return EpmMeasurements({})
+    seeded = {}
+    for i, want in enumerate(files):
+        hk = keys[32 * i:32 * i + 32]
+        if hk != _NONE:
+            seeded[hk] = want.sha256  # taken only for the very inode recorded, checked against the manifest as ever
+    epm_client.debug(f"epm's bundle cache {found.id[:16]} is this enclave's: {len(seeded)} of {len(files)} "
+                     "trusted files recorded")
+    return EpmMeasurements(seeded)
+
+
+def save(found: Lookup, rootfs: str, signed: tuple, cache: EpmMeasurements) -> None:
+    """After a launch check that passed: record the key of every trusted file it matched, when that differs from
+    what epm holds (a cold start, or files changed since)."""
+    from inclavare.enclave import epm_client
+    from inclavare.tee.sim import image
+    from inclavare.tee.sim.measure_cache import key
+
+    binding = getattr(found, "binding", None)
+    if found.session is None or binding is None:
+        return
+    config = signed[0]
+    memo: dict[str, str] = {}
+    parts = []
+    for path, want in config.trusted_files.items():
+        try:
+            k = key(os.lstat(image.host_path(rootfs, path, memo)))  # pinned read-only by the launch
+        except OSError:
+            k = ""
+        parts.append(_hkey(k) if cache.seen.get(k) == want.sha256 else _NONE)
+    keys = "".join(parts)
+    old = (found.record or {}).get("options") or {}
+    if old.get("keys") == keys and old.get("binding") == binding:
+        return
+    cache_rec = {"type": TYPE, "id": found.id, "subtype": "measurements",
+                 "options": {"format": FORMAT, "binding": binding, "keys": keys}}
+    try:
+        found.session.call({"op": "SaveCache", "cache": cache_rec})
+    except epm_client.EpmError as e:
+        epm_client.debug(f"the bundle cache was not saved to epm: {e}")
+        return
+    epm_client.debug(f"saved the bundle cache {found.id[:16]} to epm ({len(parts) - parts.count(_NONE)} of "
+                     f"{len(parts)} trusted files)")
