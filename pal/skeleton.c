@@ -68,6 +68,9 @@ static int debug;
 static int initialized;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pid_t procs[MAX_PROCS];
+#if PAL_VERSION >= 3
+static unsigned char enclave_nonce[32]; /* of the pre-initialised enclave pal_init was given, else zeros */
+#endif
 
 static int failing(const char *fn)
 {
@@ -212,6 +215,21 @@ int pal_init(pal_attr_t *attr)
 
 		if (debug)
 			fprintf(stderr, "[skeleton v3] fd=%d addr=0x%llx\n", v3->fd, (unsigned long long)v3->addr);
+		/* a pre-initialised enclave (epm's pool): its header at addr, "EPMENCL1", its size, the runtime's
+		 * SHA-256 and a nonce; rune checked the fd, the skeleton checks that the mapping reached it */
+		if (v3->fd >= 0) {
+			const unsigned char *h = (const unsigned char *)(uintptr_t)v3->addr;
+
+			if (!h || memcmp(h, "EPMENCL1", 8) != 0)
+				return -EINVAL;
+			memcpy(enclave_nonce, h + 48, 32);
+			if (debug) {
+				fprintf(stderr, "[skeleton v3] pre-initialised enclave ");
+				for (int i = 0; i < 8; i++)
+					fprintf(stderr, "%02x", enclave_nonce[i]);
+				fprintf(stderr, "\n");
+			}
+		}
 	}
 #endif
 	if (failing("pal_init"))
@@ -311,6 +329,7 @@ int pal_get_local_report(void *targetinfo, int targetinfo_len, void *report, int
 		return -EINVAL;
 	memset(r, 0, 432);
 	memcpy(r + 320, mark, sizeof(mark) - 1); /* REPORT body report_data */
+	memcpy(r + 384, enclave_nonce, 32);      /* KEYID: the pre-initialised enclave's nonce, zeros when cold */
 	*report_len = 432;
 	return 0;
 }

@@ -47,21 +47,13 @@ class Lookup:
         self.enclave = enclave
         self.binding: dict | None = None  # this launch's, once the launch child has read the pinned image
 
-    def close(self) -> None:
-        if self.session is not None:
-            self.session.close()
-            self.session = None
 
-
-def lookup(rootfs: str, enclave_type: str, runtime_path: str) -> Lookup | None:
-    """Connect to epm and fetch this rootfs's record (None: no epm, rune starts cold with its local cache)."""
-    from inclavare.enclave import epm_client
-
-    session = epm_client.connect()
-    if session is None:
-        return None
+def lookup(session, rootfs: str, enclave_type: str, runtime_path: str) -> Lookup | None:  # noqa: ANN001
+    """This rootfs's record from epm over `session` (an epm_client.Session); None when epm failed (a debug line
+    says why: rune starts cold with the host's measurement cache)."""
     import hashlib
 
+    from inclavare.enclave import epm_client
     from inclavare.tee.sim.image import SIGSTRUCT, enclave_dir
 
     enclave = f"{enclave_type}:{runtime_path}"
@@ -70,7 +62,6 @@ def lookup(rootfs: str, enclave_type: str, runtime_path: str) -> Lookup | None:
         with open(enclave_dir(rootfs) / SIGSTRUCT, "rb") as f:
             sig = f.read(4096)
     except OSError:
-        session.close()
         return None  # the launch check says what is missing
     h = hashlib.sha256(f"{TYPE}:{FORMAT}:{st.st_dev}:{st.st_ino}:{enclave}:".encode())
     h.update(sig)
@@ -79,7 +70,6 @@ def lookup(rootfs: str, enclave_type: str, runtime_path: str) -> Lookup | None:
         rec = session.call({"op": "GetCache", "type": TYPE, "id": cache_id}).get("cache")
     except epm_client.EpmError as e:
         epm_client.debug(f"{e}: the enclave starts cold")
-        session.close()
         return None
     if rec is None:
         epm_client.debug(f"epm has no bundle cache for this enclave ({TYPE} {cache_id[:16]}): cold start, "

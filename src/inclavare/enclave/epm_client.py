@@ -17,6 +17,7 @@ DEFAULT_SOCKET = "/run/epm/epm.sock"
 MAX_ANSWER = 16 << 20
 _SO_PEERCRED = 17
 _SOL_SOCKET = 1
+_MSG_CMSG_CLOEXEC = 0x40000000
 
 
 class EpmError(Exception):
@@ -46,19 +47,45 @@ class Session:
         self.buf = b""
 
     def call(self, request: dict) -> dict:
+        resp, fds = self.call_fds(request)
+        for fd in fds:
+            os.close(fd)
+        return resp
+
+    def call_fds(self, request: dict) -> tuple[dict, list[int]]:
+        """A request whose answer may carry file descriptors (SCM_RIGHTS, received close-on-exec); the caller owns
+        them, also when this raises (then they are closed here)."""
+        import _socket
+
         from inclavare.oci import jsonlite
 
+        fds: list[int] = []
         try:
-            self.sock.sendall(jsonlite.dumps(request).encode() + b"\n")
-            while b"\n" not in self.buf:
-                chunk = self.sock.recv(1 << 16)
-                if not chunk:
-                    raise EpmError(f"epm at {self.path} closed the connection")
-                self.buf += chunk
-                if len(self.buf) > MAX_ANSWER:
-                    raise EpmError(f"epm at {self.path} sent an answer larger than {MAX_ANSWER} bytes")
-        except OSError as e:
-            raise EpmError(f"epm at {self.path} cannot be reached: {e.strerror or e}") from None
+            try:
+                self.sock.sendall(jsonlite.dumps(request).encode() + b"\n")
+                while b"\n" not in self.buf:
+                    chunk, anc, _flags, _addr = self.sock.recvmsg(1 << 16, _socket.CMSG_SPACE(4 * 4),
+                                                                  _MSG_CMSG_CLOEXEC)
+                    for level, kind, data in anc:
+                        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+                            n = len(data) - len(data) % 4
+                            fds += [int.from_bytes(data[i:i + 4], "little", signed=True) for i in range(0, n, 4)]
+                    if not chunk:
+                        raise EpmError(f"epm at {self.path} closed the connection")
+                    self.buf += chunk
+                    if len(self.buf) > MAX_ANSWER:
+                        raise EpmError(f"epm at {self.path} sent an answer larger than {MAX_ANSWER} bytes")
+            except OSError as e:
+                raise EpmError(f"epm at {self.path} cannot be reached: {e.strerror or e}") from None
+            return self._answer(request), fds
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+
+    def _answer(self, request: dict) -> dict:
+        from inclavare.oci import jsonlite
+
         line, _, self.buf = self.buf.partition(b"\n")
         try:
             resp = jsonlite.loads(line)

@@ -125,6 +125,7 @@ class CPal:
             if not hasattr(self.lib, sym):
                 raise RuneError(f"enclave runtime {path} says PAL API v{self.version} but has no {sym} function")
         self._attr: ctypes.Structure | None = None  # kept alive: a PAL may keep the pointers
+        self.enclave: tuple[int, int] = (-1, 0)  # v3 fd, addr: a pre-initialised enclave from epm's pool
 
     def _check(self, fn: str, ret: int) -> int:
         if ret < 0:
@@ -134,7 +135,8 @@ class CPal:
 
     def init(self, args: str, log_level: str) -> None:
         base = PalAttr(os.fsencode(args), os.fsencode(log_level))
-        attr: ctypes.Structure = PalAttrV3(base, -1, 0) if self.version >= 3 else base  # no EPM-cached enclave
+        # v3: epm's pre-initialised enclave (enclave_pool.take, checked there), else none
+        attr: ctypes.Structure = PalAttrV3(base, *self.enclave) if self.version >= 3 else base
         self._attr = attr
         f = self.lib.pal_init
         f.restype, f.argtypes = ctypes.c_int, [ctypes.c_void_p]

@@ -52,6 +52,7 @@ class Runelet:
         self.pids: set[int] = set()
         self.lock = None  # threading.Lock, made in load
         self.rootfs: str | None = None  # the container's rootfs (host path), set by enclave/create.py
+        self.epm = None  # epm_client.Session, when epm serves: bundle caches and pre-initialised enclaves
         self.bundle = None  # bundle_cache.Lookup: epm's bundle cache for a signed sim image, when epm serves
 
     # --- pre_namespaces: in the host's namespaces, before the init enters the container's --------------------
@@ -71,11 +72,16 @@ class Runelet:
 
         if self.cfg.type == SIM and (not self.cfg.runtime_path or self.signed):
             sim_runtime.preimport()  # the launch check's modules; a PAL over an unsigned image needs none of them
-        if self.cfg.type == SIM and self.signed and self.rootfs is not None:
+        sim_signed = self.cfg.type == SIM and self.signed and self.rootfs is not None
+        if sim_signed or self.cfg.runtime_path:
+            from inclavare.enclave import epm_client
+
+            # here, where epm's socket is reachable: the connection serves the launch (and its child) later
+            self.epm = epm_client.connect()
+        if self.epm is not None and sim_signed:
             from inclavare.enclave import bundle_cache
 
-            # here, where epm's socket is reachable: the connection serves the launch child's save too
-            self.bundle = bundle_cache.lookup(self.rootfs, self.cfg.type, self.cfg.runtime_path)
+            self.bundle = bundle_cache.lookup(self.epm, self.rootfs, self.cfg.type, self.cfg.runtime_path)
         self.listener = agent.listen(self.state_dir)
 
     # --- pre_pivot -------------------------------------------------------------------------------------------
@@ -105,6 +111,10 @@ class Runelet:
                     if sim_runtime.is_signed(ctx.rootfs, self.config):
                         sim_runtime.verify_image(ctx.rootfs, self.sim_dir, self.config, bundle=self.bundle)
                 self.pal = pal.load(self.cfg.runtime_path)
+                if self.epm is not None and self.pal.version >= 3:
+                    from inclavare.enclave import enclave_pool
+
+                    self.pal.enclave = enclave_pool.take(self.epm, self.cfg.runtime_path) or (-1, 0)
             else:
                 from inclavare.enclave import sim_runtime
 
@@ -112,9 +122,10 @@ class Runelet:
                 self.pal.bundle = self.bundle
                 self.pal.load()
         finally:
-            if self.bundle is not None:
-                self.bundle.close()  # epm's connection never reaches the container's processes
-                self.bundle = None
+            self.bundle = None
+            if self.epm is not None:
+                self.epm.close()  # epm's connection never reaches the container's processes
+                self.epm = None
         provision.provide(secrets, self.config, ctx.rootfs, self.pal)  # attest to verdictd, mount the secrets
 
     # --- pre_ready -------------------------------------------------------------------------------------------

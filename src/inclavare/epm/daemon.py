@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 
 from inclavare.epm.config import Config
+from inclavare.epm.pool import Pool
 from inclavare.epm.store import NAME, Store, StoreError
 
 
@@ -29,13 +30,26 @@ def _name(req: dict, key: str, optional: bool = False) -> str | None:
     return v
 
 
-def handle(store: Store, req: object) -> dict:
+def pick_enclave(pool: Pool | None, req: dict) -> tuple[dict, int | None]:
+    """PickEnclave {runtime: SHA-256 hex of the PAL library}: one pre-initialised enclave, its fd sent with the
+    answer (SCM_RIGHTS), or {"ok": true, "enclave": null} when none is ready."""
+    rt = req.get("runtime")
+    if not isinstance(rt, str) or len(rt) != 64 or rt.strip("0123456789abcdef"):
+        return {"ok": False, "error": "'runtime' must be the PAL library's SHA-256 in 64 lowercase hex digits"}, None
+    fd = pool.pick(bytes.fromhex(rt)) if pool is not None else None
+    if fd is None:
+        return {"ok": True, "enclave": None}, None
+    return {"ok": True, "enclave": {"size": pool.enclave_size}}, fd
+
+
+def handle(store: Store, req: object, pool: Pool | None = None) -> dict:
     if not isinstance(req, dict):
         return {"ok": False, "error": "the request must be a JSON object"}
     op = req.get("op")
     try:
         if op == "Healthz":
-            return {"ok": True, "entries": len(store.entries), "bytes": store.bytes}
+            return {"ok": True, "entries": len(store.entries), "bytes": store.bytes,
+                    "pool": pool.stats() if pool is not None else None}
         if op == "SaveCache":
             return {"ok": True, "cache": store.save(req.get("cache"))}
         if op == "GetCache":
@@ -55,7 +69,7 @@ def handle(store: Store, req: object) -> dict:
     except OSError as e:
         return {"ok": False, "error": f"epm cannot write its cache directory: {e.strerror}"}
     return {"ok": False, "error": f"'op' must be one of GetCache, PickCache, SaveCache, ListCache, DeleteCache, "
-                                  f"Healthz (got {op!r})"}
+                                  f"PickEnclave, Healthz (got {op!r})"}
 
 
 FOLLOW_UP_TIMEOUT = 120.0  # seconds a connection may wait between requests (a cold launch hashes between two)
@@ -72,6 +86,7 @@ class _Handler(socketserver.StreamRequestHandler):
             return
         s.settimeout(self.server.config.io_timeout)
         limit = self.server.config.max_entry_bytes
+        fd = None
         while True:  # one request after another on one connection (rune's launch: GetCache, later SaveCache)
             try:
                 line = self.rfile.readline(limit + 1)
@@ -87,11 +102,22 @@ class _Handler(socketserver.StreamRequestHandler):
                 except ValueError:
                     resp = {"ok": False, "error": "the request is not JSON"}
                 else:
-                    resp = handle(self.server.store, req)
+                    if isinstance(req, dict) and req.get("op") == "PickEnclave":
+                        resp, fd = pick_enclave(self.server.pool, req)
+                    else:
+                        resp = handle(self.server.store, req, self.server.pool)
+            data = json.dumps(resp, separators=(",", ":")).encode() + b"\n"
             try:
-                s.sendall(json.dumps(resp, separators=(",", ":")).encode() + b"\n")
+                if fd is not None:
+                    socket.send_fds(s, [data], [fd])
+                else:
+                    s.sendall(data)
             except OSError:
                 return
+            finally:
+                if fd is not None:
+                    os.close(fd)  # single use: the enclave is the client's now (or nobody's)
+                    fd = None
             if len(line) > limit or not line.endswith(b"\n"):
                 return  # the rest of an oversized line is not a request
             s.settimeout(max(self.server.config.io_timeout, FOLLOW_UP_TIMEOUT))
@@ -102,6 +128,7 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     request_queue_size = 256  # listen(2) backlog: socketserver's 5 makes the 6th concurrent connect fail with EAGAIN
     config: Config
     store: Store
+    pool: Pool | None
 
 
 def _claim_socket(path: Path) -> None:
@@ -133,6 +160,8 @@ def serve(config: Config, ready: threading.Event | None = None) -> _Server:
     finally:
         os.umask(old)
     srv.config, srv.store = config, store
+    srv.pool = Pool([str(p) for p in config.pool_runtimes], config.pool_size, config.enclave_size) \
+        if config.pool_size and config.pool_runtimes else None
     return srv
 
 
@@ -156,11 +185,15 @@ def main_run(config_path: str) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    print(f"epm: serving {c.socket} ({len(srv.store.entries)} caches from {c.cache_dir})", file=sys.stderr, flush=True)
+    pool = f", a pool of {c.pool_size} enclaves for each of {len(c.pool_runtimes)} runtimes" if srv.pool else ""
+    print(f"epm: serving {c.socket} ({len(srv.store.entries)} caches from {c.cache_dir}{pool})", file=sys.stderr,
+          flush=True)
     try:
         srv.serve_forever(poll_interval=0.2)
     finally:
         srv.server_close()
+        if srv.pool is not None:
+            srv.pool.close()
         try:
             os.unlink(c.socket)
         except OSError:
