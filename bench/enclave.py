@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Enclave container start-up: `rune run` of /bin/true through the reference PAL (liberpal-skeleton v2 and v3, type
-sim) and through the built-in sim runtime (signed bundle: launch check, platform keys, /dev/attestation), with and
-without the measurement cache, and a large signed image (a Debian rootfs with python3, from this host's Debian
+sim; v3 also with epm's pool of pre-initialised enclaves) and through the built-in sim runtime (signed bundle: launch
+check, platform keys, /dev/attestation), with and without the measurement cache and with epm's bundle cache (an epm
+daemon started here on a private socket, stopped by its PID; the other rows run with epm off), and a large signed image (a Debian rootfs with python3, from this host's Debian
 packages, 100 MB or more) cold (every file hashed) and warm (cache hits), against plain rune containers of the same
 rootfs and runc. The variants take turns run after run; each gets --runs runs (>= 30); medians, p25-p75, and the
 ratio to plain rune of the same rootfs; MB/s of the cold large launch's measurement.
@@ -15,6 +16,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -89,8 +91,18 @@ def main() -> int:
             raise SystemExit(f"{need} is missing: run `make pal launchers` first")
     runc = shutil.which("runc")
     tmp = tempfile.mkdtemp(prefix="bench-enclave-")
-    env = dict(os.environ, INCLAVARE_SIM_DIR=os.path.join(tmp, "sim"))
+    env = dict(os.environ, INCLAVARE_SIM_DIR=os.path.join(tmp, "sim"), INCLAVARE_EPM_SOCKET="")
+    epm = None
     try:
+        epm_sock = os.path.join(tmp, "epm", "epm.sock")
+        with open(os.path.join(tmp, "epm.json"), "w") as f:
+            json.dump({"socket": epm_sock, "cache_dir": os.path.join(tmp, "epm-cache"), "pool_runtimes": [PAL3],
+                       "pool_size": 4}, f)
+        epm = subprocess.Popen([sys.executable, "-m", "inclavare.cli.epm", "--config", os.path.join(tmp, "epm.json")],
+                               env=dict(env, PYTHONPATH=os.path.join(REPO, "src")), stderr=subprocess.PIPE, text=True)
+        if "serving" not in epm.stderr.readline():
+            raise SystemExit("epm did not start")
+        with_epm = dict(env, INCLAVARE_EPM_SOCKET=epm_sock)
         rootfs = os.path.join(tmp, "plain", "rootfs")
         make_bundle(os.path.join(tmp, "plain"), ["/bin/true"])
         for name, lib in (("pal", PAL), ("pal3", PAL3)):
@@ -116,9 +128,12 @@ def main() -> int:
         variants = {
             "rune plain": run(f"{tmp}/plain", "r"),
             "rune enclave (reference PAL v2)": run(f"{tmp}/pal", "p"),
+            "rune enclave (reference PAL v2, epm up)": run(f"{tmp}/pal", "pe", with_epm),
             "rune enclave (reference PAL v3)": run(f"{tmp}/pal3", "q"),
+            "rune enclave (reference PAL v3, epm pool)": run(f"{tmp}/pal3", "qe", with_epm),
             "rune enclave (built-in sim, signed, cache)": run(sim, "s"),
             "rune enclave (built-in sim, signed, no cache)": run(sim, "n", cold),
+            "rune enclave (built-in sim, signed, epm)": run(sim, "e", with_epm),
         }
         base = dict.fromkeys(variants, "rune plain")
         large_mb = 0.0
@@ -139,9 +154,10 @@ def main() -> int:
                 f"rune plain, large image ({large_mb:.0f} MB)": run(os.path.join(tmp, "large-plain"), "lp"),
                 "rune enclave (built-in sim, large, warm: cache hits)": run(big, "lw"),
                 "rune enclave (built-in sim, large, cold: every file hashed)": run(big, "lc", cold),
+                "rune enclave (built-in sim, large, epm)": run(big, "le", with_epm),
             })
             base[f"rune plain, large image ({large_mb:.0f} MB)"] = "rune plain"
-            for name in list(variants)[-2:]:
+            for name in list(variants)[-3:]:
                 base[name] = f"rune plain, large image ({large_mb:.0f} MB)"
         if runc:
             variants["runc plain"] = lambda i: ([runc, "--root", f"{tmp}/runc", "run", "-b", f"{tmp}/plain",
@@ -177,6 +193,9 @@ def main() -> int:
                 json.dump(report, f, indent=1)
         return 0
     finally:
+        if epm is not None and epm.poll() is None:
+            os.kill(epm.pid, signal.SIGTERM)
+            epm.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
