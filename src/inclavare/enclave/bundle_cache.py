@@ -11,9 +11,10 @@ directory's st_dev:st_ino, the SIGSTRUCT's bytes and the enclave type and runtim
                     # the launch check matched it with the manifest's digest; 32 zeros when not recorded
 
 What the launch does with it, in the launch child (after the manifest, the SIGSTRUCT and the trusted files are
-pinned read-only): the record is used only when its binding is this launch's - the rootfs it opened, the MRENCLAVE
-of the manifest it read (measured again) equal to the SIGSTRUCT's enclave_hash, that SIGSTRUCT's MRSIGNER, this
-enclave type and runtime - and its key list has one entry per trusted file. Then a trusted file's digest is taken
+pinned read-only): the record is used only when its binding is this launch's - the rootfs it opened, the pinned
+SIGSTRUCT's enclave_hash (the MRENCLAVE the launch check then requires of the manifest it read) and MRSIGNER, this
+enclave type and runtime - and its key list has one entry per trusted file. The digests it seeds are this launch's
+manifest's, never the record's. Then a trusted file's digest is taken
 as the manifest's only when the file the launch opens has exactly the recorded key (measure_cache's argument: the
 kernel moves ctime at every change of the inode, and another inode is another st_dev/st_ino); any other file is
 hashed. The launch check itself runs in full every time (signature, MRENCLAVE, every file's size, mode, owner,
@@ -119,17 +120,12 @@ class EpmMeasurements:
         pass  # epm's record is saved by `save` below, once the whole launch check has passed
 
 
-def _binding(rootfs: str, signed: tuple, enclave: str) -> dict | None:
-    """This launch's binding, or None when the manifest does not measure to the SIGSTRUCT's enclave_hash (the launch
-    check then refuses the enclave)."""
-    from inclavare.tee.sim import image
-
-    config, sig, _manifest = signed
-    mr_enclave, _size = image.measure_config(config)
-    if mr_enclave != sig.enclave_hash:
-        return None
+def _binding(rootfs: str, signed: tuple, enclave: str) -> dict:
+    """This launch's binding: the rootfs it opened, the pinned SIGSTRUCT's enclave_hash (MRENCLAVE as signed; the
+    launch check refuses a manifest that does not measure to it) and MRSIGNER, the enclave type and runtime."""
+    _config, sig, _manifest = signed
     st = os.stat(rootfs)
-    return {"rootfs": f"{st.st_dev}:{st.st_ino}", "mrenclave": mr_enclave.hex(), "mrsigner": sig.mr_signer.hex(),
+    return {"rootfs": f"{st.st_dev}:{st.st_ino}", "mrenclave": sig.enclave_hash.hex(), "mrsigner": sig.mr_signer.hex(),
             "enclave": enclave}
 
 
@@ -141,7 +137,7 @@ def measurements(found: Lookup, rootfs: str, signed: tuple) -> EpmMeasurements:
     binding = _binding(rootfs, signed, found.enclave)
     found.binding = binding
     rec = found.record
-    if rec is None or binding is None:
+    if rec is None:
         return EpmMeasurements({})
     opts = rec.get("options")
     why = ""
@@ -176,10 +172,12 @@ def save(found: Lookup, rootfs: str, signed: tuple, cache: EpmMeasurements) -> N
     from inclavare.tee.sim import image
     from inclavare.tee.sim.measure_cache import key
 
-    binding = getattr(found, "binding", None)
+    binding = found.binding
     if found.session is None or binding is None:
         return
     config = signed[0]
+    if found.record is not None and cache.hits == len(config.trusted_files):
+        return  # every file as recorded: nothing new
     memo: dict[str, str] = {}
     parts = []
     for path, want in config.trusted_files.items():

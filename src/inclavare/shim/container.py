@@ -93,9 +93,10 @@ class Container:
         except RuneError as e:
             raise TtrpcError(INVALID_ARGUMENT, str(e)) from None
         root = os.path.join(opts.root or self.config.text("rune", "root"), namespace)
-        env = None
+        # [epm] socket: where rune finds epm's bundle caches and pre-initialised enclaves ("" turns epm off)
+        env = dict(os.environ, INCLAVARE_EPM_SOCKET=self.config.text("epm", "socket"))
         if self.config.text("enclave_runtime", "sim_dir"):
-            env = dict(os.environ, INCLAVARE_SIM_DIR=self.config.text("enclave_runtime", "sim_dir"))
+            env["INCLAVARE_SIM_DIR"] = self.config.text("enclave_runtime", "sim_dir")
         self.rune = Rune(reaper, binary, root, os.path.join(req.bundle, "log.json"),
                          debug=self.config.log_level in ("debug", "trace"), env=env)
         self.spawn = reaper.spawn
