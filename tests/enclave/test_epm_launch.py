@@ -258,3 +258,15 @@ def test_40_concurrent_enclave_starts_with_epm(rune, sim_dir, signing_key, tmp_p
     assert not os.listdir(rune.root) if rune.root.exists() else True
     assert all(cgroup_leftovers(c) == [] for c in cids)
     assert len(records(epm)) == 1
+
+
+def test_epm_adds_no_heavy_import_to_the_launch(rune, sim_dir, signing_key, tmp_path, epm, monkeypatch):
+    from tests.conftest import imported
+
+    b = sim_bundle(tmp_path, ["true"], signing_key, rune.binary)
+    assert run(rune, b)[0].returncode == 0  # the first launch makes the sim platform, with cryptography
+    with_epm = imported(rune, "run", "--bundle", str(b), new_id("epm"))
+    monkeypatch.setenv("INCLAVARE_EPM_SOCKET", "")
+    without = imported(rune, "run", "--bundle", str(b), new_id("epm"))
+    assert with_epm - without <= {"inclavare.enclave.bundle_cache"}
+    assert not {"json", "socket", "dataclasses", "typing", "cryptography"} & with_epm
