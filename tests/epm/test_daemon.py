@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -257,3 +258,72 @@ def test_concurrent_clients(epm: Epm) -> None:
         results = list(ex.map(one, range(40)))
     assert results == [(i, f"c{i}") for i in range(40)]
     assert epm(op="ListCache")["caches"] == []
+
+
+def _session(path: str, *reqs: dict) -> list[tuple[dict, list[int]]]:
+    out = []
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(path)
+        buf = b""
+        for req in reqs:
+            s.sendall(json.dumps(req).encode() + b"\n")
+            fds: list[int] = []
+            while b"\n" not in buf:
+                data, got, _flags, _addr = socket.recv_fds(s, 65536, 4)
+                assert data, "epm closed the connection"
+                buf += data
+                fds += got
+            line, _, buf = buf.partition(b"\n")
+            out.append((json.loads(line), fds))
+    return out
+
+
+def test_several_requests_on_one_connection(epm: Epm) -> None:
+    c = {"type": "t", "id": "one", "options": {}}
+    answers = _session(epm.socket, {"op": "SaveCache", "cache": c}, {"op": "GetCache", "type": "t", "id": "one"},
+                       {"op": "Nope"}, {"op": "Healthz"})
+    assert [a["ok"] for a, _ in answers] == [True, True, False, True]
+    assert answers[1][0]["cache"]["id"] == "one" and answers[3][0]["pool"] is None
+
+
+def test_pool_of_pre_initialised_enclaves(tmp_path: Path) -> None:
+    import fcntl
+
+    from inclavare.epm import pool
+
+    lib = tmp_path / "libpal.so"
+    lib.write_bytes(b"a PAL library stand-in")
+    digest = pool.runtime_digest(str(lib))
+    e = Epm(write_config(tmp_path, pool_runtimes=[str(lib)], pool_size=2, enclave_size=65536))
+    try:
+        deadline = time.monotonic() + 20
+        while e(op="Healthz")["pool"]["ready"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert e(op="Healthz")["pool"] == {"ready": 2, "idle_bytes": 131072, "made": 2}
+        got = _session(e.socket, *[{"op": "PickEnclave", "runtime": digest.hex()}] * 3,
+                       {"op": "PickEnclave", "runtime": "00" * 32}, {"op": "PickEnclave", "runtime": "x"})
+        nonces = set()
+        for resp, fds in got[:2]:
+            assert resp == {"ok": True, "enclave": {"size": 65536}} and len(fds) == 1
+            fd = fds[0]
+            assert os.readlink(f"/proc/self/fd/{fd}").startswith("/memfd:epm-enclave")
+            assert fcntl.fcntl(fd, pool.F_GET_SEALS) & 0xF == 0xF and os.fstat(fd).st_size == 65536
+            head = os.pread(fd, 80, 0)
+            assert head[:8] == pool.MAGIC and head[16:48] == digest
+            nonces.add(head[48:80])
+            with pytest.raises(OSError):
+                os.pwrite(fd, b"x", 0)  # sealed
+            os.close(fd)
+        assert len(nonces) == 2
+        assert got[2][0] in ({"ok": True, "enclave": None}, {"ok": True, "enclave": {"size": 65536}})
+        for fd in got[2][1]:
+            os.close(fd)
+        assert got[3] == ({"ok": True, "enclave": None}, [])
+        assert not got[4][0]["ok"] and "'runtime' must be" in got[4][0]["error"]
+        deadline = time.monotonic() + 20
+        while e(op="Healthz")["pool"]["ready"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert e(op="Healthz")["pool"]["ready"] == 2  # refilled in the background, never above its size
+    finally:
+        e.stop()
