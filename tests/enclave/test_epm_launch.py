@@ -112,6 +112,23 @@ def test_stale_socket_starts_cold(rune, sim_dir, signing_key, tmp_path, monkeypa
     assert "is stale (nobody listens on it)" in p.stderr
 
 
+def test_epm_that_never_answers_starts_cold(rune, sim_dir, signing_key, tmp_path, monkeypatch):
+    """A socket that takes connections into its backlog and never answers (a hung epm): rune gives up after its
+    timeout and starts cold."""
+    b = sim_bundle(tmp_path, ["true"], signing_key, rune.binary)
+    path = tmp_path / "hung.sock"
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(path))
+    s.listen(8)
+    try:
+        monkeypatch.setenv("INCLAVARE_EPM_SOCKET", str(path))
+        p, _ = run(rune, b)
+    finally:
+        s.close()
+    assert p.returncode == 0, p.stderr
+    assert "did not answer GetCache within 2 s: the enclave starts cold" in p.stderr
+
+
 def test_epm_of_another_user_is_not_used(rune, sim_dir, signing_key, tmp_path, epm, monkeypatch):
     """A socket served by uid 65534 that answers every request with a record made for this very enclave (taken
     from the real epm): rune does not use it, whatever it says."""

@@ -75,6 +75,9 @@ class Session:
                     self.buf += chunk
                     if len(self.buf) > MAX_ANSWER:
                         raise EpmError(f"epm at {self.path} sent an answer larger than {MAX_ANSWER} bytes")
+            except TimeoutError:
+                raise EpmError(f"epm at {self.path} did not answer {request.get('op')} within "
+                               f"{self.sock.gettimeout():g} s") from None
             except OSError as e:
                 raise EpmError(f"epm at {self.path} cannot be reached: {e.strerror or e}") from None
             return self._answer(request), fds
