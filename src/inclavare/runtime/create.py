@@ -372,7 +372,6 @@ def _cgroup_manager(cid: str, linux: dict, opts: Options, source: str):
         if opts.systemd_cgroup:
             from inclavare.linux.cgroups import systemd
 
-            systemd.check_booted()
             return systemd.Manager(cid, linux.get("cgroupsPath"))
         return cgroups.Manager(cid, linux.get("cgroupsPath"))
     except RuneError as e:
