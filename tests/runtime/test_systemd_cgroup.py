@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -68,6 +69,8 @@ def box_config(base: Path, args: list[str], shared: list[str]) -> dict:
     linux = c["linux"]
     linux.pop("maskedPaths", None)
     linux.pop("readonlyPaths", None)
+    # every device, as a privileged container: the containers made inside may allow what an engine asks for
+    linux.setdefault("resources", {})["devices"] = [{"allow": True, "access": "rwm"}]
     if not any(ns["type"] == "cgroup" for ns in linux["namespaces"]):
         linux["namespaces"].append({"type": "cgroup"})
     return c
@@ -296,6 +299,64 @@ def test_unit_of_the_same_name_refused_and_nothing_left(box: Box, rootfs: Path, 
         assert procs.count("sleep 1000") == 1, procs  # the refused container's init is gone
     finally:
         assert box.rune("--systemd-cgroup", "delete", "--force", first).returncode == 0
+
+
+def test_containerd_with_systemd_cgroup(box: Box, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """containerd's runc shim with SystemdCgroup (ctr's --runc-systemd-cgroup sets the same runc option) calls
+    `rune --root R --log L --log-format json --systemd-cgroup create ...`: the global flag before the command, and a
+    cgroupsPath "slice:prefix:name". containerd runs inside the box as a transient service of its systemd."""
+    from tests.engines import daemons
+
+    missing = [b for b in ("containerd", "ctr", "containerd-shim-runc-v2", "umoci", "skopeo") if not shutil.which(b)]
+    if missing:
+        pytest.skip(f"not installed: {', '.join(missing)}")
+    image = daemons.Image(tmp_path_factory.mktemp("sd-image")).build()
+    state = f"/run/ctd-{uuid.uuid4().hex[:8]}"
+    conf = tmp_path_factory.mktemp("sd-ctd") / "config.toml"
+    conf.parent.chmod(0o755)
+    conf.write_text(f"""version = 2
+root = "{state}/root"
+state = "{state}/state"
+[grpc]
+  address = "{state}/containerd.sock"
+[ttrpc]
+  address = "{state}/containerd.sock.ttrpc"
+""")
+    service = f"{state[5:]}.service"
+    p = box.sh(f"systemd-run --unit={service} -p Delegate=yes containerd --config {conf}")
+    assert p.returncode == 0, p.stderr
+    ctr = f"ctr -a {state}/containerd.sock"
+    try:
+        for _ in range(300):
+            if box.sh(f"{ctr} version").returncode == 0:
+                break
+            time.sleep(0.1)
+        p = box.sh(f"{ctr} images import {image.oci_archive}")
+        assert p.returncode == 0, p.stderr
+        cid = new_id("ctr")
+        p = box.sh(f"{ctr} run --rm --runc-binary {RUNE} --runc-systemd-cgroup --cgroup system.slice:ctr:{cid} "
+                   f"{daemons.IMAGE} {cid} cat /proc/self/cgroup")
+        assert p.returncode == 0, p.stderr
+        lines = p.stdout.split()
+        assert lines and all(line.endswith(f":/system.slice/ctr-{cid}.scope") for line in lines), p.stdout
+        assert box.show(f"ctr-{cid}.scope", "LoadState")["LoadState"] == "not-found"  # removed with the task
+        # detached, then killed and deleted through containerd
+        cid = new_id("ctr")
+        p = box.sh(f"{ctr} run -d --runc-binary {RUNE} --runc-systemd-cgroup --cgroup system.slice:ctr:{cid} "
+                   f"{daemons.IMAGE} {cid} sleep 1000")
+        assert p.returncode == 0, p.stderr
+        assert box.show(f"ctr-{cid}.scope", "ActiveState")["ActiveState"] == "active"
+        assert box.sh(f"{ctr} task kill -s 9 {cid}").returncode == 0
+        for _ in range(200):
+            if "STOPPED" in box.sh(f"{ctr} task ls").stdout:
+                break
+            time.sleep(0.05)
+        p = box.sh(f"{ctr} task delete {cid} && {ctr} container delete {cid}")
+        assert p.returncode == 0, p.stderr
+        assert box.show(f"ctr-{cid}.scope", "LoadState")["LoadState"] == "not-found"
+    finally:
+        box.sh(f"systemctl stop {service}; systemctl reset-failed {service}; umount -R {state} 2>/dev/null; "
+               f"rm -rf {state}")
 
 
 # --- without systemd ------------------------------------------------------------------------------------------------
