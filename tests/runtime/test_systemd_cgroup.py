@@ -23,7 +23,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from tests.conftest import REPO, cgroup_leftovers, default_config, new_id
+from tests.conftest import REPO, cgroup_leftovers, default_config, imported, new_id
 
 SYSTEMD = "/lib/systemd/systemd"
 RUNE = str(REPO / "bin" / "rune")
@@ -425,3 +425,13 @@ def test_unreachable_bus(rune_bin: str, rootfs: Path, tmp_path_factory: pytest.T
     assert lines[:4] == ["rc=1", "state=", "cgroups=", "procs=0"], p.stdout + p.stderr
     assert p.stderr.strip() == want
     assert want in "\n".join(lines[4:])  # the --log file
+
+
+def test_the_cgroupfs_hot_path_never_loads_the_driver(rune) -> None:
+    b = rune.bundle(["true"])
+    mods = imported(rune, "run", "--bundle", str(b), new_id())
+    assert "inclavare.linux.cgroups" in mods
+    assert not [m for m in mods if m.startswith("jeepney") or m == "inclavare.linux.cgroups.systemd"]
+    # a container without a unit: delete needs no D-Bus either
+    mods = imported(rune, "--systemd-cgroup", "delete", "--force", new_id())
+    assert not [m for m in mods if m.startswith("jeepney")]
