@@ -26,6 +26,7 @@ import pytest
 from tests.conftest import REPO, cgroup_leftovers, default_config, imported, new_id
 
 SYSTEMD = "/lib/systemd/systemd"
+INNER_ROOTFS = "/inner-rootfs"
 RUNE = str(REPO / "bin" / "rune")
 CAPS = ("CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP LINUX_IMMUTABLE "
         "NET_BIND_SERVICE NET_ADMIN NET_RAW IPC_LOCK IPC_OWNER SYS_CHROOT SYS_PTRACE SYS_ADMIN SYS_BOOT SYS_NICE "
@@ -122,6 +123,10 @@ class Box:
         assert p.returncode == 0, p.stderr
         return p.stdout.strip()
 
+    def write(self, path: str, text: str) -> None:
+        p = self.sh(f"mkdir -p {_quote(os.path.dirname(path))} && printf %s {_quote(text)} > {_quote(path)}")
+        assert p.returncode == 0, p.stderr
+
     def exists(self, path: str) -> bool:
         return self.sh(f"test -e {_quote(path)}").returncode == 0
 
@@ -143,6 +148,9 @@ def box(rune_bin: str, rootfs: Path, tmp_path_factory: pytest.TempPathFactory):
     bundle = base / "bundle"
     bundle.mkdir()
     config = box_config(bundle, [SYSTEMD], shared_paths(tmp_base))
+    # the busybox rootfs again where a user namespace's root can reach it (pytest's tmp is 0700)
+    config["mounts"].append({"destination": INNER_ROOTFS, "type": "bind", "source": str(rootfs),
+                             "options": ["rbind", "ro"]})
     (bundle / "config.json").write_text(json.dumps(config, indent=1))
     root = base / "root"
     cid = new_id("sd")
@@ -274,6 +282,31 @@ def test_nested_slice_and_create_start_delete(box: Box, rootfs: Path, tmp_path: 
     p = box.rune("--systemd-cgroup", "delete", cid)
     assert p.returncode == 0, p.stderr
     assert box.show(unit, "LoadState")["LoadState"] == "not-found"
+
+
+@pytest.mark.parametrize("namespaces", [["user"], ["cgroup"], ["user", "cgroup"]])
+def test_init_in_the_scope_before_its_namespaces(box: Box, namespaces: list) -> None:
+    """The scope is made with the init's pid after the fork; the init enters its namespaces only once it is in it: a
+    new cgroup namespace is rooted at the scope (the limit is the scope's), and through a user namespace's
+    intermediate process too."""
+    cid = new_id("ns")
+    script = ("cat /proc/self/cgroup; cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || "
+              "cat /sys/fs/cgroup/memory.max")
+    c = default_config(Path(INNER_ROOTFS), ["sh", "-c", script])
+    c["linux"]["cgroupsPath"] = f"system.slice:rune:{cid}"
+    c["linux"]["resources"] = {"memory": {"limit": 48 << 20}}
+    c["linux"]["namespaces"] += [{"type": t} for t in namespaces]
+    if "user" in namespaces:
+        c["linux"]["uidMappings"] = c["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    b = f"/run/bundle-{cid}"  # in the box, reachable by the mapped root
+    box.write(f"{b}/config.json", json.dumps(c))
+    p = box.rune("--systemd-cgroup", "run", "--bundle", b, cid)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.split()
+    want = ":/" if "cgroup" in namespaces else f":/system.slice/rune-{cid}.scope"
+    assert all(line.endswith(want) for line in lines[:-1]), p.stdout
+    assert lines[-1] == str(48 << 20)
+    assert box.show(f"rune-{cid}.scope", "LoadState")["LoadState"] == "not-found"  # run deletes it on exit
 
 
 def test_unit_of_the_same_name_refused_and_nothing_left(box: Box, rootfs: Path, tmp_path: Path) -> None:
