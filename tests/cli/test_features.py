@@ -32,7 +32,7 @@ def test_features_is_the_runtime_spec_document():
     linux = f["linux"]
     assert set(linux["namespaces"]) == {"cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"}
     assert "CAP_SYS_ADMIN" in linux["capabilities"] and "CAP_CHECKPOINT_RESTORE" in linux["capabilities"]
-    assert linux["cgroup"] == {"v1": True, "v2": True, "systemd": False, "systemdUser": False, "rdma": True}
+    assert linux["cgroup"] == {"v1": True, "v2": True, "systemd": True, "systemdUser": False, "rdma": True}
     assert linux["apparmor"] == {"enabled": True} and linux["selinux"] == {"enabled": True}
     assert linux["intelRdt"] == {"enabled": False}
     sc = linux["seccomp"]

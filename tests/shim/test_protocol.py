@@ -191,3 +191,19 @@ def test_every_shim_module_imports_under_the_launcher_flags() -> None:
             + "; ".join(f"import {m}" for m in mods))  # signing server and the conversion worker see it
     p = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
+
+
+def test_runc_options_systemd_cgroup_becomes_the_global_flag() -> None:
+    """containerd's SystemdCgroup = true (runc's options, field 9) reaches rune as runc's shim passes it: the global
+    --systemd-cgroup before the command."""
+    from inclavare.shim.container import Options
+    from inclavare.shim.runtime import Rune
+
+    value = api.RuncOptions(systemd_cgroup=True, binary_name="rune").encode()
+    opts = Options(api.Any(type_url="type.googleapis.com/" + api.RUNC_OPTIONS, value=value))
+    assert opts.systemd_cgroup and opts.binary == "rune"
+    argv = Rune(None, "rune", "/run/r/ns", "/b/log.json", systemd_cgroup=opts.systemd_cgroup)._argv(["create", "x"])
+    assert argv == ["rune", "--root", "/run/r/ns", "--log", "/b/log.json", "--log-format", "json", "--systemd-cgroup",
+                    "create", "x"]
+    assert not Options(api.Any(type_url="type.googleapis.com/" + api.RUNC_OPTIONS,
+                               value=api.RuncOptions(binary_name="rune").encode())).systemd_cgroup

@@ -149,11 +149,6 @@ def main(argv: list[str] | None = None) -> int:
             raise RuneError(f"rune: no such command {ascii(cmd)} (see rune --help)")
         if i + 1 < len(argv) and argv[i + 1] in ("--help", "-h"):
             return _help(cmd)
-        if g.systemd_cgroup:
-            import os
-
-            if not os.path.isdir("/run/systemd/system"):
-                raise RuneError("--systemd-cgroup: systemd is not running as PID 1 on this host; drop the flag")
         log.debug(f"rune {' '.join(argv)}")
         mod = __import__(f"inclavare.cli.{module}", fromlist=["main"])
         try:

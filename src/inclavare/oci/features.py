@@ -23,7 +23,7 @@ def features() -> dict:
     linux = {
         "namespaces": sorted(NAMESPACES),
         "capabilities": list(capabilities.NAMES),
-        "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False, "rdma": True},
+        "cgroup": {"v1": True, "v2": True, "systemd": True, "systemdUser": False, "rdma": True},
         "seccomp": _seccomp(annotations),
         "apparmor": {"enabled": True},  # supported (applied where the host enables it)
         "selinux": {"enabled": True},

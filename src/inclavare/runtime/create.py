@@ -124,6 +124,9 @@ def _create(root: str, cid: str, opts: Options, guard) -> Created:  # noqa: ANN0
         "use_fifo": opts.use_fifo,
         "rootless": opts.rootless,
     }
+    late = getattr(mgr, "late_join", False)  # systemd: the scope is made with the init's pid in it
+    if late:
+        state["systemd_unit"] = mgr.unit  # recorded before it exists, as the cgroup paths
     try:
         # the cgroups are recorded before they exist: `delete --force` finds them whenever this command is killed
         container.write_config(config, sync=False)
@@ -163,7 +166,10 @@ def _create(root: str, cid: str, opts: Options, guard) -> Created:  # noqa: ANN0
         if not userns:
             cgroup_touched = True
             cgroup = _cgroup(mgr, linux, opts, source)
-            ctx.cgroup_paths = cgroup.paths if cgroup is not None else {}
+            if late:
+                ctx.cgroup_late = True  # the init waits for the cgroup message before anything else
+            else:
+                ctx.cgroup_paths = cgroup.paths if cgroup is not None else {}
             ctx.join_cgroup = False  # the init joins first thing, before any namespace
             state["pid"] = _fork_init(ctx, namespaces, sock, container)
         else:
@@ -197,7 +203,12 @@ def _create(root: str, cid: str, opts: Options, guard) -> Created:  # noqa: ANN0
         cgroup_msg = cinit.MSG_CGROUP + jsonlite.dumps(paths).encode()
         # through an intermediate, the init's pid comes later: the handshake moves it, then sends the message
         join = cgroup if userns and not ctx.join_cgroup else None
-        if userns and join is None:
+        if late and not userns:
+            cgroup.join(state["pid"])
+            _send(sock, cgroup_msg)
+        elif userns and join is None:
+            if late:
+                cgroup.join(mid)  # the intermediate joins the scope itself; the init is its child
             try:
                 sock.send(cgroup_msg)
             except OSError:
@@ -358,8 +369,14 @@ def _cgroup_manager(cid: str, linux: dict, opts: Options, source: str):
     from inclavare.linux import cgroups
 
     try:
-        return cgroups.Manager(cid, linux.get("cgroupsPath"), systemd=opts.systemd_cgroup)
+        if opts.systemd_cgroup:
+            from inclavare.linux.cgroups import systemd
+
+            return systemd.Manager(cid, linux.get("cgroupsPath"))
+        return cgroups.Manager(cid, linux.get("cgroupsPath"))
     except RuneError as e:
+        if opts.systemd_cgroup and not str(e).startswith("linux."):
+            raise
         raise _in_config(source, e) from None
 
 

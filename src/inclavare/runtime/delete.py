@@ -139,19 +139,30 @@ def wait_gone(pid: int, start: int | None, timeout: float = 10.0) -> None:
 
 def remove_cgroup(state: dict) -> None:
     paths = state.get("cgroup_paths")
-    if not paths:
+    unit = state.get("systemd_unit")  # --systemd-cgroup: the transient scope, stopped once its processes are gone
+    if not paths and not unit:
         return
     from inclavare.linux import cgroups
 
-    mgr = cgroups.Manager.from_paths(state["id"], paths)
+    mgr = cgroups.Manager.from_paths(state["id"], paths or {})
     for _ in range(100):
-        if not signal_cgroup(state, 9):
+        if not paths or not signal_cgroup(state, 9):
             break
         time.sleep(0.005)
+    stop_error = None
+    if unit:
+        from inclavare.linux.cgroups import systemd
+
+        try:
+            systemd.stop(unit)
+        except RuneError as e:
+            stop_error = e  # the directories rune made are removed all the same, then the delete fails
     try:
         mgr.destroy()
     except OSError as e:
         raise RuneError(f"cannot remove the cgroup of container {state['id']!r}: {e.strerror}") from None
+    if stop_error is not None:
+        raise stop_error
     for parent in reversed(state.get("cgroup_parents") or ()):  # those the create made, deepest first
         try:
             os.rmdir(parent)

@@ -49,6 +49,7 @@ class Launch:
         self.cgroup_paths: dict | None = None  # from MSG_CGROUP, once the parent has made the cgroup
         self.join_cgroup = False  # the intermediate joins the cgroup itself (needed before a new cgroup namespace)
         self.born_in_cgroup = False  # the init was forked into the cgroup2 directory (clone3 CLONE_INTO_CGROUP)
+        self.cgroup_late = False  # the cgroup is made after the fork (systemd's scope needs the pid): wait for it
         self.seccomp = None  # compiled seccomp filter
         self.console_sock = None  # connected --console-socket
         self.tty_to_parent = False  # foreground run with a terminal: send the pty master to the parent
@@ -186,6 +187,8 @@ def init_direct(ctx: Launch) -> None:
             pass
         ctx.pdeathsig = True
         close_host_fds(ctx)
+        if ctx.cgroup_late:
+            cgroup_paths(ctx)  # rune has moved us into the cgroup when this message comes
         join_own_cgroups(ctx)
         _preimport(ctx.config, {ns["type"]: "" for ns in (ctx.config.get("linux") or {}).get("namespaces") or ()})
         if ctx.pre_namespaces is not None:

@@ -108,7 +108,13 @@ def update(container: Container, changes: dict, source: str = "") -> None:
         from inclavare.linux import cgroups
 
         try:
-            cgroups.Manager.from_paths(container.id, state["cgroup_paths"]).update(changes)
+            mgr = cgroups.Manager.from_paths(container.id, state["cgroup_paths"])
+            if state.get("systemd_unit"):
+                from inclavare.linux.cgroups import systemd
+
+                mgr._plan(changes)  # every value checked before systemd is asked
+                systemd.update(state["systemd_unit"], changes, mgr.mode == "v2")
+            mgr.update(changes)
         except RuneError as e:
             if source and str(e).startswith("linux."):
                 raise RuneError(f"{source}: {e}") from None

@@ -54,6 +54,7 @@ class Options:
         self.root = ""
         self.no_pivot = False
         self.no_new_keyring = False
+        self.systemd_cgroup = False  # runc's SystemdCgroup option: rune --systemd-cgroup, as runc's shim passes it
         if any_ is None or not any_.type_url:
             return
         if any_.type_url.endswith(api.RUNTIME_OPTIONS):
@@ -62,6 +63,7 @@ class Options:
             o = api.RuncOptions.decode(any_.value)
             self.binary, self.root = o.binary_name, o.root
             self.no_pivot, self.no_new_keyring = o.no_pivot_root, o.no_new_keyring
+            self.systemd_cgroup = bool(o.systemd_cgroup)
         else:
             raise TtrpcError(INVALID_ARGUMENT, f"unknown runtime options type {any_.type_url!r}: use "
                              f"{api.RUNTIME_OPTIONS} (ConfigPath)")
@@ -98,7 +100,8 @@ class Container:
         if self.config.text("enclave_runtime", "sim_dir"):
             env["INCLAVARE_SIM_DIR"] = self.config.text("enclave_runtime", "sim_dir")
         self.rune = Rune(reaper, binary, root, os.path.join(req.bundle, "log.json"),
-                         debug=self.config.log_level in ("debug", "trace"), env=env)
+                         debug=self.config.log_level in ("debug", "trace"), env=env,
+                         systemd_cgroup=opts.systemd_cgroup)
         self.spawn = reaper.spawn
         self.mounts = list(req.rootfs)
         spec = self._spec()

@@ -28,8 +28,9 @@ class RuntimeFailure(Exception):
 
 class Rune:
     def __init__(self, reaper: Reaper, binary: str, root: str, log: str, debug: bool = False,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, systemd_cgroup: bool = False) -> None:
         self.reaper = reaper
+        self.systemd_cgroup = systemd_cgroup
         self.env = env
         self.binary = binary
         self.root = root
@@ -40,6 +41,8 @@ class Rune:
         g = [self.binary, "--root", self.root, "--log", self.log, "--log-format", "json"]
         if self.debug:
             g.append("--debug")
+        if self.systemd_cgroup:
+            g.append("--systemd-cgroup")  # a global flag, where runc's shim puts it
         return g + args
 
     def _log_size(self) -> int:

@@ -1,0 +1,470 @@
+"""`rune --systemd-cgroup` against a real systemd: systemd (the host's /lib/systemd/systemd) runs as PID 1 of a rune
+container with a cgroup namespace and its own cgroup subtree mounted read-write (on a v1/hybrid host the hybrid
+layout: a tmpfs with every v1 hierarchy and cgroup2 at unified, as rune mounts "cgroup" with a cgroup namespace;
+systemd 252 runs in hybrid mode there). Its root filesystem is the host's /usr read-only (/bin, /lib, /lib64, /sbin
+as merged-usr symlinks), a small writable /etc, tmpfs /run and /tmp, container=rune in the environment; the checkout,
+its Python and the busybox root filesystem are bound at their own paths. rune then runs *inside* it (`rune exec`
+into the box) with --systemd-cgroup, and the tests look at the scope through systemctl and the cgroup files.
+
+The errors without systemd as PID 1, with a bad linux.cgroupsPath and with no reachable bus run on the host or in a
+second container without systemd.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from tests.conftest import REPO, cgroup_leftovers, default_config, imported, new_id
+
+SYSTEMD = "/lib/systemd/systemd"
+INNER_ROOTFS = "/inner-rootfs"
+RUNE = str(REPO / "bin" / "rune")
+CAPS = ("CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP LINUX_IMMUTABLE "
+        "NET_BIND_SERVICE NET_ADMIN NET_RAW IPC_LOCK IPC_OWNER SYS_CHROOT SYS_PTRACE SYS_ADMIN SYS_BOOT SYS_NICE "
+        "MKNOD LEASE AUDIT_WRITE AUDIT_CONTROL SETFCAP SYSLOG").split()
+
+
+def _host_v2() -> bool:
+    return not os.path.isdir("/sys/fs/cgroup/memory") and os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+
+
+def box_config(base: Path, args: list[str], shared: list[str]) -> dict:
+    """A bundle config whose root is the host's /usr (read-only) and a writable /etc, /var: enough for systemd."""
+    root = base / "rootfs"
+    for d in ("usr", "etc", "proc", "sys", "dev", "run", "tmp", "var/tmp", "var/log", "var/lib", "root"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    for link, target in (("bin", "usr/bin"), ("lib", "usr/lib"), ("lib64", "usr/lib64"), ("sbin", "usr/sbin"),
+                         ("var/run", "../run")):
+        if not (root / link).is_symlink() and os.path.lexists("/" + target.replace("../", "")):
+            (root / link).symlink_to(target)
+    (root / "etc/machine-id").write_text(uuid.uuid4().hex + "\n")
+    if os.path.exists("/usr/lib/os-release"):
+        (root / "etc/os-release").symlink_to("../usr/lib/os-release")
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\nmessagebus:x:100:101::/nonexistent:/bin/false\n"
+                                     "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")
+    (root / "etc/group").write_text("root:x:0:\nmessagebus:x:101:\nnogroup:x:65534:\n")
+    c = default_config(root, args)
+    c["root"] = {"path": str(root), "readonly": False}
+    c["process"]["env"] += ["container=rune"]
+    c["process"]["noNewPrivileges"] = False
+    caps = ["CAP_" + x for x in CAPS]
+    c["process"]["capabilities"] = {k: caps for k in ("bounding", "effective", "permitted")}
+    mounts = [m for m in c["mounts"] if m["destination"] != "/sys/fs/cgroup"]
+    mounts.append({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+                   "options": ["nosuid", "noexec", "nodev", "relatime", "rw"]})
+    mounts.append({"destination": "/usr", "type": "bind", "source": "/usr", "options": ["rbind", "ro"]})
+    for d in ("/run", "/tmp"):
+        mounts.append({"destination": d, "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=755"]})
+    for d in shared:
+        mounts.append({"destination": d, "type": "bind", "source": d, "options": ["rbind", "ro"]})
+    c["mounts"] = mounts
+    linux = c["linux"]
+    linux.pop("maskedPaths", None)
+    linux.pop("readonlyPaths", None)
+    # every device, as a privileged container: the containers made inside may allow what an engine asks for
+    linux.setdefault("resources", {})["devices"] = [{"allow": True, "access": "rwm"}]
+    if not any(ns["type"] == "cgroup" for ns in linux["namespaces"]):
+        linux["namespaces"].append({"type": "cgroup"})
+    return c
+
+
+def shared_paths(tmp_base: Path) -> list[str]:
+    """What rune needs inside the box, bound at its own path: the checkout, the interpreter, the test files."""
+    paths = []
+    for p in (str(REPO), sys.base_prefix, sys.prefix, str(tmp_base)):
+        p = os.path.realpath(p)
+        if p.startswith("/usr/") or p == "/usr":
+            continue  # in the box already
+        if p not in paths and not any(p.startswith(q + "/") for q in paths):
+            paths.append(p)
+    return paths
+
+
+class Box:
+    """The systemd container, and rune inside it."""
+
+    def __init__(self, rune_bin: str, root: Path, cid: str) -> None:
+        self.rune_bin = rune_bin
+        self.root = root
+        self.id = cid
+        self.inner_root = f"/run/rune-inner-{uuid.uuid4().hex[:8]}"
+        self.exec_flags = ["--cgroup", "init.scope"] if _host_v2() else []  # cgroup2: no process in the root
+
+    def sh(self, script: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+        """Files, not pipes: a detached inner container keeps its stdio open, as with runc."""
+        flags = [f"--env={k}={v}" for k, v in (env or {}).items()]
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            p = subprocess.run([self.rune_bin, "--root", str(self.root), "exec", *self.exec_flags, *flags, self.id,
+                                "/bin/sh", "-c", script], stdout=out, stderr=err, text=True, timeout=timeout)
+            out.seek(0)
+            err.seek(0)
+            p.stdout, p.stderr = out.read(), err.read()
+        return p
+
+    def rune(self, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+        return self.sh(" ".join(_quote(a) for a in [RUNE, "--root", self.inner_root, *args]), env=env)
+
+    def show(self, unit: str, *names: str) -> dict:
+        p = self.sh(f"systemctl show {' '.join('-p ' + n for n in names)} {unit}")
+        assert p.returncode == 0, p.stderr
+        return dict(line.split("=", 1) for line in p.stdout.splitlines() if "=" in line)
+
+    def read(self, path: str) -> str:
+        p = self.sh(f"cat {_quote(path)}")
+        assert p.returncode == 0, p.stderr
+        return p.stdout.strip()
+
+    def write(self, path: str, text: str) -> None:
+        p = self.sh(f"mkdir -p {_quote(os.path.dirname(path))} && printf %s {_quote(text)} > {_quote(path)}")
+        assert p.returncode == 0, p.stderr
+
+    def exists(self, path: str) -> bool:
+        return self.sh(f"test -e {_quote(path)}").returncode == 0
+
+
+def _quote(s: str) -> str:
+    return "'" + s.replace("'", "'\\''") + "'"
+
+
+@pytest.fixture(scope="module")
+def box(rune_bin: str, rootfs: Path, tmp_path_factory: pytest.TempPathFactory):
+    """systemd as PID 1 of a rune container, up (`systemctl is-system-running --wait`)."""
+    if not os.access(SYSTEMD, os.X_OK):
+        pytest.skip(f"{SYSTEMD} is not installed (the test runs the host's systemd in a container)")
+    if not os.path.exists("/usr/bin/dbus-daemon"):
+        pytest.skip("dbus-daemon is not installed (the box's system bus)")
+    base = tmp_path_factory.mktemp("systemd-box")
+    base.chmod(0o755)
+    tmp_base = tmp_path_factory.getbasetemp()
+    bundle = base / "bundle"
+    bundle.mkdir()
+    config = box_config(bundle, [SYSTEMD], shared_paths(tmp_base))
+    # the busybox rootfs again where a user namespace's root can reach it (pytest's tmp is 0700)
+    config["mounts"].append({"destination": INNER_ROOTFS, "type": "bind", "source": str(rootfs),
+                             "options": ["rbind", "ro"]})
+    (bundle / "config.json").write_text(json.dumps(config, indent=1))
+    root = base / "root"
+    cid = new_id("sd")
+    with open(base / "console.log", "w") as out:
+        p = subprocess.run([rune_bin, "--root", str(root), "run", "-d", "--bundle", str(bundle), cid], stdout=out,
+                           stderr=subprocess.STDOUT, timeout=60)
+    assert p.returncode == 0, (base / "console.log").read_text()
+    b = Box(rune_bin, root, cid)
+    try:
+        # "running" or "degraded" (a unit that needs more than this small /etc may fail): systemd is up
+        deadline = time.monotonic() + 120
+        while True:  # until systemd has made its private socket, systemctl cannot connect
+            up = b.sh("systemctl is-system-running --wait", timeout=120)
+            if "Failed to connect" not in up.stderr or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert up.stdout.strip() in ("running", "degraded"), (up.stdout, up.stderr,
+                                                              (base / "console.log").read_text()[-3000:])
+        yield b
+    finally:
+        b.sh(f"for c in $(ls {b.inner_root} 2>/dev/null); do {RUNE} --systemd-cgroup --root {b.inner_root} "
+             f"delete --force $c; done")
+        subprocess.run([rune_bin, "--root", str(root), "delete", "--force", cid], capture_output=True, timeout=60)
+        assert not (root / cid).exists()
+
+
+def inner_bundle(rootfs: Path, tmp: Path, cgroups_path: str, resources: dict | None = None,
+                 args: tuple[str, ...] = ("sleep", "1000")) -> Path:
+    b = tmp / f"inner-{uuid.uuid4().hex[:8]}"
+    b.mkdir()
+    b.chmod(0o755)
+    c = default_config(rootfs, list(args))
+    c["linux"]["cgroupsPath"] = cgroups_path
+    if resources:
+        c["linux"]["resources"] = resources
+    (b / "config.json").write_text(json.dumps(c, indent=1))
+    return b
+
+
+def _pid(box: Box, cid: str) -> int:
+    p = box.rune("state", cid)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)["pid"]
+
+
+def _cgroup_dir(box: Box, controller: str, rel: str) -> str:
+    if box.exists("/sys/fs/cgroup/memory"):
+        return f"/sys/fs/cgroup/{controller}{rel}"
+    return f"/sys/fs/cgroup{rel}"
+
+
+@pytest.mark.parametrize("bus", ["system bus", "private socket"])
+def test_scope_with_limits_then_gone_after_delete(box: Box, rootfs: Path, tmp_path: Path, bus: str) -> None:
+    tmp_path.chmod(0o755)
+    cid = new_id("sc")
+    env = {"DBUS_SYSTEM_BUS_ADDRESS": "unix:path=/nonexistent"} if bus == "private socket" else None
+    resources = {"memory": {"limit": 64 << 20}, "pids": {"limit": 33},
+                 "cpu": {"shares": 512, "quota": 50000, "period": 100000}}
+    b = inner_bundle(rootfs, tmp_path, f"system.slice:rune:{cid}", resources)
+    # the flag where runc's callers (containerd's shim, kubelet's) put it: a global flag before the command
+    p = box.rune("--systemd-cgroup", "run", "-d", "--bundle", str(b), cid, env=env)
+    assert p.returncode == 0, p.stderr
+    unit = f"rune-{cid}.scope"
+    v1 = box.exists("/sys/fs/cgroup/memory")
+    show = box.show(unit, "ActiveState", "Slice", "Delegate", "DefaultDependencies", "ControlGroup", "TasksMax",
+                    "MemoryLimit" if v1 else "MemoryMax", "CPUShares" if v1 else "CPUWeight", "CPUQuotaPerSecUSec",
+                    "DevicePolicy", "Description")
+    assert show["ActiveState"] == "active"
+    assert show["Slice"] == "system.slice" and show["Delegate"] == "yes" and show["DefaultDependencies"] == "no"
+    assert show["ControlGroup"] == f"/system.slice/{unit}"
+    assert show["Description"] == f"rune container {cid}"
+    assert show["TasksMax"] == "33"
+    assert show["MemoryLimit" if v1 else "MemoryMax"] == str(64 << 20)
+    assert show["CPUShares" if v1 else "CPUWeight"] == ("512" if v1 else "20")
+    assert show["CPUQuotaPerSecUSec"] == "500ms"
+    assert show["DevicePolicy"] == "strict"
+    # the container's process is in the scope, in every hierarchy
+    pid = _pid(box, cid)
+    cgroup = box.read(f"/proc/{pid}/cgroup").splitlines()
+    assert cgroup and all(line.endswith(f"/system.slice/{unit}") for line in cgroup), cgroup
+    # the limits in the cgroup files
+    rel = f"/system.slice/{unit}"
+    if v1:
+        assert box.read(_cgroup_dir(box, "memory", rel) + "/memory.limit_in_bytes") == str(64 << 20)
+        assert box.read(_cgroup_dir(box, "cpu", rel) + "/cpu.shares") == "512"
+        assert box.read(_cgroup_dir(box, "cpu", rel) + "/cpu.cfs_quota_us") == "50000"
+    else:
+        assert box.read(_cgroup_dir(box, "memory", rel) + "/memory.max") == str(64 << 20)
+    assert box.read(_cgroup_dir(box, "pids", rel) + "/pids.max") == "33"
+    # systemd re-applying the unit (daemon-reload) keeps the container's device rules (DevicePolicy=strict)
+    if v1:
+        before = box.read(_cgroup_dir(box, "devices", rel) + "/devices.list")
+        assert box.sh("systemctl daemon-reload").returncode == 0
+        assert box.read(_cgroup_dir(box, "devices", rel) + "/devices.list") == before
+        assert "a *:* rwm" not in before
+    # rune update: the unit's properties and the files
+    p = box.rune("--systemd-cgroup", "update", "--memory", str(128 << 20), "--pids-limit", "50", cid, env=env)
+    assert p.returncode == 0, p.stderr
+    show = box.show(unit, "TasksMax", "MemoryLimit" if v1 else "MemoryMax")
+    assert show["TasksMax"] == "50" and show["MemoryLimit" if v1 else "MemoryMax"] == str(128 << 20)
+    assert box.read(_cgroup_dir(box, "pids", rel) + "/pids.max") == "50"
+    # delete: the unit is stopped and forgotten, its directories gone
+    p = box.rune("--systemd-cgroup", "delete", "--force", cid, env=env)
+    assert p.returncode == 0, p.stderr
+    assert box.show(unit, "LoadState")["LoadState"] == "not-found"
+    for ctrl in ("memory", "pids", "cpuset", "freezer") if v1 else ("memory",):
+        assert not box.exists(_cgroup_dir(box, ctrl, rel)), ctrl
+
+
+def test_nested_slice_and_create_start_delete(box: Box, rootfs: Path, tmp_path: Path) -> None:
+    """The engines' sequence (create, start, kill, delete) in a slice of a slice; the slice made by systemd."""
+    tmp_path.chmod(0o755)
+    cid = new_id("ns")
+    b = inner_bundle(rootfs, tmp_path, f"machine-rune.slice:cri-containerd:{cid}")
+    for args in (("create", "--bundle", str(b), cid), ("start", cid)):
+        p = box.rune("--systemd-cgroup", *args)
+        assert p.returncode == 0, (args, p.stderr)
+    unit = f"cri-containerd-{cid}.scope"
+    show = box.show(unit, "ActiveState", "ControlGroup", "Slice")
+    assert show == {"ActiveState": "active", "ControlGroup": f"/machine.slice/machine-rune.slice/{unit}",
+                    "Slice": "machine-rune.slice"}
+    pid = _pid(box, cid)
+    assert f"/machine.slice/machine-rune.slice/{unit}" in box.read(f"/proc/{pid}/cgroup")
+    assert box.rune("kill", cid, "9").returncode == 0
+    for _ in range(200):
+        if json.loads(box.rune("state", cid).stdout)["status"] == "stopped":
+            break
+        time.sleep(0.05)
+    p = box.rune("--systemd-cgroup", "delete", cid)
+    assert p.returncode == 0, p.stderr
+    assert box.show(unit, "LoadState")["LoadState"] == "not-found"
+
+
+@pytest.mark.parametrize("namespaces", [["user"], ["cgroup"], ["user", "cgroup"]])
+def test_init_in_the_scope_before_its_namespaces(box: Box, namespaces: list) -> None:
+    """The scope is made with the init's pid after the fork; the init enters its namespaces only once it is in it: a
+    new cgroup namespace is rooted at the scope (the limit is the scope's), and through a user namespace's
+    intermediate process too."""
+    cid = new_id("ns")
+    script = ("cat /proc/self/cgroup; cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || "
+              "cat /sys/fs/cgroup/memory.max")
+    c = default_config(Path(INNER_ROOTFS), ["sh", "-c", script])
+    c["linux"]["cgroupsPath"] = f"system.slice:rune:{cid}"
+    c["linux"]["resources"] = {"memory": {"limit": 48 << 20}}
+    c["linux"]["namespaces"] += [{"type": t} for t in namespaces]
+    if "user" in namespaces:
+        c["linux"]["uidMappings"] = c["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    b = f"/run/bundle-{cid}"  # in the box, reachable by the mapped root
+    box.write(f"{b}/config.json", json.dumps(c))
+    p = box.rune("--systemd-cgroup", "run", "--bundle", b, cid)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.split()
+    want = ":/" if "cgroup" in namespaces else f":/system.slice/rune-{cid}.scope"
+    assert all(line.endswith(want) for line in lines[:-1]), p.stdout
+    assert lines[-1] == str(48 << 20)
+    assert box.show(f"rune-{cid}.scope", "LoadState")["LoadState"] == "not-found"  # run deletes it on exit
+
+
+def test_unit_of_the_same_name_refused_and_nothing_left(box: Box, rootfs: Path, tmp_path: Path) -> None:
+    """A failure after the init exists (systemd refuses the unit): one sentence, exit 1, no state, no init, no
+    cgroup; the container that has the unit keeps it."""
+    tmp_path.chmod(0o755)
+    first, second = new_id("u1"), new_id("u2")
+    path = f"system.slice:rune:shared-{first}"
+    b = inner_bundle(rootfs, tmp_path, path)
+    assert box.rune("--systemd-cgroup", "run", "-d", "--bundle", str(b), first).returncode == 0
+    try:
+        log = f"/run/{second}.log.json"  # in the box (the test's files are bound read-only)
+        p = box.rune("--systemd-cgroup", "--log", log, "--log-format", "json", "run", "-d", "--bundle", str(b),
+                     second)
+        assert p.returncode == 1
+        msg = p.stderr.strip().splitlines()[-1]
+        assert "cannot create the systemd unit rune-shared-" in msg and "exists already" in msg, p.stderr
+        assert json.loads(box.read(log).splitlines()[-1])["msg"] in msg
+        assert box.rune("state", second).returncode == 1
+        assert not box.exists(f"{box.inner_root}/{second}")
+        assert box.show(f"rune-shared-{first}.scope", "ActiveState")["ActiveState"] == "active"
+        procs = box.sh(f"systemd-cgls --no-pager -u rune-shared-{first}.scope").stdout
+        assert procs.count("sleep 1000") == 1, procs  # the refused container's init is gone
+    finally:
+        assert box.rune("--systemd-cgroup", "delete", "--force", first).returncode == 0
+
+
+def test_containerd_with_systemd_cgroup(box: Box, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """containerd's runc shim with SystemdCgroup (ctr's --runc-systemd-cgroup sets the same runc option) calls
+    `rune --root R --log L --log-format json --systemd-cgroup create ...`: the global flag before the command, and a
+    cgroupsPath "slice:prefix:name". containerd runs inside the box as a transient service of its systemd."""
+    from tests.engines import daemons
+
+    missing = [b for b in ("containerd", "ctr", "containerd-shim-runc-v2", "umoci", "skopeo") if not shutil.which(b)]
+    if missing:
+        pytest.skip(f"not installed: {', '.join(missing)}")
+    image = daemons.Image(tmp_path_factory.mktemp("sd-image")).build()
+    state = f"/run/ctd-{uuid.uuid4().hex[:8]}"
+    conf = tmp_path_factory.mktemp("sd-ctd") / "config.toml"
+    conf.parent.chmod(0o755)
+    conf.write_text(f"""version = 2
+root = "{state}/root"
+state = "{state}/state"
+[grpc]
+  address = "{state}/containerd.sock"
+[ttrpc]
+  address = "{state}/containerd.sock.ttrpc"
+""")
+    service = f"{state[5:]}.service"
+    p = box.sh(f"systemd-run --unit={service} -p Delegate=yes containerd --config {conf}")
+    assert p.returncode == 0, p.stderr
+    ctr = f"ctr -a {state}/containerd.sock"
+    try:
+        for _ in range(300):
+            if box.sh(f"{ctr} version").returncode == 0:
+                break
+            time.sleep(0.1)
+        p = box.sh(f"{ctr} images import {image.oci_archive}")
+        assert p.returncode == 0, p.stderr
+        cid = new_id("ctr")
+        p = box.sh(f"{ctr} run --rm --runc-binary {RUNE} --runc-systemd-cgroup --cgroup system.slice:ctr:{cid} "
+                   f"{daemons.IMAGE} {cid} cat /proc/self/cgroup")
+        assert p.returncode == 0, p.stderr
+        lines = p.stdout.split()
+        assert lines and all(line.endswith(f":/system.slice/ctr-{cid}.scope") for line in lines), p.stdout
+        assert box.show(f"ctr-{cid}.scope", "LoadState")["LoadState"] == "not-found"  # removed with the task
+        # detached, then killed and deleted through containerd
+        cid = new_id("ctr")
+        p = box.sh(f"{ctr} run -d --runc-binary {RUNE} --runc-systemd-cgroup --cgroup system.slice:ctr:{cid} "
+                   f"{daemons.IMAGE} {cid} sleep 1000")
+        assert p.returncode == 0, p.stderr
+        assert box.show(f"ctr-{cid}.scope", "ActiveState")["ActiveState"] == "active"
+        assert box.sh(f"{ctr} task kill -s 9 {cid}").returncode == 0
+        for _ in range(200):
+            if "STOPPED" in box.sh(f"{ctr} task ls").stdout:
+                break
+            time.sleep(0.05)
+        p = box.sh(f"{ctr} task delete {cid} && {ctr} container delete {cid}")
+        assert p.returncode == 0, p.stderr
+        assert box.show(f"ctr-{cid}.scope", "LoadState")["LoadState"] == "not-found"
+    finally:
+        box.sh(f"systemctl stop {service}; systemctl reset-failed {service}; umount -R {state} 2>/dev/null; "
+               f"rm -rf {state}")
+
+
+# --- without systemd ------------------------------------------------------------------------------------------------
+
+def _no_leftovers(rune, cid: str) -> None:
+    assert not (rune.root / cid).exists()
+    assert not cgroup_leftovers(cid)
+    assert not list(Path("/sys/fs/cgroup").glob(f"*/system.slice/*{cid}*"))
+
+
+@pytest.mark.skipif(os.path.isdir("/run/systemd/system"), reason="systemd is PID 1 on this host")
+def test_no_systemd_as_pid1_is_one_sentence(rune, tmp_path: Path) -> None:
+    cid = new_id()
+    b = rune.bundle(["true"], edit=lambda c: c["linux"].update(cgroupsPath=f"system.slice:rune:{cid}"))
+    log = tmp_path / "log"
+    p = rune("--systemd-cgroup", "--log", str(log), "run", "--bundle", str(b), cid)
+    assert p.returncode == 1
+    want = ("--systemd-cgroup: systemd is not running as PID 1 (/run/systemd/system is missing); the systemd cgroup "
+            "driver needs it (drop the flag to use cgroupfs)")
+    assert p.stderr.strip() == want
+    assert want in log.read_text()
+    _no_leftovers(rune, cid)
+    # the other commands take the flag (containerd's shim passes it to each) and need no systemd
+    assert rune("--systemd-cgroup", "delete", "--force", cid).returncode == 0
+    assert rune("--systemd-cgroup", "list").returncode == 0
+
+
+@pytest.mark.parametrize("path", ["/kubepods/pod1/abc", "system.slice:abc", "system.scope:rune:abc",
+                                  "system.slice:rune:"])
+def test_malformed_cgroups_path(rune, tmp_path: Path, path: str) -> None:
+    cid = new_id()
+    b = rune.bundle(["true"], edit=lambda c: c["linux"].update(cgroupsPath=path))
+    log = tmp_path / "log"
+    p = rune("--systemd-cgroup", "--log", str(log), "--log-format", "json", "create", "--bundle", str(b), cid)
+    assert p.returncode == 1
+    msg = p.stderr.strip()
+    assert msg.startswith(f"{b}/config.json: linux.cgroupsPath: "), msg
+    assert "slice" in msg and msg.count("\n") == 0
+    assert json.loads(log.read_text())["msg"] == msg
+    _no_leftovers(rune, cid)
+
+
+def test_unreachable_bus(rune_bin: str, rootfs: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """systemd booted (/run/systemd/system exists) but neither its bus nor its private socket reachable: a second
+    container, without systemd, in which rune runs with --systemd-cgroup. The failure comes after the init was
+    forked: nothing may be left (state, init, cgroup)."""
+    base = tmp_path_factory.mktemp("nobus")
+    base.chmod(0o755)
+    inner = inner_bundle(rootfs, base, "system.slice:rune:nobus")
+    root = "/run/rune-nobus"
+    script = (f"mkdir -p /run/systemd/system; {RUNE} --systemd-cgroup --root {root} --log /run/log run -d --bundle "
+              f"{inner} nobus; echo rc=$?; echo state=$(ls -A {root}); "
+              "echo cgroups=$(find /sys/fs/cgroup -name '*nobus*'); echo procs=$(pgrep -c sleep); cat /run/log")
+    bundle = base / "bundle"
+    bundle.mkdir()
+    config = box_config(bundle, ["/bin/sh", "-c", script], shared_paths(tmp_path_factory.getbasetemp()))
+    config["process"]["env"].append("DBUS_SYSTEM_BUS_ADDRESS=unix:path=/run/no-bus")
+    (bundle / "config.json").write_text(json.dumps(config, indent=1))
+    cid = new_id("nb")
+    p = subprocess.run([rune_bin, "--root", str(base / "root"), "run", "--bundle", str(bundle), cid],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    want = ("--systemd-cgroup: cannot reach systemd over D-Bus: /run/no-bus (No such file or directory); "
+            "/run/systemd/private (No such file or directory)")
+    assert lines[:4] == ["rc=1", "state=", "cgroups=", "procs=0"], p.stdout + p.stderr
+    assert p.stderr.strip() == want
+    assert want in "\n".join(lines[4:])  # the --log file
+
+
+def test_the_cgroupfs_hot_path_never_loads_the_driver(rune) -> None:
+    b = rune.bundle(["true"])
+    mods = imported(rune, "run", "--bundle", str(b), new_id())
+    assert "inclavare.linux.cgroups" in mods
+    assert not [m for m in mods if m.startswith("jeepney") or m == "inclavare.linux.cgroups.systemd"]
+    # a container without a unit: delete needs no D-Bus either
+    mods = imported(rune, "--systemd-cgroup", "delete", "--force", new_id())
+    assert not [m for m in mods if m.startswith("jeepney")]
