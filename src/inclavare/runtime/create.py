@@ -204,10 +204,11 @@ def _create(root: str, cid: str, opts: Options, guard) -> Created:  # noqa: ANN0
         # through an intermediate, the init's pid comes later: the handshake moves it, then sends the message
         join = cgroup if userns and not ctx.join_cgroup else None
         if late and not userns:
-            cgroup.join(state["pid"])
+            if cgroup is not None:
+                cgroup.join(state["pid"])
             _send(sock, cgroup_msg)
         elif userns and join is None:
-            if late:
+            if late and cgroup is not None:
                 cgroup.join(mid)  # the intermediate joins the scope itself; the init is its child
             try:
                 sock.send(cgroup_msg)

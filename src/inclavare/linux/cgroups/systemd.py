@@ -289,8 +289,11 @@ class Bus:
 
         try:
             reply = self.conn.send_and_get_reply(msg, timeout=self.timeout)
-        except (OSError, TimeoutError) as e:
-            raise RuneError(f"--systemd-cgroup: {what}: no answer from systemd over D-Bus ({e})") from None
+        except TimeoutError:
+            raise RuneError(f"--systemd-cgroup: {what}: no answer from systemd over D-Bus within "
+                            f"{self.timeout:.0f} s") from None
+        except OSError as e:
+            raise RuneError(f"--systemd-cgroup: {what}: the D-Bus connection failed ({e.strerror or e})") from None
         if reply.header.message_type.name == "error":
             err = DBusErrorResponse(reply)
             raise SystemdError(what, err.name, err.data)
