@@ -392,6 +392,37 @@ state = "{state}/state"
                f"rm -rf {state}")
 
 
+def test_create_killed_after_the_unit_then_delete_force(box: Box, rootfs: Path, tmp_path: Path) -> None:
+    """`rune create` SIGKILLed while a createRuntime hook runs (the scope exists, the init waits in it): the unit's
+    name is in the state, and `delete --force` leaves no unit, state or process."""
+    tmp_path.chmod(0o755)
+    cid = new_id("kc")
+    b = inner_bundle(rootfs, tmp_path, f"system.slice:rune:{cid}")
+    c = json.loads((b / "config.json").read_text())
+    c["hooks"] = {"createRuntime": [{"path": "/bin/sleep", "args": ["sleep", "997"]}]}
+    (b / "config.json").write_text(json.dumps(c))
+    unit = f"rune-{cid}.scope"
+    p = box.sh(f"{RUNE} --systemd-cgroup --root {box.inner_root} create --bundle {b} {cid} >/dev/null 2>&1 & "
+               "echo $!")
+    creator = int(p.stdout.strip())
+    for _ in range(400):
+        if box.show(unit, "ActiveState")["ActiveState"] == "active" and "sleep 997" in box.sh("ps -eo args").stdout:
+            break
+        time.sleep(0.05)
+    assert box.show(unit, "ActiveState")["ActiveState"] == "active"
+    assert box.sh(f"kill -9 {creator}").returncode == 0
+    assert box.exists(f"{box.inner_root}/{cid}/state.json")
+    assert "systemd_unit" in box.read(f"{box.inner_root}/{cid}/state.json")
+    p = box.rune("delete", "--force", cid)  # no flag: the unit comes from the state
+    assert p.returncode == 0, p.stderr
+    assert box.show(unit, "LoadState")["LoadState"] == "not-found"
+    assert not box.exists(f"{box.inner_root}/{cid}")
+    # the hook outlived its rune (as with runc): ended by its pid, found in the box's own pid namespace
+    hook = box.sh("ps -eo pid=,args= | awk '$2 == \"sleep\" && $3 == \"997\" {print $1}'").stdout.split()
+    for pid in hook:
+        box.sh(f"kill -9 {pid}")
+
+
 # --- without systemd ------------------------------------------------------------------------------------------------
 
 def _no_leftovers(rune, cid: str) -> None:
