@@ -124,18 +124,10 @@ def expand_slice(slice_name: str) -> str:
 
 def systemd_path(container_id: str, cgroups_path: str | None) -> str:
     """The cgroupfs path runc's systemd driver ends up with for "slice:prefix:name" (absolute, leaf included)."""
-    if not cgroups_path:
-        parent, prefix, name = "", "runc", container_id
-    else:
-        parts = cgroups_path.split(":")
-        if len(parts) != 3:
-            raise RuneError(f"linux.cgroupsPath: expected \"slice:prefix:name\" with --systemd-cgroup, "
-                            f"got {cgroups_path!r}")
-        parent, prefix, name = parts
-    if not name:
-        raise RuneError(f"linux.cgroupsPath: the name part of {cgroups_path!r} is empty")
-    unit = name if name.endswith(".slice") else f"{prefix}-{name}.scope"
-    return expand_slice(parent or "system.slice").rstrip("/") + "/" + unit
+    from .systemd import unit_of
+
+    parent, unit = unit_of(container_id, cgroups_path)
+    return expand_slice(parent).rstrip("/") + "/" + unit
 
 
 def own_cgroups() -> dict[str, str]:
