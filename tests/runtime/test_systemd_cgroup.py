@@ -52,6 +52,8 @@ def box_config(base: Path, args: list[str], shared: list[str]) -> dict:
     (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\nmessagebus:x:100:101::/nonexistent:/bin/false\n"
                                      "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")
     (root / "etc/group").write_text("root:x:0:\nmessagebus:x:101:\nnogroup:x:65534:\n")
+    (root / "etc/hosts").write_text("127.0.0.1 localhost\n")  # what containerd's CRI copies into pods
+    (root / "etc/resolv.conf").write_text("")
     c = default_config(root, args)
     c["root"] = {"path": str(root), "readonly": False}
     c["process"]["env"] += ["container=rune"]
@@ -334,62 +336,133 @@ def test_unit_of_the_same_name_refused_and_nothing_left(box: Box, rootfs: Path, 
         assert box.rune("--systemd-cgroup", "delete", "--force", first).returncode == 0
 
 
-def test_containerd_with_systemd_cgroup(box: Box, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """containerd's runc shim with SystemdCgroup (ctr's --runc-systemd-cgroup sets the same runc option) calls
-    `rune --root R --log L --log-format json --systemd-cgroup create ...`: the global flag before the command, and a
-    cgroupsPath "slice:prefix:name". containerd runs inside the box as a transient service of its systemd."""
+class BoxContainerd:
+    """containerd inside the box, a transient service of its systemd, with every path under `state` (the box's
+    /run); its CRI runtime handler "rune" is this checkout's rune with SystemdCgroup = true."""
+
+    def __init__(self, box: Box, state: str, image) -> None:  # noqa: ANN001 - tests.engines.daemons.Image
+        self.box, self.state, self.image = box, state, image
+        self.sock = f"{state}/containerd.sock"
+        self.service = f"{state[5:]}.service"
+        self.ctr = f"ctr -a {self.sock}"
+
+    def config(self) -> str:
+        from tests.engines import daemons
+
+        st = self.state
+        cri = '[plugins."io.containerd.grpc.v1.cri"'
+        return "\n".join([
+            "version = 2", f'root = "{st}/root"', f'state = "{st}/state"',
+            "[grpc]", f'  address = "{self.sock}"', "[ttrpc]", f'  address = "{self.sock}.ttrpc"',
+            f"{cri}]", f'  sandbox_image = "{daemons.PAUSE_IMAGE}"', "  restrict_oom_score_adj = true",
+            f"  {cri}.cni]", f'    bin_dir = "{st}/cni/bin"', f'    conf_dir = "{st}/cni/conf"',
+            f"  {cri}.containerd]", '    snapshotter = "overlayfs"', '    default_runtime_name = "rune"',
+            f"    {cri}.containerd.runtimes.rune]", '      runtime_type = "io.containerd.runc.v2"',
+            f"      {cri}.containerd.runtimes.rune.options]", f'        BinaryName = "{RUNE}"',
+            f'        Root = "{st}/cri-rune"', "        SystemdCgroup = true", ""])
+
+    def start(self, conf: Path) -> None:
+        conf.write_text(self.config())
+        p = self.box.sh(f"systemd-run --unit={self.service} -p Delegate=yes containerd --config {conf}")
+        assert p.returncode == 0, p.stderr
+        for _ in range(300):
+            if self.box.sh(f"{self.ctr} version").returncode == 0:
+                break
+            time.sleep(0.1)
+        for archive, ns in ((self.image.oci_archive, "default"), (self.image.oci_archive, "k8s.io"),
+                            (self.image.pause_archive, "k8s.io")):
+            p = self.box.sh(f"{self.ctr} -n {ns} images import {archive}")
+            assert p.returncode == 0, p.stderr
+
+    def stop(self) -> None:
+        self.box.sh(f"systemctl stop {self.service}; systemctl reset-failed {self.service}; "
+                    f"umount -R {self.state} 2>/dev/null; rm -rf {self.state}")
+
+
+@pytest.fixture(scope="module")
+def box_containerd(box: Box, tmp_path_factory: pytest.TempPathFactory):
     from tests.engines import daemons
 
     missing = [b for b in ("containerd", "ctr", "containerd-shim-runc-v2", "umoci", "skopeo") if not shutil.which(b)]
     if missing:
         pytest.skip(f"not installed: {', '.join(missing)}")
     image = daemons.Image(tmp_path_factory.mktemp("sd-image")).build()
-    state = f"/run/ctd-{uuid.uuid4().hex[:8]}"
     conf = tmp_path_factory.mktemp("sd-ctd") / "config.toml"
     conf.parent.chmod(0o755)
-    conf.write_text(f"""version = 2
-root = "{state}/root"
-state = "{state}/state"
-[grpc]
-  address = "{state}/containerd.sock"
-[ttrpc]
-  address = "{state}/containerd.sock.ttrpc"
-""")
-    service = f"{state[5:]}.service"
-    p = box.sh(f"systemd-run --unit={service} -p Delegate=yes containerd --config {conf}")
-    assert p.returncode == 0, p.stderr
-    ctr = f"ctr -a {state}/containerd.sock"
+    c = BoxContainerd(box, f"/run/ctd-{uuid.uuid4().hex[:8]}", image)
     try:
-        for _ in range(300):
-            if box.sh(f"{ctr} version").returncode == 0:
-                break
-            time.sleep(0.1)
-        p = box.sh(f"{ctr} images import {image.oci_archive}")
-        assert p.returncode == 0, p.stderr
-        cid = new_id("ctr")
-        p = box.sh(f"{ctr} run --rm --runc-binary {RUNE} --runc-systemd-cgroup --cgroup system.slice:ctr:{cid} "
-                   f"{daemons.IMAGE} {cid} cat /proc/self/cgroup")
-        assert p.returncode == 0, p.stderr
-        lines = p.stdout.split()
-        assert lines and all(line.endswith(f":/system.slice/ctr-{cid}.scope") for line in lines), p.stdout
-        assert box.show(f"ctr-{cid}.scope", "LoadState")["LoadState"] == "not-found"  # removed with the task
-        # detached, then killed and deleted through containerd
-        cid = new_id("ctr")
-        p = box.sh(f"{ctr} run -d --runc-binary {RUNE} --runc-systemd-cgroup --cgroup system.slice:ctr:{cid} "
-                   f"{daemons.IMAGE} {cid} sleep 1000")
-        assert p.returncode == 0, p.stderr
-        assert box.show(f"ctr-{cid}.scope", "ActiveState")["ActiveState"] == "active"
-        assert box.sh(f"{ctr} task kill -s 9 {cid}").returncode == 0
-        for _ in range(200):
-            if "STOPPED" in box.sh(f"{ctr} task ls").stdout:
-                break
-            time.sleep(0.05)
-        p = box.sh(f"{ctr} task delete {cid} && {ctr} container delete {cid}")
-        assert p.returncode == 0, p.stderr
-        assert box.show(f"ctr-{cid}.scope", "LoadState")["LoadState"] == "not-found"
+        c.start(conf)
+        yield c
     finally:
-        box.sh(f"systemctl stop {service}; systemctl reset-failed {service}; umount -R {state} 2>/dev/null; "
-               f"rm -rf {state}")
+        c.stop()
+
+
+def test_containerd_with_systemd_cgroup(box: Box, box_containerd: BoxContainerd) -> None:
+    """containerd's runc shim with SystemdCgroup (ctr's --runc-systemd-cgroup sets the same runc option) calls
+    `rune --root R --log L --log-format json --systemd-cgroup create ...`: the global flag before the command, and a
+    cgroupsPath "slice:prefix:name"."""
+    from tests.engines import daemons
+
+    ctr = box_containerd.ctr
+    cid = new_id("ctr")
+    p = box.sh(f"{ctr} run --rm --runc-binary {RUNE} --runc-systemd-cgroup --cgroup system.slice:ctr:{cid} "
+               f"{daemons.IMAGE} {cid} cat /proc/self/cgroup")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.split()
+    assert lines and all(line.endswith(f":/system.slice/ctr-{cid}.scope") for line in lines), p.stdout
+    assert box.show(f"ctr-{cid}.scope", "LoadState")["LoadState"] == "not-found"  # removed with the task
+    # detached, then killed and deleted through containerd
+    cid = new_id("ctr")
+    p = box.sh(f"{ctr} run -d --runc-binary {RUNE} --runc-systemd-cgroup --cgroup system.slice:ctr:{cid} "
+               f"{daemons.IMAGE} {cid} sleep 1000")
+    assert p.returncode == 0, p.stderr
+    assert box.show(f"ctr-{cid}.scope", "ActiveState")["ActiveState"] == "active"
+    assert box.sh(f"{ctr} task kill -s 9 {cid}").returncode == 0
+    for _ in range(200):
+        if "STOPPED" in box.sh(f"{ctr} task ls").stdout:
+            break
+        time.sleep(0.05)
+    p = box.sh(f"{ctr} task delete {cid} && {ctr} container delete {cid}")
+    assert p.returncode == 0, p.stderr
+    assert box.show(f"ctr-{cid}.scope", "LoadState")["LoadState"] == "not-found"
+
+
+def test_cri_pod_in_a_kubelet_slice(box: Box, box_containerd: BoxContainerd) -> None:
+    """The CRI plugin with SystemdCgroup = true, as a kubelet with cgroupDriver systemd drives it: the pod's
+    cgroup_parent is a slice, and the sandbox and its container each get a scope "cri-containerd-ID.scope" in it
+    (cgroupsPath SLICE:cri-containerd:ID); stopping and removing them removes the scopes."""
+    from tests.engines.test_cri import CRI, NODE, RUNNING, WAIT_FOR_TERM, _grpc, s
+
+    pid = json.loads(subprocess.run([box.rune_bin, "--root", str(box.root), "state", box.id], capture_output=True,
+                                    text=True, check=True).stdout)["pid"]
+    cri = CRI(_grpc(), f"/proc/{pid}/root{box_containerd.sock}")  # the box's socket, reached from the host
+    slice_ = f"kubepods-besteffort-pod{uuid.uuid4().hex[:12]}.slice"
+    parent = "/kubepods.slice/kubepods-besteffort.slice/" + slice_
+    meta = [(1, s("pod")), (2, s(uuid.uuid4().hex)), (3, s("rune-test"))]
+    pod_config = [(1, meta), (8, [(1, s(slice_)), (2, [(1, [(1, NODE)])])])]  # linux: cgroup_parent, network NODE
+    from inclavare.tee.sgx import protobuf as pb
+
+    try:
+        pod = pb.first(cri.call("RunPodSandbox", [(1, pod_config), (2, s("rune"))]), 1).decode()
+        show = box.show(f"cri-containerd-{pod}.scope", "ActiveState", "ControlGroup", "Slice")
+        assert show == {"ActiveState": "active", "ControlGroup": f"{parent}/cri-containerd-{pod}.scope",
+                        "Slice": slice_}
+        cid = cri.create(pod, pod_config, "c1", ["sh", "-c", WAIT_FOR_TERM])
+        cri.call("StartContainer", [(1, s(cid))])
+        assert cri.status(cid)[0] == RUNNING
+        out, _, code = cri.exec_sync(cid, ["cat", "/proc/self/cgroup"])  # the pod shares one pid namespace
+        lines = out.decode().split()
+        assert code == 0 and lines, out
+        assert all(line.endswith(f":{parent}/cri-containerd-{cid}.scope") for line in lines), out.decode()
+        assert box.show(f"cri-containerd-{cid}.scope", "ActiveState")["ActiveState"] == "active"
+        cri.call("StopContainer", [(1, s(cid)), (2, 10)])
+        cri.call("RemoveContainer", [(1, s(cid))])
+        assert box.show(f"cri-containerd-{cid}.scope", "LoadState")["LoadState"] == "not-found"
+        cri.call("StopPodSandbox", [(1, s(pod))])
+        cri.call("RemovePodSandbox", [(1, s(pod))])
+        assert box.show(f"cri-containerd-{pod}.scope", "LoadState")["LoadState"] == "not-found"
+    finally:
+        cri.close()
 
 
 def test_create_killed_after_the_unit_then_delete_force(box: Box, rootfs: Path, tmp_path: Path) -> None:
