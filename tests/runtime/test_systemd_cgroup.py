@@ -397,6 +397,7 @@ def box_containerd(box: Box, tmp_path_factory: pytest.TempPathFactory):
         c.stop()
 
 
+@pytest.mark.engines
 def test_containerd_with_systemd_cgroup(box: Box, box_containerd: BoxContainerd) -> None:
     """containerd's runc shim with SystemdCgroup (ctr's --runc-systemd-cgroup sets the same runc option) calls
     `rune --root R --log L --log-format json --systemd-cgroup create ...`: the global flag before the command, and a
@@ -427,6 +428,7 @@ def test_containerd_with_systemd_cgroup(box: Box, box_containerd: BoxContainerd)
     assert box.show(f"ctr-{cid}.scope", "LoadState")["LoadState"] == "not-found"
 
 
+@pytest.mark.engines
 def test_cri_pod_in_a_kubelet_slice(box: Box, box_containerd: BoxContainerd) -> None:
     """The CRI plugin with SystemdCgroup = true, as a kubelet with cgroupDriver systemd drives it: the pod's
     cgroup_parent is a slice, and the sandbox and its container each get a scope "cri-containerd-ID.scope" in it
