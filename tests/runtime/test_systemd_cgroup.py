@@ -311,6 +311,45 @@ def test_init_in_the_scope_before_its_namespaces(box: Box, namespaces: list) -> 
     assert box.show(f"rune-{cid}.scope", "LoadState")["LoadState"] == "not-found"  # run deletes it on exit
 
 
+@pytest.mark.parametrize("v2", [False, True])
+def test_every_property_is_taken_by_systemd(box: Box, v2: bool) -> None:
+    """Every unit property rune sends, with its D-Bus signature, as systemd 252 takes it: a transient slice (which
+    needs no process) gets the properties of a full linux.resources, for cgroup v1 and for cgroup v2 (systemd keeps
+    the v2 ones on a hybrid host too), then is stopped."""
+    unit = f"rune-props-{uuid.uuid4().hex[:8]}.slice"
+    resources = {"memory": {"limit": 64 << 20, "swap": 96 << 20, "reservation": 1 << 20},
+                 "cpu": {"shares": 512, "quota": 25000, "period": 50000, "cpus": "0", "mems": "0"},
+                 "pids": {"limit": 40}, "blockIO": {"weight": 200},
+                 "devices": [{"allow": False, "access": "rwm"},
+                             {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
+                             {"allow": True, "type": "c", "major": 136, "access": "rw"}]}
+    if v2:
+        resources["unified"] = {"memory.high": str(60 << 20)}
+    script = (f"import sys; sys.path.insert(0, {str(REPO / 'src')!r}); from inclavare.linux.cgroups import systemd; "
+              f"b = systemd.Bus(); b.start_transient_unit({unit!r}, [('Description', ('s', 'rune test')), "
+              f"*systemd.resource_props({resources!r}, {v2!r})])")
+    p = box.sh(f"{sys.executable} -I -c {_quote(script)}")
+    assert p.returncode == 0, p.stderr
+    try:
+        names = ["TasksMax", "CPUQuotaPerSecUSec", "CPUQuotaPeriodUSec", "AllowedCPUs", "AllowedMemoryNodes",
+                 "DevicePolicy", "DeviceAllow"]
+        names += ["MemoryMax", "MemoryLow", "MemorySwapMax", "MemoryHigh", "CPUWeight", "IOWeight"] if v2 else \
+            ["MemoryLimit", "CPUShares", "BlockIOWeight"]
+        show = box.show(unit, *names)
+        want = {"TasksMax": "40", "CPUQuotaPerSecUSec": "500ms", "CPUQuotaPeriodUSec": "50ms", "AllowedCPUs": "0",
+                "AllowedMemoryNodes": "0", "DevicePolicy": "strict"}
+        if v2:
+            want.update(MemoryMax=str(64 << 20), MemoryLow=str(1 << 20), MemorySwapMax=str(32 << 20),
+                        MemoryHigh=str(60 << 20), CPUWeight="20", IOWeight="1920")
+        else:
+            want.update(MemoryLimit=str(64 << 20), CPUShares="512", BlockIOWeight="200")
+        assert {k: show.get(k) for k in want} == want, show
+        allow = box.sh(f"systemctl show -p DeviceAllow {unit}").stdout
+        assert "DeviceAllow=/dev/char/1:3 rwm" in allow and "DeviceAllow=char-136 rw" in allow, allow
+    finally:
+        box.sh(f"systemctl stop {unit}")
+
+
 def test_unit_of_the_same_name_refused_and_nothing_left(box: Box, rootfs: Path, tmp_path: Path) -> None:
     """A failure after the init exists (systemd refuses the unit): one sentence, exit 1, no state, no init, no
     cgroup; the container that has the unit keeps it."""
