@@ -368,13 +368,6 @@ class Bus:
         except SystemdError as e:
             raise RuneError(str(e)) from None
 
-    def unit_path(self, unit: str) -> str | None:
-        """The unit's object path, None if systemd has no such unit loaded."""
-        try:
-            return str(self.call("GetUnit", "s", (unit,), f"cannot look up the systemd unit {unit}")[0])
-        except SystemdError:
-            return None
-
 
 class SystemdError(RuneError):
     def __init__(self, what: str, name: str, body: tuple) -> None:
