@@ -563,7 +563,7 @@ def test_no_systemd_as_pid1_is_one_sentence(rune, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", ["/kubepods/pod1/abc", "system.slice:abc", "system.scope:rune:abc",
-                                  "system.slice:rune:"])
+                                  "system.slice:rune:", "system.slice:rune:pod.slice"])
 def test_malformed_cgroups_path(rune, tmp_path: Path, path: str) -> None:
     cid = new_id()
     b = rune.bundle(["true"], edit=lambda c: c["linux"].update(cgroupsPath=path))

@@ -2,7 +2,7 @@
 makes, as runc's systemd driver does.
 
 linux.cgroupsPath is "slice:prefix:name": the unit is "prefix-name.scope" in the slice (default system.slice; "-.slice"
-is the root slice), or "name" itself when it ends in ".slice". create asks systemd, over D-Bus (jeepney), for the unit
+is the root slice); a name ending in ".slice" (a slice, which takes no process) is refused. create asks systemd, over D-Bus (jeepney), for the unit
 with StartTransientUnit: Description, Slice, Delegate=yes, PIDs=[the init's pid], accounting on, DefaultDependencies=no
 and linux.resources as unit properties (MemoryLimit, CPUShares, BlockIOWeight on v1 and hybrid hosts; MemoryMax,
 CPUWeight, IOWeight on v2; TasksMax, CPUQuotaPerSecUSec, AllowedCPUs, DevicePolicy/DeviceAllow on both), and waits
@@ -426,6 +426,11 @@ class Manager(FsManager):
 
     def __init__(self, container_id: str, cgroups_path: str | None, *, host: Host | None = None) -> None:
         self.slice, self.unit = unit_of(container_id, cgroups_path)  # a bad linux.cgroupsPath is named first
+        if self.unit.endswith(".slice"):
+            # runc asks for it and systemd refuses (a slice takes no PIDs): said here, before anything is made
+            raise RuneError(f"linux.cgroupsPath: {cgroups_path!r} names a slice ({self.unit}), which cannot hold the "
+                            f"container's processes; give \"slice:prefix:name\" with a name that does not end in "
+                            f".slice (the container gets the scope prefix-name.scope)")
         check_booted()
         self.id = container_id
         self._host = host
@@ -451,10 +456,7 @@ class Manager(FsManager):
     def properties(self, pid: int) -> list[Prop]:
         v2 = self.mode == "v2"
         props: list[Prop] = [("Description", ("s", f"rune container {self.id}"))]
-        if self.unit.endswith(".slice"):
-            props.append(("Wants", ("as", [self.slice])))
-        else:
-            props += [("Slice", ("s", self.slice)), ("Delegate", ("b", True))]
+        props += [("Slice", ("s", self.slice)), ("Delegate", ("b", True))]
         if pid > 0:
             props.append(("PIDs", ("au", [pid])))
         props += [("MemoryAccounting", ("b", True)), ("CPUAccounting", ("b", True)),
