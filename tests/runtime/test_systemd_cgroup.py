@@ -4,7 +4,8 @@ layout: a tmpfs with every v1 hierarchy and cgroup2 at unified, as rune mounts "
 systemd 252 runs in hybrid mode there). Its root filesystem is the host's /usr read-only (/bin, /lib, /lib64, /sbin
 as merged-usr symlinks), a small writable /etc, tmpfs /run and /tmp, container=rune in the environment; the checkout,
 its Python and the busybox root filesystem are bound at their own paths. rune then runs *inside* it (`rune exec`
-into the box) with --systemd-cgroup, and the tests look at the scope through systemctl and the cgroup files.
+into the box) with --systemd-cgroup, directly, under containerd's runc shim and under containerd's CRI plugin (containerd
+a transient service of the box's systemd), and the tests look at the scopes through systemctl and the cgroup files.
 
 The errors without systemd as PID 1, with a bad linux.cgroupsPath and with no reachable bus run on the host or in a
 second container without systemd.
