@@ -277,6 +277,14 @@ def test_nested_slice_and_create_start_delete(box: Box, rootfs: Path, tmp_path: 
                     "Slice": "machine-rune.slice"}
     pid = _pid(box, cid)
     assert f"/machine.slice/machine-rune.slice/{unit}" in box.read(f"/proc/{pid}/cgroup")
+    # the commands that work from the cgroup paths in the state: ps, pause, resume, events --stats
+    p = box.rune("ps", "--format", "json", cid)
+    assert p.returncode == 0 and json.loads(p.stdout) == [pid], (p.stdout, p.stderr)
+    assert box.rune("pause", cid).returncode == 0
+    assert json.loads(box.rune("state", cid).stdout)["status"] == "paused"
+    assert box.rune("resume", cid).returncode == 0
+    p = box.rune("events", "--stats", cid)
+    assert p.returncode == 0 and json.loads(p.stdout)["data"]["pids"]["current"] == 1, (p.stdout, p.stderr)
     assert box.rune("kill", cid, "9").returncode == 0
     for _ in range(200):
         if json.loads(box.rune("state", cid).stdout)["status"] == "stopped":
