@@ -27,6 +27,7 @@ HEADER_SIZE = 4096
 _SEALS = 0x1 | 0x2 | 0x4 | 0x8  # F_SEAL_SEAL, SHRINK, GROW, WRITE
 F_ADD_SEALS = 1033
 F_GET_SEALS = 1034
+REFILL_DELAY = 0.05  # seconds without a pick before the pool refills
 
 
 def header(size: int, runtime: bytes, nonce: bytes) -> bytes:
@@ -106,7 +107,11 @@ class Pool:
                 stale, self.stale = self.stale, False
             if stale:
                 self._rehash()
+            # not while the enclave just picked is still being sent, nor between the picks of a burst of starts:
+            # the refill waits for a quiet moment (the picks of a burst take what is ready, the rest start cold)
             with self.cond:
+                while not self.stopped and self.cond.wait(REFILL_DELAY):
+                    pass
                 want = [d for d in self.digests if len(self.ready.get(d, ())) < self.size]
             for d in want:
                 try:
