@@ -154,7 +154,7 @@ def _bad_enclave(kind: str, runtime: bytes) -> tuple[dict, list[int]]:
                                   "another runtime", "no nonce"])
 def test_unsound_enclave_from_an_attacker_socket_is_not_used(rune, pal_libs, short_dir, monkeypatch, kind):
     """A socket served by root (as epm would be) that answers PickEnclave with an enclave rune must refuse."""
-    runtime = epm_pool.runtime_digest(pal_libs[3])
+    runtime = epm_pool.runtime_id(pal_libs[3])
     path = short_dir / "evil.sock"
     srv = socket.socket(socket.AF_UNIX)
     srv.bind(str(path))
@@ -206,3 +206,21 @@ def test_the_payload_inherits_no_pooled_enclave(rune, pal_libs, short_dir, monke
     assert p.returncode == 0, p.stderr
     assert NONCE.findall(p.stderr)
     assert "memfd" not in p.stdout and "epm" not in p.stdout
+
+
+def test_a_changed_runtime_library_gets_no_enclave_made_for_the_old_one(rune, pal_libs, short_dir, monkeypatch):
+    lib = short_dir / "liberpal-skeleton-v3.so"
+    shutil.copy2(pal_libs[3], lib)
+    libs = {**pal_libs, 3: str(lib)}
+    e = start_epm(short_dir, str(lib), 2, monkeypatch)
+    try:
+        assert NONCE.findall(run_v3(rune, libs).stderr)
+        os.chmod(lib, 0o755)  # a change of the inode (ctime): made for the library as it was, not as it is
+        p = run_v3(rune, libs)
+        assert p.returncode == 0 and COLD in p.stderr and "no pre-initialised enclave ready" in p.stderr
+        deadline = time.monotonic() + 20
+        while not NONCE.findall((p := run_v3(rune, libs)).stderr) and time.monotonic() < deadline:
+            time.sleep(0.2)  # epm looks at the library again and makes enclaves for it as it is now
+        assert p.returncode == 0 and NONCE.findall(p.stderr)
+    finally:
+        e.stop()

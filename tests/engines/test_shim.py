@@ -567,3 +567,24 @@ def test_log_uris_file_and_binary(shim: shimd.ShimContainerd, tmp_path: Path) ->
     d.wait_for(lambda: Path(f"{out}.err").exists() and Path(f"{out}.err").read_text() == "b-err\n", 10, "the logger")
     assert Path(f"{out}.out").read_text() == "b-out\n"
     assert Path(f"{out}.env").read_text() == f"{cid} {shim.namespace} dest\n"
+
+
+def test_epm_socket_from_the_shim_configuration(shim: shimd.ShimContainerd, tmp_path: Path) -> None:
+    """[epm] socket reaches rune: the enclave's launch saves its bundle cache in that epm (a real daemon, stopped by
+    its PID). Each `ctr run` mounts a new overlay for its rootfs, so each is a cold start with a record of its own."""
+    import shutil
+
+    from tests.epm.test_daemon import Epm
+    from tests.epm.test_daemon import write_config as epm_config
+
+    base = Path(tempfile.mkdtemp(prefix="epm-shim-"))  # short: a socket path has at most 107 bytes
+    epm = Epm(epm_config(base))
+    try:
+        config = shimd.write_config(tmp_path / "shim-epm.toml", shim.base, epm={"socket": epm.socket})
+        p = run(shim, ["true"], "--env", "ENCLAVE_TYPE=sim", config=config)
+        assert p.returncode == 0, p.stderr
+        recs = epm(op="ListCache", type="bundle-cache.sim")["caches"]
+        assert len(recs) == 1 and recs[0]["options"]["keys"]
+    finally:
+        epm.stop()
+        shutil.rmtree(base)

@@ -294,7 +294,7 @@ def test_pool_of_pre_initialised_enclaves(tmp_path: Path) -> None:
 
     lib = tmp_path / "libpal.so"
     lib.write_bytes(b"a PAL library stand-in")
-    digest = pool.runtime_digest(str(lib))
+    digest = pool.runtime_id(str(lib))
     e = Epm(write_config(tmp_path, pool_runtimes=[str(lib)], pool_size=2, enclave_size=65536))
     try:
         deadline = time.monotonic() + 20

@@ -4,9 +4,9 @@ pool.py makes them). rune takes one only after checking it, and otherwise calls 
   - it came as one file descriptor with epm's answer (SCM_RIGHTS, received close-on-exec, so no payload inherits it);
   - it is a memfd named epm-enclave, sealed against writing, growing, shrinking and further seals (F_GET_SEALS):
     nobody, epm included, can change it after rune has checked it;
-  - its size is what epm said and at most MAX_SIZE; its header says EPMENCL1, that size, and the SHA-256 of the
-    very PAL library this runelet loaded (an enclave made for another runtime, or an older build of it, is not
-    this one's), and a nonce that is not zero.
+  - its size is what epm said and at most MAX_SIZE; its header says EPMENCL1, that size, the id of the very PAL
+    library file this runelet loaded (st_dev, st_ino, st_ctime_ns, size: an enclave made for another runtime, or
+    for the library before it was replaced or changed, is not this one's), and a nonce that is not zero.
 Then it is mapped private and read-only at an address of the kernel's choosing, and fd and address go to pal_init.
 Each enclave is epm's only once (PickEnclave takes it out of the pool): no two containers get the same one.
 """
@@ -22,14 +22,10 @@ _SEALS = 0x1 | 0x2 | 0x4 | 0x8
 _F_GET_SEALS = 1034
 
 
-def _digest(path: str) -> bytes:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.digest()
+def runtime_id(path: str) -> bytes:
+    """inclavare.epm.pool.runtime_id: no hashing on the launch path."""
+    st = os.stat(path)
+    return b"".join(v.to_bytes(8, "little") for v in (st.st_dev, st.st_ino, st.st_ctime_ns, st.st_size))
 
 
 def check(fd: int, size: object, runtime: bytes) -> str:
@@ -77,7 +73,7 @@ def take(session, pal_path: str) -> tuple[int, int] | None:  # noqa: ANN001 - ep
     from inclavare.enclave import epm_client
 
     try:
-        runtime = _digest(pal_path)
+        runtime = runtime_id(pal_path)
     except OSError:
         return None
     try:

@@ -31,11 +31,11 @@ def _name(req: dict, key: str, optional: bool = False) -> str | None:
 
 
 def pick_enclave(pool: Pool | None, req: dict) -> tuple[dict, int | None]:
-    """PickEnclave {runtime: SHA-256 hex of the PAL library}: one pre-initialised enclave, its fd sent with the
+    """PickEnclave {runtime: the PAL library's pool.runtime_id in hex}: one pre-initialised enclave, its fd sent with the
     answer (SCM_RIGHTS), or {"ok": true, "enclave": null} when none is ready."""
     rt = req.get("runtime")
     if not isinstance(rt, str) or len(rt) != 64 or rt.strip("0123456789abcdef"):
-        return {"ok": False, "error": "'runtime' must be the PAL library's SHA-256 in 64 lowercase hex digits"}, None
+        return {"ok": False, "error": "'runtime' must be the PAL library's id in 64 lowercase hex digits"}, None
     fd = pool.pick(bytes.fromhex(rt)) if pool is not None else None
     if fd is None:
         return {"ok": True, "enclave": None}, None

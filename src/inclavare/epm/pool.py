@@ -3,8 +3,9 @@
 A pooled enclave is what `pal_init`'s v3 `fd` names (the original: an SGX enclave fd that epm keeps after ECREATE,
 EADD, EEXTEND and EINIT, mapped by rune at `addr`). Here, where no SGX enclave can be made, it is a sealed memfd of
 `enclave_size` bytes, made and written in full by epm before anyone asks (its pages are allocated then), whose
-first page is a header (`header`, below) naming the enclave runtime it was made for (the SHA-256 of the PAL
-library) and a nonce of its own. Each enclave is handed out once (PickEnclave takes it out of the pool, epm closes
+first page is a header (`header`, below) naming the enclave runtime it was made for (`runtime_id`: the PAL library
+file's st_dev, st_ino, st_ctime_ns and size, the measurement cache's argument for "this very file, unchanged") and
+a nonce of its own. Each enclave is handed out once (PickEnclave takes it out of the pool, epm closes
 its copy after sending it) and the pool refills in the background, up to `size` per runtime; the idle memory is
 size x enclave_size x runtimes, bounded by `max_idle_bytes` at configuration.
 
@@ -16,29 +17,28 @@ init-runelet as for any container; what it takes from the pool is state the rune
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 
 MAGIC = b"EPMENCL1"
 MEMFD_NAME = "epm-enclave"
 HEADER_SIZE = 4096
-# header layout: MAGIC (8) | enclave size, u64 little-endian (8) | runtime SHA-256 (32) | nonce (32)
+# header layout: MAGIC (8) | enclave size, u64 little-endian (8) | runtime_id (32) | nonce (32)
 _SEALS = 0x1 | 0x2 | 0x4 | 0x8  # F_SEAL_SEAL, SHRINK, GROW, WRITE
 F_ADD_SEALS = 1033
 F_GET_SEALS = 1034
+REFILL_DELAY = 0.05  # seconds without a pick before the pool refills
 
 
 def header(size: int, runtime: bytes, nonce: bytes) -> bytes:
     return MAGIC + size.to_bytes(8, "little") + runtime + nonce
 
 
-def runtime_digest(path: str) -> bytes:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.digest()
+def runtime_id(path: str) -> bytes:
+    """The PAL library at `path` (symlinks followed, as dlopen does): st_dev, st_ino, st_ctime_ns and st_size, 8 bytes
+    each, little-endian. A library replaced or changed is another id (the kernel moves ctime at every change)."""
+    st = os.stat(path)
+    return b"".join(v.to_bytes(8, "little") for v in (st.st_dev, st.st_ino, st.st_ctime_ns, st.st_size))
 
 
 def make_enclave(size: int, runtime: bytes) -> int:
@@ -69,11 +69,12 @@ class Pool:
         self.ready: dict[bytes, list[int]] = {}
         self.cond = threading.Condition()
         self.stopped = False
+        self.stale = False  # a pick named a runtime id not known: stat the libraries again
         self.made = 0
         self.digests: dict[bytes, str] = {}
         for p in self.paths:
             try:
-                self.digests[runtime_digest(p)] = p
+                self.digests[runtime_id(p)] = p
             except OSError:
                 pass  # refill() tries again: the runtime may be installed later
         self.thread = threading.Thread(target=self._refill, name="epm-pool", daemon=True)
@@ -81,11 +82,11 @@ class Pool:
             self.thread.start()
 
     def _rehash(self) -> None:
-        """A runtime library replaced since: its old enclaves go, new ones are made for the new file."""
+        """A runtime library replaced or changed since: its old enclaves go, new ones are made for the new file."""
         now: dict[bytes, str] = {}
         for p in self.paths:
             try:
-                now[runtime_digest(p)] = p
+                now[runtime_id(p)] = p
             except OSError:
                 continue
         with self.cond:
@@ -97,11 +98,20 @@ class Pool:
     def _refill(self) -> None:
         while True:
             with self.cond:
-                while not self.stopped and all(len(self.ready.get(d, ())) >= self.size for d in self.digests):
+                while not self.stopped and not self.stale and \
+                        all(len(self.ready.get(d, ())) >= self.size for d in self.digests):
                     if not self.cond.wait(30):
                         break  # every 30 s: a runtime library may have changed
                 if self.stopped:
                     return
+                stale, self.stale = self.stale, False
+            if stale:
+                self._rehash()
+            # not while the enclave just picked is still being sent, nor between the picks of a burst of starts:
+            # the refill waits for a quiet moment (the picks of a burst take what is ready, the rest start cold)
+            with self.cond:
+                while not self.stopped and self.cond.wait(REFILL_DELAY):
+                    pass
                 want = [d for d in self.digests if len(self.ready.get(d, ())) < self.size]
             for d in want:
                 try:
@@ -123,6 +133,8 @@ class Pool:
         with self.cond:
             fds = self.ready.get(runtime)
             fd = fds.pop(0) if fds else None
+            if runtime not in self.digests:
+                self.stale = True  # a library replaced or changed since it was looked at: look again
             self.cond.notify_all()  # refill
         return fd
 

@@ -117,7 +117,7 @@ class MeasurementCache:
         entries = self.entries
         if len(entries) > MAX_ENTRIES:  # the oldest insertions go first
             entries = dict(list(entries.items())[-MAX_ENTRIES:])
-        tmp = f"{self.path}.tmp{os.getpid()}"
+        tmp = f"{self.path}.tmp{os.urandom(8).hex()}"  # not the pid: every launch child is pid 2 in its namespace
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             with os.fdopen(fd, "w") as f:

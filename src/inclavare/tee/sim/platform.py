@@ -259,7 +259,8 @@ def _write_template(platform: Platform) -> None:
     from inclavare.tee.sim import qe
 
     data = qe.quote_template(platform)
-    tmp = platform.directory / f".{TEMPLATE}.tmp{os.getpid()}"
+    # not the pid for a unique name: launch children of concurrent containers are all pid 2 in their namespaces
+    tmp = platform.directory / f".{TEMPLATE}.tmp{os.urandom(8).hex()}"
     try:
         _write(tmp, data)
         os.replace(tmp, platform.directory / TEMPLATE)  # concurrent first uses: the last one wins, each one valid
