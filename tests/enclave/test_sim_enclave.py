@@ -213,3 +213,28 @@ def test_sim_tree_record_is_measured(rune, sim_dir, signing_key, tmp_path):
     manifest.write_text(json.dumps(m))
     p = rune("run", "--bundle", str(b), new_id())
     assert p.returncode == 1 and "does not match its signature" in p.stderr and "MRENCLAVE" in p.stderr, p.stderr
+
+
+# what the enclave's launch must not import: each costs more than the launch check itself (bench/enclave.py)
+HEAVY = ("cryptography", "dataclasses", "typing", "json", "pathlib", "enum", "re", "threading", "collections",
+         "functools", "signal")
+
+
+def test_a_signed_sim_launch_imports_none_of_the_heavy_modules(rune, sim_dir, signing_key, tmp_path):
+    from tests.conftest import imported
+
+    b = sim_bundle(tmp_path, ["true"], signing_key, rune.binary)
+    assert rune("run", "--bundle", str(b), new_id()).returncode == 0  # the platform's first use made its files
+    seen = imported(rune, "run", "--bundle", str(b), new_id())
+    assert "inclavare.tee.sim.launch" in seen  # the launch child's imports are in the list too
+    assert not {m.split(".")[0] for m in seen} & set(HEAVY), sorted(seen)
+
+
+def test_a_pal_launch_imports_none_of_the_heavy_modules(rune, pal_libs, tmp_path):
+    from tests.conftest import imported
+    from tests.enclave.conftest import pal_bundle
+
+    b = pal_bundle(rune, pal_libs[2], ["true"])
+    seen = imported(rune, "run", "--bundle", str(b), new_id())
+    assert "inclavare.enclave.pal" in seen and "inclavare.linux.sealed_exe" in seen
+    assert not {m.split(".")[0] for m in seen} & set(HEAVY), sorted(seen)

@@ -74,7 +74,6 @@ def preimport() -> None:
     import fcntl  # noqa: F401
     import importlib.machinery  # noqa: F401 - inclavare.tee's finder
     import resource  # noqa: F401
-    import threading  # noqa: F401
 
     from inclavare.enclave import attestation_dev  # noqa: F401
     from inclavare.linux import dmz, syscalls  # noqa: F401
@@ -106,7 +105,8 @@ class SimPal:
         self.dev = None
         self.procs: set[int] = set()
         self.status: dict[int, int] = {}  # exit statuses reaped, not yet collected by exec()
-        self.cond = None  # threading.Condition: exec() of a `rune exec` waits on it
+        self.lock = None  # _thread lock over procs, status and ended
+        self.ended: dict[int, object] = {}  # pid -> a _thread lock held until the process is reaped: exec() waits
         self.env_defaults: dict[str, str] = {}
         self.untrusted_env: list[str] = []
         self.trusted: list[str] = []
@@ -115,16 +115,16 @@ class SimPal:
 
     # before pivot_root
     def load(self) -> None:
+        import _thread  # not threading, whose import (functools, collections) costs more than the launch check
         import fcntl  # noqa: F401
         import resource  # noqa: F401
-        import threading
 
         from inclavare.oci import jsonlite
         from inclavare.tee import openssl
         from inclavare.tee.sim import envpolicy  # noqa: F401
         from inclavare.tee.sim.evidence import Evidence
 
-        self.cond = threading.Condition()
+        self.lock = _thread.allocate_lock()
         r, w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:  # the launch child: everything heavy happens here and goes with it
@@ -205,9 +205,9 @@ class SimPal:
             from inclavare.tee.sim import envpolicy
 
             env = envpolicy.apply(self.env_defaults, self.untrusted_env, env, "the process's environment")
-        # under the condition the reaping loop takes once it has reaped a child: a program that ends before it
-        # is recorded here (an exec of `exit 6`) keeps its status instead of being reaped as an orphan
-        with self.cond:
+        # under the lock the reaping loop takes once it has reaped a child: a program that ends before it is
+        # recorded here (an exec of `exit 6`) keeps its status instead of being reaped as an orphan
+        with self.lock:
             r, w = os.pipe2(os.O_CLOEXEC)
             pid = os.fork()
             if pid == 0:
@@ -239,6 +239,11 @@ class SimPal:
                     pass  # the loop reaped it first
                 n = int(err[1:] if err[:1] == b"X" else err)
                 raise RuneError(f"{self.name}: pal_create_process failed: exec {path!r}: {os.strerror(n)} (errno {n})")
+            import _thread
+
+            ended = _thread.allocate_lock()
+            ended.acquire()
+            self.ended[pid] = ended
             self.procs.add(pid)
         return pid
 
@@ -251,28 +256,35 @@ class SimPal:
                 return
             if pid == 0:
                 return
-            with self.cond:
+            with self.lock:
                 if pid in self.procs:
                     self.status[pid] = status
-                    self.cond.notify_all()
+                    ended = self.ended.get(pid)
+                    if ended is not None and ended.locked():
+                        ended.release()
 
     def collect(self, pid: int) -> int | None:
         """The exit status of `pid` if it was reaped (128+signal when killed), else None."""
-        with self.cond:
+        with self.lock:
             status = self.status.pop(pid, None)
             if status is None:
                 return None
             self.procs.discard(pid)
+            self.ended.pop(pid, None)
         code = os.waitstatus_to_exitcode(status)
         return 128 - code if code < 0 else code
 
     def exec(self, pid: int) -> int:
         if pid not in self.procs:
             raise RuneError(f"{self.name}: pal_exec failed: no process {pid} (errno 3)")
-        with self.cond:
-            while pid not in self.status:
-                self.cond.wait()
-        return self.collect(pid)
+        ended = self.ended.get(pid)
+        if ended is not None:
+            with ended:  # released by reap()
+                pass
+        code = self.collect(pid)
+        if code is None:
+            raise RuneError(f"{self.name}: pal_exec failed: process {pid} was already waited for (errno 10)")
+        return code
 
     def exec_v1(self, path: str, argv: list[str], stdio: tuple[int, int, int]) -> int:
         return self.exec(self.create_process(path, argv, [], stdio))
@@ -317,7 +329,7 @@ def _launch(rootfs: str, config: dict, sim_dir: str | None, bundle=None) -> dict
     """In the launch child: mount the verified files read-only, check, and hand back what the runelet keeps."""
     from inclavare.linux import syscalls
     from inclavare.tee.sim import evidence
-    from inclavare.tee.sim.image import MANIFEST, SIGSTRUCT, enclave_dir, host_path
+    from inclavare.tee.sim.image import MANIFEST, SIGSTRUCT, enclave_path, host_path
     from inclavare.tee.sim.launch import read_signed_image
     from inclavare.tee.sim.platform import load_keys
 
@@ -333,7 +345,7 @@ def _launch(rootfs: str, config: dict, sim_dir: str | None, bundle=None) -> dict
 
     # read-only first, then read and measured: what is checked is what the container gets. The manifest and the
     # SIGSTRUCT first (read once, after they are pinned), then the trusted files they name.
-    pin([str(enclave_dir(rootfs) / MANIFEST), str(enclave_dir(rootfs) / SIGSTRUCT)])
+    pin([os.path.join(enclave_path(rootfs), MANIFEST), os.path.join(enclave_path(rootfs), SIGSTRUCT)])
     signed = read_signed_image(rootfs)
     memo: dict[str, str] = {}
     pin([host_path(rootfs, p, memo) for p in signed[0].trusted_files])

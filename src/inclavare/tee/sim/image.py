@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from pathlib import Path
 
 from inclavare.errors import RuneError
 from inclavare.oci import jsonlite
@@ -38,6 +37,10 @@ from inclavare.tee import records
 from inclavare.tee.sgx import attributes as attr
 from inclavare.tee.sgx.attributes import Attributes
 from inclavare.tee.sgx.measure import PAGE_SIZE, SECINFO_R, SECINFO_REG, Measurement
+
+TYPE_CHECKING = False  # pathlib (with re, fnmatch, urllib.parse) costs a sim enclave's launch more than its check
+if TYPE_CHECKING:
+    from pathlib import Path
 
 ENCLAVE_DIR = ".inclavare/enclave"  # inside the rootfs
 MANIFEST = "manifest.json"
@@ -192,6 +195,13 @@ def measure_config(config: EnclaveConfig) -> tuple[bytes, int]:
 
 def resolve_in_rootfs(rootfs: str | os.PathLike[str], path: str) -> Path:
     """The host path of `path` inside `rootfs`, resolving symlinks as if rootfs were / (no escape)."""
+    from pathlib import Path
+
+    return Path(resolve_path(rootfs, path))
+
+
+def resolve_path(rootfs: str | os.PathLike[str], path: str) -> str:
+    """resolve_in_rootfs as a string (the launch path's, without pathlib)."""
     root = os.path.realpath(rootfs)
     todo = [p for p in path.split("/") if p not in ("", ".")]
     done: list[str] = []
@@ -213,7 +223,7 @@ def resolve_in_rootfs(rootfs: str | os.PathLike[str], path: str) -> Path:
             todo = [p for p in target.split("/") if p not in ("", ".")] + todo
             continue
         done.append(part)
-    return Path(root, *done)
+    return os.path.join(root, *done)
 
 
 def host_path(rootfs: str | os.PathLike[str], path: str, memo: dict[str, str] | None = None) -> str:
@@ -222,7 +232,7 @@ def host_path(rootfs: str | os.PathLike[str], path: str, memo: dict[str, str] | 
     resolves the directory of thousands of trusted files, most of them sharing a few hundred directories."""
     d, name = os.path.split(path)
     if memo is None:
-        return os.path.join(resolve_in_rootfs(rootfs, d), name)
+        return os.path.join(resolve_path(rootfs, d), name)
     return os.path.join(_host_dir(rootfs, d, memo), name)
 
 
@@ -232,12 +242,12 @@ def _host_dir(rootfs: str | os.PathLike[str], d: str, memo: dict[str, str]) -> s
     got = memo.get(d)
     if got is None:
         if d in ("", "/"):
-            got = str(resolve_in_rootfs(rootfs, "/"))
+            got = resolve_path(rootfs, "/")
         else:
             parent, name = os.path.split(d)
             candidate = os.path.join(_host_dir(rootfs, parent, memo), name) if parent != d else ""
             if not candidate or name in ("", ".", "..") or os.path.islink(candidate):
-                got = str(resolve_in_rootfs(rootfs, d))
+                got = resolve_path(rootfs, d)
             else:
                 got = candidate
         memo[d] = got
@@ -249,7 +259,7 @@ def canonical_program(rootfs: str | os.PathLike[str], path: str) -> str:
     busybox tells its applets by that name): /bin/sh on a usrmerged root is /usr/bin/sh."""
     path = os.path.normpath("/" + path)
     d, name = os.path.split(path)
-    real = os.path.relpath(resolve_in_rootfs(rootfs, d), os.path.realpath(rootfs))
+    real = os.path.relpath(resolve_path(rootfs, d), os.path.realpath(rootfs))
     return os.path.normpath(os.path.join("/", real, name))
 
 
@@ -260,8 +270,8 @@ def lookup_program(rootfs: str | os.PathLike[str], name: str, path_env: str, cwd
         return os.path.normpath(os.path.join(cwd or "/", name))
     for d in path_env.split(":"):
         candidate = os.path.join(d or (cwd or "/"), name)
-        host = resolve_in_rootfs(rootfs, candidate)
-        if host.is_file() and os.access(host, os.X_OK):
+        host = resolve_path(rootfs, candidate)
+        if os.path.isfile(host) and os.access(host, os.X_OK):
             return os.path.normpath(candidate)
     return None
 
@@ -301,7 +311,7 @@ def walk_tree(rootfs: str | os.PathLike[str], roots: tuple[str, ...] | list[str]
     skipset = prefix_set(skip)
     lstat, islink = os.lstat, os.path.islink
     for start in roots:
-        host = resolve_in_rootfs(rootfs, start)
+        host = resolve_path(rootfs, start)
         if under(start, skip) or not os.path.lexists(host):
             continue
         st = os.lstat(host)
@@ -385,4 +395,11 @@ def check_hard_links(found: dict[str, os.stat_result], what: str) -> None:
 
 
 def enclave_dir(rootfs: str | os.PathLike[str]) -> Path:
+    from pathlib import Path
+
     return Path(rootfs) / ENCLAVE_DIR
+
+
+def enclave_path(rootfs: str | os.PathLike[str]) -> str:
+    """enclave_dir as a string (the launch path's, without pathlib)."""
+    return os.path.join(rootfs, ENCLAVE_DIR)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
 
 from inclavare.errors import RuneError
 from inclavare.oci import jsonlite
@@ -46,7 +45,8 @@ class LaunchPolicy:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LaunchPolicy:
         try:
-            obj = jsonlite.loads(Path(path).read_bytes())
+            with open(path, "rb") as f:
+                obj = jsonlite.loads(f.read())
         except OSError as e:
             raise RuneError(f"the launch policy {path} cannot be read: {e.strerror}") from None
         except ValueError as e:
@@ -68,17 +68,17 @@ class LaunchPolicy:
 
     @classmethod
     def for_host(cls, sim_dir: str | os.PathLike[str] | None = None) -> LaunchPolicy:
-        from inclavare.tee.sim.platform import platform_dir
+        from inclavare.tee.sim.platform import platform_path
 
-        path = platform_dir(sim_dir) / POLICY_FILE
-        return cls.load(path) if path.exists() else cls()
+        path = os.path.join(platform_path(sim_dir), POLICY_FILE)
+        return cls.load(path) if os.path.exists(path) else cls()
 
 
 @records.record
 class LaunchedEnclave:
     """An enclave that passed EINIT's rules: its identity and where it came from."""
 
-    rootfs: Path
+    rootfs: str
     config: image.EnclaveConfig
     sigstruct: ss_mod.Sigstruct
     identity: EnclaveIdentity
@@ -121,33 +121,36 @@ HINT = "re-sign the image with 'sgx-tools sign-image' (or the bundle with 'sgx-t
 
 
 def read_signed_image(rootfs: str | os.PathLike[str]) -> tuple[image.EnclaveConfig, ss_mod.Sigstruct, dict]:
-    d = image.enclave_dir(rootfs)
+    d = image.enclave_path(rootfs)
+    manifest_path, sigstruct_path = os.path.join(d, image.MANIFEST), os.path.join(d, image.SIGSTRUCT)
     hint = "sign the image with 'sgx-tools sign-image' or the bundle with 'sgx-tools sign-bundle --key KEY.pem BUNDLE'"
     try:
-        manifest = jsonlite.loads((d / image.MANIFEST).read_bytes())
-        raw = (d / image.SIGSTRUCT).read_bytes()
+        with open(manifest_path, "rb") as f:
+            manifest = jsonlite.loads(f.read())
+        with open(sigstruct_path, "rb") as f:
+            raw = f.read()
     except FileNotFoundError as e:
         raise RuneError(f"the rootfs has no signed sim enclave ({e.filename} is missing); {hint}") from None
     except OSError as e:
         raise RuneError(f"the signed sim enclave in {d} cannot be read: {e.strerror}") from None
     except ValueError as e:
-        raise RuneError(f"the enclave manifest {d / image.MANIFEST} is not valid JSON: {e}") from None
+        raise RuneError(f"the enclave manifest {manifest_path} is not valid JSON: {e}") from None
     if not isinstance(manifest, dict) or manifest.get("version") != image.MANIFEST_VERSION:
-        raise RuneError(f"the enclave manifest {d / image.MANIFEST} is not a version {image.MANIFEST_VERSION} "
+        raise RuneError(f"the enclave manifest {manifest_path} is not a version {image.MANIFEST_VERSION} "
                         f"manifest; {HINT}")
-    config = image.EnclaveConfig.from_json(manifest.get("enclave"), str(d / image.MANIFEST))
+    config = image.EnclaveConfig.from_json(manifest.get("enclave"), manifest_path)
     try:
         sig = ss_mod.Sigstruct.from_bytes(raw, strict=False)
     except ValueError as e:
-        raise RuneError(f"the SIGSTRUCT {d / image.SIGSTRUCT} is malformed: {e}") from None
+        raise RuneError(f"the SIGSTRUCT {sigstruct_path} is malformed: {e}") from None
     return config, sig, manifest
 
 
-def _refuse(root: Path, what: str, fix: str = "restore it or " + HINT) -> RuneError:
+def _refuse(root: str, what: str, fix: str = "restore it or " + HINT) -> RuneError:
     return RuneError(f"the enclave in {root} does not match its signature: {what}; {fix}")
 
 
-def check_files(root: Path, config: image.EnclaveConfig, mounts: tuple[str, ...] = (),
+def check_files(root: str, config: image.EnclaveConfig, mounts: tuple[str, ...] = (),
                 cache=None) -> None:  # noqa: ANN001 - MeasurementCache
     """Every trusted file as signed, and nothing added under the trusted roots (the untrusted paths and the mount
     destinations aside, whose trusted files are still checked one by one). With a measurement cache, an inode
@@ -206,16 +209,16 @@ def launch_check(rootfs: str | os.PathLike[str], *, policy: LaunchPolicy | None 
     `cache`: a MeasurementCache (inclavare.tee.sim.measure_cache) for the trusted files' digests, or None.
     `signed`: what read_signed_image(rootfs) returned, when the caller read it already; None reads it here.
     """
-    root = Path(rootfs)
+    root = os.path.normpath(os.fspath(rootfs))
     config, sig, _manifest = signed if signed is not None else read_signed_image(root)
-    where = image.enclave_dir(root) / image.SIGSTRUCT
+    where = os.path.join(image.enclave_path(root), image.SIGSTRUCT)
     try:
         mr_signer = ss_mod.verify(sig)
     except ss_mod.SigstructError as e:
         raise RuneError(f"the enclave SIGSTRUCT {where} is refused: {e}") from None
     mr_enclave, _size = image.measure_config(config)
     if mr_enclave != sig.enclave_hash:
-        raise _refuse(root, f"the enclave manifest {image.enclave_dir(root) / image.MANIFEST} changed since signing "
+        raise _refuse(root, f"the enclave manifest {os.path.join(image.enclave_path(root), image.MANIFEST)} changed since signing "
                             f"(MRENCLAVE {mr_enclave.hex()} != enclave_hash {sig.enclave_hash.hex()})")
     check_files(root, config, mounts, cache)
     secs = config.attributes

@@ -133,9 +133,9 @@ class MeasurementCache:
 def open_cache(sim_dir: str | os.PathLike[str] | None) -> MeasurementCache:
     """The host's measurement cache (in the sim platform directory), or a disabled one when $INCLAVARE_SIM_MEASURE_CACHE
     is 0 or the platform directory does not exist yet."""
-    from inclavare.tee.sim.platform import platform_dir
+    from inclavare.tee.sim.platform import platform_path
 
-    d = str(platform_dir(sim_dir))
+    d = platform_path(sim_dir)
     if os.environ.get(ENV_DISABLE) == "0" or not os.path.isdir(d):
         return MeasurementCache(None)
     return MeasurementCache(d)
