@@ -171,10 +171,26 @@ class EnclaveConfig:
         settings = {k: obj[k] for k in ("debug", "isv_prod_id", "isv_svn", "misc_select", "xfrm", "ssa_frame_size")
                     if k in obj}
         lists = {k: _strings(obj[k], k, where) for k in ("trusted_roots", "untrusted_paths", "untrusted_env") if k in obj}
-        return cls(entrypoints=entrypoints,
-                   trusted_files={p: TrustedFile.from_json(p, f, where) for p, f in files.items()},
+        return cls(entrypoints=entrypoints, trusted_files=_trusted_files(files, where),
                    symlinks=dict(links), env=dict(env), extra={k: v for k, v in obj.items() if k not in known},
                    **lists, **settings)
+
+
+def _trusted_files(files: dict, where: str) -> dict[str, TrustedFile]:
+    """TrustedFile.from_json of each entry, checked and made without the generic record machinery: a 100 MB image
+    has thousands of them, and its launch parses them all."""
+    out: dict[str, TrustedFile] = {}
+    make, int_ = records.from_values, int
+    for p, f in files.items():
+        if type(f) is dict:
+            v = (f.get("sha256"), f.get("size"), f.get("mode"), f.get("uid"), f.get("gid"))
+            # exactly str and int (bool is an int subclass, refused as TrustedFile.from_json refuses it)
+            if type(v[0]) is str and type(v[1]) is int_ and type(v[2]) is int_ and type(v[3]) is int_ and \
+                    type(v[4]) is int_:
+                out[p] = make(TrustedFile, v)
+                continue
+        out[p] = TrustedFile.from_json(p, f, where)  # refuses, naming the entry
+    return out
 
 
 def measure_config(config: EnclaveConfig) -> tuple[bytes, int]:
@@ -309,33 +325,54 @@ def walk_tree(rootfs: str | os.PathLike[str], roots: tuple[str, ...] | list[str]
     real_root = os.path.realpath(rootfs)
     tree = Tree()
     skipset = prefix_set(skip)
-    lstat, islink = os.lstat, os.path.islink
+    if "/" in skipset:
+        return tree
+    # the directories that hold a skipped path: only their entries are looked up in skipset
+    holders = {p.rpartition("/")[0] or "/" for p in skipset}
     for start in roots:
         host = resolve_path(rootfs, start)
         if under(start, skip) or not os.path.lexists(host):
             continue
         st = os.lstat(host)
+        rel = "/" + os.path.relpath(host, real_root)
+        rel = "/" if rel in ("/", "/.") else rel.rstrip("/")
         if not stat.S_ISDIR(st.st_mode):
-            rel = "/" + os.path.relpath(host, real_root)
-            _add(tree, rel, str(host), st)
+            _add(tree, rel, host, st)
             continue
-        for dirpath, dirnames, filenames in os.walk(host):
-            rel = "/" + os.path.relpath(dirpath, real_root)
-            rel = "/" if rel in ("/", "/.") else rel.rstrip("/")
-            base = "" if rel == "/" else rel
-            keep = []
-            for name in dirnames:
-                if islink(f"{dirpath}/{name}"):  # os.walk lists symlinked directories as directories
-                    filenames.append(name)
-                elif not _under_set(f"{base}/{name}", skipset):
-                    keep.append(name)
-            dirnames[:] = sorted(keep)
-            for name in sorted(filenames):
-                path = f"{base}/{name}"
-                if not _under_set(path, skipset):
-                    h = f"{dirpath}/{name}"
-                    _add(tree, path, h, lstat(h))
+        _scan(tree, host, "" if rel == "/" else rel, skipset, holders)
     return tree
+
+
+def _scan(tree: Tree, host: str, base: str, skipset: frozenset[str], holders: set[str]) -> None:
+    """One directory of walk_tree (`base`: its path inside the rootfs, "" for the root): its other entries first,
+    by name, then its subdirectories, by name, as os.walk goes; one lstat per entry, symlinks never followed."""
+    try:
+        with os.scandir(host) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError:
+        return  # as os.walk: an unreadable directory has no entries (its files are then missing or added)
+    check = (base or "/") in holders
+    subdirs = []
+    files, links, others = tree.files, tree.symlinks, tree.others
+    for e in entries:
+        path = f"{base}/{e.name}"
+        if check and path in skipset:
+            continue
+        if e.is_dir(follow_symlinks=False):
+            subdirs.append((e.path, path))
+            continue
+        st = e.stat(follow_symlinks=False)
+        mode = st.st_mode
+        if stat.S_ISREG(mode):
+            files[path] = st
+        elif stat.S_ISLNK(mode):
+            links[path] = os.readlink(e.path)
+        elif not stat.S_ISDIR(mode):
+            others[path] = st
+        else:  # a directory after all (d_type unknown on this filesystem)
+            subdirs.append((e.path, path))
+    for h, path in subdirs:
+        _scan(tree, h, path, skipset, holders)
 
 
 def _add(tree: Tree, path: str, host: str, st: os.stat_result) -> None:

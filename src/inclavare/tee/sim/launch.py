@@ -120,13 +120,19 @@ class LaunchedEnclave:
 HINT = "re-sign the image with 'sgx-tools sign-image' (or the bundle with 'sgx-tools sign-bundle')"
 
 
-def read_signed_image(rootfs: str | os.PathLike[str]) -> tuple[image.EnclaveConfig, ss_mod.Sigstruct, dict]:
+def read_signed_image(rootfs: str | os.PathLike[str]) -> tuple[image.EnclaveConfig, ss_mod.Sigstruct, bytes]:
+    """The signed image's configuration, its SIGSTRUCT, and the SHA-256 of the very manifest bytes the configuration
+    was parsed from (the key of its measurement in the cache)."""
+    import hashlib
+
     d = image.enclave_path(rootfs)
     manifest_path, sigstruct_path = os.path.join(d, image.MANIFEST), os.path.join(d, image.SIGSTRUCT)
     hint = "sign the image with 'sgx-tools sign-image' or the bundle with 'sgx-tools sign-bundle --key KEY.pem BUNDLE'"
     try:
         with open(manifest_path, "rb") as f:
-            manifest = jsonlite.loads(f.read())
+            data = f.read()
+        digest = hashlib.sha256(data).digest()
+        manifest = jsonlite.loads(data)
         with open(sigstruct_path, "rb") as f:
             raw = f.read()
     except FileNotFoundError as e:
@@ -143,7 +149,7 @@ def read_signed_image(rootfs: str | os.PathLike[str]) -> tuple[image.EnclaveConf
         sig = ss_mod.Sigstruct.from_bytes(raw, strict=False)
     except ValueError as e:
         raise RuneError(f"the SIGSTRUCT {sigstruct_path} is malformed: {e}") from None
-    return config, sig, manifest
+    return config, sig, digest
 
 
 def _refuse(root: str, what: str, fix: str = "restore it or " + HINT) -> RuneError:
@@ -159,7 +165,21 @@ def check_files(root: str, config: image.EnclaveConfig, mounts: tuple[str, ...] 
     tree = image.walk_tree(root, config.trusted_roots, skip)
     found: dict[str, os.stat_result] = {}
     memo: dict[str, str] = {}
+    walked = tree.files
+    real_root = os.path.realpath(root)
     for path, want in config.trusted_files.items():
+        st = walked.get(path)
+        if st is not None and cache is not None:
+            # the walk's lstat of this very path (no symlink on the way, as the walk follows none): a regular
+            # file; its digest from the cache when this inode is unchanged since the launch check hashed it
+            digest = cache.lookup(real_root + path, st)
+            if digest is not None:
+                found[path] = st
+                if (st.st_size, digest, st.st_mode, st.st_uid, st.st_gid) == (
+                        want.size, want.sha256, want.mode, want.uid, want.gid):
+                    continue
+                got = image.TrustedFile(digest, st.st_size, st.st_mode, st.st_uid, st.st_gid)
+                _compare(root, path, got, want)
         host = image.host_path(root, path, memo)
         try:
             mode = os.lstat(host).st_mode
@@ -173,15 +193,24 @@ def check_files(root: str, config: image.EnclaveConfig, mounts: tuple[str, ...] 
         except RuneError as e:
             raise _refuse(root, str(e)) from None
         found[path] = st
-        for prop, label in (("size", "size"), ("sha256", "content"), ("mode", "mode"), ("uid", "owner"),
-                            ("gid", "group")):
-            a, b = getattr(got, prop), getattr(want, prop)
-            if a != b:
-                shown = (f"{stat.filemode(b)} -> {stat.filemode(a)}" if prop == "mode" else
-                         f"{b} -> {a}" if prop != "sha256" else "")
-                raise _refuse(root, f"the {label} of the trusted file {path} changed since signing"
-                              + (f" ({shown})" if shown else ""))
+        _compare(root, path, got, want)
     image.check_hard_links(found, "at launch")
+    _check_tree(root, config, tree, skip)
+
+
+def _compare(root: str, path: str, got: image.TrustedFile, want: image.TrustedFile) -> None:
+    for prop, label in (("size", "size"), ("sha256", "content"), ("mode", "mode"), ("uid", "owner"),
+                        ("gid", "group")):
+        a, b = getattr(got, prop), getattr(want, prop)
+        if a != b:
+            shown = (f"{stat.filemode(b)} -> {stat.filemode(a)}" if prop == "mode" else
+                     f"{b} -> {a}" if prop != "sha256" else "")
+            raise _refuse(root, f"the {label} of the trusted file {path} changed since signing"
+                          + (f" ({shown})" if shown else ""))
+
+
+def _check_tree(root: str, config: image.EnclaveConfig, tree: image.Tree, skip: set[str]) -> None:
+    """Nothing added under the trusted roots, no symlink added, retargeted or removed."""
     for path in tree.files:
         if path not in config.trusted_files:
             start = next((r for r in config.trusted_roots if image.under(path, (r,))), "/")
@@ -210,13 +239,19 @@ def launch_check(rootfs: str | os.PathLike[str], *, policy: LaunchPolicy | None 
     `signed`: what read_signed_image(rootfs) returned, when the caller read it already; None reads it here.
     """
     root = os.path.normpath(os.fspath(rootfs))
-    config, sig, _manifest = signed if signed is not None else read_signed_image(root)
+    config, sig, manifest_digest = signed if signed is not None else read_signed_image(root)
     where = os.path.join(image.enclave_path(root), image.SIGSTRUCT)
     try:
         mr_signer = ss_mod.verify(sig)
     except ss_mod.SigstructError as e:
         raise RuneError(f"the enclave SIGSTRUCT {where} is refused: {e}") from None
-    mr_enclave, _size = image.measure_config(config)
+    if cache is not None:
+        cache.select(manifest_digest.hex())  # this signed image's measurements only
+    mr_enclave = cache.mr_enclave() if cache is not None else None  # the manifest's, when these bytes were measured
+    if mr_enclave is None:
+        mr_enclave, _size = image.measure_config(config)
+        if cache is not None and mr_enclave == sig.enclave_hash:
+            cache.set_mr_enclave(mr_enclave)
     if mr_enclave != sig.enclave_hash:
         raise _refuse(root, f"the enclave manifest {os.path.join(image.enclave_path(root), image.MANIFEST)} changed since signing "
                             f"(MRENCLAVE {mr_enclave.hex()} != enclave_hash {sig.enclave_hash.hex()})")
