@@ -1,5 +1,5 @@
 """The sim enclave's bundle cache in epm: which inodes of a signed rootfs the launch check has measured, so that a
-launch finds them unchanged without reading them again, and without the host-wide measurements.json.
+launch finds them unchanged without reading them again, and without the host's measurement cache (measure_cache).
 
 One epm cache per (rootfs, signed enclave, enclave runtime): type `bundle-cache.sim`, id the SHA-256 of the rootfs
 directory's st_dev:st_ino, the SIGSTRUCT's bytes and the enclave type and runtime path. Its options:

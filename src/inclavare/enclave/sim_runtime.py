@@ -44,7 +44,7 @@ def verify_image(rootfs: str, sim_dir: str | None, config: dict | None = None,  
     """The launch check; with the bundle `config`, also its process against the manifest (entry point, arguments,
     environment), whose process.env becomes the environment the payload gets. `signed`: the signed image as
     read_signed_image read it, when the caller has (after pinning its files). `bundle`: what epm holds for this
-    enclave (bundle_cache.lookup), used instead of the host's measurements.json when epm serves."""
+    enclave (bundle_cache.lookup), used instead of the host's measurement cache when epm serves."""
     from inclavare.tee.sim.launch import LaunchPolicy, check_process, launch_check, read_signed_image
 
     mounts = tuple(m.get("destination", "") for m in (config or {}).get("mounts") or () if isinstance(m, dict))
@@ -106,6 +106,7 @@ class SimPal:
         self.procs: set[int] = set()
         self.status: dict[int, int] = {}  # exit statuses reaped, not yet collected by exec()
         self.lock = None  # _thread lock over procs, status and ended
+        self.launch_child = 0  # the launch child's pid until init() reaps it
         self.ended: dict[int, object] = {}  # pid -> a _thread lock held until the process is reaped: exec() waits
         self.env_defaults: dict[str, str] = {}
         self.untrusted_env: list[str] = []
@@ -138,6 +139,7 @@ class SimPal:
             data = jsonlite.dumps(out).encode()
             while data:
                 data = data[os.write(w, data):]
+            os.close(w)  # end of file for the runelet now, not once the kernel has freed this process's memory
             os._exit(0)
         os.close(w)
         chunks = []
@@ -147,7 +149,7 @@ class SimPal:
                 break
             chunks.append(chunk)
         os.close(r)
-        os.waitpid(pid, 0)
+        self.launch_child = pid  # reaped in init(): its exit (its memory freed) need not hold the launch up
         out = jsonlite.loads(b"".join(chunks)) if chunks else {"error": "sim enclave: the launch check died"}
         if "error" in out:
             raise RuneError(out["error"])
@@ -174,6 +176,12 @@ class SimPal:
 
         from inclavare.linux import syscalls
 
+        if self.launch_child:
+            try:
+                os.waitpid(self.launch_child, 0)
+            except ChildProcessError:
+                pass
+            self.launch_child = 0
         if self.evidence is None:
             raise RuneError("sim enclave: pal_init before the enclave was loaded")
         syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)

@@ -421,10 +421,11 @@ def hash_file(rootfs: str | os.PathLike[str], path: str, cache=None,  # noqa: AN
 def check_hard_links(found: dict[str, os.stat_result], what: str) -> None:
     """Every name of a multiply linked file must be a trusted file (read-only in the enclave): another name could
     change it behind the measurement."""
+    linked = {path: st for path, st in found.items() if st.st_nlink > 1}  # a single link is its only name
     names: dict[tuple[int, int], list[str]] = {}
-    for path, st in found.items():
+    for path, st in linked.items():
         names.setdefault((st.st_dev, st.st_ino), []).append(path)
-    for path, st in found.items():
+    for path, st in linked.items():
         n = len(names[(st.st_dev, st.st_ino)])
         if st.st_nlink > n:
             raise RuneError(f"the trusted file {path} has {st.st_nlink} hard links but only {n} of its names are "
