@@ -213,3 +213,74 @@ def test_sim_tree_record_is_measured(rune, sim_dir, signing_key, tmp_path):
     manifest.write_text(json.dumps(m))
     p = rune("run", "--bundle", str(b), new_id())
     assert p.returncode == 1 and "does not match its signature" in p.stderr and "MRENCLAVE" in p.stderr, p.stderr
+
+
+# what the enclave's launch must not import: each costs more than the launch check itself (bench/enclave.py)
+HEAVY = ("cryptography", "dataclasses", "typing", "json", "pathlib", "enum", "re", "threading", "collections",
+         "functools", "signal")
+
+
+def test_a_signed_sim_launch_imports_none_of_the_heavy_modules(rune, sim_dir, signing_key, tmp_path):
+    from tests.conftest import imported
+
+    b = sim_bundle(tmp_path, ["true"], signing_key, rune.binary)
+    assert rune("run", "--bundle", str(b), new_id()).returncode == 0  # the platform's first use made its files
+    seen = imported(rune, "run", "--bundle", str(b), new_id())
+    assert "inclavare.tee.sim.launch" in seen  # the launch child's imports are in the list too
+    assert not {m.split(".")[0] for m in seen} & set(HEAVY), sorted(seen)
+
+
+def test_a_pal_launch_imports_none_of_the_heavy_modules(rune, pal_libs, tmp_path):
+    from tests.conftest import imported
+    from tests.enclave.conftest import pal_bundle
+
+    b = pal_bundle(rune, pal_libs[2], ["true"])
+    seen = imported(rune, "run", "--bundle", str(b), new_id())
+    assert "inclavare.enclave.pal" in seen and "inclavare.linux.sealed_exe" in seen
+    assert not {m.split(".")[0] for m in seen} & set(HEAVY), sorted(seen)
+
+
+def test_a_host_mount_over_a_trusted_file_after_the_launch_check_does_not_reach_the_enclave(rune, sim_dir,
+                                                                                           signing_key, tmp_path):
+    """The container's root mount is made private (and read-only) before the launch check reads anything through
+    it: a bind mount made on the host over a trusted file after `create`, which a slave root would receive, is not
+    what the payload reads."""
+    from tests.enclave.conftest import wait_status
+
+    from inclavare.linux import syscalls
+
+    out = tmp_path / "out"
+    out.mkdir()
+    shared = tmp_path / "shared"  # a shared mount holds the bundle, as / on a systemd host: mounts propagate
+    shared.mkdir()
+    syscalls.mount(str(shared), str(shared), None, syscalls.MS_BIND)
+    try:
+        syscalls.mount(None, str(shared), None, syscalls.MS_SHARED)
+        _host_mount_after_create(rune, shared, out, signing_key, tmp_path, wait_status)
+    finally:
+        syscalls.umount2(str(shared), syscalls.MNT_DETACH)
+
+
+def _host_mount_after_create(rune, shared, out, signing_key, tmp_path, wait_status):  # noqa: ANN001, ANN202
+    from inclavare.linux import syscalls
+
+    b = sim_bundle(shared, ["sh", "-c", "cat /etc/group > /out/group"], signing_key, rune.binary)
+    c = json.loads((b / "config.json").read_text())
+    c["mounts"].append({"destination": "/out", "type": "bind", "source": str(out), "options": ["rbind", "rw"]})
+    (b / "config.json").write_text(json.dumps(c))
+    target = b / "rootfs" / "etc" / "group"
+    signed = target.read_text()
+    evil = tmp_path / "evil-group"
+    evil.write_text("evil:x:0:\n")
+    cid = new_id()
+    p = rune("create", "--bundle", str(b), cid)
+    assert p.returncode == 0, p.stderr
+    syscalls.mount(str(evil), str(target), None, syscalls.MS_BIND)
+    try:
+        assert target.read_text() == "evil:x:0:\n"  # the host sees its mount
+        assert rune("start", cid).returncode == 0
+        assert wait_status(rune, cid, "stopped") == "stopped"
+    finally:
+        syscalls.umount2(str(target), syscalls.MNT_DETACH)
+        rune("delete", "--force", cid)
+    assert (out / "group").read_text() == signed

@@ -170,11 +170,63 @@ def test_the_local_filesystem_is_recognised(tmp_path: Path) -> None:
 @pytest.mark.parametrize("junk", [b"", b"{", b"[]", b'{"version": 2, "entries": {}}', b'{"version": 1, "entries": 5}',
                                   b'{"version": 1, "entries": {"k": 1}}'])
 def test_a_corrupt_cache_is_ignored_and_rewritten(rootfs: Path, sim_dir: Path, junk: bytes) -> None:
-    (sim_dir / measure_cache.FILE).write_bytes(junk)
+    path = Path(launch(rootfs).path)
+    path.write_bytes(junk)
     assert launch(rootfs).added >= 3
     assert launch(rootfs).hits >= 3
 
 
 def test_the_cache_file_is_private_to_root(rootfs: Path, sim_dir: Path) -> None:
-    launch(rootfs)
-    assert (sim_dir / measure_cache.FILE).stat().st_mode & 0o777 == 0o600
+    path = Path(launch(rootfs).path)
+    assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700
+    assert path.parent == sim_dir / measure_cache.IMAGES
+
+
+def test_each_signed_image_has_its_own_cache(rootfs: Path, sim_dir: Path, tmp_path: Path, signing_key_pem: Path,
+                                             make_bundle) -> None:  # noqa: ANN001
+    """A launch reads its own image's digests (measurements/<MRENCLAVE>.json), not every image's."""
+    other = make_bundle(tmp_path / "other")
+    (other / "rootfs" / "etc" / "other.conf").write_text("another image\n")
+    bundle.sign_bundle(other, signing_key_pem)
+    first, second = launch(rootfs), launch(other / "rootfs")
+    assert first.path != second.path and second.hits == 0
+    mine = measure_cache.jsonlite.loads(Path(first.path).read_bytes())["entries"]
+    theirs = measure_cache.jsonlite.loads(Path(second.path).read_bytes())["entries"]
+    assert mine and theirs and not set(mine) & set(theirs)
+    assert launch(rootfs).hits == first.added
+
+
+def test_the_manifest_measurement_is_kept_under_the_manifest_bytes(rootfs: Path) -> None:
+    """The image's cache keeps the MRENCLAVE of the very manifest bytes that name it (their SHA-256): a launch of
+    the same bytes does not measure the manifest again."""
+    import hashlib
+
+    first = launch(rootfs)
+    manifest = rootfs / ".inclavare" / "enclave" / "manifest.json"
+    assert Path(first.path).stem == hashlib.sha256(manifest.read_bytes()).hexdigest()
+    again = measure_cache.open_cache(None)
+    again.select(Path(first.path).stem)
+    assert again.mr_enclave() == launch_check(rootfs).mr_enclave
+
+
+@pytest.mark.parametrize("change", ["a key added to the enclave", "a trusted file's record edited",
+                                    "the same document re-serialised"])
+def test_a_changed_manifest_is_measured_again(rootfs: Path, change: str) -> None:
+    """With the measurement of the signed manifest cached, other manifest bytes are another cache: measured again,
+    and refused unless they measure the same (JSON written another way does)."""
+    import json
+
+    warm(rootfs)
+    manifest = rootfs / ".inclavare" / "enclave" / "manifest.json"
+    doc = json.loads(manifest.read_bytes())
+    if change == "a key added to the enclave":
+        doc["enclave"]["note"] = "added after signing"
+    elif change == "a trusted file's record edited":
+        doc["enclave"]["trusted_files"]["/" + TARGET]["mode"] ^= 0o4000
+    manifest.write_text(json.dumps(doc, indent=3))
+    if change == "the same document re-serialised":
+        cache = launch(rootfs)
+        assert cache.added >= 3 and cache.mr_enclave() is not None  # another cache, measured, accepted
+        return
+    with pytest.raises(RuneError, match="manifest .* changed since signing"):
+        launch(rootfs)

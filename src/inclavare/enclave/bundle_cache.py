@@ -1,5 +1,5 @@
 """The sim enclave's bundle cache in epm: which inodes of a signed rootfs the launch check has measured, so that a
-launch finds them unchanged without reading them again, and without the host-wide measurements.json.
+launch finds them unchanged without reading them again, and without the host's measurement cache (measure_cache).
 
 One epm cache per (rootfs, signed enclave, enclave runtime): type `bundle-cache.sim`, id the SHA-256 of the rootfs
 directory's st_dev:st_ino, the SIGSTRUCT's bytes and the enclave type and runtime path. Its options:
@@ -55,12 +55,12 @@ def lookup(session, rootfs: str, enclave_type: str, runtime_path: str) -> Lookup
     import hashlib
 
     from inclavare.enclave import epm_client
-    from inclavare.tee.sim.image import SIGSTRUCT, enclave_dir
+    from inclavare.tee.sim.image import SIGSTRUCT, enclave_path
 
     enclave = f"{enclave_type}:{runtime_path}"
     try:
         st = os.stat(rootfs)
-        with open(enclave_dir(rootfs) / SIGSTRUCT, "rb") as f:
+        with open(os.path.join(enclave_path(rootfs), SIGSTRUCT), "rb") as f:
             sig = f.read(4096)
     except OSError:
         return None  # the launch check says what is missing
@@ -95,6 +95,31 @@ class EpmMeasurements:
         if ok is None:
             ok = self._fs[st.st_dev] = measure_cache.fs_type(fd) in measure_cache.LOCAL_FILESYSTEMS
         return ok
+
+    def select(self, image: str) -> None:
+        pass  # the record is this enclave's already (its binding)
+
+    def mr_enclave(self) -> None:
+        return None  # the manifest is measured at every launch here
+
+    def set_mr_enclave(self, mr: bytes) -> None:
+        pass
+
+    def lookup(self, host: str, st: os.stat_result) -> str | None:
+        """get() for a file known by its lstat through the container's root (launch.check_files)."""
+        ok = self._fs.get(st.st_dev)
+        if ok is None:
+            try:
+                fd = os.open(host, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError:
+                return None
+            try:
+                if os.fstat(fd).st_dev != st.st_dev:
+                    return None
+                return self.get(fd, st)
+            finally:
+                os.close(fd)
+        return self.get(-1, st) if ok else None
 
     def get(self, fd: int, st: os.stat_result) -> str | None:
         if not self.cacheable(fd, st):
@@ -182,7 +207,7 @@ def save(found: Lookup, rootfs: str, signed: tuple, cache: EpmMeasurements) -> N
     parts = []
     for path, want in config.trusted_files.items():
         try:
-            k = key(os.lstat(image.host_path(rootfs, path, memo)))  # pinned read-only by the launch
+            k = key(os.lstat(image.host_path(rootfs, path, memo)))  # through the root the launch sealed
         except OSError:
             k = ""
         parts.append(_hkey(k) if cache.seen.get(k) == want.sha256 else _NONE)

@@ -50,7 +50,7 @@ class Runelet:
         self.listener = None
         self.running = False
         self.pids: set[int] = set()
-        self.lock = None  # threading.Lock, made in load
+        self.lock = None  # a _thread lock, made in load
         self.rootfs: str | None = None  # the container's rootfs (host path), set by enclave/create.py
         self.epm = None  # epm_client.Session, when epm serves: bundle caches and pre-initialised enclaves
         self.bundle = None  # bundle_cache.Lookup: epm's bundle cache for a signed sim image, when epm serves
@@ -59,13 +59,12 @@ class Runelet:
     def prepare_host(self) -> None:
         """Import what runs later and listen on the agent socket in the state dir: a user namespace's root may reach
         neither Python's files nor --root."""
+        import _signal  # noqa: F401 - not `signal`, whose enum classes cost PID 1 more than the rest of its imports
         import _socket  # noqa: F401
         import fcntl  # noqa: F401
         import select  # noqa: F401
-        import signal  # noqa: F401
         import struct  # noqa: F401
         import termios  # noqa: F401
-        import threading  # noqa: F401
 
         from inclavare.enclave import agent, pal, provision, sim_runtime  # noqa: F401
         from inclavare.linux import console, proctitle, syscalls  # noqa: F401
@@ -86,7 +85,7 @@ class Runelet:
 
     # --- pre_pivot -------------------------------------------------------------------------------------------
     def load(self, ctx) -> None:  # noqa: ANN001 - runtime.init.Launch
-        import threading
+        import _thread  # not threading: its import (functools, collections) costs PID 1 more than what it runs
 
         from inclavare.linux import proctitle, syscalls
 
@@ -97,7 +96,7 @@ class Runelet:
             proctitle.set_cmdline(["init-runelet"])
         except OSError as e:
             log(f"cannot hide the host's command line from the container: {e.strerror}")
-        self.lock = threading.Lock()
+        self.lock = _thread.allocate_lock()
         from inclavare.enclave import provision
 
         secrets = provision.read(self.config)  # ENCLAVE_SECRETS*, read before the launch check drops ENCLAVE_* env
@@ -109,6 +108,7 @@ class Runelet:
                     from inclavare.enclave import sim_runtime
 
                     if sim_runtime.is_signed(ctx.rootfs, self.config):
+                        sim_runtime.seal_root(ctx.rootfs)  # checked through the root the container gets
                         sim_runtime.verify_image(ctx.rootfs, self.sim_dir, self.config, bundle=self.bundle)
                 self.pal = pal.load(self.cfg.runtime_path)
                 if self.epm is not None and self.pal.version >= 3:
@@ -137,21 +137,21 @@ class Runelet:
 
     # --- executor --------------------------------------------------------------------------------------------
     def __call__(self, ctx, path: str, args: list[str], env: dict[str, str]) -> None:  # noqa: ANN001
+        import _signal
         import _socket
+        import _thread
         import select
-        import signal
-        import threading
 
         pal = self.pal
         env_list = [f"{k}={v}" for k, v in env.items()]
         release_terminal()
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         done_r, done_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.set_wakeup_fd(wake_w)
-        for s in signal.valid_signals():
+        _signal.set_wakeup_fd(wake_w)
+        for s in _signal.valid_signals():
             if s not in (9, 19):
                 try:
-                    signal.signal(s, _noop)
+                    _signal.signal(s, _noop)
                 except (OSError, ValueError):
                     pass
         result = {"code": 1}
@@ -184,7 +184,7 @@ class Runelet:
                 os.write(done_w, b"x")
 
         if not reaps:
-            threading.Thread(target=wait, daemon=True).start()
+            _thread.start_new_thread(wait, ())
         self.running = True
         ctx.sock.close()  # tells `run` that the process started
         listener = self.listener
@@ -221,7 +221,7 @@ class Runelet:
                 except OSError:
                     continue
                 conn = _socket.socket(fileno=fd)
-                threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+                _thread.start_new_thread(self._serve, (conn,))
         self.running = False
         listener.close()
         try:
@@ -312,7 +312,7 @@ class Runelet:
             conn.close()
 
     def _exec(self, conn, req: dict, fds: list[int]) -> None:  # noqa: ANN001
-        import threading
+        import _thread
 
         from inclavare.enclave import agent
 
@@ -398,7 +398,7 @@ class Runelet:
                         except RuneError as e:
                             log(str(e))
 
-            threading.Thread(target=kills, daemon=True).start()
+            _thread.start_new_thread(kills, ())
             try:
                 code = pal.exec(pid)
             finally:
@@ -430,17 +430,17 @@ def release_terminal() -> None:
     payload's foreground process group. TIOCNOTTY sends the session SIGHUP, ignored here."""
     if not os.isatty(0):
         return
+    import _signal
     import fcntl
-    import signal
     import termios
 
-    old = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    old = _signal.signal(_signal.SIGHUP, _signal.SIG_IGN)
     try:
         fcntl.ioctl(0, termios.TIOCNOTTY)
     except OSError:
         pass  # not our controlling terminal
     finally:
-        signal.signal(signal.SIGHUP, old)
+        _signal.signal(_signal.SIGHUP, old)
 
 
 def _has_children() -> bool:

@@ -3,9 +3,9 @@ SGX's rules and formats with software protection only.
 
 Call order, as the init-runelet drives any PAL:
   load (before pivot_root, privileged; the moment the original dlopens a PAL): a short-lived child of the
-      runelet bind-mounts every file the manifest names (the trusted files, the manifest and SIGSTRUCT) read-only
-      onto itself, then runs the launch check - EINIT's rules, inclavare.tee.sim.launch_check over the rootfs as the
-      container will see it (its mounts done), and the process against the manifest - refusing a tampered or
+      runelet makes the container's root mount private and read-only (seal_root), then runs the launch check -
+      EINIT's rules, inclavare.tee.sim.launch_check over the rootfs through that mount, as the container will see
+      it (its mounts done), and the process against the manifest - refusing a tampered or
       unsigned image with the TEE library's sentence, and makes the enclave's evidence material
       (inclavare.tee.sim.evidence) with the platform keys; it hands the runelet that material, the measured file
       list and the payload's environment, and exits, so that `cryptography`, the platform's PCK key and CAs and the
@@ -44,7 +44,7 @@ def verify_image(rootfs: str, sim_dir: str | None, config: dict | None = None,  
     """The launch check; with the bundle `config`, also its process against the manifest (entry point, arguments,
     environment), whose process.env becomes the environment the payload gets. `signed`: the signed image as
     read_signed_image read it, when the caller has (after pinning its files). `bundle`: what epm holds for this
-    enclave (bundle_cache.lookup), used instead of the host's measurements.json when epm serves."""
+    enclave (bundle_cache.lookup), used instead of the host's measurement cache when epm serves."""
     from inclavare.tee.sim.launch import LaunchPolicy, check_process, launch_check, read_signed_image
 
     mounts = tuple(m.get("destination", "") for m in (config or {}).get("mounts") or () if isinstance(m, dict))
@@ -74,7 +74,6 @@ def preimport() -> None:
     import fcntl  # noqa: F401
     import importlib.machinery  # noqa: F401 - inclavare.tee's finder
     import resource  # noqa: F401
-    import threading  # noqa: F401
 
     from inclavare.enclave import attestation_dev  # noqa: F401
     from inclavare.linux import dmz, syscalls  # noqa: F401
@@ -106,25 +105,27 @@ class SimPal:
         self.dev = None
         self.procs: set[int] = set()
         self.status: dict[int, int] = {}  # exit statuses reaped, not yet collected by exec()
-        self.cond = None  # threading.Condition: exec() of a `rune exec` waits on it
+        self.lock = None  # _thread lock over procs, status and ended
+        self.launch_child = 0  # the launch child's pid until init() reaps it
+        self.ended: dict[int, object] = {}  # pid -> a _thread lock held until the process is reaped: exec() waits
         self.env_defaults: dict[str, str] = {}
         self.untrusted_env: list[str] = []
-        self.trusted: list[str] = []
-        self.measured: frozenset[str] | None = None  # real paths of the measured files, seen after pivot_root
+        self.trusted: frozenset[str] = frozenset()  # the measured files, as the manifest names them
+        self.measured: frozenset[str] | None = None  # their real paths after pivot_root, when first needed
         self.bundle = None  # bundle_cache.Lookup: epm's record for this enclave, when epm serves
 
     # before pivot_root
     def load(self) -> None:
+        import _thread  # not threading, whose import (functools, collections) costs more than the launch check
         import fcntl  # noqa: F401
         import resource  # noqa: F401
-        import threading
 
         from inclavare.oci import jsonlite
         from inclavare.tee import openssl
         from inclavare.tee.sim import envpolicy  # noqa: F401
         from inclavare.tee.sim.evidence import Evidence
 
-        self.cond = threading.Condition()
+        self.lock = _thread.allocate_lock()
         r, w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:  # the launch child: everything heavy happens here and goes with it
@@ -138,6 +139,7 @@ class SimPal:
             data = jsonlite.dumps(out).encode()
             while data:
                 data = data[os.write(w, data):]
+            os.close(w)  # end of file for the runelet now, not once the kernel has freed this process's memory
             os._exit(0)
         os.close(w)
         chunks = []
@@ -147,14 +149,14 @@ class SimPal:
                 break
             chunks.append(chunk)
         os.close(r)
-        os.waitpid(pid, 0)
+        self.launch_child = pid  # reaped in init(): its exit (its memory freed) need not hold the launch up
         out = jsonlite.loads(b"".join(chunks)) if chunks else {"error": "sim enclave: the launch check died"}
         if "error" in out:
             raise RuneError(out["error"])
         self.config.setdefault("process", {})["env"] = out["env"]
         self.env_defaults = out["env_defaults"]
         self.untrusted_env = out["untrusted_env"]
-        self.trusted = out["trusted"]
+        self.trusted = frozenset(out["trusted"])
         self.evidence = Evidence.from_json(out["evidence"])
         try:
             self.lib = openssl.load()
@@ -174,12 +176,16 @@ class SimPal:
 
         from inclavare.linux import syscalls
 
+        if self.launch_child:
+            try:
+                os.waitpid(self.launch_child, 0)
+            except ChildProcessError:
+                pass
+            self.launch_child = 0
         if self.evidence is None:
             raise RuneError("sim enclave: pal_init before the enclave was loaded")
         syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        self.measured = _real_paths(self.trusted)
-        self.trusted = []
         if self.dev is not None:
             ev, lib = self.evidence, self.lib
             keys = {"_sgx_mrenclave": ev.seal_mrenclave, "_sgx_mrsigner": ev.seal_mrsigner}
@@ -198,16 +204,16 @@ class SimPal:
 
         from inclavare.linux import syscalls
 
-        if self.measured is not None and os.path.realpath(path) not in self.measured:
+        if self.evidence is not None and not self._measured(path):
             raise RuneError(f"{self.name}: the program {path!r} is not a measured file of the signed enclave; "
                             f"sign the image with it among the trusted files")
         if self.evidence is not None:  # the manifest's environment policy, for `rune exec` too
             from inclavare.tee.sim import envpolicy
 
             env = envpolicy.apply(self.env_defaults, self.untrusted_env, env, "the process's environment")
-        # under the condition the reaping loop takes once it has reaped a child: a program that ends before it
-        # is recorded here (an exec of `exit 6`) keeps its status instead of being reaped as an orphan
-        with self.cond:
+        # under the lock the reaping loop takes once it has reaped a child: a program that ends before it is
+        # recorded here (an exec of `exit 6`) keeps its status instead of being reaped as an orphan
+        with self.lock:
             r, w = os.pipe2(os.O_CLOEXEC)
             pid = os.fork()
             if pid == 0:
@@ -239,8 +245,24 @@ class SimPal:
                     pass  # the loop reaped it first
                 n = int(err[1:] if err[:1] == b"X" else err)
                 raise RuneError(f"{self.name}: pal_create_process failed: exec {path!r}: {os.strerror(n)} (errno {n})")
+            import _thread
+
+            ended = _thread.allocate_lock()
+            ended.acquire()
+            self.ended[pid] = ended
             self.procs.add(pid)
         return pid
+
+    def _measured(self, path: str) -> bool:
+        """`path` (in the container, after pivot_root) is a measured file: its real path is one the manifest names
+        (the manifest's paths are real paths, as the signing walk found them), or, for a manifest that names a
+        file through a symlinked directory, the real path of one."""
+        real = os.path.realpath(path)
+        if real in self.trusted:
+            return True
+        if self.measured is None:
+            self.measured = _real_paths(self.trusted)
+        return real in self.measured
 
     def reap(self) -> None:
         """Reap every child that ended (the runelet's loop calls it on SIGCHLD); orphans go too."""
@@ -251,28 +273,35 @@ class SimPal:
                 return
             if pid == 0:
                 return
-            with self.cond:
+            with self.lock:
                 if pid in self.procs:
                     self.status[pid] = status
-                    self.cond.notify_all()
+                    ended = self.ended.get(pid)
+                    if ended is not None and ended.locked():
+                        ended.release()
 
     def collect(self, pid: int) -> int | None:
         """The exit status of `pid` if it was reaped (128+signal when killed), else None."""
-        with self.cond:
+        with self.lock:
             status = self.status.pop(pid, None)
             if status is None:
                 return None
             self.procs.discard(pid)
+            self.ended.pop(pid, None)
         code = os.waitstatus_to_exitcode(status)
         return 128 - code if code < 0 else code
 
     def exec(self, pid: int) -> int:
         if pid not in self.procs:
             raise RuneError(f"{self.name}: pal_exec failed: no process {pid} (errno 3)")
-        with self.cond:
-            while pid not in self.status:
-                self.cond.wait()
-        return self.collect(pid)
+        ended = self.ended.get(pid)
+        if ended is not None:
+            with ended:  # released by reap()
+                pass
+        code = self.collect(pid)
+        if code is None:
+            raise RuneError(f"{self.name}: pal_exec failed: process {pid} was already waited for (errno 10)")
+        return code
 
     def exec_v1(self, path: str, argv: list[str], stdio: tuple[int, int, int]) -> int:
         return self.exec(self.create_process(path, argv, [], stdio))
@@ -299,9 +328,9 @@ class SimPal:
         return self.evidence.report(self.lib, target_info, report_data)
 
 
-def _real_paths(paths: list[str]) -> frozenset[str]:
+def _real_paths(paths: frozenset[str]) -> frozenset[str]:
     """os.path.realpath of each trusted file, its directory resolved once for all the files in it (a trusted file
-    is a regular file, never a symlink, as the launch check saw it and its read-only bind mount keeps it)."""
+    is a regular file, never a symlink, as the launch check saw it)."""
     dirs: dict[str, str] = {}
     out = set()
     for p in paths:
@@ -313,30 +342,31 @@ def _real_paths(paths: list[str]) -> frozenset[str]:
     return frozenset(out)
 
 
-def _launch(rootfs: str, config: dict, sim_dir: str | None, bundle=None) -> dict:  # noqa: ANN001
-    """In the launch child: mount the verified files read-only, check, and hand back what the runelet keeps."""
+def seal_root(rootfs: str) -> None:
+    """The container's root mount (the bind of the rootfs onto itself that becomes /) private and read-only, before
+    the launch check reads anything through it: the container gets the mount that was checked, in which no mount
+    made later on the host side (propagated into the container's mount namespace by a shared or slave root) can
+    cover a trusted path, and through which neither the payload nor anything else of the container writes.
+    The mounts under it (volumes, /dev, /proc) keep their own propagation and flags."""
     from inclavare.linux import syscalls
+    from inclavare.runtime.rootfs import remount_bind
+
+    try:
+        syscalls.mount(None, rootfs, None, syscalls.MS_PRIVATE)
+        remount_bind(rootfs, syscalls.MS_RDONLY)
+    except OSError as e:
+        raise RuneError(f"sim enclave: cannot make the container's root {rootfs} private and read-only: "
+                        f"{e.strerror}") from None
+
+
+def _launch(rootfs: str, config: dict, sim_dir: str | None, bundle=None) -> dict:  # noqa: ANN001
+    """In the launch child: seal the container's root, check through it, and hand back what the runelet keeps."""
     from inclavare.tee.sim import evidence
-    from inclavare.tee.sim.image import MANIFEST, SIGSTRUCT, enclave_dir, host_path
     from inclavare.tee.sim.launch import read_signed_image
     from inclavare.tee.sim.platform import load_keys
 
-    def pin(hosts: list[str]) -> None:
-        for h in dict.fromkeys(hosts):
-            if not os.path.isfile(h) or os.path.islink(h):
-                continue  # the launch check names it
-            try:
-                syscalls.mount(h, h, None, syscalls.MS_BIND)
-                syscalls.mount(None, h, None, syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_RDONLY)
-            except OSError as e:
-                raise RuneError(f"sim enclave: cannot mount the verified file {h} read-only: {e.strerror}") from None
-
-    # read-only first, then read and measured: what is checked is what the container gets. The manifest and the
-    # SIGSTRUCT first (read once, after they are pinned), then the trusted files they name.
-    pin([str(enclave_dir(rootfs) / MANIFEST), str(enclave_dir(rootfs) / SIGSTRUCT)])
+    seal_root(rootfs)  # first: what is read and measured is what the container gets
     signed = read_signed_image(rootfs)
-    memo: dict[str, str] = {}
-    pin([host_path(rootfs, p, memo) for p in signed[0].trusted_files])
     launched = verify_image(rootfs, sim_dir, config, signed, bundle)
     ev = evidence.make(load_keys(sim_dir), launched.identity)
     return {"env": config["process"]["env"], "env_defaults": launched.config.env,

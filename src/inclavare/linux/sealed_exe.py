@@ -58,5 +58,7 @@ def reexec(module: str) -> None:
             f"from {module} import main\ncode = main()\nsys.stdout.flush(); sys.stderr.flush()\n"
             "import os; os._exit(code or 0)\n")
     fd = sealed_copy()
+    # the -X options go on (-X importtime shows the imports of the command that does the work)
+    xopts = [f"-X{k}" if v is True else f"-X{k}={v}" for k, v in sys._xoptions.items()]
     # argv[0] is the interpreter's own path, from which it finds its standard library as it did the first time
-    os.execve(fd, [os.path.realpath(sys.executable), "-I", "-S", "-c", boot], os.environ)
+    os.execve(fd, [os.path.realpath(sys.executable), "-I", "-S", *xopts, "-c", boot], os.environ)

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Iterable
+
+TYPE_CHECKING = False  # collections.abc for an annotation only would cost a sim enclave's launch
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 PAGE_SIZE = 4096
 CHUNK_SIZE = 256

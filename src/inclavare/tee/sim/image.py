@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from pathlib import Path
 
 from inclavare.errors import RuneError
 from inclavare.oci import jsonlite
@@ -38,6 +37,10 @@ from inclavare.tee import records
 from inclavare.tee.sgx import attributes as attr
 from inclavare.tee.sgx.attributes import Attributes
 from inclavare.tee.sgx.measure import PAGE_SIZE, SECINFO_R, SECINFO_REG, Measurement
+
+TYPE_CHECKING = False  # pathlib (with re, fnmatch, urllib.parse) costs a sim enclave's launch more than its check
+if TYPE_CHECKING:
+    from pathlib import Path
 
 ENCLAVE_DIR = ".inclavare/enclave"  # inside the rootfs
 MANIFEST = "manifest.json"
@@ -168,10 +171,26 @@ class EnclaveConfig:
         settings = {k: obj[k] for k in ("debug", "isv_prod_id", "isv_svn", "misc_select", "xfrm", "ssa_frame_size")
                     if k in obj}
         lists = {k: _strings(obj[k], k, where) for k in ("trusted_roots", "untrusted_paths", "untrusted_env") if k in obj}
-        return cls(entrypoints=entrypoints,
-                   trusted_files={p: TrustedFile.from_json(p, f, where) for p, f in files.items()},
+        return cls(entrypoints=entrypoints, trusted_files=_trusted_files(files, where),
                    symlinks=dict(links), env=dict(env), extra={k: v for k, v in obj.items() if k not in known},
                    **lists, **settings)
+
+
+def _trusted_files(files: dict, where: str) -> dict[str, TrustedFile]:
+    """TrustedFile.from_json of each entry, checked and made without the generic record machinery: a 100 MB image
+    has thousands of them, and its launch parses them all."""
+    out: dict[str, TrustedFile] = {}
+    make, int_ = records.from_values, int
+    for p, f in files.items():
+        if type(f) is dict:
+            v = (f.get("sha256"), f.get("size"), f.get("mode"), f.get("uid"), f.get("gid"))
+            # exactly str and int (bool is an int subclass, refused as TrustedFile.from_json refuses it)
+            if type(v[0]) is str and type(v[1]) is int_ and type(v[2]) is int_ and type(v[3]) is int_ and \
+                    type(v[4]) is int_:
+                out[p] = make(TrustedFile, v)
+                continue
+        out[p] = TrustedFile.from_json(p, f, where)  # refuses, naming the entry
+    return out
 
 
 def measure_config(config: EnclaveConfig) -> tuple[bytes, int]:
@@ -192,6 +211,13 @@ def measure_config(config: EnclaveConfig) -> tuple[bytes, int]:
 
 def resolve_in_rootfs(rootfs: str | os.PathLike[str], path: str) -> Path:
     """The host path of `path` inside `rootfs`, resolving symlinks as if rootfs were / (no escape)."""
+    from pathlib import Path
+
+    return Path(resolve_path(rootfs, path))
+
+
+def resolve_path(rootfs: str | os.PathLike[str], path: str) -> str:
+    """resolve_in_rootfs as a string (the launch path's, without pathlib)."""
     root = os.path.realpath(rootfs)
     todo = [p for p in path.split("/") if p not in ("", ".")]
     done: list[str] = []
@@ -213,7 +239,7 @@ def resolve_in_rootfs(rootfs: str | os.PathLike[str], path: str) -> Path:
             todo = [p for p in target.split("/") if p not in ("", ".")] + todo
             continue
         done.append(part)
-    return Path(root, *done)
+    return os.path.join(root, *done)
 
 
 def host_path(rootfs: str | os.PathLike[str], path: str, memo: dict[str, str] | None = None) -> str:
@@ -222,7 +248,7 @@ def host_path(rootfs: str | os.PathLike[str], path: str, memo: dict[str, str] | 
     resolves the directory of thousands of trusted files, most of them sharing a few hundred directories."""
     d, name = os.path.split(path)
     if memo is None:
-        return os.path.join(resolve_in_rootfs(rootfs, d), name)
+        return os.path.join(resolve_path(rootfs, d), name)
     return os.path.join(_host_dir(rootfs, d, memo), name)
 
 
@@ -232,12 +258,12 @@ def _host_dir(rootfs: str | os.PathLike[str], d: str, memo: dict[str, str]) -> s
     got = memo.get(d)
     if got is None:
         if d in ("", "/"):
-            got = str(resolve_in_rootfs(rootfs, "/"))
+            got = resolve_path(rootfs, "/")
         else:
             parent, name = os.path.split(d)
             candidate = os.path.join(_host_dir(rootfs, parent, memo), name) if parent != d else ""
             if not candidate or name in ("", ".", "..") or os.path.islink(candidate):
-                got = str(resolve_in_rootfs(rootfs, d))
+                got = resolve_path(rootfs, d)
             else:
                 got = candidate
         memo[d] = got
@@ -249,7 +275,7 @@ def canonical_program(rootfs: str | os.PathLike[str], path: str) -> str:
     busybox tells its applets by that name): /bin/sh on a usrmerged root is /usr/bin/sh."""
     path = os.path.normpath("/" + path)
     d, name = os.path.split(path)
-    real = os.path.relpath(resolve_in_rootfs(rootfs, d), os.path.realpath(rootfs))
+    real = os.path.relpath(resolve_path(rootfs, d), os.path.realpath(rootfs))
     return os.path.normpath(os.path.join("/", real, name))
 
 
@@ -260,8 +286,8 @@ def lookup_program(rootfs: str | os.PathLike[str], name: str, path_env: str, cwd
         return os.path.normpath(os.path.join(cwd or "/", name))
     for d in path_env.split(":"):
         candidate = os.path.join(d or (cwd or "/"), name)
-        host = resolve_in_rootfs(rootfs, candidate)
-        if host.is_file() and os.access(host, os.X_OK):
+        host = resolve_path(rootfs, candidate)
+        if os.path.isfile(host) and os.access(host, os.X_OK):
             return os.path.normpath(candidate)
     return None
 
@@ -299,33 +325,54 @@ def walk_tree(rootfs: str | os.PathLike[str], roots: tuple[str, ...] | list[str]
     real_root = os.path.realpath(rootfs)
     tree = Tree()
     skipset = prefix_set(skip)
-    lstat, islink = os.lstat, os.path.islink
+    if "/" in skipset:
+        return tree
+    # the directories that hold a skipped path: only their entries are looked up in skipset
+    holders = {p.rpartition("/")[0] or "/" for p in skipset}
     for start in roots:
-        host = resolve_in_rootfs(rootfs, start)
+        host = resolve_path(rootfs, start)
         if under(start, skip) or not os.path.lexists(host):
             continue
         st = os.lstat(host)
+        rel = "/" + os.path.relpath(host, real_root)
+        rel = "/" if rel in ("/", "/.") else rel.rstrip("/")
         if not stat.S_ISDIR(st.st_mode):
-            rel = "/" + os.path.relpath(host, real_root)
-            _add(tree, rel, str(host), st)
+            _add(tree, rel, host, st)
             continue
-        for dirpath, dirnames, filenames in os.walk(host):
-            rel = "/" + os.path.relpath(dirpath, real_root)
-            rel = "/" if rel in ("/", "/.") else rel.rstrip("/")
-            base = "" if rel == "/" else rel
-            keep = []
-            for name in dirnames:
-                if islink(f"{dirpath}/{name}"):  # os.walk lists symlinked directories as directories
-                    filenames.append(name)
-                elif not _under_set(f"{base}/{name}", skipset):
-                    keep.append(name)
-            dirnames[:] = sorted(keep)
-            for name in sorted(filenames):
-                path = f"{base}/{name}"
-                if not _under_set(path, skipset):
-                    h = f"{dirpath}/{name}"
-                    _add(tree, path, h, lstat(h))
+        _scan(tree, host, "" if rel == "/" else rel, skipset, holders)
     return tree
+
+
+def _scan(tree: Tree, host: str, base: str, skipset: frozenset[str], holders: set[str]) -> None:
+    """One directory of walk_tree (`base`: its path inside the rootfs, "" for the root): its other entries first,
+    by name, then its subdirectories, by name, as os.walk goes; one lstat per entry, symlinks never followed."""
+    try:
+        with os.scandir(host) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError:
+        return  # as os.walk: an unreadable directory has no entries (its files are then missing or added)
+    check = (base or "/") in holders
+    subdirs = []
+    files, links, others = tree.files, tree.symlinks, tree.others
+    for e in entries:
+        path = f"{base}/{e.name}"
+        if check and path in skipset:
+            continue
+        if e.is_dir(follow_symlinks=False):
+            subdirs.append((e.path, path))
+            continue
+        st = e.stat(follow_symlinks=False)
+        mode = st.st_mode
+        if stat.S_ISREG(mode):
+            files[path] = st
+        elif stat.S_ISLNK(mode):
+            links[path] = os.readlink(e.path)
+        elif not stat.S_ISDIR(mode):
+            others[path] = st
+        else:  # a directory after all (d_type unknown on this filesystem)
+            subdirs.append((e.path, path))
+    for h, path in subdirs:
+        _scan(tree, h, path, skipset, holders)
 
 
 def _add(tree: Tree, path: str, host: str, st: os.stat_result) -> None:
@@ -374,10 +421,11 @@ def hash_file(rootfs: str | os.PathLike[str], path: str, cache=None,  # noqa: AN
 def check_hard_links(found: dict[str, os.stat_result], what: str) -> None:
     """Every name of a multiply linked file must be a trusted file (read-only in the enclave): another name could
     change it behind the measurement."""
+    linked = {path: st for path, st in found.items() if st.st_nlink > 1}  # a single link is its only name
     names: dict[tuple[int, int], list[str]] = {}
-    for path, st in found.items():
+    for path, st in linked.items():
         names.setdefault((st.st_dev, st.st_ino), []).append(path)
-    for path, st in found.items():
+    for path, st in linked.items():
         n = len(names[(st.st_dev, st.st_ino)])
         if st.st_nlink > n:
             raise RuneError(f"the trusted file {path} has {st.st_nlink} hard links but only {n} of its names are "
@@ -385,4 +433,11 @@ def check_hard_links(found: dict[str, os.stat_result], what: str) -> None:
 
 
 def enclave_dir(rootfs: str | os.PathLike[str]) -> Path:
+    from pathlib import Path
+
     return Path(rootfs) / ENCLAVE_DIR
+
+
+def enclave_path(rootfs: str | os.PathLike[str]) -> str:
+    """enclave_dir as a string (the launch path's, without pathlib)."""
+    return os.path.join(rootfs, ENCLAVE_DIR)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
 
 from inclavare.errors import RuneError
 from inclavare.oci import jsonlite
@@ -46,7 +45,8 @@ class LaunchPolicy:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LaunchPolicy:
         try:
-            obj = jsonlite.loads(Path(path).read_bytes())
+            with open(path, "rb") as f:
+                obj = jsonlite.loads(f.read())
         except OSError as e:
             raise RuneError(f"the launch policy {path} cannot be read: {e.strerror}") from None
         except ValueError as e:
@@ -68,17 +68,17 @@ class LaunchPolicy:
 
     @classmethod
     def for_host(cls, sim_dir: str | os.PathLike[str] | None = None) -> LaunchPolicy:
-        from inclavare.tee.sim.platform import platform_dir
+        from inclavare.tee.sim.platform import platform_path
 
-        path = platform_dir(sim_dir) / POLICY_FILE
-        return cls.load(path) if path.exists() else cls()
+        path = os.path.join(platform_path(sim_dir), POLICY_FILE)
+        return cls.load(path) if os.path.exists(path) else cls()
 
 
 @records.record
 class LaunchedEnclave:
     """An enclave that passed EINIT's rules: its identity and where it came from."""
 
-    rootfs: Path
+    rootfs: str
     config: image.EnclaveConfig
     sigstruct: ss_mod.Sigstruct
     identity: EnclaveIdentity
@@ -120,34 +120,43 @@ class LaunchedEnclave:
 HINT = "re-sign the image with 'sgx-tools sign-image' (or the bundle with 'sgx-tools sign-bundle')"
 
 
-def read_signed_image(rootfs: str | os.PathLike[str]) -> tuple[image.EnclaveConfig, ss_mod.Sigstruct, dict]:
-    d = image.enclave_dir(rootfs)
+def read_signed_image(rootfs: str | os.PathLike[str]) -> tuple[image.EnclaveConfig, ss_mod.Sigstruct, bytes]:
+    """The signed image's configuration, its SIGSTRUCT, and the SHA-256 of the very manifest bytes the configuration
+    was parsed from (the key of its measurement in the cache)."""
+    import hashlib
+
+    d = image.enclave_path(rootfs)
+    manifest_path, sigstruct_path = os.path.join(d, image.MANIFEST), os.path.join(d, image.SIGSTRUCT)
     hint = "sign the image with 'sgx-tools sign-image' or the bundle with 'sgx-tools sign-bundle --key KEY.pem BUNDLE'"
     try:
-        manifest = jsonlite.loads((d / image.MANIFEST).read_bytes())
-        raw = (d / image.SIGSTRUCT).read_bytes()
+        with open(manifest_path, "rb") as f:
+            data = f.read()
+        digest = hashlib.sha256(data).digest()
+        manifest = jsonlite.loads(data)
+        with open(sigstruct_path, "rb") as f:
+            raw = f.read()
     except FileNotFoundError as e:
         raise RuneError(f"the rootfs has no signed sim enclave ({e.filename} is missing); {hint}") from None
     except OSError as e:
         raise RuneError(f"the signed sim enclave in {d} cannot be read: {e.strerror}") from None
     except ValueError as e:
-        raise RuneError(f"the enclave manifest {d / image.MANIFEST} is not valid JSON: {e}") from None
+        raise RuneError(f"the enclave manifest {manifest_path} is not valid JSON: {e}") from None
     if not isinstance(manifest, dict) or manifest.get("version") != image.MANIFEST_VERSION:
-        raise RuneError(f"the enclave manifest {d / image.MANIFEST} is not a version {image.MANIFEST_VERSION} "
+        raise RuneError(f"the enclave manifest {manifest_path} is not a version {image.MANIFEST_VERSION} "
                         f"manifest; {HINT}")
-    config = image.EnclaveConfig.from_json(manifest.get("enclave"), str(d / image.MANIFEST))
+    config = image.EnclaveConfig.from_json(manifest.get("enclave"), manifest_path)
     try:
         sig = ss_mod.Sigstruct.from_bytes(raw, strict=False)
     except ValueError as e:
-        raise RuneError(f"the SIGSTRUCT {d / image.SIGSTRUCT} is malformed: {e}") from None
-    return config, sig, manifest
+        raise RuneError(f"the SIGSTRUCT {sigstruct_path} is malformed: {e}") from None
+    return config, sig, digest
 
 
-def _refuse(root: Path, what: str, fix: str = "restore it or " + HINT) -> RuneError:
+def _refuse(root: str, what: str, fix: str = "restore it or " + HINT) -> RuneError:
     return RuneError(f"the enclave in {root} does not match its signature: {what}; {fix}")
 
 
-def check_files(root: Path, config: image.EnclaveConfig, mounts: tuple[str, ...] = (),
+def check_files(root: str, config: image.EnclaveConfig, mounts: tuple[str, ...] = (),
                 cache=None) -> None:  # noqa: ANN001 - MeasurementCache
     """Every trusted file as signed, and nothing added under the trusted roots (the untrusted paths and the mount
     destinations aside, whose trusted files are still checked one by one). With a measurement cache, an inode
@@ -156,7 +165,21 @@ def check_files(root: Path, config: image.EnclaveConfig, mounts: tuple[str, ...]
     tree = image.walk_tree(root, config.trusted_roots, skip)
     found: dict[str, os.stat_result] = {}
     memo: dict[str, str] = {}
+    walked = tree.files
+    real_root = os.path.realpath(root)
     for path, want in config.trusted_files.items():
+        st = walked.get(path)
+        if st is not None and cache is not None:
+            # the walk's lstat of this very path (no symlink on the way, as the walk follows none): a regular
+            # file; its digest from the cache when this inode is unchanged since the launch check hashed it
+            digest = cache.lookup(real_root + path, st)
+            if digest is not None:
+                found[path] = st
+                if (st.st_size, digest, st.st_mode, st.st_uid, st.st_gid) == (
+                        want.size, want.sha256, want.mode, want.uid, want.gid):
+                    continue
+                got = image.TrustedFile(digest, st.st_size, st.st_mode, st.st_uid, st.st_gid)
+                _compare(root, path, got, want)
         host = image.host_path(root, path, memo)
         try:
             mode = os.lstat(host).st_mode
@@ -170,15 +193,24 @@ def check_files(root: Path, config: image.EnclaveConfig, mounts: tuple[str, ...]
         except RuneError as e:
             raise _refuse(root, str(e)) from None
         found[path] = st
-        for prop, label in (("size", "size"), ("sha256", "content"), ("mode", "mode"), ("uid", "owner"),
-                            ("gid", "group")):
-            a, b = getattr(got, prop), getattr(want, prop)
-            if a != b:
-                shown = (f"{stat.filemode(b)} -> {stat.filemode(a)}" if prop == "mode" else
-                         f"{b} -> {a}" if prop != "sha256" else "")
-                raise _refuse(root, f"the {label} of the trusted file {path} changed since signing"
-                              + (f" ({shown})" if shown else ""))
+        _compare(root, path, got, want)
     image.check_hard_links(found, "at launch")
+    _check_tree(root, config, tree, skip)
+
+
+def _compare(root: str, path: str, got: image.TrustedFile, want: image.TrustedFile) -> None:
+    for prop, label in (("size", "size"), ("sha256", "content"), ("mode", "mode"), ("uid", "owner"),
+                        ("gid", "group")):
+        a, b = getattr(got, prop), getattr(want, prop)
+        if a != b:
+            shown = (f"{stat.filemode(b)} -> {stat.filemode(a)}" if prop == "mode" else
+                     f"{b} -> {a}" if prop != "sha256" else "")
+            raise _refuse(root, f"the {label} of the trusted file {path} changed since signing"
+                          + (f" ({shown})" if shown else ""))
+
+
+def _check_tree(root: str, config: image.EnclaveConfig, tree: image.Tree, skip: set[str]) -> None:
+    """Nothing added under the trusted roots, no symlink added, retargeted or removed."""
     for path in tree.files:
         if path not in config.trusted_files:
             start = next((r for r in config.trusted_roots if image.under(path, (r,))), "/")
@@ -206,16 +238,22 @@ def launch_check(rootfs: str | os.PathLike[str], *, policy: LaunchPolicy | None 
     `cache`: a MeasurementCache (inclavare.tee.sim.measure_cache) for the trusted files' digests, or None.
     `signed`: what read_signed_image(rootfs) returned, when the caller read it already; None reads it here.
     """
-    root = Path(rootfs)
-    config, sig, _manifest = signed if signed is not None else read_signed_image(root)
-    where = image.enclave_dir(root) / image.SIGSTRUCT
+    root = os.path.normpath(os.fspath(rootfs))
+    config, sig, manifest_digest = signed if signed is not None else read_signed_image(root)
+    where = os.path.join(image.enclave_path(root), image.SIGSTRUCT)
     try:
         mr_signer = ss_mod.verify(sig)
     except ss_mod.SigstructError as e:
         raise RuneError(f"the enclave SIGSTRUCT {where} is refused: {e}") from None
-    mr_enclave, _size = image.measure_config(config)
+    if cache is not None:
+        cache.select(manifest_digest.hex())  # this signed image's measurements only
+    mr_enclave = cache.mr_enclave() if cache is not None else None  # the manifest's, when these bytes were measured
+    if mr_enclave is None:
+        mr_enclave, _size = image.measure_config(config)
+        if cache is not None and mr_enclave == sig.enclave_hash:
+            cache.set_mr_enclave(mr_enclave)
     if mr_enclave != sig.enclave_hash:
-        raise _refuse(root, f"the enclave manifest {image.enclave_dir(root) / image.MANIFEST} changed since signing "
+        raise _refuse(root, f"the enclave manifest {os.path.join(image.enclave_path(root), image.MANIFEST)} changed since signing "
                             f"(MRENCLAVE {mr_enclave.hex()} != enclave_hash {sig.enclave_hash.hex()})")
     check_files(root, config, mounts, cache)
     secs = config.attributes

@@ -27,9 +27,11 @@ import os
 
 from inclavare.oci import jsonlite
 
-FILE = "measurements.json"
+FILE = "measurements.json"  # the cache of a launch that names no image (see select)
+IMAGES = "measurements"  # one cache per signed image, IMAGES/<SHA-256 of its manifest file>.json
 VERSION = 1
-MAX_ENTRIES = 200_000
+MAX_ENTRIES = 200_000  # per file
+MAX_IMAGES = 1000  # image caches kept; the least recently written go first
 # statfs f_type of the filesystems whose ctime the local kernel maintains
 LOCAL_FILESYSTEMS = {0xEF53: "ext4", 0x58465342: "xfs", 0x9123683E: "btrfs", 0x01021994: "tmpfs",
                      0x794C7630: "overlay"}
@@ -67,18 +69,45 @@ def key(st: os.stat_result) -> str:
 
 
 class MeasurementCache:
-    """Digests by file key, loaded from and saved to `directory`/measurements.json."""
+    """Digests by file key, loaded from and saved to `directory`/measurements.json, or, once the launch knows
+    which signed image it checks (select), `directory`/measurements/<SHA-256 of the manifest>.json: a launch reads
+    the digests of its own image's files only, not those of every image the host ever launched. An image's cache
+    also keeps the manifest's MRENCLAVE (measure_config of exactly the bytes whose SHA-256 names the file)."""
 
     def __init__(self, directory: str | None) -> None:
+        self.directory = directory
         self.path = os.path.join(directory, FILE) if directory else None
         self.entries: dict[str, str] = {}
         self.added = 0
         self.hits = 0
         self._fs: dict[int, bool] = {}  # st_dev -> cacheable
-        if self.path is not None:
+        self._loaded = False
+        self._mr_enclave: bytes | None = None
+        self._mr_new = False
+
+    def select(self, image: str) -> None:
+        """Use the cache of the signed image `image` (the SHA-256 of its manifest file, hex), before any look-up."""
+        if self.path is None:
+            return
+        self.path = os.path.join(self.directory, IMAGES, f"{image}.json")
+        self.entries = {}
+        self._loaded = False
+        self._mr_enclave = None
+
+    def mr_enclave(self) -> bytes | None:
+        """The selected image's manifest measurement, when a launch computed it before."""
+        if self.path is None:
+            return None
+        if not self._loaded:
             self._load()
+        return self._mr_enclave
+
+    def set_mr_enclave(self, mr: bytes) -> None:
+        if self.path is not None:
+            self._mr_enclave, self._mr_new = mr, True
 
     def _load(self) -> None:
+        self._loaded = True
         try:
             with open(self.path, "rb") as f:
                 doc = jsonlite.loads(f.read())
@@ -87,6 +116,12 @@ class MeasurementCache:
         if isinstance(doc, dict) and doc.get("version") == VERSION and isinstance(doc.get("entries"), dict):
             self.entries = {k: v for k, v in doc["entries"].items()
                             if isinstance(k, str) and isinstance(v, str) and len(v) == 64}
+            mr = doc.get("mr_enclave")
+            if isinstance(mr, str) and len(mr) == 64:
+                try:
+                    self._mr_enclave = bytes.fromhex(mr)
+                except ValueError:
+                    pass
 
     def cacheable(self, fd: int, st: os.stat_result) -> bool:
         ok = self._fs.get(st.st_dev)
@@ -94,9 +129,38 @@ class MeasurementCache:
             ok = self._fs[st.st_dev] = fs_type(fd) in LOCAL_FILESYSTEMS
         return ok
 
+    def lookup(self, host: str, st: os.stat_result) -> str | None:
+        """get() for a file known by its lstat (`st`, of the host path `host` as the container sees it), unopened."""
+        if self.path is None:
+            return None
+        if not self._loaded:
+            self._load()
+        ok = self._fs.get(st.st_dev)
+        if ok is None:
+            # once per device: the filesystem of an O_PATH handle of the very file (same st_dev), not of a path
+            # that may name another file by the time statfs looks
+            try:
+                fd = os.open(host, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError:
+                return None
+            try:
+                if os.fstat(fd).st_dev != st.st_dev:
+                    return None
+                ok = self._fs[st.st_dev] = fs_type(fd) in LOCAL_FILESYSTEMS
+            finally:
+                os.close(fd)
+        if not ok:
+            return None
+        digest = self.entries.get(key(st))
+        if digest is not None:
+            self.hits += 1
+        return digest
+
     def get(self, fd: int, st: os.stat_result) -> str | None:
         if self.path is None or not self.cacheable(fd, st):
             return None
+        if not self._loaded:
+            self._load()
         digest = self.entries.get(key(st))
         if digest is not None:
             self.hits += 1
@@ -105,6 +169,8 @@ class MeasurementCache:
     def put(self, fd: int, before: os.stat_result, digest: str) -> None:
         if self.path is None or not self.cacheable(fd, before):
             return
+        if not self._loaded:
+            self._load()
         after = os.fstat(fd)
         if key(after) == key(before):
             self.entries[key(before)] = digest
@@ -112,16 +178,21 @@ class MeasurementCache:
 
     def save(self) -> None:
         """Write the cache back when it learnt something (atomically; errors ignored: a cache is never needed)."""
-        if self.path is None or not self.added:
+        if self.path is None or not (self.added or self._mr_new):
             return
         entries = self.entries
         if len(entries) > MAX_ENTRIES:  # the oldest insertions go first
             entries = dict(list(entries.items())[-MAX_ENTRIES:])
         tmp = f"{self.path}.tmp{os.urandom(8).hex()}"  # not the pid: every launch child is pid 2 in its namespace
         try:
+            if os.path.dirname(self.path) != self.directory:
+                _image_dir(os.path.dirname(self.path))
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             with os.fdopen(fd, "w") as f:
-                f.write(jsonlite.dumps({"version": VERSION, "entries": entries}))
+                doc: dict[str, object] = {"version": VERSION, "entries": entries}
+                if self._mr_enclave is not None:
+                    doc["mr_enclave"] = self._mr_enclave.hex()
+                f.write(jsonlite.dumps(doc))
             os.replace(tmp, self.path)
         except OSError:
             try:
@@ -130,12 +201,34 @@ class MeasurementCache:
                 pass
 
 
+def _image_dir(d: str) -> None:
+    """The directory of the image caches: root-only, as the platform directory; the oldest caches beyond
+    MAX_IMAGES removed."""
+    try:
+        os.mkdir(d, 0o700)
+    except FileExistsError:
+        pass
+    names = [n for n in os.listdir(d) if n.endswith(".json")]
+    if len(names) >= MAX_IMAGES:
+        def written(n: str) -> int:
+            try:
+                return os.stat(os.path.join(d, n)).st_mtime_ns
+            except OSError:
+                return 0
+
+        for n in sorted(names, key=written)[:len(names) - MAX_IMAGES + 1]:
+            try:
+                os.unlink(os.path.join(d, n))
+            except OSError:
+                pass
+
+
 def open_cache(sim_dir: str | os.PathLike[str] | None) -> MeasurementCache:
     """The host's measurement cache (in the sim platform directory), or a disabled one when $INCLAVARE_SIM_MEASURE_CACHE
     is 0 or the platform directory does not exist yet."""
-    from inclavare.tee.sim.platform import platform_dir
+    from inclavare.tee.sim.platform import platform_path
 
-    d = str(platform_dir(sim_dir))
+    d = platform_path(sim_dir)
     if os.environ.get(ENV_DISABLE) == "0" or not os.path.isdir(d):
         return MeasurementCache(None)
     return MeasurementCache(d)

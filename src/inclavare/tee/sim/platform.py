@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-from pathlib import Path
 
 from inclavare.errors import RuneError
 from inclavare.oci import jsonlite
 from inclavare.tee import marker, records
+
+TYPE_CHECKING = False  # pathlib (with re, fnmatch, urllib.parse) costs a sim enclave's launch more than its check
+if TYPE_CHECKING:
+    from pathlib import Path
 
 TYPE_CHECKING = False  # importing typing costs a sim enclave start
 if TYPE_CHECKING:
@@ -58,7 +61,14 @@ class Platform:
 
 
 def platform_dir(directory: str | os.PathLike[str] | None = None) -> Path:
-    return Path(directory or os.environ.get(ENV_DIR) or DEFAULT_DIR)
+    from pathlib import Path
+
+    return Path(platform_path(directory))
+
+
+def platform_path(directory: str | os.PathLike[str] | None = None) -> str:
+    """platform_dir as a string, for the launch path (no pathlib)."""
+    return os.fspath(directory or os.environ.get(ENV_DIR) or DEFAULT_DIR)
 
 
 def _host_id() -> str:
@@ -125,6 +135,7 @@ def _create(target: Path) -> None:
     import datetime
     import shutil
     import tempfile
+    from pathlib import Path
 
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -200,7 +211,7 @@ def load_platform(directory: str | os.PathLike[str] | None = None, create: bool 
 class PlatformKeys:
     """What a launched enclave's evidence needs of the platform, read without `cryptography` (see load_keys)."""
 
-    directory: Path
+    directory: str
     secret: bytes
     cpu_svn: bytes
     quoting_key_der: bytes  # PKCS#8 DER, for inclavare.tee.openssl
@@ -218,7 +229,7 @@ def _pem_der(pem: bytes, label: bytes) -> bytes:
     return binascii.a2b_base64(b"".join(body.split()))
 
 
-def _check_meta(meta: object, d: Path, unreadable: str) -> None:
+def _check_meta(meta: object, d: str | Path, unreadable: str) -> None:
     """platform.json is an object, made on this host (a copied platform directory would share its secret)."""
     if not isinstance(meta, dict):
         raise RuneError(unreadable)
@@ -232,15 +243,20 @@ def load_keys(directory: str | os.PathLike[str] | None = None) -> PlatformKeys:
     """The platform's secret, CPUSVN, quoting key and quote template, as a launch needs them: files read, nothing
     parsed with `cryptography`. The first use on a platform (no identity, or none of its quote template yet) goes
     through load_platform, which creates what is missing."""
-    d = platform_dir(directory)
-    if not (d / TEMPLATE).exists():
+    d = platform_path(directory)
+    if not os.path.exists(os.path.join(d, TEMPLATE)):
         _write_template(load_platform(directory))
     unreadable = f"the sim platform keys in {d} are unreadable; remove the directory to create a new one"
+
+    def read(name: str) -> bytes:
+        with open(os.path.join(d, name), "rb") as f:
+            return f.read()
+
     try:
-        meta = jsonlite.loads((d / "platform.json").read_bytes())
-        secret = (d / "platform.secret").read_bytes()
-        qkey = (d / "quoting.key").read_bytes()
-        template = (d / TEMPLATE).read_bytes()
+        meta = jsonlite.loads(read("platform.json"))
+        secret = read("platform.secret")
+        qkey = read("quoting.key")
+        template = read(TEMPLATE)
     except (OSError, ValueError) as e:
         raise RuneError(f"the sim platform identity in {d} is unreadable or incomplete ({e}); remove the directory to "
                         f"create a new one") from None
