@@ -282,8 +282,9 @@ def test_40_concurrent_enclave_starts_with_epm(rune, sim_dir, signing_key, tmp_p
     assert len(records(epm)) == (1 if with_epm else 0)
     if not with_epm:
         assert rune("run", "--bundle", str(bundles[0]), new_id("c"), stdout=subprocess.PIPE, text=False).returncode == 0
-        assert json.loads((sim_dir / "measurements.json").read_text())["entries"]
-        assert not [f for f in os.listdir(sim_dir) if ".tmp" in f]
+        (cache,) = (sim_dir / "measurements").glob("*.json")  # one cache per signed image
+        assert json.loads(cache.read_text())["entries"]
+        assert not [f for d in (sim_dir, cache.parent) for f in os.listdir(d) if ".tmp" in f]
 
 
 def test_epm_adds_no_heavy_import_to_the_launch(rune, sim_dir, signing_key, tmp_path, epm, monkeypatch):
