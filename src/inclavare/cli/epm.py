@@ -1,4 +1,5 @@
-"""epm --config FILE: the enclave pool manager's bundle caches on a Unix socket, in the foreground (inclavare.epm)."""
+"""epm --config FILE: the enclave pool manager's bundle caches and pool of pre-initialised enclaves on a Unix socket, in
+the foreground (inclavare.epm)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="epm", description="the enclave pool manager: bundle caches for rune")
+    p = argparse.ArgumentParser(prog="epm", description="the enclave pool manager: bundle caches and pre-initialised enclaves for rune")
     from inclavare.about import add_version_flag
 
     add_version_flag(p, "epm")
