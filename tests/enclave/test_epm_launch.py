@@ -60,6 +60,7 @@ def test_cold_start_saves_warm_start_uses_and_no_host_cache(rune, sim_dir, signi
     [rec] = records(epm)
     n = len(json.loads((b / "rootfs/.inclavare/enclave/manifest.json").read_text())["enclave"]["trusted_files"])
     assert len(rec["options"]["keys"]) == 32 * n and "0" * 32 not in rec["options"]["keys"][::32]
+    assert rec["options"]["manifest_measured"] is True  # the next launch does not measure these bytes again
     p, _ = run(rune, b)
     assert p.returncode == 0, p.stderr
     assert f"is this enclave's: {n} of {n} trusted files recorded" in p.stderr
@@ -176,7 +177,8 @@ def test_epm_of_another_user_is_not_used(rune, sim_dir, signing_key, tmp_path, e
         shutil.rmtree(d)
 
 
-@pytest.mark.parametrize("damage", ["not an object", "wrong format", "keys cut", "keys not hex", "binding changed"])
+@pytest.mark.parametrize("damage", ["not an object", "wrong format", "keys cut", "keys not hex", "binding changed",
+                                    "another manifest"])
 def test_corrupt_record_is_not_used(rune, sim_dir, signing_key, tmp_path, epm, damage):
     b = sim_bundle(tmp_path, ["true"], signing_key, rune.binary)
     assert run(rune, b)[0].returncode == 0
@@ -190,6 +192,8 @@ def test_corrupt_record_is_not_used(rune, sim_dir, signing_key, tmp_path, epm, d
         opts["keys"] = opts["keys"][:-32]
     elif damage == "keys not hex":
         opts["keys"] = "g" * len(opts["keys"])
+    elif damage == "another manifest":
+        opts["binding"]["manifest"] = "00" * 32  # a record of other manifest bytes, said to have measured right
     else:
         opts["binding"]["mrsigner"] = "00" * 32
     epm(op="SaveCache", cache={"type": rec["type"], "id": rec["id"], "options": opts if isinstance(opts, dict)
@@ -213,7 +217,7 @@ def test_record_of_another_enclave_is_not_used(rune, sim_dir, signing_key, tmp_p
     epm(op="SaveCache", cache={"type": rb["type"], "id": rb["id"], "options": ra["options"]})
     p, _ = run(rune, bb)
     assert p.returncode == 0, p.stderr
-    assert "is for another rootfs, enclave or signer: not used" in p.stderr
+    assert "is for another rootfs, manifest, enclave or signer: not used" in p.stderr
     epm(op="SaveCache", cache={"type": rb["type"], "id": rb["id"], "options": ra["options"]})
     victim = next(p for p in (bb / "rootfs").rglob("*") if p.is_file() and not p.is_symlink()
                   and ".inclavare" not in str(p))

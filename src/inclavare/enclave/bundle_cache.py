@@ -5,22 +5,25 @@ One epm cache per (rootfs, signed enclave, enclave runtime): type `bundle-cache.
 directory's st_dev:st_ino, the SIGSTRUCT's bytes and the enclave type and runtime path. Its options:
 
     {"format": 1,
-     "binding": {"rootfs": "DEV:INO", "mrenclave": HEX, "mrsigner": HEX, "enclave": "TYPE:RUNTIME_PATH"},
+     "binding": {"rootfs": "DEV:INO", "mrenclave": HEX, "mrsigner": HEX, "enclave": "TYPE:RUNTIME_PATH",
+                 "manifest": HEX},   # the SHA-256 of the manifest bytes the launch read
+     "manifest_measured": true,      # those bytes measured to mrenclave (as the host's cache keeps it)
      "keys": HEX}   # per trusted file, in the manifest's order: 32 hex digits, the first 16 bytes of the SHA-256
                     # of its measure_cache.key (st_dev, st_ino, st_ctime_ns, size, mtime, mode, owner, links) when
                     # the launch check matched it with the manifest's digest; 32 zeros when not recorded
 
-What the launch does with it, in the launch child (after the manifest, the SIGSTRUCT and the trusted files are
-pinned read-only): the record is used only when its binding is this launch's - the rootfs it opened, the pinned
-SIGSTRUCT's enclave_hash (the MRENCLAVE the launch check then requires of the manifest it read) and MRSIGNER, this
-enclave type and runtime - and its key list has one entry per trusted file. The digests it seeds are this launch's
-manifest's, never the record's. Then a trusted file's digest is taken
-as the manifest's only when the file the launch opens has exactly the recorded key (measure_cache's argument: the
-kernel moves ctime at every change of the inode, and another inode is another st_dev/st_ino); any other file is
-hashed. The launch check itself runs in full every time (signature, MRENCLAVE, every file's size, mode, owner,
-links, the tree, the process): the record can only spare reading a file that has not changed since it was measured.
-A record that is malformed, for another rootfs or enclave, or from an epm that is not root is not used (a debug
-line says why) and the launch is cold: every file hashed, the record saved again.
+What the launch does with it, in the launch child (through the container's root, sealed read-only before the
+check reads it): the record is used only when its binding is this launch's - the rootfs it opened, the SHA-256 of
+the manifest bytes it read, the SIGSTRUCT's enclave_hash and MRSIGNER, this enclave type and runtime - and its key
+list has one entry per trusted file. The digests it seeds are this launch's manifest's, never the record's: a
+trusted file's digest is taken as the manifest's only when the file the launch finds has exactly the recorded key
+(measure_cache's argument: the kernel moves ctime at every change of the inode, and another inode is another
+st_dev/st_ino); any other file is hashed. As with the host's cache, manifest bytes that measured to the SIGSTRUCT's
+enclave_hash at the launch that saved the record (the same SHA-256) are not measured again. The rest of the launch
+check runs in full every time (the signature, every file's size, mode, owner and links, the tree, the process, the
+policy): the record can only spare reading what has not changed since it was measured. A record that is malformed,
+for another rootfs, manifest or enclave, or from an epm that is not root is not used (a debug line says why) and the
+launch is cold: every file hashed, the record saved again.
 """
 
 from __future__ import annotations
@@ -82,8 +85,9 @@ class EpmMeasurements:
     """A measurement cache (the interface of measure_cache.MeasurementCache that image.hash_file uses) seeded from
     a verified epm record, recording the keys of the files this launch sees."""
 
-    def __init__(self, seeded: dict[str, str]) -> None:
+    def __init__(self, seeded: dict[str, str], measured: bytes | None = None) -> None:
         self.seeded = seeded  # hkey -> the manifest's digest of the file recorded with that key
+        self.measured = measured  # the MRENCLAVE these very manifest bytes measured to at a launch before, if known
         self.seen: dict[str, str] = {}  # measure_cache.key -> digest this launch got for it (hashed or hit)
         self.hits = 0
         self._fs: dict[int, bool] = {}
@@ -99,11 +103,11 @@ class EpmMeasurements:
     def select(self, image: str) -> None:
         pass  # the record is this enclave's already (its binding)
 
-    def mr_enclave(self) -> None:
-        return None  # the manifest is measured at every launch here
+    def mr_enclave(self) -> bytes | None:
+        return self.measured  # from a record bound to the SHA-256 of the manifest bytes this launch read
 
     def set_mr_enclave(self, mr: bytes) -> None:
-        pass
+        self.measured = mr
 
     def lookup(self, host: str, st: os.stat_result) -> str | None:
         """get() for a file known by its lstat through the container's root (launch.check_files)."""
@@ -148,17 +152,17 @@ class EpmMeasurements:
 def _binding(rootfs: str, signed: tuple, enclave: str) -> dict:
     """This launch's binding: the rootfs it opened, the pinned SIGSTRUCT's enclave_hash (MRENCLAVE as signed; the
     launch check refuses a manifest that does not measure to it) and MRSIGNER, the enclave type and runtime."""
-    _config, sig, _manifest = signed
+    _config, sig, manifest_digest = signed
     st = os.stat(rootfs)
     return {"rootfs": f"{st.st_dev}:{st.st_ino}", "mrenclave": sig.enclave_hash.hex(), "mrsigner": sig.mr_signer.hex(),
-            "enclave": enclave}
+            "enclave": enclave, "manifest": manifest_digest.hex()}
 
 
 def measurements(found: Lookup, rootfs: str, signed: tuple) -> EpmMeasurements:
     """The measurement cache for this launch: seeded from epm's record when it is this launch's, else empty."""
     from inclavare.enclave import epm_client
 
-    config = signed[0]
+    config, sig_hash = signed[0], signed[1].enclave_hash
     binding = _binding(rootfs, signed, found.enclave)
     found.binding = binding
     rec = found.record
@@ -169,7 +173,7 @@ def measurements(found: Lookup, rootfs: str, signed: tuple) -> EpmMeasurements:
     if not isinstance(opts, dict) or opts.get("format") != FORMAT or not isinstance(opts.get("keys"), str):
         why = "is malformed"
     elif opts.get("binding") != binding:
-        why = "is for another rootfs, enclave or signer"
+        why = "is for another rootfs, manifest, enclave or signer"
     else:
         keys = opts["keys"]
         files = list(config.trusted_files.values())
@@ -185,9 +189,12 @@ def measurements(found: Lookup, rootfs: str, signed: tuple) -> EpmMeasurements:
         hk = keys[32 * i:32 * i + 32]
         if hk != _NONE:
             seeded[hk] = want.sha256  # taken only for the very inode recorded, checked against the manifest as ever
+    # the manifest bytes (their SHA-256 in the binding) measured to the SIGSTRUCT's enclave_hash at the launch that
+    # saved the record: as the host's cache, not measured again
+    measured = sig_hash if opts.get("manifest_measured") is True else None
     epm_client.debug(f"epm's bundle cache {found.id[:16]} is this enclave's: {len(seeded)} of {len(files)} "
                      "trusted files recorded")
-    return EpmMeasurements(seeded)
+    return EpmMeasurements(seeded, measured)
 
 
 def save(found: Lookup, rootfs: str, signed: tuple, cache: EpmMeasurements) -> None:
@@ -201,7 +208,10 @@ def save(found: Lookup, rootfs: str, signed: tuple, cache: EpmMeasurements) -> N
     if found.session is None or binding is None:
         return
     config = signed[0]
-    if found.record is not None and cache.hits == len(config.trusted_files):
+    measured = cache.measured is not None and cache.measured == signed[1].enclave_hash
+    old = (found.record or {}).get("options") or {}
+    if found.record is not None and cache.hits == len(config.trusted_files) and \
+            old.get("manifest_measured") is measured:
         return  # every file as recorded: nothing new
     memo: dict[str, str] = {}
     parts = []
@@ -212,11 +222,10 @@ def save(found: Lookup, rootfs: str, signed: tuple, cache: EpmMeasurements) -> N
             k = ""
         parts.append(_hkey(k) if cache.seen.get(k) == want.sha256 else _NONE)
     keys = "".join(parts)
-    old = (found.record or {}).get("options") or {}
-    if old.get("keys") == keys and old.get("binding") == binding:
+    if old.get("keys") == keys and old.get("binding") == binding and old.get("manifest_measured") is measured:
         return
     cache_rec = {"type": TYPE, "id": found.id, "subtype": "measurements",
-                 "options": {"format": FORMAT, "binding": binding, "keys": keys}}
+                 "options": {"format": FORMAT, "binding": binding, "keys": keys, "manifest_measured": measured}}
     try:
         found.session.call({"op": "SaveCache", "cache": cache_rec})
     except epm_client.EpmError as e:
