@@ -29,16 +29,19 @@ launch is cold: every file hashed, the record saved again.
 from __future__ import annotations
 
 import os
+from hashlib import sha256
+
+from inclavare.tee.sim.measure_cache import LOCAL_FILESYSTEMS, fs_type, key
 
 TYPE = "bundle-cache.sim"
 FORMAT = 1
 _NONE = "0" * 32
+_NONE_RAW = bytes(16)
 
 
-def _hkey(k: str) -> str:
-    import hashlib
-
-    return hashlib.sha256(k.encode()).hexdigest()[:32]
+def _hkey(k: str) -> bytes:
+    """16 bytes of the SHA-256 of a measure_cache.key (the record holds them in hex)."""
+    return sha256(k.encode()).digest()[:16]
 
 
 class Lookup:
@@ -85,19 +88,17 @@ class EpmMeasurements:
     """A measurement cache (the interface of measure_cache.MeasurementCache that image.hash_file uses) seeded from
     a verified epm record, recording the keys of the files this launch sees."""
 
-    def __init__(self, seeded: dict[str, str], measured: bytes | None = None) -> None:
-        self.seeded = seeded  # hkey -> the manifest's digest of the file recorded with that key
+    def __init__(self, seeded: dict[bytes, str], measured: bytes | None = None) -> None:
+        self.seeded = seeded  # _hkey -> the manifest's digest of the file recorded with that key
         self.measured = measured  # the MRENCLAVE these very manifest bytes measured to at a launch before, if known
         self.seen: dict[str, str] = {}  # measure_cache.key -> digest this launch got for it (hashed or hit)
         self.hits = 0
         self._fs: dict[int, bool] = {}
 
     def cacheable(self, fd: int, st: os.stat_result) -> bool:
-        from inclavare.tee.sim import measure_cache
-
         ok = self._fs.get(st.st_dev)
         if ok is None:
-            ok = self._fs[st.st_dev] = measure_cache.fs_type(fd) in measure_cache.LOCAL_FILESYSTEMS
+            ok = self._fs[st.st_dev] = fs_type(fd) in LOCAL_FILESYSTEMS
         return ok
 
     def select(self, image: str) -> None:
@@ -123,13 +124,18 @@ class EpmMeasurements:
                 return self.get(fd, st)
             finally:
                 os.close(fd)
-        return self.get(-1, st) if ok else None
+        if not ok:
+            return None
+        k = key(st)  # as get(), inline: once per trusted file
+        digest = self.seeded.get(sha256(k.encode()).digest()[:16])
+        if digest is not None:
+            self.hits += 1
+            self.seen[k] = digest
+        return digest
 
     def get(self, fd: int, st: os.stat_result) -> str | None:
         if not self.cacheable(fd, st):
             return None
-        from inclavare.tee.sim.measure_cache import key
-
         k = key(st)
         digest = self.seeded.get(_hkey(k))
         if digest is not None:
@@ -140,8 +146,6 @@ class EpmMeasurements:
     def put(self, fd: int, before: os.stat_result, digest: str) -> None:
         if not self.cacheable(fd, before):
             return
-        from inclavare.tee.sim.measure_cache import key
-
         if key(os.fstat(fd)) == key(before):  # unchanged while it was hashed
             self.seen[key(before)] = digest
 
@@ -184,10 +188,11 @@ def measurements(found: Lookup, rootfs: str, signed: tuple) -> EpmMeasurements:
                          "measured")
         found.record = None
         return EpmMeasurements({})
+    raw = bytes.fromhex(keys)
     seeded = {}
     for i, want in enumerate(files):
-        hk = keys[32 * i:32 * i + 32]
-        if hk != _NONE:
+        hk = raw[16 * i:16 * i + 16]
+        if hk != _NONE_RAW:
             seeded[hk] = want.sha256  # taken only for the very inode recorded, checked against the manifest as ever
     # the manifest bytes (their SHA-256 in the binding) measured to the SIGSTRUCT's enclave_hash at the launch that
     # saved the record: as the host's cache, not measured again
@@ -202,7 +207,6 @@ def save(found: Lookup, rootfs: str, signed: tuple, cache: EpmMeasurements) -> N
     what epm holds (a cold start, or files changed since)."""
     from inclavare.enclave import epm_client
     from inclavare.tee.sim import image
-    from inclavare.tee.sim.measure_cache import key
 
     binding = found.binding
     if found.session is None or binding is None:
@@ -220,7 +224,7 @@ def save(found: Lookup, rootfs: str, signed: tuple, cache: EpmMeasurements) -> N
             k = key(os.lstat(image.host_path(rootfs, path, memo)))  # through the root the launch sealed
         except OSError:
             k = ""
-        parts.append(_hkey(k) if cache.seen.get(k) == want.sha256 else _NONE)
+        parts.append(_hkey(k).hex() if cache.seen.get(k) == want.sha256 else _NONE)
     keys = "".join(parts)
     if old.get("keys") == keys and old.get("binding") == binding and old.get("manifest_measured") is measured:
         return
