@@ -348,3 +348,20 @@ def test_unusable_directories_named_and_nothing_left(tmp_path: Path, socket_at: 
     assert r.stderr.count("\n") == 1 and key in r.stderr and str(conf) in r.stderr, r.stderr
     assert "not a directory is in the way" in r.stderr, r.stderr
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == sorted([*before, conf.name])
+
+
+def test_a_pool_runtime_not_found_is_named_at_start(tmp_path: Path) -> None:
+    """A pool_runtimes entry that does not exist (not installed yet, or a typo) is said in the start line; the
+    daemon serves (the pool makes enclaves for it once it appears)."""
+    missing = tmp_path / "liberpal-typo.so"
+    conf = write_config(tmp_path, pool_runtimes=[str(missing)], pool_size=1, enclave_size=65536)
+    proc = subprocess.Popen([sys.executable, "-m", "inclavare.cli.epm", "--config", str(conf)], env=_env(),
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        assert "serving" in line and f"not found yet, no enclaves made for them: {missing}" in line, line
+        assert call(str(tmp_path / "run" / "epm.sock"), {"op": "Healthz"})["ok"]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        proc.stderr.close()

@@ -222,6 +222,9 @@ def main_run(config_path: str) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     pool = f", a pool of {c.pool_size} enclaves for each of {len(c.pool_runtimes)} runtimes" if srv.pool else ""
+    absent = [str(p) for p in c.pool_runtimes if not os.path.exists(p)] if srv.pool else []
+    if absent:  # the pool waits for them (a runtime installed later): say so, a typo would look the same
+        pool += f"; not found yet, no enclaves made for them: {', '.join(absent)}"
     print(f"epm: serving {c.socket} ({len(srv.store.entries)} caches from {c.cache_dir}{pool})", file=sys.stderr,
           flush=True)
     try:
