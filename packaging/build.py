@@ -9,12 +9,12 @@ What it holds (one staging tree for both formats, build/packages/root):
   are (-I -S, the environment's site-packages put on sys.path by the launcher itself);
 - systemd units: rune-device-plugin.service, verdictd.service (its runtime, state and log directories
   /run/verdictd, /var/lib/verdictd, /var/log/verdictd made by systemd) and epm.service;
-- /etc/inclavare-containers/config.toml, the shim's default configuration, and /etc/verdictd/verdictd.toml,
-  verdictd's (conffiles);
+- /etc/inclavare-containers/config.toml, the shim's default configuration, /etc/verdictd/verdictd.toml, verdictd's,
+  and /etc/epm/config.toml, epm's (conffiles: CONFIGS, each a file a unit's ExecStart names);
 - docs under /usr/share/doc/inclavare-containers.
 The maintainer scripts (packaging/deb) make the enclave signing key on first install and remove the environment (and,
-on purge, /etc/inclavare-containers, /var/lib/inclavare-containers and verdictd's /etc/verdictd with its key,
-/var/lib/verdictd with its records and /var/log/verdictd) so that nothing is left. `dpkg -r` keeps the
+on purge, /etc/inclavare-containers, /var/lib/inclavare-containers, verdictd's /etc/verdictd with its key,
+/var/lib/verdictd with its records and /var/log/verdictd, and epm's /etc/epm and /var/lib/epm) so that nothing is left. `dpkg -r` keeps the
 configuration and verdictd's records and audit log, as Debian keeps a package's data until purge.
 
     python3 packaging/build.py deb|rpm
@@ -48,6 +48,10 @@ SITE = f"{VENV}/lib/{PY}/site-packages"
 OUT = REPO / "build" / "packages"
 ROOT = OUT / "root"
 VERDICTD_CONFIG = "/etc/verdictd/verdictd.toml"
+EPM_CONFIG = "/etc/epm/config.toml"
+# installed path -> (the file in this checkout, the command it configures: shipped only with that command's launcher)
+CONFIGS = {f"/etc/{NAME}/config.toml": ("packaging/config.toml", "containerd-shim-rune-v2"),
+           VERDICTD_CONFIG: ("packaging/verdictd.toml", "verdictd"), EPM_CONFIG: ("packaging/epm.toml", "epm")}
 UNITS = {"rune-device-plugin.service": "rune-device-plugin", "verdictd.service": "verdictd", "epm.service": "epm"}
 DOCS = ("README.md", "docs/kubernetes.md", "docs/enclave-containers.md", "docs/shim.md", "docs/attestation.md")
 SUMMARY = "Confidential-computing container runtime: rune, containerd-shim-rune-v2, device plugin, key broker"
@@ -117,12 +121,10 @@ def stage() -> None:
     for unit, cmd in UNITS.items():
         if cmd in LAUNCHERS:
             shutil.copy(REPO / "packaging/systemd" / unit, units / unit)
-    etc = ROOT / "etc" / NAME
-    etc.mkdir(parents=True)
-    shutil.copy(REPO / "packaging/config.toml", etc / "config.toml")
-    if "verdictd" in LAUNCHERS:
-        (ROOT / "etc/verdictd").mkdir()
-        shutil.copy(REPO / "packaging/verdictd.toml", ROOT / VERDICTD_CONFIG.lstrip("/"))
+    for dest, (src, cmd) in CONFIGS.items():
+        if cmd in LAUNCHERS:
+            (ROOT / dest.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(REPO / src, ROOT / dest.lstrip("/"))
     doc = ROOT / "usr/share/doc" / NAME
     doc.mkdir(parents=True)
     for f in DOCS:
@@ -134,7 +136,7 @@ def stage() -> None:
 
 
 def conffiles() -> list[str]:
-    return [f"/etc/{NAME}/config.toml", *([VERDICTD_CONFIG] if (ROOT / VERDICTD_CONFIG.lstrip("/")).exists() else [])]
+    return [dest for dest in CONFIGS if (ROOT / dest.lstrip("/")).exists()]
 
 
 def deb() -> Path:
@@ -167,7 +169,7 @@ def rpm() -> Path:
     for p in sorted(ROOT.rglob("*")):
         rel = "/" + str(p.relative_to(ROOT))
         if p.is_dir() and not p.is_symlink():
-            if rel.startswith((LIB, f"/etc/{NAME}", "/etc/verdictd", f"/usr/share/doc/{NAME}")):
+            if rel.startswith((LIB, f"/etc/{NAME}", "/etc/verdictd", "/etc/epm", f"/usr/share/doc/{NAME}")):
                 files.append(f"%dir {rel}")
         elif rel in conffiles():
             files.append(f"%config(noreplace) {rel}")
@@ -198,7 +200,7 @@ cp -a {ROOT}/. %{{buildroot}}/
 %post
 {postinst}
 %postun
-if [ "$1" = 0 ]; then rm -rf {LIB} /var/lib/{NAME} /run/verdictd; fi
+if [ "$1" = 0 ]; then rm -rf {LIB} /var/lib/{NAME} /run/verdictd /run/epm; fi
 
 %files
 {chr(10).join(files)}

@@ -327,3 +327,41 @@ def test_pool_of_pre_initialised_enclaves(tmp_path: Path) -> None:
         assert e(op="Healthz")["pool"]["ready"] == 2  # refilled in the background, never above its size
     finally:
         e.stop()
+
+
+@pytest.mark.parametrize("socket_at,cache_at,key", [
+    ("file/epm.sock", "cache", "'socket'"),        # the socket's directory would be under a regular file
+    ("run/epm.sock", "file", "'cache_dir'"),       # cache_dir is a regular file
+    ("run/epm.sock", "file/cache", "'cache_dir'"),  # cache_dir would be under one
+    ("a/b/epm.sock", "c/d/file/x", "'cache_dir'"),  # after the socket's directories were made
+])
+def test_unusable_directories_named_and_nothing_left(tmp_path: Path, socket_at: str, cache_at: str,
+                                                      key: str) -> None:
+    (tmp_path / "file").write_text("")
+    if cache_at.startswith("c/d/"):
+        (tmp_path / "c/d").mkdir(parents=True)
+        (tmp_path / "c/d/file").write_text("")
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    conf = write_config(tmp_path, socket=str(tmp_path / socket_at), cache_dir=str(tmp_path / cache_at))
+    r = run_epm("--config", str(conf))
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.count("\n") == 1 and key in r.stderr and str(conf) in r.stderr, r.stderr
+    assert "not a directory is in the way" in r.stderr, r.stderr
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == sorted([*before, conf.name])
+
+
+def test_a_pool_runtime_not_found_is_named_at_start(tmp_path: Path) -> None:
+    """A pool_runtimes entry that does not exist (not installed yet, or a typo) is said in the start line; the
+    daemon serves (the pool makes enclaves for it once it appears)."""
+    missing = tmp_path / "liberpal-typo.so"
+    conf = write_config(tmp_path, pool_runtimes=[str(missing)], pool_size=1, enclave_size=65536)
+    proc = subprocess.Popen([sys.executable, "-m", "inclavare.cli.epm", "--config", str(conf)], env=_env(),
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        assert "serving" in line and f"not found yet, no enclaves made for them: {missing}" in line, line
+        assert call(str(tmp_path / "run" / "epm.sock"), {"op": "Healthz"})["ok"]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        proc.stderr.close()

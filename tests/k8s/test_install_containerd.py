@@ -255,3 +255,25 @@ def test_restart_asks_systemd_over_dbus_only_when_the_file_changed(tmp_path: Pat
                         "--restart"], capture_output=True, text=True, timeout=60,
                        env=dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=f"unix:path={tmp_path}/none"))
     assert p.returncode == 1 and "systemd's D-Bus API is not reachable to restart containerd.service" in p.stderr
+
+
+def test_a_node_with_systemd_cgroups(tmp_path: Path) -> None:
+    """A kubeadm-style node (the runc handler with SystemdCgroup = true, the kubelet's cgroupDriver systemd): runc's
+    shim calling rune gets SystemdCgroup too, or rune would make cgroupfs directories named SLICE:cri-containerd:ID
+    outside systemd's tree; the rune shim, whose options are only ConfigPath, is pointed at its configuration."""
+    conf = tmp_path / "config.toml"
+    conf.write_text(DEBIAN_LIKE + '        [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]\n'
+                                  "          SystemdCgroup = true\n")
+    install("--config", str(conf), "--shim", "runc", "--rune", "/opt/inclavare/bin/rune")
+    assert runtime(conf)["options"] == {"BinaryName": "/opt/inclavare/bin/rune", "SystemdCgroup": True}
+    assert install("--config", str(conf), "--shim", "runc", "--rune", "/opt/inclavare/bin/rune").stdout.startswith(
+        "already has runtime 'rune'")
+    p = install("--config", str(conf), "--shim", "rune")
+    assert runtime(conf)["options"] == {"ConfigPath": "/etc/inclavare-containers/config.toml"}
+    assert p.stdout.splitlines()[1] == ("containerd's runc handler has SystemdCgroup = true: set systemd_cgroup = true "
+                                        "under [rune] in /etc/inclavare-containers/config.toml for the shim to use "
+                                        "the systemd cgroup driver too"), p.stdout
+    # a node with cgroupfs: neither
+    conf.write_text(DEBIAN_LIKE)
+    p = install("--config", str(conf), "--shim", "runc", "--rune", "/opt/inclavare/bin/rune")
+    assert runtime(conf)["options"] == {"BinaryName": "/opt/inclavare/bin/rune"} and len(p.stdout.splitlines()) == 1

@@ -24,11 +24,15 @@ REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "build" / "packages"
 NAME = "inclavare-containers"
 COMMANDS = ("rune", "sgx-tools", "containerd-shim-rune-v2", "rune-signing-server", "rune-device-plugin", "verdictd",
-            "verdict")
-UNITS = ("/lib/systemd/system/rune-device-plugin.service", "/lib/systemd/system/verdictd.service")
-VERDICTD_DATA = ("/var/lib/verdictd", "/var/log/verdictd")  # kept by dpkg -r, as a package's data is, until purge
+            "verdict", "epm")
+UNITS = ("/lib/systemd/system/rune-device-plugin.service", "/lib/systemd/system/verdictd.service",
+         "/lib/systemd/system/epm.service")
+CONFFILES = ("/etc/inclavare-containers/config.toml", "/etc/verdictd/verdictd.toml", "/etc/epm/config.toml")
+# kept by dpkg -r, as a package's data is, until purge
+DATA = ("/var/lib/verdictd", "/var/log/verdictd", "/var/lib/epm")
 PLACES = ("/usr/lib/inclavare-containers", "/etc/inclavare-containers", "/var/lib/inclavare-containers",
-          "/etc/verdictd", "/run/verdictd", *VERDICTD_DATA, *UNITS, *(f"/usr/bin/{c}" for c in COMMANDS))
+          "/etc/verdictd", "/run/verdictd", "/etc/epm", "/run/epm", *DATA, *UNITS,
+          *(f"/usr/bin/{c}" for c in COMMANDS))
 
 
 def make(target: str) -> Path:
@@ -63,10 +67,9 @@ def test_deb_install_run_remove_purge(deb: Path, tmp_path_factory) -> None:
         for c in COMMANDS:
             assert f"/usr/bin/{c}" in files
             assert open(f"/usr/bin/{c}").readline() == "#!/usr/lib/inclavare-containers/venv/bin/python3.11 -IS\n"
-        assert "/etc/inclavare-containers/config.toml" in files and "/etc/verdictd/verdictd.toml" in files
-        assert set(UNITS) <= set(files)
+        assert set(CONFFILES) <= set(files) and set(UNITS) <= set(files)
         conffiles = d.run(["dpkg-query", "-W", "-f", "${Conffiles}", NAME]).stdout
-        assert "/etc/inclavare-containers/config.toml" in conffiles and "/etc/verdictd/verdictd.toml" in conffiles
+        assert all(c in conffiles for c in CONFFILES), conffiles
         assert os.path.exists("/etc/inclavare-containers/enclave-signing-key.pem")  # made by postinst
         assert d.run(["/usr/bin/rune", "--version"]).stdout.startswith("rune version ")
         assert "usage: rune-device-plugin" in d.run(["/usr/bin/rune-device-plugin", "--help"]).stdout
@@ -75,9 +78,10 @@ def test_deb_install_run_remove_purge(deb: Path, tmp_path_factory) -> None:
                "import grpc, google.protobuf, tomlkit, yaml, jeepney, cryptography, inclavare.k8s.deviceplugin.server"])
         _containers_through_the_installed_shim(tmp_path_factory.mktemp("pkg"))
         _verdictd_as_its_unit_starts_it()
+        _epm_as_its_unit_starts_it()
     finally:
         d.run(["dpkg", "-r", NAME], timeout=300, check=False)
-    left = [p for p in PLACES if os.path.exists(p) and not p.startswith("/etc/") and p not in VERDICTD_DATA]
+    left = [p for p in PLACES if os.path.exists(p) and not p.startswith("/etc/") and p not in DATA]
     assert not left, f"dpkg -r left {left}"
     assert os.path.exists("/etc/inclavare-containers/config.toml")  # a conffile stays until purge, as dpkg does
     d.run(["dpkg", "--purge", NAME], timeout=300)
@@ -125,6 +129,33 @@ def _verdictd_as_its_unit_starts_it() -> None:
     assert proc.stderr is not None and b"Traceback" not in proc.stderr.read()
 
 
+def _epm_as_its_unit_starts_it() -> None:
+    """The unit's ExecStart with the installed configuration; the directories it names are the unit's
+    RuntimeDirectory and StateDirectory, which the test makes as systemd would (0700) and removes /run/epm at the
+    stop as systemd does. It answers Healthz on the default socket, which rune uses; stopped by its PID."""
+    import json
+    import shlex
+    import socket
+
+    unit = _unit("/lib/systemd/system/epm.service")
+    cmd = shlex.split(unit["ExecStart"])
+    assert cmd == ["/usr/bin/epm", "--config", "/etc/epm/config.toml"], cmd
+    for place in (f"/run/{unit['RuntimeDirectory']}", f"/var/lib/{unit['StateDirectory']}"):
+        os.makedirs(place, mode=0o700, exist_ok=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        d.wait_for(lambda: proc.poll() is not None or os.path.exists("/run/epm/epm.sock"), 60, "the installed epm")
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect("/run/epm/epm.sock")
+            s.sendall(b'{"op":"Healthz"}\n')
+            assert json.loads(s.makefile().readline())["ok"] is True
+    finally:
+        d.stop_pid(proc.pid)
+        shutil.rmtree("/run/epm", ignore_errors=True)
+    assert proc.stderr is not None and b"Traceback" not in proc.stderr.read()
+
+
 def _containers_through_the_installed_shim(base: Path) -> None:
     """containerd with the system PATH (no checkout's bin/): io.containerd.rune.v2 is /usr/bin's shim, which runs
     /usr/bin/rune beside it. The shim's configuration keeps its state under base."""
@@ -166,12 +197,11 @@ def test_rpm_contents() -> None:
     files = d.run(["rpm", "-qlp", str(rpm)]).stdout.split()
     for c in COMMANDS:
         assert f"/usr/bin/{c}" in files
-    assert "/etc/inclavare-containers/config.toml" in files
-    assert set(UNITS) <= set(files) and "/etc/verdictd/verdictd.toml" in files
+    assert set(CONFFILES) <= set(files) and set(UNITS) <= set(files)
     assert any(f.endswith("/site-packages/inclavare/k8s/deviceplugin/api_pb2.py") for f in files)
     assert any("/site-packages/grpc/" in f for f in files) and any("/site-packages/tomlkit/" in f for f in files)
     config = d.run(["rpm", "-qcp", str(rpm)]).stdout.split()
-    assert sorted(config) == ["/etc/inclavare-containers/config.toml", "/etc/verdictd/verdictd.toml"]
+    assert sorted(config) == sorted(CONFFILES)
     requires = d.run(["rpm", "-qRp", str(rpm)]).stdout
     assert "/usr/bin/python3.11" in requires
     scripts = d.run(["rpm", "-qp", "--scripts", str(rpm)]).stdout

@@ -411,7 +411,10 @@ class BoxContainerd:
 
     def start(self, conf: Path) -> None:
         conf.write_text(self.config())
-        p = self.box.sh(f"systemd-run --unit={self.service} -p Delegate=yes containerd --config {conf}")
+        # this checkout's bin/ first: runtime type io.containerd.rune.v2 resolves to its containerd-shim-rune-v2
+        path = f"{REPO}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        p = self.box.sh(f"systemd-run --unit={self.service} -p Delegate=yes --setenv=PATH={path} "
+                        f"containerd --config {conf}")
         assert p.returncode == 0, p.stderr
         for _ in range(300):
             if self.box.sh(f"{self.ctr} version").returncode == 0:
@@ -474,6 +477,37 @@ def test_containerd_with_systemd_cgroup(box: Box, box_containerd: BoxContainerd)
     p = box.sh(f"{ctr} task delete {cid} && {ctr} container delete {cid}")
     assert p.returncode == 0, p.stderr
     assert box.show(f"ctr-{cid}.scope", "LoadState")["LoadState"] == "not-found"
+
+
+@pytest.mark.engines
+def test_rune_shim_with_systemd_cgroup_from_its_configuration(box: Box, box_containerd: BoxContainerd,
+                                                              tmp_path_factory: pytest.TempPathFactory) -> None:
+    """containerd-shim-rune-v2 takes the driver from `[rune] systemd_cgroup = true` in its configuration: containerd
+    sends runc's options (SystemdCgroup) only to io.containerd.runc.v2 handlers, so a CRI handler or ctr of runtime
+    io.containerd.rune.v2 has no other way to ask for it. Its container is in the scope, which goes with it."""
+    from tests.engines import daemons, shimd
+
+    conf_dir = tmp_path_factory.mktemp("sd-shim")
+    conf_dir.chmod(0o755)
+    state = box_containerd.state
+    conf = shimd.write_config(conf_dir / "shim.toml", Path(state), rune={"systemd_cgroup": True})
+    conf.chmod(0o644)
+    ctr = box_containerd.ctr
+    flags = f"--runtime {shimd.RUNTIME} --runtime-config-path {conf}"
+    cid = new_id("shim")
+    p = box.sh(f"{ctr} run --rm {flags} --cgroup system.slice:shim:{cid} {daemons.IMAGE} {cid} cat /proc/self/cgroup")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.split()
+    assert lines and all(line.endswith(f":/system.slice/shim-{cid}.scope") for line in lines), p.stdout
+    assert box.show(f"shim-{cid}.scope", "LoadState")["LoadState"] == "not-found"  # removed with the task
+    # without the key, the same cgroupsPath is a cgroupfs path, as runc's cgroupfs driver takes it
+    plain = shimd.write_config(conf_dir / "plain.toml", Path(state))
+    plain.chmod(0o644)
+    cid = new_id("shim")
+    p = box.sh(f"{ctr} run --rm --runtime {shimd.RUNTIME} --runtime-config-path {plain} "
+               f"--cgroup system.slice:shim:{cid} {daemons.IMAGE} {cid} cat /proc/self/cgroup")
+    assert p.returncode == 0, p.stderr
+    assert f":/system.slice:shim:{cid}" in p.stdout, p.stdout
 
 
 @pytest.mark.engines

@@ -78,6 +78,9 @@ def main(g, cmd: str, args: list[str]) -> int:
     if changed:
         cc.write(doc, a.config)
     print(f"{what} {a.config}")
+    if not a.remove and shim == "rune" and cc.systemd_cgroup(cc.containerd_table(doc, a.config), a.name):
+        print(f"containerd's runc handler has SystemdCgroup = true: set systemd_cgroup = true under [rune] in "
+              f"{a.shim_config} for the shim to use the systemd cgroup driver too")
     if changed and a.restart:
         from inclavare.k8s import systemd
 

@@ -150,15 +150,51 @@ def _claim_socket(path: Path) -> None:
     raise RuntimeError(f"another epm is listening on {path}")
 
 
-def serve(config: Config, ready: threading.Event | None = None) -> _Server:
-    store = Store(config.cache_dir, config.max_entries, config.max_bytes)
-    config.socket.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _claim_socket(config.socket)
-    old = os.umask(0o177)
+def _make_dir(path: Path, key: str, config: Config, made: list[Path]) -> None:
+    """mkdir -p path (the last one 0700), appending what it made to `made`; a sentence naming the key when it cannot."""
+    missing = []
+    p = path
+    while not os.path.lexists(p) and p != p.parent:
+        missing.append(p)
+        p = p.parent
     try:
-        srv = _Server(str(config.socket), _Handler)
-    finally:
-        os.umask(old)
+        for d in reversed(missing):
+            d.mkdir(mode=0o700 if d == path else 0o777)
+            made.append(d)
+        if not path.is_dir():
+            raise NotADirectoryError(20, "Not a directory")
+    except OSError as e:
+        why = "a file that is not a directory is in the way" if e.errno in (17, 20) else e.strerror
+        raise RuntimeError(f"'{key}' in the epm configuration {config.path}: the directory {path} cannot be made "
+                           f"({why})") from None
+
+
+def serve(config: Config, ready: threading.Event | None = None) -> _Server:
+    made: list[Path] = []  # directories made here: removed again when the start fails
+    try:
+        _make_dir(config.socket.parent, "socket", config, made)
+        _claim_socket(config.socket)
+        _make_dir(config.cache_dir, "cache_dir", config, made)
+        try:
+            store = Store(config.cache_dir, config.max_entries, config.max_bytes)
+        except OSError as e:
+            raise RuntimeError(f"'cache_dir' in the epm configuration {config.path}: {e.filename or config.cache_dir} "
+                               f"cannot be used ({e.strerror})") from None
+        old = os.umask(0o177)
+        try:
+            srv = _Server(str(config.socket), _Handler)
+        except OSError as e:
+            raise RuntimeError(f"epm cannot listen on {config.socket} ('socket' in the epm configuration "
+                               f"{config.path}): {e.strerror}") from None
+        finally:
+            os.umask(old)
+    except BaseException:
+        for d in reversed(made):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+        raise
     srv.config, srv.store = config, store
     srv.pool = Pool([str(p) for p in config.pool_runtimes], config.pool_size, config.enclave_size) \
         if config.pool_size and config.pool_runtimes else None
@@ -186,6 +222,9 @@ def main_run(config_path: str) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     pool = f", a pool of {c.pool_size} enclaves for each of {len(c.pool_runtimes)} runtimes" if srv.pool else ""
+    absent = [str(p) for p in c.pool_runtimes if not os.path.exists(p)] if srv.pool else []
+    if absent:  # the pool waits for them (a runtime installed later): say so, a typo would look the same
+        pool += f"; not found yet, no enclaves made for them: {', '.join(absent)}"
     print(f"epm: serving {c.socket} ({len(srv.store.entries)} caches from {c.cache_dir}{pool})", file=sys.stderr,
           flush=True)
     try:

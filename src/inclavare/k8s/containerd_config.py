@@ -109,8 +109,27 @@ def _set(table, key: str, value) -> bool:
     return True
 
 
+def containerd_table(doc: tomlkit.TOMLDocument, path: str):  # noqa: ANN201 - a tomlkit table, or {}
+    """The CRI plugin's `containerd` table of doc, or {} when it has none."""
+    t = _containerd_table(doc, path, _version(doc, path), create=False)
+    return {} if t is None else t
+
+
+def systemd_cgroup(containerd, name: str) -> bool:  # noqa: ANN001 - a tomlkit table
+    """The node's runc handler (default_runtime_name's, else `runc`) has SystemdCgroup = true: the kubelet of such a
+    node runs with cgroupDriver systemd and every runtime must use the systemd cgroup driver."""
+    runtimes = containerd.get("runtimes", {}) if isinstance(containerd, dict) else {}
+    other = containerd.get("default_runtime_name", "runc")
+    if other == name or other not in runtimes:
+        other = "runc"
+    rt = runtimes.get(other) if other != name else None
+    opts = rt.get("options", {}) if isinstance(rt, dict) else {}
+    return isinstance(opts, dict) and opts.get("SystemdCgroup") is True
+
+
 def add_runtime(doc: tomlkit.TOMLDocument, path: str, rt: Runtime) -> bool:
-    """Add (or correct) the runtime handler in doc; True when doc changed."""
+    """Add (or correct) the runtime handler in doc; True when doc changed. With runc's shim, the handler takes the
+    node's SystemdCgroup (systemd_cgroup); the rune shim reads it from its own configuration instead."""
     version = _version(doc, path)
     changed = False
     if "version" not in doc and not doc:
@@ -122,13 +141,16 @@ def add_runtime(doc: tomlkit.TOMLDocument, path: str, rt: Runtime) -> bool:
         runtimes[rt.name] = tomlkit.table()
         changed = True
     want = rt.table()
+    if rt.shim == "runc" and systemd_cgroup(containerd, rt.name):
+        want["options"]["SystemdCgroup"] = True
     for key, value in want.items():
         changed |= _set(runtimes[rt.name], key, value)
-    if rt.shim == "rune":  # a BinaryName left from the runc-shim form would be wrong for the shim
+    if rt.shim == "rune":  # a BinaryName (or SystemdCgroup) left from the runc-shim form is not the shim's option
         opts = runtimes[rt.name].get("options", {})
-        if "BinaryName" in opts:
-            del opts["BinaryName"]
-            changed = True
+        for key in ("BinaryName", "SystemdCgroup"):
+            if key in opts:
+                del opts[key]
+                changed = True
     if rt.default:
         changed |= _set(containerd, "default_runtime_name", rt.name)
     return changed

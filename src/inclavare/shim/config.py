@@ -6,6 +6,8 @@
     [rune]
       binary = ""                           # default: the rune next to this shim, else rune on PATH
       root = "/run/containerd/rune"         # rune --root is ROOT/NAMESPACE
+      systemd_cgroup = false                # rune --systemd-cgroup (runc's SystemdCgroup option, which containerd
+                                            # sends only to io.containerd.runc.v2 handlers)
     [enclave_runtime]
       signature_method = "server"           # "server": the shim signs at Create; "client": images come signed
       sim_dir = ""                          # INCLAVARE_SIM_DIR for rune (sim platform keys, launch policy)
@@ -37,7 +39,7 @@ DEFAULTS: dict[str, dict[str, object]] = {
     "": {"log_level": "info", "sgx_tool_sign": ""},
     "containerd": {"socket": "/run/containerd/containerd.sock"},
     "epm": {"socket": "/var/run/epm/epm.sock"},
-    "rune": {"binary": "", "root": "/run/containerd/rune"},
+    "rune": {"binary": "", "root": "/run/containerd/rune", "systemd_cgroup": False},
     "enclave_runtime": {"signature_method": "server", "sim_dir": ""},
     "signature": {"server_address": "", "private_key": "/etc/inclavare-containers/enclave-signing-key.pem",
                   "debug": False},

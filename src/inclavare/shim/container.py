@@ -101,7 +101,7 @@ class Container:
             env["INCLAVARE_SIM_DIR"] = self.config.text("enclave_runtime", "sim_dir")
         self.rune = Rune(reaper, binary, root, os.path.join(req.bundle, "log.json"),
                          debug=self.config.log_level in ("debug", "trace"), env=env,
-                         systemd_cgroup=opts.systemd_cgroup)
+                         systemd_cgroup=opts.systemd_cgroup or self.config.get("rune", "systemd_cgroup") is True)
         self.spawn = reaper.spawn
         self.mounts = list(req.rootfs)
         spec = self._spec()
