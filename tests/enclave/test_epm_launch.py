@@ -127,7 +127,7 @@ def test_epm_that_never_answers_starts_cold(rune, sim_dir, signing_key, tmp_path
     finally:
         s.close()
     assert p.returncode == 0, p.stderr
-    assert "did not answer GetCache within 2 s: the enclave starts cold" in p.stderr
+    assert "did not answer Healthz within 2 s: the enclave starts cold" in p.stderr
 
 
 def test_epm_of_another_user_is_not_used(rune, sim_dir, signing_key, tmp_path, epm, monkeypatch):

@@ -365,3 +365,18 @@ def test_a_pool_runtime_not_found_is_named_at_start(tmp_path: Path) -> None:
         proc.terminate()
         proc.wait(10)
         proc.stderr.close()
+
+
+def test_peers_in_another_mount_namespace_refused(epm: Epm) -> None:
+    """A container's root (uid 0 too) that reaches the socket gets no answer: epm talks only to processes in its own
+    mount and user namespaces (rune talks to it before it enters the container's)."""
+    code = ("import ctypes, sys\n"
+            "from inclavare.epm.protocol import EpmError, call\n"
+            "assert ctypes.CDLL(None, use_errno=True).unshare(0x20000) == 0  # CLONE_NEWNS\n"
+            "try:\n    call(sys.argv[1], {'op': 'ListCache'}); print('answered')\n"
+            "except EpmError as e:\n    print(e)\n")
+    p = subprocess.run([sys.executable, "-c", code, epm.socket], env=_env(), capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("epm at") and ("not JSON" in p.stdout or "cannot be reached" in p.stdout), p.stdout
+    assert epm(op="Healthz")["ok"]  # the same request from epm's namespaces is answered

@@ -141,4 +141,12 @@ def connect(path: str | None = None, timeout: float = 2.0) -> Session | None:
         debug(f"the epm socket {path} is served by uid {uid}, neither root nor rune's user: not used, the enclave "
               f"starts cold")
         return None
-    return Session(s, path)
+    session = Session(s, path)
+    try:  # epm checks a connection's namespaces on its first request: made here, before rune enters the container's
+        if not session.call({"op": "Healthz"}).get("ok"):
+            raise EpmError(f"epm at {path} is not healthy")
+    except (EpmError, OSError) as e:
+        session.close()
+        debug(f"{e}: the enclave starts cold")
+        return None
+    return session

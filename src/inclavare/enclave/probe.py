@@ -16,7 +16,9 @@ from inclavare.errors import RuneError
 
 ENCLAVE_DEVICES = ("/dev/sgx_enclave", "/dev/sgx/enclave", "/dev/isgx")
 OTHER_DEVICES = ("/dev/sgx_provision", "/dev/sgx/provision", "/dev/gsgx")
-HOST_DIRS = ("/var/run/aesmd", "/var/run/epm")  # bind-mounted when present (aesmd socket, enclave pool)
+# bind-mounted when present: aesmd's socket. Not epm's: rune talks to epm before the container exists, and a
+# container's root reaching epm could plant bundle-cache records (epm refuses peers outside its namespaces too).
+HOST_DIRS = ("/var/run/aesmd",)
 SIM_HINT = "use ENCLAVE_TYPE=sim (the software TEE) on hosts without SGX"
 
 

@@ -1,7 +1,8 @@
 """epm's daemon: the bundle-cache operations on a Unix socket (protocol.py), one thread per connection.
 
-Only root and the daemon's own user may talk to it (SO_PEERCRED), the socket is 0600 in a 0700 directory. A stale
-socket file left by a dead epm is replaced at start; a live one is refused (another epm serves it).
+Only root and the daemon's own user, in the daemon's own mount and user namespaces, may talk to it (SO_PEERCRED and
+/proc/PID/ns), the socket is 0600 in a 0700 directory. A stale socket file left by a dead epm is replaced at start; a
+live one is refused (another epm serves it).
 """
 
 from __future__ import annotations
@@ -75,13 +76,33 @@ def handle(store: Store, req: object, pool: Pool | None = None) -> dict:
 FOLLOW_UP_TIMEOUT = 120.0  # seconds a connection may wait between requests (a cold launch hashes between two)
 
 
+def _ns_ids(pid: int | str) -> tuple[tuple[int, int], ...] | None:
+    try:
+        return tuple((st.st_dev, st.st_ino) for st in (os.stat(f"/proc/{pid}/ns/{ns}") for ns in ("mnt", "user")))
+    except OSError:
+        return None
+
+
+def _same_namespaces(pid: int) -> bool:
+    """A peer must live in epm's own mount and user namespaces: rune's init-runelet talks to epm before it enters the
+    container's, so a process inside a container (whose root is uid 0 too) that reaches the socket through a bind
+    mount gets no answer and can neither plant a record nor drain the pool. pid 0: the peer's PID namespace hides it
+    from epm's, so it is in a container. Checked on a connection's first request, while its sender waits for the
+    answer (rune sends a Healthz from connect, before it enters the container's namespaces)."""
+    if pid <= 0:
+        return False
+    peer = _ns_ids(pid)
+    return peer is not None and peer == _ns_ids("self")
+
+
 class _Handler(socketserver.StreamRequestHandler):
     server: _Server
 
     def handle(self) -> None:
         s: socket.socket = self.request
         cred = s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        _pid, uid, _gid = struct.unpack("3i", cred)
+        pid: int | None
+        pid, uid, _gid = struct.unpack("3i", cred)
         if uid not in (0, os.geteuid()):
             return
         s.settimeout(self.server.config.io_timeout)
@@ -94,6 +115,10 @@ class _Handler(socketserver.StreamRequestHandler):
                 return
             if not line:
                 return
+            if pid is not None:  # the first request: its sender waits for the answer, so it has not moved yet
+                if not _same_namespaces(pid):
+                    return
+                pid = None
             if len(line) > limit:
                 resp = {"ok": False, "error": f"the request is larger than max_entry_bytes ({limit})"}
             else:
