@@ -72,7 +72,6 @@ def preimport() -> None:
     """The modules load() and the enclave's services use, imported while Python's files are reachable (before a
     user namespace, before pivot_root)."""
     import fcntl  # noqa: F401
-    import importlib.machinery  # noqa: F401 - inclavare.tee's finder
     import resource  # noqa: F401
 
     from inclavare.enclave import attestation_dev  # noqa: F401
