@@ -43,7 +43,7 @@ def verify_image(rootfs: str, sim_dir: str | None, config: dict | None = None,  
                  signed: tuple | None = None, bundle=None):  # noqa: ANN001 - bundle_cache.Lookup
     """The launch check; with the bundle `config`, also its process against the manifest (entry point, arguments,
     environment), whose process.env becomes the environment the payload gets. `signed`: the signed image as
-    read_signed_image read it, when the caller has (after pinning its files). `bundle`: what epm holds for this
+    read_signed_image read it, when the caller has (through the sealed root). `bundle`: what epm holds for this
     enclave (bundle_cache.lookup), used instead of the host's measurement cache when epm serves."""
     from inclavare.tee.sim.launch import LaunchPolicy, check_process, launch_check, read_signed_image
 
