@@ -5,7 +5,8 @@ check, platform keys, /dev/attestation), with and without the measurement cache 
 daemon started here on a private socket, stopped by its PID; the other rows run with epm off), and a large signed image (a Debian rootfs with python3, from this host's Debian
 packages, 100 MB or more) cold (every file hashed) and warm (cache hits), against plain rune containers of the same
 rootfs and runc. The variants take turns run after run; each gets --runs runs (>= 30); medians, p25-p75, and the
-ratio to plain rune of the same rootfs; MB/s of the cold large launch's measurement.
+ratio to plain rune of the same rootfs; MB/s of the cold large launch's measurement. Beside the wall-clock times, the
+CPU time (user + system) of each run's whole process tree, which a machine shared with other work disturbs less.
 
     python3 bench/enclave.py [--runs N] [--json FILE] [--no-large]   (needs root, `make pal launchers`, runc on PATH)
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -69,13 +71,17 @@ def large_rootfs(root: str) -> int:
     return size
 
 
-def timed(argv: list[str], env: dict[str, str]) -> float:
+def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall-clock seconds of the run, and the CPU seconds of its process tree (every process of it was waited for:
+    rune reaps the container's init, the init its children)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     dt = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if p.returncode:
         raise SystemExit(f"{' '.join(argv)} failed ({p.returncode}): {p.stderr.decode(errors='replace').strip()}")
-    return dt
+    return dt, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
 def main() -> int:
@@ -164,24 +170,29 @@ def main() -> int:
                                                  f"c{i}"], env)
             base["runc plain"] = "rune plain"
         times: dict[str, list[float]] = {k: [] for k in variants}
+        cpus: dict[str, list[float]] = {k: [] for k in variants}
         for i in range(a.runs + 2):
             for name, argv in variants.items():
-                dt = timed(*argv(i))
+                dt, cpu = timed(*argv(i))
                 if i >= 2:  # the first two runs warm the page cache
                     times[name].append(dt)
+                    cpus[name].append(cpu)
         report = {}
         for name, ts in times.items():
             q = statistics.quantiles(ts, n=4)
             report[name] = {"median_ms": round(statistics.median(ts) * 1000, 1), "p25_ms": round(q[0] * 1000, 1),
-                            "p75_ms": round(q[2] * 1000, 1), "runs": len(ts)}
+                            "p75_ms": round(q[2] * 1000, 1), "runs": len(ts),
+                            "cpu_median_ms": round(statistics.median(cpus[name]) * 1000, 1)}
         for name, r in report.items():
             r["ratio"] = round(r["median_ms"] / report[base[name]]["median_ms"], 2)
+            r["cpu_ratio"] = round(r["cpu_median_ms"] / report[base[name]]["cpu_median_ms"], 2)
             r["versus"] = base[name]
         width = max(map(len, report))
-        print(f"{'rune run /bin/true':{width}}  median   p25-p75      ratio (to plain rune of the same rootfs; "
-              f"ms, {a.runs} runs each)")
+        print(f"{'rune run /bin/true':{width}}  median   p25-p75      ratio   cpu    ratio (to plain rune of the "
+              f"same rootfs; ms, {a.runs} runs each; load {open('/proc/loadavg').read().split()[0]})")
         for name, r in report.items():
-            print(f"{name:{width}}  {r['median_ms']:6.1f}   {r['p25_ms']:6.1f}-{r['p75_ms']:<6.1f}  {r['ratio']:.2f}x")
+            print(f"{name:{width}}  {r['median_ms']:6.1f}   {r['p25_ms']:6.1f}-{r['p75_ms']:<6.1f}  {r['ratio']:.2f}x  "
+                  f"{r['cpu_median_ms']:6.1f} {r['cpu_ratio']:.2f}x")
         cold_name = "rune enclave (built-in sim, large, cold: every file hashed)"
         if cold_name in report:
             warm_ms = report["rune enclave (built-in sim, large, warm: cache hits)"]["median_ms"]

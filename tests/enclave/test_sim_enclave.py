@@ -217,7 +217,7 @@ def test_sim_tree_record_is_measured(rune, sim_dir, signing_key, tmp_path):
 
 # what the enclave's launch must not import: each costs more than the launch check itself (bench/enclave.py)
 HEAVY = ("cryptography", "dataclasses", "typing", "json", "pathlib", "enum", "re", "threading", "collections",
-         "functools", "signal")
+         "functools", "signal", "importlib", "warnings")
 
 
 def test_a_signed_sim_launch_imports_none_of_the_heavy_modules(rune, sim_dir, signing_key, tmp_path):

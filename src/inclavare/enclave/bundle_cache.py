@@ -12,8 +12,8 @@ directory's st_dev:st_ino, the SIGSTRUCT's bytes and the enclave type and runtim
                     # of its measure_cache.key (st_dev, st_ino, st_ctime_ns, size, mtime, mode, owner, links) when
                     # the launch check matched it with the manifest's digest; 32 zeros when not recorded
 
-What the launch does with it, in the launch child (through the container's root, sealed read-only before the
-check reads it): the record is used only when its binding is this launch's - the rootfs it opened, the SHA-256 of
+What the launch does with it, in the launch child (through the container's root, made private before the check
+reads it): the record is used only when its binding is this launch's - the rootfs it opened, the SHA-256 of
 the manifest bytes it read, the SIGSTRUCT's enclave_hash and MRSIGNER, this enclave type and runtime - and its key
 list has one entry per trusted file. The digests it seeds are this launch's manifest's, never the record's: a
 trusted file's digest is taken as the manifest's only when the file the launch finds has exactly the recorded key
@@ -52,7 +52,7 @@ class Lookup:
         self.id = cache_id
         self.record = record
         self.enclave = enclave
-        self.binding: dict | None = None  # this launch's, once the launch child has read the pinned image
+        self.binding: dict | None = None  # this launch's, once the launch child has read the image through the sealed root
 
 
 def lookup(session, rootfs: str, enclave_type: str, runtime_path: str) -> Lookup | None:  # noqa: ANN001
@@ -154,7 +154,7 @@ class EpmMeasurements:
 
 
 def _binding(rootfs: str, signed: tuple, enclave: str) -> dict:
-    """This launch's binding: the rootfs it opened, the pinned SIGSTRUCT's enclave_hash (MRENCLAVE as signed; the
+    """This launch's binding: the rootfs it opened, the SIGSTRUCT's enclave_hash (MRENCLAVE as signed; the
     launch check refuses a manifest that does not measure to it) and MRSIGNER, the enclave type and runtime."""
     _config, sig, manifest_digest = signed
     st = os.stat(rootfs)

@@ -3,7 +3,7 @@ SGX's rules and formats with software protection only.
 
 Call order, as the init-runelet drives any PAL:
   load (before pivot_root, privileged; the moment the original dlopens a PAL): a short-lived child of the
-      runelet makes the container's root mount private and read-only (seal_root), then runs the launch check -
+      runelet makes the container's root mount private (seal_root), then runs the launch check -
       EINIT's rules, inclavare.tee.sim.launch_check over the rootfs through that mount, as the container will see
       it (its mounts done), and the process against the manifest - refusing a tampered or
       unsigned image with the TEE library's sentence, and makes the enclave's evidence material
@@ -43,7 +43,7 @@ def verify_image(rootfs: str, sim_dir: str | None, config: dict | None = None,  
                  signed: tuple | None = None, bundle=None):  # noqa: ANN001 - bundle_cache.Lookup
     """The launch check; with the bundle `config`, also its process against the manifest (entry point, arguments,
     environment), whose process.env becomes the environment the payload gets. `signed`: the signed image as
-    read_signed_image read it, when the caller has (after pinning its files). `bundle`: what epm holds for this
+    read_signed_image read it, when the caller has (through the sealed root). `bundle`: what epm holds for this
     enclave (bundle_cache.lookup), used instead of the host's measurement cache when epm serves."""
     from inclavare.tee.sim.launch import LaunchPolicy, check_process, launch_check, read_signed_image
 
@@ -72,7 +72,6 @@ def preimport() -> None:
     """The modules load() and the enclave's services use, imported while Python's files are reachable (before a
     user namespace, before pivot_root)."""
     import fcntl  # noqa: F401
-    import importlib.machinery  # noqa: F401 - inclavare.tee's finder
     import resource  # noqa: F401
 
     from inclavare.enclave import attestation_dev  # noqa: F401
@@ -343,20 +342,18 @@ def _real_paths(paths: frozenset[str]) -> frozenset[str]:
 
 
 def seal_root(rootfs: str) -> None:
-    """The container's root mount (the bind of the rootfs onto itself that becomes /) private and read-only, before
-    the launch check reads anything through it: the container gets the mount that was checked, in which no mount
-    made later on the host side (propagated into the container's mount namespace by a shared or slave root) can
-    cover a trusted path, and through which neither the payload nor anything else of the container writes.
-    The mounts under it (volumes, /dev, /proc) keep their own propagation and flags."""
+    """The container's root mount (the bind of the rootfs onto itself that becomes /) private, before the launch
+    check reads anything through it: the container gets the mount that was checked, in which no mount made later
+    on the host side (propagated into the container's mount namespace by a shared or slave root) can cover a
+    trusted path. It becomes read-only with the rest of the container's setup (a signed sim enclave's root.readonly
+    is forced, enclave/create.py), once rune's own last writes to it are made (provisioned secrets' /run/secrets),
+    before the payload runs. The mounts under it (volumes, /dev, /proc) keep their own propagation."""
     from inclavare.linux import syscalls
-    from inclavare.runtime.rootfs import remount_bind
 
     try:
         syscalls.mount(None, rootfs, None, syscalls.MS_PRIVATE)
-        remount_bind(rootfs, syscalls.MS_RDONLY)
     except OSError as e:
-        raise RuneError(f"sim enclave: cannot make the container's root {rootfs} private and read-only: "
-                        f"{e.strerror}") from None
+        raise RuneError(f"sim enclave: cannot make the container's root {rootfs} private: {e.strerror}") from None
 
 
 def _launch(rootfs: str, config: dict, sim_dir: str | None, bundle=None) -> dict:  # noqa: ANN001

@@ -28,7 +28,8 @@ class _SitePackagesOnDemand:
         for d in [*site.getsitepackages(), site.getusersitepackages()]:
             if d not in sys.path:
                 sys.path.append(d)
-        from importlib.machinery import PathFinder
+        # importlib.machinery's PathFinder, without importing importlib (and warnings) for it
+        from _frozen_importlib_external import PathFinder
 
         return PathFinder.find_spec(name, None, target)
 

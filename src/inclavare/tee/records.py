@@ -87,7 +87,7 @@ def from_values(cls: type, values: tuple):  # noqa: ANN201
     if len(values) != len(names):
         raise TypeError(f"{cls.__name__} has {len(names)} fields, {len(values)} values given")
     self.__dict__.update(zip(names, values, strict=True))
-    post = getattr(cls, "__post_init__", None)
+    post = cls.__record_post__
     if post is not None:
         post(self)
     return self
@@ -145,6 +145,7 @@ def record(cls: type) -> type:
         seen_default = seen_default or has_default
     cls.__record_fields__ = tuple(specs.values())
     cls.__record_names__ = tuple(specs)
+    cls.__record_post__ = getattr(cls, "__post_init__", None)
     cls.__init__ = _init
     cls.__eq__ = _eq
     cls.__hash__ = _hash

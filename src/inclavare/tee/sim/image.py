@@ -182,14 +182,16 @@ def _trusted_files(files: dict, where: str) -> dict[str, TrustedFile]:
     out: dict[str, TrustedFile] = {}
     make, int_ = records.from_values, int
     for p, f in files.items():
-        if type(f) is dict:
-            v = (f.get("sha256"), f.get("size"), f.get("mode"), f.get("uid"), f.get("gid"))
-            # exactly str and int (bool is an int subclass, refused as TrustedFile.from_json refuses it)
-            if type(v[0]) is str and type(v[1]) is int_ and type(v[2]) is int_ and type(v[3]) is int_ and \
-                    type(v[4]) is int_:
-                out[p] = make(TrustedFile, v)
-                continue
-        out[p] = TrustedFile.from_json(p, f, where)  # refuses, naming the entry
+        try:
+            v = (f["sha256"], f["size"], f["mode"], f["uid"], f["gid"])
+        except (KeyError, TypeError):
+            v = None
+        # exactly str and int (bool is an int subclass, refused as TrustedFile.from_json refuses it)
+        if v is not None and type(f) is dict and type(v[0]) is str and type(v[1]) is int_ and \
+                type(v[2]) is int_ and type(v[3]) is int_ and type(v[4]) is int_:
+            out[p] = make(TrustedFile, v)
+        else:
+            out[p] = TrustedFile.from_json(p, f, where)  # refuses, naming the entry
     return out
 
 

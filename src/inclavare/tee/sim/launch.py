@@ -222,8 +222,9 @@ def _check_tree(root: str, config: image.EnclaveConfig, tree: image.Tree, skip: 
         if config.symlinks.get(path) != target:
             what = "retargeted" if path in config.symlinks else "added"
             raise _refuse(root, f"the symlink {path} -> {target} was {what} since signing")
+    skipped = image.prefix_set(skip)
     for path in config.symlinks:
-        if not image.under(path, skip) and path not in tree.symlinks:
+        if path not in tree.symlinks and not image._under_set(path, skipped):
             raise _refuse(root, f"the symlink {path} was removed since signing")
 
 
