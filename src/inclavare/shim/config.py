@@ -38,7 +38,7 @@ ENV_PATH = "INCLAVARE_SHIM_CONFIG"
 DEFAULTS: dict[str, dict[str, object]] = {
     "": {"log_level": "info", "sgx_tool_sign": ""},
     "containerd": {"socket": "/run/containerd/containerd.sock"},
-    "epm": {"socket": "/var/run/epm/epm.sock"},
+    "epm": {"socket": "/run/epm/epm.sock"},
     "rune": {"binary": "", "root": "/run/containerd/rune", "systemd_cgroup": False},
     "enclave_runtime": {"signature_method": "server", "sim_dir": ""},
     "signature": {"server_address": "", "private_key": "/etc/inclavare-containers/enclave-signing-key.pem",
