@@ -122,10 +122,32 @@ def wait_child(pid: int, timeout: float) -> None:
 
 
 def wait_gone(pid: int, start: int | None, timeout: float = 10.0) -> None:
+    """Until the process (of that start time) has exited, at most `timeout` seconds; reaped if it is our child."""
     try:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    except OSError:
+        fd = -1  # a kernel before 5.3: polled below
+    if fd >= 0:
+        try:
+            if proc.alive(pid, start):  # the pidfd is of that process, not of one that reused its pid
+                import select
+
+                poller = select.poll()
+                poller.register(fd, select.POLLIN)
+                poller.poll(int(timeout * 1000))  # readable once it has exited (a zombie, or reaped)
+        finally:
+            os.close(fd)
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        return
     deadline = time.monotonic() + timeout
     delay = 0.0002
     while proc.alive(pid, start) and time.monotonic() < deadline:

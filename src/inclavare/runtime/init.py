@@ -818,6 +818,9 @@ def _exec(ctx: Launch, path: str, args: list[str], env: dict[str, str]) -> None:
         if ctx.fifo_wfd >= 0:
             os.close(ctx.fifo_wfd)  # the executor does not exec: the payload is started now
             ctx.fifo_wfd = -1
+        import gc
+
+        gc.enable()  # rune turned it off for its own short life; this process stays Python (see cli/rune.py SHORT)
         ctx.executor(ctx, path, args, env)
         os._exit(0)
     from inclavare.linux import dmz
