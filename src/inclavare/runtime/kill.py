@@ -96,6 +96,8 @@ def signal_cgroup(state: dict | None, sig: int) -> int:
         pids = mgr.pids()
     except OSError:
         return 0
+    if not pids:
+        return 0  # nothing in it can fork: no freeze needed (delete after the init is gone, every time)
     paused = bool(state.get("paused"))
     # frozen while listed and signalled, as runc does: no process can fork a child that the list misses
     froze = False
