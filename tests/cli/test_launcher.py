@@ -1,4 +1,4 @@
-"""The launchers in bin/: rune and the shim (started for every container) run on the system's interpreter of the
+"""The launchers in bin/: rune (started three times for every container) runs on the system's interpreter of the
 same Python version when there is one, with the writing interpreter's site-packages after the standard library;
 the other commands, or all with PYTHON_LAUNCHER_INTERPRETER=same, on the writing interpreter."""
 
