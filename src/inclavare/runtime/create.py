@@ -219,9 +219,7 @@ def _create(root: str, cid: str, opts: Options, guard) -> Created:  # noqa: ANN0
         pid = state["pid"]
         state["init_start"] = _still_waiting(sock, pid)
         state["status"] = "created"
-        # not fsync'd, as runc and crun do not: the state outlives a killed command in the page cache, and after a
-        # crash of the host its container is gone too (on a disk-backed --root the fsync cost 0.4-6 ms here)
-        container.write(state, sync=False)
+        container.write(state, sync=opts.detach)
         if opts.pid_file:
             from inclavare.runtime.store import write_pid_file
 

@@ -6,9 +6,8 @@ the config as create loaded it, is read only by the commands that need it (exec,
 the config has poststart or poststop hooks). A state.json with the config inside (written by rune before the split)
 is still read.
 
-Writes are atomic (temp file, rename; fsync'd where a command asks, not on create's path, as with runc) and every
-command that changes a container holds its lock (flock on the container directory), so two commands on one
-container never interleave. A command killed half-way
+Writes are atomic (temp file, fsync, rename) and every command that changes a container holds its lock
+(flock on the container directory), so two commands on one container never interleave. A command killed half-way
 leaves a state that `delete --force` can clean.
 """
 
