@@ -95,8 +95,10 @@ def get(port: int, path: str = "/", timeout: float = 5) -> tuple[int, bytes]:
         return r.status, r.read()
 
 
-def first_answer(port: int, timeout: float = 120, alive=lambda: True) -> tuple[int, bytes]:  # noqa: ANN001
-    """The first HTTP answer on port (polled), or an AssertionError once timeout passed or alive() says no."""
+def first_answer(port: int, timeout: float = 120, alive=lambda: True,  # noqa: ANN001
+                 interval: float = 0.05) -> tuple[int, bytes]:
+    """The first HTTP answer on port (polled every interval seconds), or an AssertionError once timeout passed or
+    alive() says no."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -104,4 +106,4 @@ def first_answer(port: int, timeout: float = 120, alive=lambda: True) -> tuple[i
         except (urllib.error.URLError, ConnectionError, OSError):
             if time.monotonic() > deadline or not alive():
                 raise AssertionError(f"no HTTP answer on port {port}") from None
-            time.sleep(0.05)
+            time.sleep(interval)

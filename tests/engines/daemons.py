@@ -287,8 +287,10 @@ class Containerd:
 class Dockerd:
     """dockerd on a private socket, data-root and exec-root, using our containerd; extra runtimes by name."""
 
-    def __init__(self, base: Path, containerd: Containerd, runtimes: dict[str, str]) -> None:
+    def __init__(self, base: Path, containerd: Containerd, runtimes: dict[str, str],
+                 config: dict | None = None) -> None:
         self.base = base
+        self.config = config or {}  # daemon.json
         self.sock = str(base / "docker.sock")
         self.log = base / "dockerd.log"
         self.containerd = containerd
@@ -303,7 +305,7 @@ class Dockerd:
                "rune-test-moby", "--containerd-plugins-namespace", "rune-test-moby-plugins",
                "--iptables=false", "--ip6tables=false", "--ip-masq=false", "--bridge=none",
                "--storage-driver=overlay2", "--config-file", f"{b}/daemon.json"]
-        (b / "daemon.json").write_text(json.dumps({}))
+        (b / "daemon.json").write_text(json.dumps(self.config))
         for name, binary in self.runtimes.items():
             cmd += ["--add-runtime", f"{name}={binary}"]
         with open(self.log, "ab") as log:
