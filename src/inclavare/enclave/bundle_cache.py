@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 from hashlib import sha256
 
-from inclavare.tee.sim.measure_cache import LOCAL_FILESYSTEMS, fs_type, key
+from inclavare.tee.sim.measure_cache import LOCAL_FILESYSTEMS, fs_type, key, local_device
 
 TYPE = "bundle-cache.sim"
 FORMAT = 1
@@ -112,19 +112,7 @@ class EpmMeasurements:
 
     def lookup(self, host: str, st: os.stat_result) -> str | None:
         """get() for a file known by its lstat through the container's root (launch.check_files)."""
-        ok = self._fs.get(st.st_dev)
-        if ok is None:
-            try:
-                fd = os.open(host, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
-            except OSError:
-                return None
-            try:
-                if os.fstat(fd).st_dev != st.st_dev:
-                    return None
-                return self.get(fd, st)
-            finally:
-                os.close(fd)
-        if not ok:
+        if not local_device(self._fs, host, st):
             return None
         k = key(st)  # as get(), inline: once per trusted file
         digest = self.seeded.get(sha256(k.encode()).digest()[:16])

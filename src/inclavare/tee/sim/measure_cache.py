@@ -63,6 +63,25 @@ def _libc():  # noqa: ANN202
     return _LIBC[0]
 
 
+def local_device(known: dict[int, bool], host: str, st: os.stat_result) -> bool:
+    """Whether the file `st` (the lstat of `host`) is on a local filesystem whose change times can be trusted,
+    known per device: once per device, from an O_PATH handle of the very file (same st_dev), not of a path that may
+    name another file by the time statfs looks."""
+    ok = known.get(st.st_dev)
+    if ok is None:
+        try:
+            fd = os.open(host, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            if os.fstat(fd).st_dev != st.st_dev:
+                return False
+            ok = known[st.st_dev] = fs_type(fd) in LOCAL_FILESYSTEMS
+        finally:
+            os.close(fd)
+    return ok
+
+
 def key(st: os.stat_result) -> str:
     return (f"{st.st_dev}:{st.st_ino}:{st.st_ctime_ns}:{st.st_size}:{st.st_mtime_ns}:{st.st_mode}:{st.st_uid}:"
             f"{st.st_gid}:{st.st_nlink}")
@@ -135,21 +154,7 @@ class MeasurementCache:
             return None
         if not self._loaded:
             self._load()
-        ok = self._fs.get(st.st_dev)
-        if ok is None:
-            # once per device: the filesystem of an O_PATH handle of the very file (same st_dev), not of a path
-            # that may name another file by the time statfs looks
-            try:
-                fd = os.open(host, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
-            except OSError:
-                return None
-            try:
-                if os.fstat(fd).st_dev != st.st_dev:
-                    return None
-                ok = self._fs[st.st_dev] = fs_type(fd) in LOCAL_FILESYSTEMS
-            finally:
-                os.close(fd)
-        if not ok:
+        if not local_device(self._fs, host, st):
             return None
         digest = self.entries.get(key(st))
         if digest is not None:
