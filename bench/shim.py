@@ -36,6 +36,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from tests.engines import daemons as d  # noqa: E402
 from tests.engines import shimd  # noqa: E402
+from tests.engines.shimd import FORK_SERVER  # noqa: E402
 
 
 def quartiles(xs: list[float]) -> tuple[float, float, float]:
@@ -113,9 +114,10 @@ def pods_memory(c: shimd.ShimContainerd, cri, handler: str, n: int) -> tuple[flo
             cid = pb.first(cri.call("CreateContainer", [(1, s(pod)), (2, ccfg), (3, cfg)]), 1).decode()
             cri.call("StartContainer", [(1, s(cid))])
         time.sleep(1)
-        shims = [p for p in d.pids_naming(c.sock) if binary in d._cmdline(p) and p not in before]
+        procs = [p for p in d.pids_naming(c.sock) if binary in d._cmdline(p) and p not in before]
+        shims = [p for p in procs if d.comm(p) != FORK_SERVER]
         assert len(shims) == n, f"{len(shims)} {binary} processes for {n} pods"
-        total = [memory(p) for p in shims]
+        total = [memory(p) for p in procs]  # rune's shims with their fork servers
         return sum(r for r, _ in total) / n / 1024, sum(p for _, p in total) / n / 1024
     finally:
         for pod in pods:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from tests.engines import daemons as d
 
+from inclavare.shim.forkserver import COMM as FORK_SERVER
+
 RUNTIME = "io.containerd.rune.v2"
 BIN = d.REPO / "bin"
 
@@ -72,6 +74,11 @@ class ShimContainerd(d.Containerd):
         return ["--runtime", RUNTIME, "--runtime-config-path", str(config or self.config_path)]
 
     def shim_pids(self) -> list[int]:
+        """The shims (not their fork servers, which share their command line)."""
+        return [p for p in self.shim_processes() if d.comm(p) != FORK_SERVER]
+
+    def shim_processes(self) -> list[int]:
+        """The shims and their fork servers."""
         return [p for p in d.pids_naming(self.sock) if "containerd-shim-rune-v2" in d._cmdline(p)]
 
 

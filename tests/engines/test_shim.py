@@ -38,7 +38,7 @@ def _state(c: shimd.ShimContainerd) -> dict[str, set[str]]:
     return {
         "rune state": set(os.listdir(root)) if root.is_dir() else set(),
         "mounts": set(d.mounts_under(c.base)),
-        "shims": {str(p) for p in c.shim_pids()},
+        "shims": {str(p) for p in c.shim_processes()},  # and their fork servers
         "cgroups": cgroups_under([c.namespace]),
         "console dirs": {p.name for p in Path(tempfile.gettempdir()).glob("rune-shim-pty-*")},
         "tasks": set(c.ctr("task", "ls", "-q").stdout.split()),

@@ -83,7 +83,7 @@ def test_pod_with_plain_and_enclave_containers(cri: CRI, shim_containerd: shimd.
                                                tmp_path: Path) -> None:
     shim = shim_containerd
     root = shim.rune_root / "k8s.io"
-    shims_before = set(shim.shim_pids())
+    shims_before = set(shim.shim_processes())
     pod_cfg = pod_config(f"pod-{uuid.uuid4().hex[:8]}", tmp_path)
     pod = pb.first(cri.call("RunPodSandbox", [(1, pod_cfg), (2, s("rune"))]), 1).decode()
     try:
@@ -129,8 +129,8 @@ def test_pod_with_plain_and_enclave_containers(cri: CRI, shim_containerd: shimd.
         cri.call("StopPodSandbox", [(1, s(pod))])
         cri.call("RemovePodSandbox", [(1, s(pod))])
     deadline = time.monotonic() + 15
-    while (set(shim.shim_pids()) - shims_before or any(root.iterdir())) and time.monotonic() < deadline:
+    while (set(shim.shim_processes()) - shims_before or any(root.iterdir())) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not set(shim.shim_pids()) - shims_before, "the pod's shim outlived the pod"
+    assert not set(shim.shim_processes()) - shims_before, "the pod's shim (or its fork server) outlived the pod"
     assert not sorted(p.name for p in root.iterdir()), "rune state left behind"
     assert not [m for m in d.mounts_under(shim.base / "state") if pod in m or "/rootfs" in m]

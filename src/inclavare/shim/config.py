@@ -8,6 +8,8 @@
       root = "/run/containerd/rune"         # rune --root is ROOT/NAMESPACE
       systemd_cgroup = false                # rune --systemd-cgroup (runc's SystemdCgroup option, which containerd
                                             # sends only to io.containerd.runc.v2 handlers)
+      fork_server = true                    # run rune's commands in forks of a process that has rune loaded, when
+                                            # the binary is this installation's rune (false: exec it every time)
     [enclave_runtime]
       signature_method = "server"           # "server": the shim signs at Create; "client": images come signed
       sim_dir = ""                          # INCLAVARE_SIM_DIR for rune (sim platform keys, launch policy)
@@ -39,7 +41,7 @@ DEFAULTS: dict[str, dict[str, object]] = {
     "": {"log_level": "info", "sgx_tool_sign": ""},
     "containerd": {"socket": "/run/containerd/containerd.sock"},
     "epm": {"socket": "/run/epm/epm.sock"},
-    "rune": {"binary": "", "root": "/run/containerd/rune", "systemd_cgroup": False},
+    "rune": {"binary": "", "root": "/run/containerd/rune", "systemd_cgroup": False, "fork_server": True},
     "enclave_runtime": {"signature_method": "server", "sim_dir": ""},
     "signature": {"server_address": "", "private_key": "/etc/inclavare-containers/enclave-signing-key.pem",
                   "debug": False},

@@ -12,7 +12,7 @@ import sys
 
 from inclavare.errors import RuneError
 from inclavare.oci import jsonlite
-from inclavare.shim import api, config
+from inclavare.shim import api, config, forkserver
 from inclavare.shim.process import Process
 from inclavare.shim.process.exec import Exec
 from inclavare.shim.process.init import Init
@@ -99,9 +99,13 @@ class Container:
         env = dict(os.environ, INCLAVARE_EPM_SOCKET=self.config.text("epm", "socket"))
         if self.config.text("enclave_runtime", "sim_dir"):
             env["INCLAVARE_SIM_DIR"] = self.config.text("enclave_runtime", "sim_dir")
-        self.rune = Rune(reaper, binary, root, os.path.join(req.bundle, "log.json"),
-                         debug=self.config.log_level in ("debug", "trace"), env=env,
-                         systemd_cgroup=opts.systemd_cgroup or self.config.get("rune", "systemd_cgroup") is True)
+        fs = forkserver.current
+        if fs is not None and (self.config.get("rune", "fork_server") is False or not fs.serves(binary)):
+            fs = None
+        debug = self.config.log_level in ("debug", "trace")
+        self.rune = Rune(reaper, binary, root, os.path.join(req.bundle, "log.json"), debug=debug, env=env,
+                         systemd_cgroup=opts.systemd_cgroup or self.config.get("rune", "systemd_cgroup") is True,
+                         forkserver=fs, trace=(lambda m, lvl: log(m, lvl, force=True)) if debug else log)
         self.spawn = reaper.spawn
         self.mounts = list(req.rootfs)
         spec = self._spec()

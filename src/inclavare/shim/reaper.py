@@ -75,6 +75,12 @@ class Reaper:
             self.commands[pid] = cmd
         return cmd
 
+    def track(self, pid: int) -> Command:
+        """A child started otherwise (forked), whose exit goes to the returned Command."""
+        with self.lock:
+            cmd = self.commands[pid] = Command(pid)
+        return cmd
+
     def reap(self) -> None:
         while True:
             try:

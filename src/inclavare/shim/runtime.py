@@ -13,6 +13,7 @@ runc's shim does with log.json), else with its output.
 from __future__ import annotations
 
 import os
+import time
 
 from inclavare.oci import jsonlite
 from inclavare.shim.reaper import Reaper
@@ -28,8 +29,11 @@ class RuntimeFailure(Exception):
 
 class Rune:
     def __init__(self, reaper: Reaper, binary: str, root: str, log: str, debug: bool = False,
-                 env: dict[str, str] | None = None, systemd_cgroup: bool = False) -> None:
+                 env: dict[str, str] | None = None, systemd_cgroup: bool = False, forkserver=None,  # noqa: ANN001
+                 trace=None) -> None:  # noqa: ANN001
         self.reaper = reaper
+        self.trace = trace  # trace(msg, level): a debug line per command (how it ran, its status, its time)
+        self.forkserver = forkserver  # a ForkServer that serves `binary`, else None: every command is exec'd
         self.systemd_cgroup = systemd_cgroup
         self.env = env
         self.binary = binary
@@ -71,6 +75,7 @@ class Rune:
     def run(self, args: list[str], stdio: tuple[int, int, int] | None = None, stdin: bytes | None = None) -> str:
         """Run a command; its stdout (when stdio is not given). Raises RuntimeFailure."""
         offset = self._log_size()
+        t0 = time.monotonic()
         out_r = out_w = in_r = in_w = -1
         null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
         try:
@@ -81,7 +86,10 @@ class Rune:
                 fds = (in_r if stdin is not None else null, out_w, out_w)
             else:
                 fds = stdio
-            cmd = self.reaper.spawn(self._argv(args), fds, env=self.env)
+            argv = self._argv(args)
+            cmd = self.forkserver.spawn(argv, fds, env=self.env) if self.forkserver is not None else None
+            if cmd is None:
+                cmd = self.reaper.spawn(argv, fds, env=self.env)
             output = b""
             if stdio is None:
                 os.close(out_w)
@@ -100,6 +108,10 @@ class Rune:
                     chunks.append(chunk)
                 output = b"".join(chunks)
             status = cmd.wait()
+            if self.trace is not None:
+                how = "a fork server's worker" if getattr(cmd, "forked", False) else "exec'd"
+                self.trace(f"rune {args[0]} ({how}, pid {cmd.pid}): exit status {status}, "
+                           f"{(time.monotonic() - t0) * 1000:.1f} ms", "debug")
         finally:
             for fd in (null, out_r, out_w, in_r, in_w):
                 if fd >= 0:

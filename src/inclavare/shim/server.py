@@ -26,8 +26,10 @@ class Log:
         except OSError:
             pass
 
-    def __call__(self, msg: str, level: str = "info") -> None:
-        if self.fd < 0 or (level == "debug" and not self.debug_enabled):
+    def __call__(self, msg: str, level: str = "info", force: bool = False) -> None:
+        """force: a debug line that the shim's configuration asked for (log_level = "debug") though containerd's
+        did not."""
+        if self.fd < 0 or (level == "debug" and not (self.debug_enabled or force)):
             return
         t = time.time_ns()
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t // 1_000_000_000)) + f".{t % 1_000_000_000:09d}Z"
@@ -82,7 +84,13 @@ def _serve(listener: _socket.socket, f: Flags, socket_path: str, containerd_pid:
     from inclavare.shim.reaper import Reaper
 
     Reaper.block_sigchld()  # before any thread starts: every thread inherits the mask
+    from inclavare.shim import forkserver
+
+    fs = forkserver.current = forkserver.start()  # before any thread starts, too: it is a fork of this process
     reaper = Reaper()
+    if fs.pid:
+        reaper.track(fs.pid)  # its exit is the reaper's, not a container process's
+    fs.spawner = reaper.spawn
     from inclavare.shim import api, events, oom, service, ttrpc
 
     publisher = events.Publisher(f.namespace, os.environ.get("TTRPC_ADDRESS", ""), f.publish_binary, f.address,
