@@ -4,6 +4,10 @@
 Times `RUNTIME run` of /bin/true and `create` + `start` + `delete -f` of a busybox bundle. The runtimes take turns
 run after run (so a change of machine load hits all of them alike); each gets at least --runs runs; the report
 gives medians, p25-p75, the ratios rune/runc and rune/crun, and each runtime process's peak RSS (GNU time).
+
+A last row, `interp`, is the floor of any runtime written in Python: rune's interpreter started bare
+(`PYTHON -I -S -c pass`), once in the run column, three times in the create+start+delete column (one start per
+command), in the same turns; its ratios to runc and crun are printed beside rune's.
 """
 
 from __future__ import annotations
@@ -36,6 +40,21 @@ def peak_rss_kb(rt: Runtime, b: str, runs: int = 5) -> int:
     return peak
 
 
+class Floor(Runtime):
+    """rune's interpreter started bare, whatever the command: one start per runtime command."""
+
+    def __init__(self, launcher: str) -> None:
+        with open(launcher) as f:
+            shebang = f.readline()
+        python = shebang[2:].split()[0] if shebang.startswith("#!") else sys.executable
+        super().__init__("interp", [python, "-I", "-S", "-c", "pass"])
+
+    def call(self, *args: str) -> tuple[float, int, int]:
+        t = time.perf_counter()
+        subprocess.run(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, check=True)
+        return time.perf_counter() - t, 0, 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=30)
@@ -51,6 +70,7 @@ def main() -> int:
     try:
         b = bundle(os.path.join(work, "bundle"), ["/bin/true"])
         peers, helper = runtimes(work, args.rune, args.baseline)
+        peers.append(Floor(args.rune))
         for i in range(args.warmup + args.runs):
             for rt in peers:
                 cid = f"bench-{rt.name}-{i}"
@@ -64,7 +84,8 @@ def main() -> int:
                     rt.run_times.append(dt)
                     rt.cycle_times.append(cycle)
         for rt in peers:
-            rt.max_rss_kb = peak_rss_kb(rt, b)
+            if not isinstance(rt, Floor):
+                rt.max_rss_kb = peak_rss_kb(rt, b)
         report: dict = {"runs": args.runs, "runtimes": {}}
         print(f"{'runtime':9} {'run median':>11} {'p25-p75':>15} {'create+start+delete':>21} {'p25-p75':>15} "
               f"{'peak RSS':>9}")
@@ -82,13 +103,14 @@ def main() -> int:
             print(f"{rt.name:9} {r['run_median_ms']:9.1f}ms {r['run_p25_ms']:6.1f}-{r['run_p75_ms']:5.1f} ms "
                   f"{r['cycle_median_ms']:19.1f}ms {r['cycle_p25_ms']:6.1f}-{r['cycle_p75_ms']:5.1f} ms "
                   f"{r['peak_rss_kb'] / 1024:7.1f}MB")
-        rune = report["runtimes"]["rune"]
-        for other in ("rune-base", "runc", "crun"):
-            o = report["runtimes"].get(other)
-            if o:
-                ratios = (rune["run_median_ms"] / o["run_median_ms"], rune["cycle_median_ms"] / o["cycle_median_ms"])
-                report[f"rune/{other}"] = {"run": ratios[0], "create_start_delete": ratios[1]}
-                print(f"rune/{other}: run {ratios[0]:.2f}, create+start+delete {ratios[1]:.2f}")
+        for mine in ("rune", "interp"):
+            me = report["runtimes"][mine]
+            for other in ("rune-base", "runc", "crun") if mine == "rune" else ("runc", "crun"):
+                o = report["runtimes"].get(other)
+                if o:
+                    ratios = (me["run_median_ms"] / o["run_median_ms"], me["cycle_median_ms"] / o["cycle_median_ms"])
+                    report[f"{mine}/{other}"] = {"run": ratios[0], "create_start_delete": ratios[1]}
+                    print(f"{mine}/{other}: run {ratios[0]:.2f}, create+start+delete {ratios[1]:.2f}")
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(report, f, indent=2)

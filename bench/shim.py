@@ -38,6 +38,8 @@ from tests.engines import daemons as d  # noqa: E402
 from tests.engines import shimd  # noqa: E402
 from tests.engines.shimd import FORK_SERVER  # noqa: E402
 
+from inclavare.shim import forkserver  # noqa: E402
+
 
 def quartiles(xs: list[float]) -> tuple[float, float, float]:
     q = statistics.quantiles(xs, n=4)
@@ -95,8 +97,9 @@ def memory(pid: int) -> tuple[int, int]:
     return rss, pss
 
 
-def pods_memory(c: shimd.ShimContainerd, cri, handler: str, n: int) -> tuple[float, float]:  # noqa: ANN001
-    """(RSS, PSS) in MB per pod of the shims of n running pods (each: a sandbox and one container)."""
+def pods_memory(c: shimd.ShimContainerd, cri, handler: str, n: int) -> list[tuple[float, float]]:  # noqa: ANN001
+    """(RSS, PSS) in MB per pod of the shims of n running pods (each: a sandbox and one container), with rune's
+    shims' fork servers: 1 s after the last start (the servers still up), and at rest (after their idle end)."""
     from tests.engines.test_cri import NODE, s
 
     from inclavare.tee.sgx import protobuf as pb
@@ -113,12 +116,15 @@ def pods_memory(c: shimd.ShimContainerd, cri, handler: str, n: int) -> tuple[flo
             ccfg = [(1, [(1, s("sleeper"))]), (2, [(1, s(d.IMAGE))]), (3, s("sleep")), (3, s("100000"))]
             cid = pb.first(cri.call("CreateContainer", [(1, s(pod)), (2, ccfg), (3, cfg)]), 1).decode()
             cri.call("StartContainer", [(1, s(cid))])
-        time.sleep(1)
-        procs = [p for p in d.pids_naming(c.sock) if binary in d._cmdline(p) and p not in before]
-        shims = [p for p in procs if d.comm(p) != FORK_SERVER]
-        assert len(shims) == n, f"{len(shims)} {binary} processes for {n} pods"
-        total = [memory(p) for p in procs]  # rune's shims with their fork servers
-        return sum(r for r, _ in total) / n / 1024, sum(p for _, p in total) / n / 1024
+        results = []
+        for wait in (1.0, forkserver.IDLE + 1):
+            time.sleep(wait)
+            procs = [p for p in d.pids_naming(c.sock) if binary in d._cmdline(p) and p not in before]
+            shims = [p for p in procs if d.comm(p) != FORK_SERVER]
+            assert len(shims) == n, f"{len(shims)} {binary} processes for {n} pods"
+            total = [memory(p) for p in procs]  # rune's shims with their fork servers
+            results.append((sum(r for r, _ in total) / n / 1024, sum(p for _, p in total) / n / 1024))
+        return results
     finally:
         for pod in pods:
             cri.call("StopPodSandbox", [(1, s(pod))])
@@ -204,16 +210,18 @@ def main() -> int:
         from tests.engines.test_cri import CRI, _grpc
 
         cri = CRI(_grpc(), c.sock)
-        print("shim memory per pod (MB): RSS, PSS")
-        mem: dict[str, dict[str, list[float]]] = {}
+        print("shim memory per pod (MB): RSS, PSS; 1 s after the starts (rune's fork servers up), then at rest")
+        mem: dict[str, dict[str, list[list[float]]]] = {}
         for n in (1, args.pods):
             for handler in ("runc", "rune"):
-                rss, pss = pods_memory(c, cri, handler, n)
-                mem.setdefault(handler, {})[str(n)] = [rss, pss]
-                print(f"  {n:3d} pod(s)  containerd-shim-{handler}-v2  RSS {rss:5.1f}  PSS {pss:5.1f}")
-            r = mem["rune"][str(n)][0] / mem["runc"][str(n)][0]
-            p = mem["rune"][str(n)][1] / mem["runc"][str(n)][1]
-            print(f"  {n:3d} pod(s)  ratio rune/runc  RSS {r:.2f}  PSS {p:.2f}")
+                mem.setdefault(handler, {})[str(n)] = [list(x) for x in pods_memory(c, cri, handler, n)]
+            for i, when in enumerate(("after start", "at rest")):
+                for handler in ("runc", "rune"):
+                    rss, pss = mem[handler][str(n)][i]
+                    print(f"  {n:3d} pod(s)  {when:11s}  containerd-shim-{handler}-v2  RSS {rss:5.1f}  PSS {pss:5.1f}")
+                r = mem["rune"][str(n)][i][0] / mem["runc"][str(n)][i][0]
+                p = mem["rune"][str(n)][i][1] / mem["runc"][str(n)][i][1]
+                print(f"  {n:3d} pod(s)  {when:11s}  ratio rune/runc  RSS {r:.2f}  PSS {p:.2f}")
         out["memory_per_pod_mb"] = mem
 
         cold = conversion_times(c, d.IMAGE, True, 5)
