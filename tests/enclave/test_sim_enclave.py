@@ -12,10 +12,14 @@ import pytest
 from tests.conftest import build_rootfs, cgroup_leftovers, default_config, new_id
 
 
-def sim_bundle(tmp: Path, args: list[str], key: Path, rune_bin: str, readonly: bool = True) -> Path:
+def sim_bundle(tmp: Path, args: list[str], key: Path, rune_bin: str, readonly: bool = True,
+               files: dict[str, str] | None = None) -> Path:
     b = tmp / f"simb-{new_id()}"
     (b / "rootfs").mkdir(parents=True)
     build_rootfs(b / "rootfs", shutil.which("busybox") or "/bin/busybox")
+    for name, text in (files or {}).items():  # signed with the rest
+        (b / "rootfs" / name).parent.mkdir(parents=True, exist_ok=True)
+        (b / "rootfs" / name).write_text(text)
     c = default_config(b / "rootfs", args)
     c["root"]["readonly"] = readonly
     (b / "config.json").write_text(json.dumps(c))
@@ -53,6 +57,32 @@ def test_signed_bundle_runs_in_sim_and_quotes_from_inside(rune, sim_dir, signing
     assert len(sim_marks(quote)) == 3
     verified = qe.verify_sim_quote(raw, load_platform(str(sim_dir)).root_ca)
     assert verified.simulated
+
+
+# an image's OpenSSL configuration that loads a provider module of the image's own: were it read by the
+# init-runelet (PID 1, which holds the platform's quoting key) that module would run in it; with
+# config_diagnostics a provider that does not load fails every libcrypto call, so a quote read through
+# /dev/attestation shows whether the runelet read it
+EVIL_OPENSSL_CNF = """openssl_conf = openssl_init
+config_diagnostics = 1
+[openssl_init]
+providers = provider_sect
+[provider_sect]
+evil = evil_sect
+[evil_sect]
+module = /evil-provider.so
+activate = 1
+"""
+
+
+def test_the_images_openssl_config_never_reaches_the_runelet(rune, sim_dir, signing_key, tmp_path):
+    files = {"usr/lib/ssl/openssl.cnf": EVIL_OPENSSL_CNF, "etc/ssl/openssl.cnf": EVIL_OPENSSL_CNF}
+    b = sim_bundle(tmp_path, ["sh", "-c", "cat /dev/attestation/quote | wc -c; cat /dev/attestation/report | wc -c"],
+                   signing_key, rune.binary, files=files)
+    p = rune("run", "--bundle", str(b), new_id(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.returncode == 0, p.stderr
+    quote, report = (int(n) for n in p.stdout.split())
+    assert quote > 1000 and report == 432, (p.stdout, p.stderr)
 
 
 def test_sim_tampered_trusted_file_is_refused(rune, sim_dir, signing_key, tmp_path):

@@ -2,6 +2,11 @@
 AES-128-CMAC, ECDSA P-256 signing), without the `cryptography` package and its import graph in memory. The init-runelet
 of a sim enclave loads it before pivot_root (the library is a host file) and uses it for the enclave's whole life.
 OpenSSL 3 (EVP_Q_mac); `load` raises OSError where it is missing, and callers fall back to `cryptography`.
+
+Loading also initialises the library with its configuration file, at once: OpenSSL reads openssl.cnf (which may load
+provider modules) at its first use otherwise, and in the runelet that would be after pivot_root, from the
+container's image, running the image's code in the process that holds the platform's keys. Read now, it is the
+host's. (Python's _hashlib initialises it too when imported first; this does not rely on it.)
 """
 
 from __future__ import annotations
@@ -9,12 +14,16 @@ from __future__ import annotations
 import ctypes
 
 _c = ctypes
+_INIT_LOAD_CONFIG = 0x40  # OPENSSL_INIT_LOAD_CONFIG
 
 
 class LibCrypto:
     def __init__(self, path: str = "libcrypto.so.3") -> None:
         lib = _c.CDLL(path)
         self.lib = lib
+        lib.OPENSSL_init_crypto.argtypes = [_c.c_uint64, _c.c_void_p]
+        if lib.OPENSSL_init_crypto(_INIT_LOAD_CONFIG, None) != 1:
+            raise OSError("libcrypto: OPENSSL_init_crypto failed (the host's OpenSSL configuration)")
         lib.EVP_Q_mac.restype = _c.c_void_p
         lib.EVP_Q_mac.argtypes = [_c.c_void_p, _c.c_char_p, _c.c_char_p, _c.c_char_p, _c.c_void_p, _c.c_char_p,
                                   _c.c_size_t, _c.c_char_p, _c.c_size_t, _c.c_void_p, _c.c_size_t,
