@@ -10,25 +10,24 @@ from any language with plain file I/O (busybox `dd` and `cat` included).
     keys/_sgx_mrenclave   16 bytes: sealing key bound to MRENCLAVE
     keys/_sgx_mrsigner    16 bytes: sealing key bound to MRSIGNER
 
-Mechanism (no FUSE, no thread): the directory is a small tmpfs the runelet mounts at create. `report` and `quote`
-are named pipes that the runelet holds open read-write, watched with inotify (IN_OPEN) from its main loop: a payload
-that opens one to read gets through at once and blocks reading; the runelet then reads user_report_data (and
-target_info) as they are at that moment, writes the evidence, puts a fresh pipe in place for the next reader and
-closes its end, so the reader gets exactly one report or quote and then end-of-file. Write user_report_data (and close
-it) before opening `quote`; readers of one pipe are served one at a time, so concurrent readers of the same pipe must
-take turns (as they must with Gramine's per-process files).
+Mechanism (no FUSE): the directory is a small tmpfs the runelet mounts at create. `report` and `quote` are named
+pipes, each with a thread of the runelet blocked opening it for writing: a payload that opens one to read meets that
+open at once; the thread puts a fresh pipe in place for the next reader, reads user_report_data (and target_info) as
+they are at that moment, writes the evidence and closes its end, so the reader gets exactly one report or quote and
+then end-of-file. Write user_report_data (and close it) before opening `quote`; readers of one pipe are served one at
+a time, so concurrent readers of the same pipe must take turns (as they must with Gramine's per-process files), and
+a reader must open without O_NONBLOCK (which meets no writer and reads end-of-file at once). Threads rather than
+inotify from the main loop: an inotify instance costs its process a wait for the kernel (synchronize_srcu, 10-20 ms
+measured here) when it is closed at the container's exit, which `rune run` and `docker run --rm` wait for.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
-import struct
+import stat
 
 REPORT_DATA_SIZE = 64
 TARGET_INFO_SIZE = 512
-IN_OPEN = 0x20
-_EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len (then the name)
 
 
 class AttestationDev:
@@ -37,9 +36,6 @@ class AttestationDev:
         self.dir = "/dev/attestation"  # the path after
         self.uid, self.gid = uid, gid
         self.stopped = False
-        self._libc = ctypes.CDLL(None, use_errno=True)
-        self._inotify = -1
-        self._watches: dict[int, tuple[str, int, object]] = {}  # wd -> (path, our read-write fd, make)
 
     def mount(self) -> None:
         """Before pivot_root, privileged: a tmpfs at /dev/attestation of the rootfs, owned by the container's user,
@@ -56,8 +52,10 @@ class AttestationDev:
             t.close()
 
     def start(self, report, quote, seal_keys: dict[str, bytes], my_target_info: bytes) -> None:
-        """After pivot_root: create the files and serve `report` and `quote` (callables of report_data[, ti]) from
-        the caller's loop (fileno, on_ready)."""
+        """After pivot_root: create the files and serve `report` and `quote` (callables of report_data[, ti]), each
+        from a thread of its own."""
+        import _thread
+
         d = self.dir
         os.makedirs(f"{d}/keys", 0o755, exist_ok=True)
         _write(f"{d}/attestation_type", b"dcap", 0o444)
@@ -66,57 +64,42 @@ class AttestationDev:
         _write(f"{d}/user_report_data", bytes(REPORT_DATA_SIZE), 0o644)
         for name, key in seal_keys.items():
             _write(f"{d}/keys/{name}", key, 0o400)
-        self._inotify = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-        if self._inotify < 0:
-            raise OSError(ctypes.get_errno(), "inotify_init1 failed")
-        self._arm(f"{d}/report", lambda: report(self._read("user_report_data", REPORT_DATA_SIZE),
-                                                self._read("target_info", TARGET_INFO_SIZE)))
-        self._arm(f"{d}/quote", lambda: quote(self._read("user_report_data", REPORT_DATA_SIZE)))
+        pipes = {
+            f"{d}/report": lambda: report(self._read("user_report_data", REPORT_DATA_SIZE),
+                                          self._read("target_info", TARGET_INFO_SIZE)),
+            f"{d}/quote": lambda: quote(self._read("user_report_data", REPORT_DATA_SIZE)),
+        }
+        for path in pipes:
+            _arm(path)  # both in place before the payload starts
+        for path, make in pipes.items():
+            _thread.start_new_thread(self._serve, (path, make))
 
-    def fileno(self) -> int:
-        return self._inotify
-
-    def _arm(self, path: str, make) -> None:  # noqa: ANN001
-        """A fresh pipe at `path`, held open read-write (a reader's open returns at once) and watched for opens."""
-        tmp = f"{path}.next"
-        os.mkfifo(tmp, 0o644)
-        fd = os.open(tmp, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-        wd = self._libc.inotify_add_watch(self._inotify, os.fsencode(tmp), IN_OPEN)
-        if wd < 0:
-            os.close(fd)
-            raise OSError(ctypes.get_errno(), f"inotify_add_watch {tmp} failed")
-        os.rename(tmp, path)
-        self._watches[wd] = (path, fd, make)
-
-    def on_ready(self) -> None:
-        """Serve the pipes that were opened since the last call."""
-        try:
-            data = os.read(self._inotify, 4096)
-        except BlockingIOError:
-            return
-        opened: list[int] = []
-        off = 0
-        while off + _EVENT.size <= len(data):
-            wd, mask, _cookie, n = _EVENT.unpack_from(data, off)
-            off += _EVENT.size + n
-            if mask & IN_OPEN and wd in self._watches and wd not in opened:
-                opened.append(wd)
-        for wd in opened:
-            path, fd, make = self._watches.pop(wd)
+    def _serve(self, path: str, make) -> None:  # noqa: ANN001
+        """Meet each reader of `path` (blocked in open until one comes) with one piece of evidence."""
+        while not self.stopped:
             try:
-                if not self.stopped:
+                fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except InterruptedError:
+                continue
+            except OSError:  # the payload removed or replaced it (its own directory): a fresh pipe
+                fd = -1
+            try:
+                if fd >= 0 and not stat.S_ISFIFO(os.fstat(fd).st_mode):
+                    os.close(fd)
+                    fd = -1
+                _arm(path)  # the next reader opens a pipe of its own
+                if fd >= 0 and not self.stopped:
                     os.write(fd, make())  # the evidence fits the pipe's buffer (a quote is a few KiB)
             except Exception as e:  # noqa: BLE001 - a failed quote: the reader gets end-of-file, the next is served
                 try:
                     os.write(2, f"rune: /dev/attestation: {path}: {e}\n".encode())
                 except OSError:
                     pass
+                if fd < 0:
+                    return  # cannot even make a pipe: stop serving this file
             finally:
-                try:
-                    self._arm(path, make)
-                finally:
+                if fd >= 0:
                     os.close(fd)  # the reader sees end-of-file after the evidence
-                    self._libc.inotify_rm_watch(self._inotify, wd)
 
     def _read(self, name: str, size: int) -> bytes:
         try:
@@ -125,6 +108,17 @@ class AttestationDev:
         except OSError:
             data = b""
         return data.ljust(size, b"\0")
+
+
+def _arm(path: str) -> None:
+    """A fresh named pipe at `path`."""
+    tmp = f"{path}.next"
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    os.mkfifo(tmp, 0o644)
+    os.rename(tmp, path)
 
 
 def _write(path: str, data: bytes, mode: int) -> None:

@@ -188,17 +188,13 @@ class Runelet:
         self.running = True
         ctx.sock.close()  # tells `run` that the process started
         listener = self.listener
-        extra = pal.fds() if hasattr(pal, "fds") else []
         while True:
             try:
-                ready, _, _ = select.select([wake_r, listener, done_r, *extra], [], [])
+                ready, _, _ = select.select([wake_r, listener, done_r], [], [])
             except InterruptedError:
                 continue
             if done_r in ready:
                 break
-            for fd in extra:
-                if fd in ready:
-                    pal.on_ready(fd)
             if wake_r in ready:
                 try:
                     sigs = os.read(wake_r, 512)

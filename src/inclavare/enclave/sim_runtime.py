@@ -14,7 +14,7 @@ Call order, as the init-runelet drives any PAL:
       come before pivot_root and the credentials.
   pal_init (after pivot_root, as the container's user): the runelet, which holds the platform secret and the
       quoting key, becomes non-dumpable (no ptrace or /proc/PID/mem by the same user, no core) with RLIMIT_CORE 0;
-      /dev/attestation is served from the runelet's main loop (see attestation_dev).
+      /dev/attestation is served by two threads of the runelet (see attestation_dev).
   pal_create_process / pal_exec / pal_kill: native processes, reaped by the runelet's main loop (no thread waits),
       with RLIMIT_CORE 0 (inherited) and PR_SET_DUMPABLE 0 set before execve - which the kernel resets at execve of a readable binary, so the payload itself is protected
       from core dumps but not from ptrace by the same user: software cannot give it more.
@@ -190,13 +190,6 @@ class SimPal:
             keys = {"_sgx_mrenclave": ev.seal_mrenclave, "_sgx_mrsigner": ev.seal_mrsigner}
             self.dev.start(lambda rd, ti: ev.report(lib, ti, rd), lambda rd: ev.quote(lib, rd), keys,
                            ev.target_info)
-
-    def fds(self) -> list[int]:
-        """What the runelet's loop watches for this runtime (the /dev/attestation pipes)."""
-        return [self.dev.fileno()] if self.dev is not None and self.dev.fileno() >= 0 else []
-
-    def on_ready(self, fd: int) -> None:
-        self.dev.on_ready()
 
     def create_process(self, path: str, argv: list[str], env: list[str], stdio: tuple[int, int, int]) -> int:
         import fcntl
