@@ -353,3 +353,57 @@ def test_missing_program_exits_127_naming_the_path(rune, pal_libs, version):
     p = rune("run", "--bundle", str(pal_bundle(rune, pal_libs[version], ["/nonexistent", "x"])), new_id())
     assert p.returncode == 127, (p.returncode, p.stderr)
     assert 'exec: "/nonexistent": no such file or directory in the container' in p.stderr, p.stderr
+
+
+def test_a_pal_container_is_sealed_before_rune_imports_its_create_path(rune, pal_libs):
+    """`rune run` of a PAL container re-executes from the sealed interpreter right after its arguments (the first
+    interpreter imports none of the create path), and the container's init runs from that sealed copy."""
+    import sys
+    import tempfile
+
+    b = pal_bundle(rune, pal_libs[2], ["true"])
+    with tempfile.TemporaryFile("w+") as err:  # a file: the container keeps rune's stdio open
+        p = subprocess.run([sys.executable, "-X", "importtime", "-I", "-S", rune.binary, "--root", str(rune.root),
+                            "run", "--bundle", str(b), new_id()], stdout=subprocess.DEVNULL, stderr=err, timeout=60)
+        err.seek(0)
+        text = err.read()
+    assert p.returncode == 0, text[-2000:]
+    # -X importtime goes on to the sealed copy, which prints its own table: the first table is the first interpreter's
+    tables = text.split("import time: self [us]")
+    assert len(tables) == 3, text[-2000:]
+    first = {line.rsplit("|", 1)[1].strip() for line in tables[1].splitlines() if line.startswith("import time:")}
+    assert "inclavare.linux.sealed_exe" in first and "inclavare.runtime.create" not in first, sorted(first)
+    cid = new_id()
+    b = pal_bundle(rune, pal_libs[2], ["sleep", "30"])
+    assert rune("run", "--detach", "--bundle", str(b), cid).returncode == 0
+    try:
+        pid = json.loads(rune("state", cid).stdout)["pid"]
+        assert os.readlink(f"/proc/{pid}/exe").startswith("/memfd:rune-interpreter")
+    finally:
+        rune("delete", "--force", cid)
+
+
+@pytest.mark.parametrize("config", ["fifo", "bad json", "no type"])
+def test_the_early_look_at_config_json_leaves_errors_to_create(rune, pal_libs, config):
+    """What the early look for an enclave runtime library cannot use is left to create, which names the fault:
+    a config.json that is a fifo (never opened to block), JSON that does not parse, a runtime path with no type."""
+    b = pal_bundle(rune, pal_libs[2], ["true"])
+    path = b / "config.json"
+    if config == "fifo":
+        path.unlink()
+        os.mkfifo(path)
+        want = "not a regular file"
+    elif config == "bad json":
+        path.write_text(path.read_text()[:-2] + ' "ENCLAVE_RUNTIME_PATH"')
+        want = "not valid JSON"
+    else:
+        c = json.loads(path.read_text())
+        c["process"]["env"] = [e for e in c["process"]["env"] if not e.startswith("ENCLAVE_TYPE=")]
+        c["process"]["args"] = ["sh", "-c", "exit 3"]
+        path.write_text(json.dumps(c))
+        want = ""
+    p = rune("run", "--bundle", str(b), new_id(), timeout=30)
+    if want:
+        assert p.returncode == 1 and want in p.stderr and p.stderr.count("\n") == 1, p.stderr
+    else:
+        assert p.returncode == 3, p.stderr  # a plain container: the path alone names no enclave

@@ -32,6 +32,9 @@ def options(g, p: a.Args):
 def main(g, cmd: str, argv: list[str]) -> int:
     p = a.parse(cmd, argv, FLAGS)
     cid = a.need_id(cmd, p)
+    from inclavare.linux import sealed_exe
+
+    sealed_exe.reexec_early(p.bundle or ".", "inclavare.cli.rune")  # an enclave runtime library: sealed from here
     from inclavare.runtime.create import create
 
     create(g.root, cid, options(g, p)).sock.close()

@@ -14,6 +14,9 @@ FLAGS = dict(CREATE_FLAGS, detach=(a.BOOL, "detach"), d=(a.BOOL, "detach"), keep
 def main(g, cmd: str, argv: list[str]) -> int:
     p = a.parse(cmd, argv, FLAGS)
     cid = a.need_id(cmd, p)
+    from inclavare.linux import sealed_exe
+
+    sealed_exe.reexec_early(p.bundle or ".", "inclavare.cli.rune")  # an enclave runtime library: sealed from here
     o = options(g, p)
     o.detach = p.detach
     o.use_fifo = False

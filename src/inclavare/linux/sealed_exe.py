@@ -52,6 +52,57 @@ def sealed_copy() -> int:
     return fd
 
 
+def reexec_early(bundle: str, module: str) -> None:
+    """`rune create` and `rune run`, right after their arguments are parsed: when the bundle's config.json names an
+    enclave runtime library (ENCLAVE_RUNTIME_PATH in process.env, or the enclave.runtime.path annotation, beside an
+    enclave type), re-execute from the sealed copy now, before the create path's imports, which the second
+    interpreter would only make again. This only peeks: a config.json that cannot be read or parsed, or a setting
+    that turns out wrong, is left to the create path, which says what is wrong (from the sealed copy or not), and
+    whatever this misses the create path re-executes for as before."""
+    from inclavare.oci import jsonlite
+
+    try:
+        raw = jsonlite.read_file(os.path.join(bundle, "config.json"), 8 << 20)  # oci.config.MAX_BYTES
+    except (OSError, ValueError):
+        return
+    if b"ENCLAVE_RUNTIME_PATH" not in raw and b"enclave.runtime.path" not in raw:
+        return  # a plain container (or an escaped spelling, which the create path catches): no parse
+    if is_sealed():
+        return
+    try:
+        config = jsonlite.loads(raw)
+    except ValueError:
+        return
+    if _names_runtime_library(config):
+        reexec(module)
+
+
+def _names_runtime_library(config: object) -> bool:
+    """inclavare.enclave.config's rules for the type and the runtime path, without importing it: process.env
+    first, then the annotations; a value of one character counts as empty."""
+    if not isinstance(config, dict):
+        return False
+    process = config.get("process")
+    env = process.get("env") if isinstance(process, dict) else None
+    values: dict[str, str] = {}
+    for e in env if isinstance(env, list) else ():
+        if isinstance(e, str):
+            k, _, v = e.partition("=")
+            values[k] = v
+    annotations = config.get("annotations")
+    if not isinstance(annotations, dict):
+        annotations = {}
+
+    def setting(var: str, annotation: str) -> bool:
+        v = values.get(var)
+        if isinstance(v, str) and len(v) > 1:
+            return True
+        a = annotations.get(annotation)
+        return isinstance(a, str) and len(a) > 1
+
+    return setting("ENCLAVE_TYPE", "enclave.type") and setting("ENCLAVE_RUNTIME_PATH", "enclave.runtime.path")
+
+
 def reexec(module: str) -> None:
     """Run this command again, same pid, arguments, environment and fds, from the sealed copy; never returns."""
     boot = (f"import sys; sys.path[:] = {sys.path!r}; sys.argv = {sys.argv!r}\n"
