@@ -66,8 +66,11 @@ class Runelet:
         import struct  # noqa: F401
         import termios  # noqa: F401
 
-        from inclavare.enclave import agent, pal, provision, sim_runtime  # noqa: F401
+        from inclavare.enclave import agent, provision, sim_runtime  # noqa: F401
         from inclavare.linux import console, proctitle, syscalls  # noqa: F401
+
+        if self.cfg.runtime_path:
+            from inclavare.enclave import pal  # noqa: F401 - ctypes with it: the built-in sim runtime needs neither
 
         if self.cfg.type == SIM and (not self.cfg.runtime_path or self.signed):
             sim_runtime.preimport()  # the launch check's modules; a PAL over an unsigned image needs none of them

@@ -26,25 +26,23 @@ def _stat_fields() -> list[int]:
 
 def set_cmdline(argv: list[str]) -> None:
     """Replace the command line by argv and the environment by nothing (OSError if the kernel refuses)."""
-    import ctypes
+    from inclavare.linux import syscalls as c  # its light C types, not the ctypes package
 
     f = _stat_fields()  # fields 4.. of /proc/PID/stat: index i is field i + 4 of proc(5)
     start_code, end_code, start_stack = f[22], f[23], f[24]
     start_data, end_data, start_brk, arg_start, arg_end, env_start, env_end = f[41:48]
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.sbrk.restype = ctypes.c_void_p
-    brk = libc.sbrk(0)
+    libc = c.Library()
+    brk = libc.function("sbrk", (c.c_long,), c.c_void_p)(0)
     args = b"\0".join(a.encode() for a in argv) + b"\0"
-    buf = ctypes.create_string_buffer(args + b"\0", len(args) + 1)  # one NUL more: the empty environment
+    buf = c.buffer(len(args) + 1, args)  # one NUL more: the empty environment
     _keep.append(buf)
-    new_args = ctypes.addressof(buf)
+    new_args = c.addressof(buf)
     fields = [start_code, end_code, start_data, end_data, start_brk, brk, start_stack, new_args, new_args + len(args),
               new_args + len(args), new_args + len(args) + 1]
     mm_map = b"".join(v.to_bytes(8, "little") for v in fields) + bytes(8) + bytes(4) + (0xFFFFFFFF).to_bytes(4, "little")
-    raw = ctypes.create_string_buffer(mm_map, len(mm_map))
-    prctl = libc.prctl
-    prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong)
-    if prctl(_PR_SET_MM, _PR_SET_MM_MAP, ctypes.addressof(raw), len(mm_map), 0) != 0:
-        e = ctypes.get_errno()
+    raw = c.buffer(len(mm_map), mm_map)
+    prctl = libc.function("prctl", (c.c_int, c.c_ulong, c.c_void_p, c.c_ulong, c.c_ulong))
+    if prctl(_PR_SET_MM, _PR_SET_MM_MAP, c.addressof(raw), len(mm_map), 0) != 0:
+        e = c.get_errno()
         raise OSError(e, f"prctl(PR_SET_MM_MAP): {os.strerror(e)}")
-    ctypes.memset(arg_start, 0, arg_end - arg_start)
+    libc.function("memset", (c.c_void_p, c.c_int, c.c_size_t), c.c_void_p)(arg_start, 0, arg_end - arg_start)

@@ -32,6 +32,33 @@ class _c_char(_ctypes._SimpleCData):
     _type_ = "c"
 
 
+class c_void_p(_ctypes._SimpleCData):
+    _type_ = "P"
+
+
+class c_uint64(_ctypes._SimpleCData):
+    _type_ = "Q"
+
+
+c_size_t = c_ulong  # LP64
+byref = _ctypes.byref
+addressof = _ctypes.addressof
+POINTER = _ctypes.POINTER
+_buffer_types: dict[int, type] = {}
+
+
+def buffer(size: int, init: bytes = b"") -> _ctypes.Array:
+    """A writable char[size] (ctypes.create_string_buffer without the ctypes package), holding `init` first;
+    .raw gives its bytes."""
+    t = _buffer_types.get(size)
+    if t is None:
+        t = _buffer_types[size] = type(f"char_{size}", (_ctypes.Array,), {"_type_": _c_char, "_length_": size})
+    b = t()
+    if init:
+        b.raw = init  # the first len(init) bytes; the rest stay zero
+    return b
+
+
 class _CapBuffer(_ctypes.Array):
     """struct __user_cap_data_struct[2], as raw bytes."""
 
@@ -39,9 +66,22 @@ class _CapBuffer(_ctypes.Array):
     _length_ = 24
 
 
-class _Libc:
-    def __init__(self) -> None:
-        self._handle = _ctypes.dlopen(None, 2)  # the running program and its libc, RTLD_NOW
+class Library:
+    """A shared library, dlopen'ed RTLD_NOW (None: the running program and its libc); OSError when it cannot be."""
+
+    def __init__(self, path: str | None = None) -> None:
+        self._handle = _ctypes.dlopen(path, 2)
+
+    def function(self, name: str, argtypes: tuple | None, restype: type = c_int) -> _Function:
+        """The C function `name` (AttributeError when the library has none), errno kept for get_errno."""
+        f = _Function((name, self))
+        f.restype = restype
+        if argtypes is not None:
+            f.argtypes = argtypes
+        return f
+
+
+_Libc = Library
 
 
 class _Function(_ctypes.CFuncPtr):
@@ -53,11 +93,7 @@ _libc = _Libc()
 
 
 def _fn(name: str, argtypes: tuple | None, restype: type = c_int) -> _Function:
-    f = _Function((name, _libc))
-    f.restype = restype
-    if argtypes is not None:
-        f.argtypes = argtypes
-    return f
+    return _libc.function(name, argtypes, restype)
 
 
 _mount = _fn("mount", (c_char_p, c_char_p, c_char_p, c_ulong, c_char_p))

@@ -1,4 +1,4 @@
-"""OpenSSL's libcrypto through ctypes: the few primitives a long-lived enclave process needs (HMAC-SHA256,
+"""OpenSSL's libcrypto through _ctypes (linux.syscalls' light C types): the few primitives a long-lived enclave process needs (HMAC-SHA256,
 AES-128-CMAC, ECDSA P-256 signing), without the `cryptography` package and its import graph in memory. The init-runelet
 of a sim enclave loads it before pivot_root (the library is a host file) and uses it for the enclave's whole life.
 OpenSSL 3 (EVP_Q_mac); `load` raises OSError where it is missing, and callers fall back to `cryptography`.
@@ -11,36 +11,33 @@ host's. (Python's _hashlib initialises it too when imported first; this does not
 
 from __future__ import annotations
 
-import ctypes
+# syscalls' light C types: the ctypes package costs PID 1 about 2 ms more
+from inclavare.linux import syscalls as _c
 
-_c = ctypes
 _INIT_LOAD_CONFIG = 0x40  # OPENSSL_INIT_LOAD_CONFIG
+_P, _Z, _N = _c.c_void_p, _c.c_char_p, _c.c_size_t
 
 
 class LibCrypto:
     def __init__(self, path: str = "libcrypto.so.3") -> None:
-        lib = _c.CDLL(path)
+        lib = _c.Library(path)
         self.lib = lib
-        lib.OPENSSL_init_crypto.argtypes = [_c.c_uint64, _c.c_void_p]
-        if lib.OPENSSL_init_crypto(_INIT_LOAD_CONFIG, None) != 1:
+        init = lib.function("OPENSSL_init_crypto", (_c.c_uint64, _P))
+        if init(_INIT_LOAD_CONFIG, None) != 1:
             raise OSError("libcrypto: OPENSSL_init_crypto failed (the host's OpenSSL configuration)")
-        lib.EVP_Q_mac.restype = _c.c_void_p
-        lib.EVP_Q_mac.argtypes = [_c.c_void_p, _c.c_char_p, _c.c_char_p, _c.c_char_p, _c.c_void_p, _c.c_char_p,
-                                  _c.c_size_t, _c.c_char_p, _c.c_size_t, _c.c_void_p, _c.c_size_t,
-                                  _c.POINTER(_c.c_size_t)]
-        lib.d2i_AutoPrivateKey.restype = _c.c_void_p
-        lib.d2i_AutoPrivateKey.argtypes = [_c.c_void_p, _c.POINTER(_c.c_void_p), _c.c_long]
-        lib.EVP_PKEY_free.argtypes = [_c.c_void_p]
-        lib.EVP_MD_CTX_new.restype = _c.c_void_p
-        lib.EVP_MD_CTX_free.argtypes = [_c.c_void_p]
-        lib.EVP_sha256.restype = _c.c_void_p
-        lib.EVP_DigestSignInit.argtypes = [_c.c_void_p, _c.c_void_p, _c.c_void_p, _c.c_void_p, _c.c_void_p]
-        lib.EVP_DigestSign.argtypes = [_c.c_void_p, _c.c_void_p, _c.POINTER(_c.c_size_t), _c.c_char_p, _c.c_size_t]
+        self._q_mac = lib.function("EVP_Q_mac", (_P, _Z, _Z, _Z, _P, _Z, _N, _Z, _N, _P, _N, _c.POINTER(_N)), _P)
+        self._d2i_key = lib.function("d2i_AutoPrivateKey", (_P, _c.POINTER(_P), _c.c_long), _P)
+        self._pkey_free = lib.function("EVP_PKEY_free", (_P,), None)
+        self._md_ctx_new = lib.function("EVP_MD_CTX_new", (), _P)
+        self._md_ctx_free = lib.function("EVP_MD_CTX_free", (_P,), None)
+        self._sha256 = lib.function("EVP_sha256", (), _P)
+        self._sign_init = lib.function("EVP_DigestSignInit", (_P, _P, _P, _P, _P))
+        self._sign = lib.function("EVP_DigestSign", (_P, _P, _c.POINTER(_N), _Z, _N))
 
     def _mac(self, name: bytes, sub: bytes, key: bytes, data: bytes, size: int) -> bytes:
-        out = _c.create_string_buffer(size)
-        n = _c.c_size_t(0)
-        if not self.lib.EVP_Q_mac(None, name, None, sub, None, key, len(key), data, len(data), out, size, _c.byref(n)):
+        out = _c.buffer(size)
+        n = _N(0)
+        if not self._q_mac(None, name, None, sub, None, key, len(key), data, len(data), out, size, _c.byref(n)):
             raise OSError(f"libcrypto: {name.decode()} failed")
         return out.raw[: n.value]
 
@@ -57,23 +54,22 @@ class LibCrypto:
 
     def ecdsa_p256_sign(self, der_key: bytes, data: bytes) -> bytes:
         """ECDSA P-256/SHA-256 with a DER (PKCS#8) private key: the 64 bytes r||s that quotes carry."""
-        lib = self.lib
-        buf = _c.create_string_buffer(der_key, len(der_key))
-        p = _c.c_void_p(_c.addressof(buf))
-        pkey = lib.d2i_AutoPrivateKey(None, _c.byref(p), len(der_key))
+        buf = _c.buffer(len(der_key), der_key)
+        p = _P(_c.addressof(buf))
+        pkey = self._d2i_key(None, _c.byref(p), len(der_key))
         if not pkey:
             raise OSError("libcrypto: the ECDSA key does not parse")
-        ctx = lib.EVP_MD_CTX_new()
+        ctx = self._md_ctx_new()
         try:
-            sig = _c.create_string_buffer(80)
-            n = _c.c_size_t(80)
-            if lib.EVP_DigestSignInit(ctx, None, lib.EVP_sha256(), None, pkey) != 1 or lib.EVP_DigestSign(
+            sig = _c.buffer(80)
+            n = _N(80)
+            if self._sign_init(ctx, None, self._sha256(), None, pkey) != 1 or self._sign(
                     ctx, sig, _c.byref(n), data, len(data)) != 1:
                 raise OSError("libcrypto: ECDSA signing failed")
             return der_to_raw(sig.raw[: n.value])
         finally:
-            lib.EVP_MD_CTX_free(ctx)
-            lib.EVP_PKEY_free(pkey)
+            self._md_ctx_free(ctx)
+            self._pkey_free(pkey)
 
 
 def der_to_raw(der: bytes) -> bytes:
