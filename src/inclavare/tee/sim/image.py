@@ -349,32 +349,59 @@ def _scan(tree: Tree, host: str, base: str, skipset: frozenset[str], holders: se
     """One directory of walk_tree (`base`: its path inside the rootfs, "" for the root): its other entries first,
     by name, then its subdirectories, by name, as os.walk goes; one lstat per entry, symlinks never followed."""
     try:
-        with os.scandir(host) as it:
-            entries = sorted(it, key=lambda e: e.name)
+        fd = os.open(host, _DIR_FLAGS)
     except OSError:
         return  # as os.walk: an unreadable directory has no entries (its files are then missing or added)
+    try:
+        _scan_fd(tree, fd, base, skipset, holders)
+    finally:
+        os.close(fd)
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _scan_fd(tree: Tree, fd: int, base: str, skipset: frozenset[str], holders: set[str]) -> None:
+    """_scan through the directory's fd: each entry's lstat and readlink and each subdirectory's open are relative
+    to it (fstatat), not a path the kernel walks again from the root for each of thousands of entries."""
+    try:
+        with os.scandir(fd) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError:
+        return
     check = (base or "/") in holders
     subdirs = []
     files, links, others = tree.files, tree.symlinks, tree.others
     for e in entries:
-        path = f"{base}/{e.name}"
+        name = e.name
+        path = f"{base}/{name}"
         if check and path in skipset:
             continue
         if e.is_dir(follow_symlinks=False):
-            subdirs.append((e.path, path))
+            subdirs.append((name, path))
             continue
-        st = e.stat(follow_symlinks=False)
+        try:
+            st = e.stat(follow_symlinks=False)
+        except OSError:
+            continue  # gone since the listing: missing, as the launch check then says
         mode = st.st_mode
         if stat.S_ISREG(mode):
             files[path] = st
         elif stat.S_ISLNK(mode):
-            links[path] = os.readlink(e.path)
+            links[path] = os.readlink(name, dir_fd=fd)
         elif not stat.S_ISDIR(mode):
             others[path] = st
         else:  # a directory after all (d_type unknown on this filesystem)
-            subdirs.append((e.path, path))
-    for h, path in subdirs:
-        _scan(tree, h, path, skipset, holders)
+            subdirs.append((name, path))
+    for name, path in subdirs:
+        try:
+            sub = os.open(name, _DIR_FLAGS, dir_fd=fd)
+        except OSError:
+            continue  # unreadable (or replaced by a symlink): no entries, as os.walk
+        try:
+            _scan_fd(tree, sub, path, skipset, holders)
+        finally:
+            os.close(sub)
 
 
 def _add(tree: Tree, path: str, host: str, st: os.stat_result) -> None:
