@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -116,7 +117,19 @@ PROBE = ("ls /proc/self/fd | tr '\\n' ' '; echo; grep -E '^Sig(Blk|Ign|Cgt)' /pr
          "echo \"$PROBE_VAR\"; cat /proc/self/attr/current 2>/dev/null; exit 7")
 
 
-def test_a_worker_runs_the_same_container_as_an_exec_d_rune(rune, tmp_path: Path) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("ignored", [(), (signal.SIGQUIT, signal.SIGHUP)], ids=["none ignored", "SIGQUIT, SIGHUP ignored"])
+def test_a_worker_runs_the_same_container_as_an_exec_d_rune(rune, tmp_path: Path, ignored) -> None:  # noqa: ANN001
+    """Also when the caller ignores signals (a shim started from a background shell ignores SIGQUIT): exec keeps
+    them ignored, and so must a worker."""
+    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in ignored}
+    try:
+        _same_container(rune, tmp_path)
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def _same_container(rune, tmp_path: Path) -> None:  # noqa: ANN001
     def edit(c: dict) -> None:
         c["process"]["env"].append("PROBE_VAR=from-the-config")
 

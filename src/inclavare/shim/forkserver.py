@@ -245,15 +245,20 @@ def serve(ctl: int) -> int:
             f.write(COMM)  # what ps -o comm and top show; its command line stays the shim's
     except OSError:
         pass
-    # a fresh interpreter's signal state: nothing blocked; Python's own dispositions (SIGINT raises
-    # KeyboardInterrupt, SIGPIPE and SIGXFSZ ignored), every other one the default
+    # the signal state of a rune exec'd by the shim: nothing blocked; Python's own dispositions (SIGINT raises
+    # KeyboardInterrupt, SIGPIPE and SIGXFSZ ignored), every other one the default or, as inherited, ignored
+    # exec keeps an ignored signal ignored (a shim started from a background shell ignores SIGQUIT, and so do the
+    # runes it execs and their containers) and resets a caught one, and Python catches SIGINT unless it is ignored
     for sig in range(1, _signal.NSIG):
         try:
-            if sig == _signal.SIGINT:
-                _signal.signal(sig, _signal.default_int_handler)
-            elif sig in (_signal.SIGPIPE, _signal.SIGXFSZ):
+            handler = _signal.getsignal(sig)
+            if sig in (_signal.SIGPIPE, _signal.SIGXFSZ):
                 _signal.signal(sig, _signal.SIG_IGN)
-            elif _signal.getsignal(sig) not in (_signal.SIG_DFL, None):
+            elif handler == _signal.SIG_IGN:
+                continue
+            elif sig == _signal.SIGINT:
+                _signal.signal(sig, _signal.default_int_handler)
+            elif handler not in (_signal.SIG_DFL, None):
                 _signal.signal(sig, _signal.SIG_DFL)
         except (OSError, ValueError, RuntimeError):
             pass
