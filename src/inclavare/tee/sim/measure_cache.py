@@ -40,27 +40,12 @@ ENV_DISABLE = "INCLAVARE_SIM_MEASURE_CACHE"  # "0": hash every trusted file at e
 
 def fs_type(fd: int) -> int:
     """statfs(2) f_type of the filesystem holding the open file `fd` (0 when it cannot be told)."""
-    from inclavare.linux import syscalls as c  # its light C types, not the ctypes package
+    from inclavare.linux import syscalls
 
-    buf = c.buffer(120)  # struct statfs on 64-bit Linux; f_type is its first long
-    fstatfs = _fstatfs()
-    if fstatfs is None or fstatfs(fd, buf) != 0:
+    try:
+        return syscalls.fstatfs_type(fd)
+    except OSError:
         return 0
-    return int.from_bytes(buf.raw[:8], "little")
-
-
-_FSTATFS: list = []
-
-
-def _fstatfs():  # noqa: ANN202
-    if not _FSTATFS:
-        from inclavare.linux import syscalls as c
-
-        try:
-            _FSTATFS.append(c.Library().function("fstatfs", (c.c_int, c.c_void_p)))
-        except (OSError, AttributeError):
-            _FSTATFS.append(None)
-    return _FSTATFS[0]
 
 
 def local_device(known: dict[int, bool], host: str, st: os.stat_result) -> bool:
