@@ -34,8 +34,10 @@ def main(g, cmd: str, argv: list[str]) -> int:
     cid = a.need_id(cmd, p)
     from inclavare.linux import sealed_exe
 
-    sealed_exe.reexec_early(p.bundle or ".", "inclavare.cli.rune")  # an enclave runtime library: sealed from here
+    raw = sealed_exe.reexec_early(p.bundle or ".", "inclavare.cli.rune")  # a runtime library: sealed from here
     from inclavare.runtime.create import create
 
-    create(g.root, cid, options(g, p)).sock.close()
+    o = options(g, p)
+    o.config_raw = raw
+    create(g.root, cid, o).sock.close()
     return 0

@@ -52,29 +52,31 @@ def sealed_copy() -> int:
     return fd
 
 
-def reexec_early(bundle: str, module: str) -> None:
+def reexec_early(bundle: str, module: str) -> bytes | None:
     """`rune create` and `rune run`, right after their arguments are parsed: when the bundle's config.json names an
     enclave runtime library (ENCLAVE_RUNTIME_PATH in process.env, or the enclave.runtime.path annotation, beside an
     enclave type), re-execute from the sealed copy now, before the create path's imports, which the second
     interpreter would only make again. This only peeks: a config.json that cannot be read or parsed, or a setting
     that turns out wrong, is left to the create path, which says what is wrong (from the sealed copy or not), and
-    whatever this misses the create path re-executes for as before."""
+    whatever this misses the create path re-executes for as before. Returns the bytes it read, which the create path
+    parses instead of reading the file again (None: it could not read them, and the create path says why)."""
     from inclavare.oci import jsonlite
 
     try:
         raw = jsonlite.read_file(os.path.join(bundle, "config.json"), 8 << 20)  # oci.config.MAX_BYTES
     except (OSError, ValueError):
-        return
+        return None
     if b"ENCLAVE_RUNTIME_PATH" not in raw and b"enclave.runtime.path" not in raw:
-        return  # a plain container (or an escaped spelling, which the create path catches): no parse
+        return raw  # a plain container (or an escaped spelling, which the create path catches): no parse
     if is_sealed():
-        return
+        return raw
     try:
         config = jsonlite.loads(raw)
     except ValueError:
-        return
+        return raw
     if _names_runtime_library(config):
         reexec(module)
+    return raw
 
 
 def _names_runtime_library(config: object) -> bool:

@@ -42,11 +42,12 @@ class Checker:
             raise RuneError(f"{self.source}: {e}") from None
 
 
-def load(bundle: str) -> tuple[dict, str]:
-    """(config, absolute rootfs path) of the bundle directory; RuneError naming what is wrong."""
+def load(bundle: str, raw: bytes | None = None) -> tuple[dict, str]:
+    """(config, absolute rootfs path) of the bundle directory; RuneError naming what is wrong. `raw`: config.json's
+    bytes, when the caller has read them (as jsonlite.read_file reads them)."""
     path = os.path.join(bundle, "config.json")
     try:
-        config = jsonlite.read_json(path, MAX_BYTES)
+        config = jsonlite.read_json(path, MAX_BYTES, raw=raw)
     except FileNotFoundError:
         if not os.path.isdir(bundle):
             raise RuneError(f"bundle {q(bundle)}: no such directory") from None

@@ -138,14 +138,16 @@ def dumps_indent(obj: object, indent: str = "  ", level: int = 0) -> str:
     return dumps(obj)
 
 
-def read_json(path: str, limit: int, depth: int = MAX_DEPTH) -> object:
+def read_json(path: str, limit: int, depth: int = MAX_DEPTH, raw: bytes | None = None) -> object:
     """A JSON document from a regular file of at most `limit` bytes; RuneError naming the file for anything else
-    (OSError for a file that cannot be opened, so that callers can say what a missing one means)."""
+    (OSError for a file that cannot be opened, so that callers can say what a missing one means). `raw`: the file's
+    bytes as read_file read them, when the caller has them already."""
     from inclavare.errors import RuneError, q
 
     source = q(path)
     try:
-        raw = read_file(path, limit)
+        if raw is None:
+            raw = read_file(path, limit)
     except Unreadable as e:
         raise RuneError(f"{source}: {e}") from None
     if too_deep(raw, depth):

@@ -23,6 +23,7 @@ class Options:
         self.detach = True  # False: foreground `run`
         self.use_fifo = True  # False: `run`, which starts at once
         self.subreaper = True  # foreground run through an intermediate process: adopt the init (--no-subreaper)
+        self.config_raw: bytes | None = None  # config.json's bytes, when the command has read them already
 
 
 def rfc3339(ns: int) -> str:
@@ -66,7 +67,7 @@ def _create(root: str, cid: str, opts: Options, guard) -> Created:  # noqa: ANN0
 
     bundle = os.path.abspath(opts.bundle)
     container = Container(root, cid)  # checks the id first
-    config, rootfs = oci_config.load(bundle)
+    config, rootfs = oci_config.load(bundle, opts.config_raw)
     source = q(os.path.join(bundle, "config.json"))
     process = config.get("process")
     if process is None:
