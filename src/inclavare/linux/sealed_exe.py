@@ -16,6 +16,7 @@ import sys
 
 NAME = "rune-interpreter"
 _F_ADD_SEALS = 1033
+_EBUSY = 16
 _SEALS = 0x1 | 0x2 | 0x4 | 0x8  # F_SEAL_SEAL, SHRINK, GROW, WRITE
 
 
@@ -28,10 +29,26 @@ def is_sealed() -> bool:
 
 
 def sealed_copy() -> int:
-    """A close-on-exec fd of a sealed memfd holding the interpreter's executable."""
+    """A close-on-exec fd of a sealed memfd holding the interpreter's executable. Sealing fails with EBUSY while the
+    kernel still finds a page of the copy referenced (it waits for that, then gives up); seen once in about 2,000
+    runs here: a fresh copy is made and sealed again, twice at most, then the error names the copy."""
+    exe = os.path.realpath(sys.executable)
+    for attempt in range(3):
+        try:
+            return _copy_and_seal(exe)
+        except OSError as e:
+            if e.errno != _EBUSY:
+                raise
+            if attempt == 2:
+                raise OSError(e.errno, f"cannot seal the memfd copy of the interpreter {exe} that an enclave runtime "
+                              f"library runs from: {e.strerror}") from None
+    raise AssertionError("unreachable")
+
+
+def _copy_and_seal(exe: str) -> int:
     import fcntl
 
-    src = os.open(os.path.realpath(sys.executable), os.O_RDONLY | os.O_CLOEXEC)
+    src = os.open(exe, os.O_RDONLY | os.O_CLOEXEC)
     try:
         fd = os.memfd_create(NAME, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
@@ -40,7 +57,7 @@ def sealed_copy() -> int:
             while done < size:
                 n = os.sendfile(fd, src, done, size - done)
                 if n == 0:
-                    raise OSError(5, f"{sys.executable} was shortened while it was copied")
+                    raise OSError(5, f"{exe} was shortened while it was copied")
                 done += n
             os.fchmod(fd, 0o555)
             fcntl.fcntl(fd, _F_ADD_SEALS, _SEALS)
