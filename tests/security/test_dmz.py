@@ -3,6 +3,7 @@ keeps its contract (exec, report a failed exec, refuse to run as a script's inte
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -94,6 +95,14 @@ def test_refuses_to_run_as_an_interpreter(tmp_path):
     assert "exec trampoline" in err.read_text()
 
 
+def _overlay_exe() -> int:
+    import tempfile
+
+    fd = sealed_exe.overlay_exe(os.path.realpath(sys.executable), tempfile.gettempdir())
+    assert fd is not None, "no read-only overlayfs could be made (root with overlayfs and fsopen expected here)"
+    return fd
+
+
 @pytest.mark.parametrize("make", [lambda: dmz.sealed_fd(), sealed_exe.sealed_copy], ids=["trampoline", "interpreter"])
 def test_the_memfd_refuses_every_change(make):
     fd = make()
@@ -123,6 +132,30 @@ def test_the_memfd_refuses_every_change(make):
         os.close(w)
     assert open(path, "rb").read() == before
     if fd != dmz.sealed_fd():
+        os.close(fd)
+
+
+def test_the_interpreter_through_the_read_only_overlay_refuses_every_change():
+    """What the runelet of a PAL container runs from, as root where overlayfs and the new mount API exist: every way
+    to change the file through its /proc/self/exe (content, size, mode, owner, times, extended attributes) is
+    refused, and the host's interpreter is the same file, unchanged, after."""
+    fd = _overlay_exe()
+    host = os.path.realpath(sys.executable)
+    try:
+        assert sealed_exe.protected(fd)
+        path = f"/proc/self/fd/{fd}"
+        before, st = open(host, "rb").read(), os.stat(host)
+        changes = [lambda: os.open(path, os.O_WRONLY), lambda: os.open(path, os.O_RDWR),
+                   lambda: os.open(path, os.O_WRONLY | os.O_TRUNC), lambda: os.open(path, os.O_WRONLY | os.O_APPEND),
+                   lambda: os.truncate(path, 0), lambda: os.chmod(path, 0o777), lambda: os.chown(path, 1, 1),
+                   lambda: os.utime(path, (0, 0)), lambda: os.setxattr(path, "user.x", b"1")]
+        for change in changes:
+            with pytest.raises(OSError) as e:
+                change()
+            assert e.value.errno in (errno.EROFS, errno.EPERM, errno.EACCES, errno.EBADF), e.value
+        assert open(host, "rb").read() == before and os.stat(host).st_mtime_ns == st.st_mtime_ns
+        assert os.stat(path).st_size == st.st_size  # the same program, seen through the overlay
+    finally:
         os.close(fd)
 
 

@@ -34,7 +34,7 @@ def main(g, cmd: str, argv: list[str]) -> int:
     cid = a.need_id(cmd, p)
     from inclavare.linux import sealed_exe
 
-    raw = sealed_exe.reexec_early(p.bundle or ".", "inclavare.cli.rune")  # a runtime library: sealed from here
+    raw = sealed_exe.reexec_early(p.bundle or ".", "inclavare.cli.rune", g.root)  # a runtime library: sealed from here
     from inclavare.runtime.create import create
 
     o = options(g, p)

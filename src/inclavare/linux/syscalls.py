@@ -160,7 +160,8 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 # syscall numbers (x86_64) for calls glibc 2.36 has no wrapper for
 _NR = {"pidfd_send_signal": 424, "pivot_root": 155, "capset": 126, "capget": 125, "keyctl": 250, "prlimit64": 302, "gettid": 186,
-       "clone3": 435, "close_range": 436, "openat2": 437, "fstatfs": 138, "fcntl": 72}
+       "clone3": 435, "close_range": 436, "openat2": 437, "fstatfs": 138, "fcntl": 72, "fsopen": 430, "fsconfig": 431,
+       "fsmount": 432}
 
 # resource numbers of setrlimit(2) / prlimit(2), by their OCI names
 RLIMITS = {
@@ -227,6 +228,37 @@ def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> i
     """openat2(2) (Linux 5.6+): open path under dirfd with RESOLVE_* restrictions on how it is reached."""
     how = flags.to_bytes(8, "little") + mode.to_bytes(8, "little") + resolve.to_bytes(8, "little")
     return _check(_syscall(c_long(_NR["openat2"]), c_int(dirfd), _b(path), how, c_ulong(len(how))), "openat2", path)
+
+
+# the new mount API (Linux 5.2): a filesystem context, configured, then a detached mount of it
+FSOPEN_CLOEXEC = 0x1
+FSMOUNT_CLOEXEC = 0x1
+FSCONFIG_SET_STRING = 1
+FSCONFIG_CMD_CREATE = 6
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+OVERLAYFS_SUPER_MAGIC = 0x794C7630
+
+
+def fsopen(fsname: str) -> int:
+    """A close-on-exec filesystem context of type `fsname`."""
+    return _check(_syscall(c_long(_NR["fsopen"]), _b(fsname), c_ulong(FSOPEN_CLOEXEC)), f"fsopen {fsname}")
+
+
+def fsconfig_string(fd: int, key: str, value: str) -> None:
+    _check(_syscall(c_long(_NR["fsconfig"]), c_int(fd), c_ulong(FSCONFIG_SET_STRING), _b(key), _b(value), c_int(0)),
+           f"fsconfig {key}={value}")
+
+
+def fsconfig_create(fd: int) -> None:
+    _check(_syscall(c_long(_NR["fsconfig"]), c_int(fd), c_ulong(FSCONFIG_CMD_CREATE), None, None, c_int(0)),
+           "fsconfig create")
+
+
+def fsmount(fd: int, attrs: int) -> int:
+    """A close-on-exec fd of a detached mount of the filesystem context `fd`, with MOUNT_ATTR_* `attrs`."""
+    return _check(_syscall(c_long(_NR["fsmount"]), c_int(fd), c_ulong(FSMOUNT_CLOEXEC), c_ulong(attrs)), "fsmount")
 
 
 def fstatfs_type(fd: int) -> int:

@@ -87,7 +87,7 @@ def _create(root: str, cid: str, opts: Options, guard) -> Created:  # noqa: ANN0
 
             if not sealed_exe.is_sealed():
                 # an enclave runtime's own code will fork and exec in the container: from a sealed interpreter
-                sealed_exe.reexec("inclavare.cli.rune")
+                sealed_exe.reexec("inclavare.cli.rune", root)
     linux = config.get("linux") or {}
     seccomp_filter = None
     if linux.get("seccomp"):
