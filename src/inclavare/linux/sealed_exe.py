@@ -7,7 +7,7 @@ reference PAL does), and a program `#!/proc/self/exe` would then run the runelet
 container exists, `rune create` re-executes itself, as runc re-executes itself from a sealed clone, from either
 
 - the interpreter seen through a read-only overlayfs mount that is attached nowhere (fsopen/fsmount: the
-  interpreter's directory over an empty one; runc 1.2's zero-copy way): no write, truncation or chmod can go through
+  interpreter's directory over rune's root; runc 1.2's zero-copy way): no write, truncation or chmod can go through
   it, and it costs no copy (the pages are the host file's, shared); or, where that cannot be made (no overlayfs, no
   new mount API, no privilege),
 - a sealed memfd copy of the interpreter (6.8 MB for Debian's python3.11, per container).
@@ -138,7 +138,7 @@ def _copy_and_seal(exe: str) -> int:
 def reexec_early(bundle: str, module: str, root: str) -> bytes | None:
     """`rune create` and `rune run`, right after their arguments are parsed: when the bundle's config.json names an
     enclave runtime library (ENCLAVE_RUNTIME_PATH in process.env, or the enclave.runtime.path annotation, beside an
-    enclave type), re-execute from the sealed copy now, before the create path's imports, which the second
+    enclave type), re-execute (reexec) now, before the create path's imports, which the second
     interpreter would only make again. This only peeks: a config.json that cannot be read or parsed, or a setting
     that turns out wrong, is left to the create path, which says what is wrong (from the sealed copy or not), and
     whatever this misses the create path re-executes for as before. Returns the bytes it read, which the create path
