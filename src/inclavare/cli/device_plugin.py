@@ -22,8 +22,9 @@ PROG = "rune-device-plugin"
 
 def parse(argv: list[str]) -> argparse.Namespace:
     from inclavare.about import add_version_flag
+    from inclavare.cli.usage import Parser
 
-    p = argparse.ArgumentParser(prog=PROG, description="kubelet device plugin for SGX and sim enclave resources")
+    p = Parser(prog=PROG, description="kubelet device plugin for SGX and sim enclave resources")
     add_version_flag(p, PROG)
     try:
         from inclavare.k8s.deviceplugin import grpcapi, sgx, sim

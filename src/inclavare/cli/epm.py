@@ -3,12 +3,13 @@ the foreground (inclavare.epm)."""
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="epm", description="the enclave pool manager: bundle caches and pre-initialised enclaves for rune")
+    from inclavare.cli.usage import Parser
+
+    p = Parser(prog="epm", description="the enclave pool manager: bundle caches and pre-initialised enclaves for rune")
     from inclavare.about import add_version_flag
 
     add_version_flag(p, "epm")

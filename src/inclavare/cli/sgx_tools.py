@@ -310,9 +310,10 @@ def cmd_verify_quote(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from inclavare.cli.usage import Parser
     from inclavare.tee.sgx.aesm import DEFAULT_SOCKET
 
-    parser = argparse.ArgumentParser(prog=PROG, description="SGX and sim enclave tools")
+    parser = Parser(prog=PROG, description="SGX and sim enclave tools")
     from inclavare.about import add_version_flag
 
     add_version_flag(parser, PROG)

@@ -3,14 +3,15 @@ shim's [signature] server_address (see docs/shim.md)."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from inclavare.errors import RuneError
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="rune-signing-server", description=(__doc__ or "").split(":")[1].strip())
+    from inclavare.cli.usage import Parser
+
+    ap = Parser(prog="rune-signing-server", description=(__doc__ or "").split(":")[1].strip())
     from inclavare.about import add_version_flag
 
     add_version_flag(ap, "rune-signing-server")

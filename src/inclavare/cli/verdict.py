@@ -14,7 +14,6 @@ Exit status 0 on success, 1 with verdictd's sentence on stderr.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import sys
@@ -44,7 +43,9 @@ def _json_file(path: str) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="verdict", description="administer verdictd through its admin socket")
+    from inclavare.cli.usage import Parser
+
+    p = Parser(prog="verdict", description="administer verdictd through its admin socket")
     from inclavare.about import add_version_flag
 
     add_version_flag(p, "verdict")

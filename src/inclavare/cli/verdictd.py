@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     import inclavare.tee  # noqa: F401  (site-packages under the -I -S launcher)
+    from inclavare.cli.usage import Parser
 
-    p = argparse.ArgumentParser(prog="verdictd", description="remote attestation verifier and key broker (KBS)")
+    p = Parser(prog="verdictd", description="remote attestation verifier and key broker (KBS)")
     from inclavare.about import add_version_flag
 
     add_version_flag(p, "verdictd")
