@@ -90,6 +90,8 @@ class AttestationDev:
                 _arm(path)  # the next reader opens a pipe of its own
                 if fd >= 0 and not self.stopped:
                     os.write(fd, make())  # the evidence fits the pipe's buffer (a quote is a few KiB)
+            except BrokenPipeError:
+                pass  # the reader closed before the evidence came: nothing to tell it
             except Exception as e:  # noqa: BLE001 - a failed quote: the reader gets end-of-file, the next is served
                 try:
                     os.write(2, f"rune: /dev/attestation: {path}: {e}\n".encode())
