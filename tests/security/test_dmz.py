@@ -177,7 +177,6 @@ def test_a_seccomp_profile_without_execveat(rune):
 def test_the_interpreter_copy_is_made_again_when_sealing_finds_it_busy(monkeypatch):
     """EBUSY from F_ADD_SEALS (a page of the copy still referenced when the kernel gave up waiting): a fresh copy,
     twice at most; then one sentence naming the copy, not a bare 'Device or resource busy'."""
-    import errno
     import fcntl
 
     real = fcntl.fcntl

@@ -245,10 +245,10 @@ def serve(ctl: int) -> int:
             f.write(COMM)  # what ps -o comm and top show; its command line stays the shim's
     except OSError:
         pass
-    # the signal state of a rune exec'd by the shim: nothing blocked; Python's own dispositions (SIGINT raises
-    # KeyboardInterrupt, SIGPIPE and SIGXFSZ ignored), every other one the default or, as inherited, ignored
-    # exec keeps an ignored signal ignored (a shim started from a background shell ignores SIGQUIT, and so do the
-    # runes it execs and their containers) and resets a caught one, and Python catches SIGINT unless it is ignored
+    # the signal state of a rune exec'd by the shim: nothing blocked; Python's own dispositions (SIGPIPE and SIGXFSZ
+    # ignored, SIGINT raises KeyboardInterrupt unless inherited ignored); a signal the shim inherited ignored stays
+    # ignored, as exec keeps it (a shim started from a background shell ignores SIGQUIT, and so do the runes it execs
+    # and their containers); one the shim catches goes back to its default, as exec resets it
     for sig in range(1, _signal.NSIG):
         try:
             handler = _signal.getsignal(sig)

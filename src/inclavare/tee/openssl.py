@@ -1,7 +1,8 @@
 """OpenSSL's libcrypto through _ctypes (linux.syscalls' light C types): the few primitives a long-lived enclave
 process needs (HMAC-SHA256, AES-128-CMAC, ECDSA P-256 signing), without the `cryptography` package and its import
 graph in memory. The init-runelet of a sim enclave loads it before pivot_root (the library is a host file) and uses
-it for the enclave's whole life. OpenSSL 3 (EVP_Q_mac); `load` raises OSError where it is missing, and callers fall back to `cryptography`.
+it for the enclave's whole life. OpenSSL 3 (EVP_Q_mac); `load` raises OSError where it is missing, and callers fall
+back to `cryptography`.
 
 Loading also initialises the library with its configuration file, at once: OpenSSL reads openssl.cnf (which may load
 provider modules) at its first use otherwise, and in the runelet that would be after pivot_root, from the
