@@ -253,3 +253,22 @@ def test_signed_enclave_starts_under_a_memory_limit(loaded: Signed, rune_bin: st
     r = Run("docker", rune_bin, dockerd, podman, containerd, tmp_path)
     p = r(["sh", "-c", "echo started; cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null"], memory=memory)
     assert p.returncode == 0 and p.stdout.startswith("started"), (p.returncode, p.stdout, p.stderr)
+
+
+def test_a_new_container_of_the_image_reads_no_trusted_file_again(run: Run) -> None:
+    """Each container is an overlay mount of its own (a new st_dev) over the image's layers: the measurement cache
+    keys their files by the layers' device (measure_cache.overlay_device), so the second container's launch finds
+    every trusted file as the first left it and hashes none (its image's cache file is not written again). Keyed
+    by the overlay's st_dev, every `run` would hash the whole image and add its files to the cache."""
+    caches = Path("/var/lib/inclavare/sim/measurements")
+
+    def state() -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in caches.glob("*.json")}
+
+    for i in range(2):
+        p = run(["true"])
+        assert p.returncode == 0, (run.engine, p.stdout, p.stderr)
+        if i == 0:
+            first = state()
+            assert first, "no measurement cache was written"
+    assert state() == first, f"{run.engine}: the second container's launch hashed trusted files again"

@@ -6,6 +6,7 @@ at the next launch, and an unchanged one is not read again."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -230,3 +231,92 @@ def test_a_changed_manifest_is_measured_again(rootfs: Path, change: str) -> None
         return
     with pytest.raises(RuneError, match="manifest .* changed since signing"):
         launch(rootfs)
+
+
+# ---- overlayfs: each container its own mount over the same layers ------------------------------------------------
+def _overlay(lower: Path, base: Path, name: str, extra: str = "", upper_on_tmpfs: bool = False) -> Path:
+    """An overlayfs mount at base/name over `lower`, as an engine makes one per container (absolute paths)."""
+    from inclavare.linux import syscalls
+
+    top = base / f"{name}-layers"
+    top.mkdir()
+    if upper_on_tmpfs:
+        syscalls.mount("tmpfs", str(top), "tmpfs", 0)
+    (top / "upper").mkdir()
+    (top / "work").mkdir()
+    merged = base / name
+    merged.mkdir()
+    opts = f"lowerdir={lower},upperdir={top / 'upper'},workdir={top / 'work'}" + extra
+    syscalls.mount("overlay", str(merged), "overlay", 0, opts)
+    return merged
+
+
+@pytest.fixture
+def overlays(tmp_path: Path) -> Iterator[Callable[..., Path]]:
+    from inclavare.linux import syscalls
+
+    made: list[Path] = []
+
+    def make(lower: Path, name: str, extra: str = "", upper_on_tmpfs: bool = False) -> Path:
+        merged = _overlay(lower, tmp_path, name, extra, upper_on_tmpfs)
+        made.append(merged)
+        if upper_on_tmpfs:
+            made.append(tmp_path / f"{name}-layers")
+        return merged
+
+    yield make
+    for m in reversed(made):
+        syscalls.umount2(str(m), syscalls.MNT_DETACH)
+
+
+def test_a_second_containers_overlay_finds_the_first_ones_measurements(rootfs: Path, overlays) -> None:  # noqa: ANN001
+    first = launch(overlays(rootfs, "c1"))
+    assert first.added >= 3 and first.hits == 0
+    second = launch(overlays(rootfs, "c2"))
+    assert second.hits == first.added and second.added == 0
+    assert launch(rootfs).hits == first.added  # the layer's own files: the same inodes, the same keys
+
+
+@pytest.mark.parametrize("mutate", MUTATIONS, ids=[m.__name__ for m in MUTATIONS])
+def test_a_layer_file_changed_after_another_container_measured_it_is_refused(rootfs: Path, tmp_path: Path, overlays,
+                                                                             mutate) -> None:  # noqa: ANN001
+    launch(overlays(rootfs, "c1"))
+    mutate(rootfs / TARGET, tmp_path)  # in the image layer itself, under every container's overlay
+    with pytest.raises(RuneError, match="/bin/app"):
+        launch(overlays(rootfs, "c2"))
+
+
+def test_a_file_changed_in_a_containers_upper_layer_is_refused(rootfs: Path, tmp_path: Path, overlays) -> None:  # noqa: ANN001
+    c1 = overlays(rootfs, "c1")
+    launch(c1)
+    content_with_mtime_restored(c1 / TARGET, tmp_path)  # a copy-up: a new inode in c1's upper layer
+    with pytest.raises(RuneError, match="content of the trusted file /bin/app"):
+        launch(c1)
+    assert launch(overlays(rootfs, "c2")).added == 0  # the layer's file is unchanged: c2 still finds it
+
+
+def test_an_overlay_over_layers_on_two_filesystems_keeps_its_own_keys(rootfs: Path, overlays) -> None:  # noqa: ANN001
+    c1 = overlays(rootfs, "c1", upper_on_tmpfs=True)
+    first = launch(c1)
+    assert first.added >= 3
+    assert launch(c1).hits == first.added  # the same mount: its own st_dev still keys it
+    assert launch(overlays(rootfs, "c2", upper_on_tmpfs=True)).hits == 0
+
+
+def test_an_overlay_with_metacopy_is_never_cached(rootfs: Path, overlays) -> None:  # noqa: ANN001
+    """With metacopy a copied-up inode serves a lower inode's bytes, whose change does not move its ctime."""
+    c1 = overlays(rootfs, "c1", ",metacopy=on")
+    assert launch(c1).added == 0 and launch(c1).hits == 0
+
+
+def test_the_overlay_device_is_read_from_the_mount_options(tmp_path: Path, overlays) -> None:  # noqa: ANN001
+    lower = tmp_path / "lower"
+    lower.mkdir()
+    (lower / "f").write_text("x")
+    layers_dev = lower.stat().st_dev
+    c1, c2 = overlays(lower, "c1"), overlays(lower, "c2")
+    known: dict[int, str | None] = {}
+    for m in (c1, c2):
+        st = (m / "f").stat()
+        assert st.st_dev != layers_dev
+        assert measure_cache.path_device(known, str(m / "f"), st) == str(layers_dev)

@@ -9,7 +9,7 @@ directory's st_dev:st_ino, the SIGSTRUCT's bytes and the enclave type and runtim
                  "manifest": HEX},   # the SHA-256 of the manifest bytes the launch read
      "manifest_measured": true,      # those bytes measured to mrenclave (as the host's cache keeps it)
      "keys": HEX}   # per trusted file, in the manifest's order: 32 hex digits, the first 16 bytes of the SHA-256
-                    # of its measure_cache.key (st_dev, st_ino, st_ctime_ns, size, mtime, mode, owner, links) when
+                    # of its measure_cache.key (device, st_ino, st_ctime_ns, size, mtime, mode, owner, links) when
                     # the launch check matched it with the manifest's digest; 32 zeros when not recorded
 
 What the launch does with it, in the launch child (through the container's root, made private before the check
@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 from hashlib import sha256
 
-from inclavare.tee.sim.measure_cache import LOCAL_FILESYSTEMS, fs_type, key, local_device
+from inclavare.tee.sim.measure_cache import device, key, path_device
 
 TYPE = "bundle-cache.sim"
 FORMAT = 1
@@ -88,57 +88,72 @@ class EpmMeasurements:
     """A measurement cache (the interface of measure_cache.MeasurementCache that image.hash_file uses) seeded from
     a verified epm record, recording the keys of the files this launch sees."""
 
-    def __init__(self, seeded: dict[bytes, str], measured: bytes | None = None) -> None:
+    def __init__(self, seeded: dict[bytes, str], measured: bytes | None = None, host=None) -> None:  # noqa: ANN001
         self.seeded = seeded  # _hkey -> the manifest's digest of the file recorded with that key
         self.measured = measured  # the MRENCLAVE these very manifest bytes measured to at a launch before, if known
         self.seen: dict[str, str] = {}  # measure_cache.key -> digest this launch got for it (hashed or hit)
         self.hits = 0
-        self._fs: dict[int, bool] = {}
-
-    def cacheable(self, fd: int, st: os.stat_result) -> bool:
-        ok = self._fs.get(st.st_dev)
-        if ok is None:
-            ok = self._fs[st.st_dev] = fs_type(fd) in LOCAL_FILESYSTEMS
-        return ok
+        self._fs: dict[int, str | None] = {}  # st_dev -> measure_cache.device()
+        # the host's measurement cache (measure_cache.MeasurementCache) for what the record does not hold: a new
+        # container's rootfs (an engine's new overlay mount) has no record yet, but the host's cache keys the
+        # layers' inodes that earlier containers measured
+        self.host = host
 
     def select(self, image: str) -> None:
-        pass  # the record is this enclave's already (its binding)
+        if self.host is not None:  # the record is this enclave's already (its binding); the host's cache is per image
+            self.host.select(image)
 
     def mr_enclave(self) -> bytes | None:
+        if self.measured is None and self.host is not None:
+            self.measured = self.host.mr_enclave()
         return self.measured  # from a record bound to the SHA-256 of the manifest bytes this launch read
 
     def set_mr_enclave(self, mr: bytes) -> None:
         self.measured = mr
+        if self.host is not None:
+            self.host.set_mr_enclave(mr)
 
     def lookup(self, host: str, st: os.stat_result) -> str | None:
         """get() for a file known by its lstat through the container's root (launch.check_files)."""
-        if not local_device(self._fs, host, st):
+        dev = path_device(self._fs, host, st)
+        if dev is None:
             return None
-        k = key(st)  # as get(), inline: once per trusted file
+        k = key(st, dev)  # as get(), inline: once per trusted file
         digest = self.seeded.get(sha256(k.encode()).digest()[:16])
+        if digest is None and self.host is not None:
+            digest = self.host.lookup(host, st)
         if digest is not None:
             self.hits += 1
             self.seen[k] = digest
         return digest
 
     def get(self, fd: int, st: os.stat_result) -> str | None:
-        if not self.cacheable(fd, st):
+        dev = device(self._fs, fd, st.st_dev)
+        if dev is None:
             return None
-        k = key(st)
+        k = key(st, dev)
         digest = self.seeded.get(_hkey(k))
+        if digest is None and self.host is not None:
+            digest = self.host.get(fd, st)
         if digest is not None:
             self.hits += 1
             self.seen[k] = digest
         return digest
 
     def put(self, fd: int, before: os.stat_result, digest: str) -> None:
-        if not self.cacheable(fd, before):
+        dev = device(self._fs, fd, before.st_dev)
+        if dev is None:
             return
-        if key(os.fstat(fd)) == key(before):  # unchanged while it was hashed
-            self.seen[key(before)] = digest
+        if key(os.fstat(fd), dev) == key(before, dev):  # unchanged while it was hashed
+            self.seen[key(before, dev)] = digest
+            if self.host is not None:
+                self.host.put(fd, before, digest)
 
     def save(self) -> None:
-        pass  # epm's record is saved by `save` below, once the whole launch check has passed
+        """The host's cache (what this launch hashed); epm's record is saved by `save` below, once the whole launch
+        check has passed."""
+        if self.host is not None:
+            self.host.save()
 
 
 def _binding(rootfs: str, signed: tuple, enclave: str) -> dict:
@@ -150,8 +165,9 @@ def _binding(rootfs: str, signed: tuple, enclave: str) -> dict:
             "enclave": enclave, "manifest": manifest_digest.hex()}
 
 
-def measurements(found: Lookup, rootfs: str, signed: tuple) -> EpmMeasurements:
-    """The measurement cache for this launch: seeded from epm's record when it is this launch's, else empty."""
+def measurements(found: Lookup, rootfs: str, signed: tuple, host=None) -> EpmMeasurements:  # noqa: ANN001
+    """The measurement cache for this launch: seeded from epm's record when it is this launch's, else empty; with
+    `host` (the host's measure_cache.MeasurementCache) for what the record does not hold."""
     from inclavare.enclave import epm_client
 
     config, sig_hash = signed[0], signed[1].enclave_hash
@@ -159,7 +175,7 @@ def measurements(found: Lookup, rootfs: str, signed: tuple) -> EpmMeasurements:
     found.binding = binding
     rec = found.record
     if rec is None:
-        return EpmMeasurements({})
+        return EpmMeasurements({}, host=host)
     opts = rec.get("options")
     why = ""
     if not isinstance(opts, dict) or opts.get("format") != FORMAT or not isinstance(opts.get("keys"), str):
@@ -175,7 +191,7 @@ def measurements(found: Lookup, rootfs: str, signed: tuple) -> EpmMeasurements:
         epm_client.debug(f"epm's bundle cache {found.id[:16]} {why}: not used, cold start, every trusted file "
                          "measured")
         found.record = None
-        return EpmMeasurements({})
+        return EpmMeasurements({}, host=host)
     raw = bytes.fromhex(keys)
     seeded = {}
     for i, want in enumerate(files):
@@ -187,7 +203,7 @@ def measurements(found: Lookup, rootfs: str, signed: tuple) -> EpmMeasurements:
     measured = sig_hash if opts.get("manifest_measured") is True else None
     epm_client.debug(f"epm's bundle cache {found.id[:16]} is this enclave's: {len(seeded)} of {len(files)} "
                      "trusted files recorded")
-    return EpmMeasurements(seeded, measured)
+    return EpmMeasurements(seeded, measured, host)
 
 
 def save(found: Lookup, rootfs: str, signed: tuple, cache: EpmMeasurements) -> None:
@@ -209,7 +225,10 @@ def save(found: Lookup, rootfs: str, signed: tuple, cache: EpmMeasurements) -> N
     parts = []
     for path, want in config.trusted_files.items():
         try:
-            k = key(os.lstat(image.host_path(rootfs, path, memo)))  # through the root the launch sealed
+            host = image.host_path(rootfs, path, memo)  # through the root the launch sealed
+            st = os.lstat(host)
+            dev = path_device(cache._fs, host, st)
+            k = key(st, dev) if dev is not None else ""
         except OSError:
             k = ""
         parts.append(_hkey(k).hex() if cache.seen.get(k) == want.sha256 else _NONE)

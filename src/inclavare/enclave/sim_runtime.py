@@ -44,22 +44,26 @@ def verify_image(rootfs: str, sim_dir: str | None, config: dict | None = None,  
     """The launch check; with the bundle `config`, also its process against the manifest (entry point, arguments,
     environment), whose process.env becomes the environment the payload gets. `signed`: the signed image as
     read_signed_image read it, when the caller has (through the sealed root). `bundle`: what epm holds for this
-    enclave (bundle_cache.lookup), used instead of the host's measurement cache when epm serves."""
+    enclave (bundle_cache.lookup), used before the host's measurement cache when epm serves."""
     from inclavare.tee.sim.launch import LaunchPolicy, check_process, launch_check, read_signed_image
 
     mounts = tuple(m.get("destination", "") for m in (config or {}).get("mounts") or () if isinstance(m, dict))
+    from inclavare.tee.sim.measure_cache import open_cache
+
+    cache = open_cache(sim_dir)
     if bundle is not None:
         from inclavare.enclave import bundle_cache
 
         signed = signed if signed is not None else read_signed_image(rootfs)
-        cache = bundle_cache.measurements(bundle, rootfs, signed)
-    else:
-        from inclavare.tee.sim.measure_cache import open_cache
-
-        cache = open_cache(sim_dir)
+        cache = bundle_cache.measurements(bundle, rootfs, signed, cache)
     launched = launch_check(rootfs, policy=LaunchPolicy.for_host(sim_dir), sim_dir=sim_dir, mounts=mounts,
                             cache=cache, signed=signed)
     cache.save()  # only what this launch hashed and accepted
+    from inclavare.enclave import epm_client
+
+    n = len(launched.config.trusted_files)
+    epm_client.debug(f"sim launch check passed: {cache.hits} of {n} trusted files unchanged since measured, "
+                     f"{n - cache.hits} read and hashed")
     if bundle is not None:
         bundle_cache.save(bundle, rootfs, signed, cache)
     if config is not None:

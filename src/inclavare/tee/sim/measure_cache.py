@@ -3,7 +3,10 @@ time, so that an unchanged file is not read again at every launch.
 
 Key (of the opened file, fstat after open without following symlinks):
     st_dev, st_ino          which inode it is: a file renamed over it, a bind mount over its path, a copy, another
-                            layer's file is another inode on another or the same device
+                            layer's file is another inode on another or the same device; for a file of an overlayfs
+                            mount whose layers are all on one filesystem, that filesystem's device rather than the
+                            mount's (overlay_device: each container's overlay over the same layers has a st_dev of
+                            its own, and the inode it serves is the layer's)
     st_ctime_ns             when its inode last changed: the kernel sets it to the current time at every write,
                             truncate, chmod, chown, link, unlink, rename and utimes, and no system call sets it to a
                             chosen value (utimensat, which restores an mtime, sets ctime to now); only changing the
@@ -12,7 +15,7 @@ Key (of the opened file, fstat after open without following symlinks):
     st_size, st_mtime_ns, st_mode, st_uid, st_gid, st_nlink
                             belt and braces, and what the manifest compares besides the digest
 Only files on filesystems whose ctime the local kernel keeps are cached: ext2/3/4, XFS, Btrfs, tmpfs and
-overlayfs (statfs f_type). A network filesystem (NFS, CIFS, 9p) or FUSE reports what a server or a user-space
+overlayfs without metacopy (statfs f_type; overlay_device). A network filesystem (NFS, CIFS, 9p) or FUSE reports what a server or a user-space
 process says, so its files are hashed at every launch.
 
 A hit is a digest the launch check itself computed from this same inode with no change since. A miss hashes the file
@@ -48,27 +51,118 @@ def fs_type(fd: int) -> int:
         return 0
 
 
-def local_device(known: dict[int, bool], host: str, st: os.stat_result) -> bool:
-    """Whether the file `st` (the lstat of `host`) is on a local filesystem whose change times can be trusted,
-    known per device: once per device, from an O_PATH handle of the very file (same st_dev), not of a path that may
-    name another file by the time statfs looks."""
-    ok = known.get(st.st_dev)
-    if ok is None:
+OVERLAY = 0x794C7630
+_metacopy: list[bool | None] = []  # the overlay module's metacopy default, once read
+
+
+def device(known: dict[int, str | None], fd: int, st_dev: int) -> str | None:
+    """The device part of a key for files on `st_dev` (`fd`: an open file on it), known per device: None when its
+    filesystem is not one whose change times the local kernel keeps (their files are hashed at every launch).
+    Mostly st_dev itself; for an overlayfs mount whose layers all lie on one local filesystem, that filesystem's
+    device instead (see overlay_device), so that a new container's overlay over the same image layers finds the
+    digests of the layers' inodes that another container's launch measured."""
+    if st_dev in known:
+        return known[st_dev]
+    kind = fs_type(fd)
+    dev = None
+    if kind in LOCAL_FILESYSTEMS:
+        dev = overlay_device(st_dev) if kind == OVERLAY else str(st_dev)
+    known[st_dev] = dev
+    return dev
+
+
+def path_device(known: dict[int, str | None], host: str, st: os.stat_result) -> str | None:
+    """device() for the file `st` (the lstat of `host`), from an O_PATH handle of the very file (same st_dev),
+    not of a path that may name another file by the time statfs looks."""
+    if st.st_dev in known:
+        return known[st.st_dev]
+    try:
+        fd = os.open(host, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if os.fstat(fd).st_dev != st.st_dev:
+            return None
+        return device(known, fd, st.st_dev)
+    finally:
+        os.close(fd)
+
+
+def overlay_device(st_dev: int) -> str | None:
+    """The device part of the keys of the overlayfs mount `st_dev`: D when every layer of it (upper, work and
+    each lower directory, from its options in /proc/self/mountinfo) is a directory of the one local, non-overlay
+    filesystem D; None (not cached) when metacopy may be on; else its own st_dev.
+
+    Why the layers' device may stand for the overlay's: with all layers on one filesystem, overlayfs reports for a
+    regular file the st_ino and st_ctime of the real inode whose bytes it serves (the lower layer's, or the upper
+    layer's once copied up, a new inode with a new ctime), only st_dev being the overlay mount's own; so D with the
+    real inode number names that inode on D, and its ctime moves at each change of it, as for a file on D itself.
+    Each container has an overlay mount (a new st_dev) over the same image layers: keyed by st_dev alone, every
+    new container's launch would hash the whole image again. With metacopy, a copied-up inode can serve a lower
+    inode's bytes, whose changes do not move its ctime: such a mount is never cached, nor one whose metacopy
+    setting cannot be told. Options this parser does not read (escaped characters, relative paths, data-only
+    layers) keep the mount's own st_dev."""
+    own = str(st_dev)
+    want = f"{os.major(st_dev)}:{os.minor(st_dev)}".encode()
+    try:
+        with open("/proc/self/mountinfo", "rb") as f:
+            data = f.read()
+    except OSError:
+        data = b""
+    opts = b""
+    for line in data.split(b"\n"):
+        fields = line.split(b" ")
+        if len(fields) > 9 and fields[2] == want and b"-" in fields:
+            sep = fields.index(b"-")
+            if len(fields) > sep + 3 and fields[sep + 1] == b"overlay":
+                opts = fields[sep + 3]
+            break
+    metacopy = None if b"\\" in opts else _metacopy_default()
+    dirs: list[str] = []
+    for opt in opts.decode(errors="replace").split(","):
+        name, _, value = opt.partition("=")
+        if name == "lowerdir":
+            dirs += value.split(":")
+        elif name in ("lowerdir+", "upperdir", "workdir"):
+            dirs.append(value)
+        elif name == "datadir+":
+            metacopy = True
+        elif name == "metacopy":
+            metacopy = value != "off"
+    if metacopy is not False:
+        return None
+    if not dirs or not all(d.startswith("/") for d in dirs):
+        return own  # relative paths (a mount made from another directory) or "::" (data-only layers)
+    devs = set()
+    for d in dirs:
         try:
-            fd = os.open(host, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = os.open(d, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError:
-            return False
+            return own
         try:
-            if os.fstat(fd).st_dev != st.st_dev:
-                return False
-            ok = known[st.st_dev] = fs_type(fd) in LOCAL_FILESYSTEMS
+            kind = fs_type(fd)
+            if kind not in LOCAL_FILESYSTEMS or kind == OVERLAY:
+                return own
+            devs.add(os.fstat(fd).st_dev)
         finally:
             os.close(fd)
-    return ok
+    return str(devs.pop()) if len(devs) == 1 else own
 
 
-def key(st: os.stat_result) -> str:
-    return (f"{st.st_dev}:{st.st_ino}:{st.st_ctime_ns}:{st.st_size}:{st.st_mtime_ns}:{st.st_mode}:{st.st_uid}:"
+def _metacopy_default() -> bool | None:
+    """The overlay module's metacopy default (what a mount that does not say metacopy= has), None when unknown."""
+    if not _metacopy:
+        try:
+            with open("/sys/module/overlay/parameters/metacopy", "rb") as f:
+                _metacopy.append({b"N": False, b"Y": True}.get(f.read(1)))
+        except OSError:
+            _metacopy.append(None)
+    return _metacopy[0]
+
+
+def key(st: os.stat_result, dev: str) -> str:
+    """The cache key of the file `st` on the device `dev` (device())."""
+    return (f"{dev}:{st.st_ino}:{st.st_ctime_ns}:{st.st_size}:{st.st_mtime_ns}:{st.st_mode}:{st.st_uid}:"
             f"{st.st_gid}:{st.st_nlink}")
 
 
@@ -84,7 +178,7 @@ class MeasurementCache:
         self.entries: dict[str, str] = {}
         self.added = 0
         self.hits = 0
-        self._fs: dict[int, bool] = {}  # st_dev -> cacheable
+        self._fs: dict[int, str | None] = {}  # st_dev -> device() (None: not cacheable)
         self._loaded = False
         self._mr_enclave: bytes | None = None
         self._mr_new = False
@@ -127,43 +221,39 @@ class MeasurementCache:
                 except ValueError:
                     pass
 
-    def cacheable(self, fd: int, st: os.stat_result) -> bool:
-        ok = self._fs.get(st.st_dev)
-        if ok is None:
-            ok = self._fs[st.st_dev] = fs_type(fd) in LOCAL_FILESYSTEMS
-        return ok
-
     def lookup(self, host: str, st: os.stat_result) -> str | None:
         """get() for a file known by its lstat (`st`, of the host path `host` as the container sees it), unopened."""
         if self.path is None:
             return None
         if not self._loaded:
             self._load()
-        if not local_device(self._fs, host, st):
+        dev = path_device(self._fs, host, st)
+        if dev is None:
             return None
-        digest = self.entries.get(key(st))
+        digest = self.entries.get(key(st, dev))
         if digest is not None:
             self.hits += 1
         return digest
 
     def get(self, fd: int, st: os.stat_result) -> str | None:
-        if self.path is None or not self.cacheable(fd, st):
+        dev = device(self._fs, fd, st.st_dev) if self.path is not None else None
+        if dev is None:
             return None
         if not self._loaded:
             self._load()
-        digest = self.entries.get(key(st))
+        digest = self.entries.get(key(st, dev))
         if digest is not None:
             self.hits += 1
         return digest
 
     def put(self, fd: int, before: os.stat_result, digest: str) -> None:
-        if self.path is None or not self.cacheable(fd, before):
+        dev = device(self._fs, fd, before.st_dev) if self.path is not None else None
+        if dev is None:
             return
         if not self._loaded:
             self._load()
-        after = os.fstat(fd)
-        if key(after) == key(before):
-            self.entries[key(before)] = digest
+        if key(os.fstat(fd), dev) == key(before, dev):
+            self.entries[key(before, dev)] = digest
             self.added += 1
 
     def save(self) -> None:
