@@ -8,7 +8,11 @@
 2. the shims' memory per pod with 1 and with N pods running (CRI: a host-network sandbox and one sleeping
    container each, through the `runc` handler and the `rune` handler): RSS (what `ps` shows, file pages shared
    between shims counted in each) and PSS (shared pages divided among the processes sharing them);
-3. the time Create spends on the enclave conversion of the busybox image (ENCLAVE_TYPE=sim), cold (an empty cache)
+3. `ctr run --rm` of /bin/true from the busybox image signed with `sgx-tools sign-image` (a sim enclave) and from the
+   plain image, each through containerd-shim-rune-v2 with its fork server (an enclave container's shim preloads the
+   enclave runtime into it: the init is a warm runelet), through it with every command exec'd (`[rune] fork_server =
+   false`), and through containerd-shim-runc-v2 + rune: what an enclave adds over a plain container with each;
+4. the time Create spends on the enclave conversion of the busybox image (ENCLAVE_TYPE=sim), cold (an empty cache)
    and from the cache, as the shim logs it, and cold for the same image with a 64 MiB file added: the difference
    gives the measurement's hashing rate.
 
@@ -149,6 +153,40 @@ def conversion_times(c: shimd.ShimContainerd, image: str, cold: bool, runs: int)
     return times
 
 
+SIGNED = "docker.io/library/rune-bench-enclave:latest"
+
+
+def signed_image(c: shimd.ShimContainerd, work: Path, base: d.Image) -> str:
+    """The busybox image signed with sgx-tools sign-image (a sim enclave), imported; its reference."""
+    key = work / "owner.pem"
+    d.run([str(shimd.BIN / "sgx-tools"), "gen-key", str(key)])
+    d.run([str(shimd.BIN / "sgx-tools"), "sign-image", "--key", str(key), "--entrypoint", "/bin/true",
+           f"docker-archive:{base.docker_archive}",
+           f"docker-archive:{work}/signed-docker.tar:{SIGNED}"])
+    d.run(["skopeo", "copy", "-q", f"docker-archive:{work}/signed-docker.tar", f"oci-archive:{work}/signed.tar:{SIGNED}"])
+    c.ctr("images", "import", str(work / "signed.tar"))
+    return SIGNED
+
+
+def enclave_runs(c: shimd.ShimContainerd, signed: str, runs: int, warmup: int) -> dict[str, list[float]]:
+    """ctr run --rm /bin/true of the signed image and of the plain one through each way of running rune, taking
+    turns run after run."""
+    exec_cfg = shimd.write_config(c.base / "no-fork-server.toml", c.base, rune={"fork_server": False})
+    ways = {"rune shim, fork server": c.run_flags(), "rune shim, exec'd": c.run_flags(exec_cfg),
+            "runc shim + rune": ["--runtime", "io.containerd.runc.v2", "--runc-binary", str(shimd.BIN / "rune"),
+                                 "--runc-root", str(c.base / "runc-shim-rune-root")]}
+    names = [(way, img) for way in ways for img in ("enclave", "plain")]
+    times: dict[str, list[float]] = {f"{way}: {img}": [] for way, img in names}
+    for i in range(warmup + runs):
+        for way, img in names[i % len(names):] + names[:i % len(names)]:
+            cid = f"bench-e-{uuid.uuid4().hex[:8]}"
+            dt = timed(["ctr", "-a", c.sock, "-n", c.namespace, "run", "--rm", *ways[way],
+                        signed if img == "enclave" else d.IMAGE, cid, "/bin/true"])
+            if i >= warmup:
+                times[f"{way}: {img}"].append(dt)
+    return times
+
+
 def big_image(work: Path, base: d.Image) -> tuple[str, int]:
     """The busybox image with a 64 MiB file of random bytes added; (reference, bytes added)."""
     rootfs = work / "big-rootfs"
@@ -206,6 +244,17 @@ def main() -> int:
                                 for k in q}
             out[key + "_ratio"] = q["rune"][1] / q["runc"][1]
             out[key + "_shim_ratio"] = q["rune"][1] / q["runc shim + rune"][1]
+
+        times = enclave_runs(c, signed_image(c, work, image), args.runs, args.warmup)
+        med = {k: statistics.median(v) * 1000 for k, v in times.items()}
+        print(f"ctr run --rm /bin/true, sim enclave (signed image) and plain, {args.runs} runs each (ms): median, "
+              "p25-p75; what the enclave adds")
+        for way in ("rune shim, fork server", "rune shim, exec'd", "runc shim + rune"):
+            q = {img: quartiles(times[f"{way}: {img}"]) for img in ("enclave", "plain")}
+            print(f"  {way:24s} enclave {q['enclave'][1] * 1000:6.1f} ({q['enclave'][0] * 1000:.1f}-"
+                  f"{q['enclave'][2] * 1000:.1f})  plain {q['plain'][1] * 1000:6.1f}  enclave adds "
+                  f"{(q['enclave'][1] - q['plain'][1]) * 1000:5.1f}  ratio {q['enclave'][1] / q['plain'][1]:.2f}")
+        out["enclave_ctr_run_rm_ms"] = med
 
         from tests.engines.test_cri import CRI, _grpc
 

@@ -139,3 +139,26 @@ def test_another_binary_is_exec_d(shim: shimd.ShimContainerd, tmp_path: Path) ->
     assert (p.returncode, p.stdout) == (0, "wrapped\n"), (p.returncode, p.stdout, p.stderr)
     got = _wait_commands(shim, since, 3)
     assert len(got) >= 3 and {how for _, how in got} == {"exec"}, got
+
+
+def _maps(pid: int) -> str:
+    with open(f"/proc/{pid}/maps") as f:
+        return f.read()
+
+
+def test_an_enclave_container_s_server_has_the_enclave_runtime_loaded(shim: shimd.ShimContainerd) -> None:  # noqa: F811
+    """The shim of an enclave container (ENCLAVE_TYPE in its bundle) starts its fork server with the enclave
+    runtime imported (forkserver.PRELOAD_ENCLAVE: the runelet, the sim launch check, hashlib's libcrypto), so the
+    init that a worker's `rune create` forks is a warm runelet; a plain container's server loads none of it."""
+    for env, loaded in ((["--env", "ENCLAVE_TYPE=sim"], True), ([], False)):
+        since = _log_size(shim)
+        cid = run_detached(shim, ["sh", "-c", WAIT_FOR_TERM], *env)
+        try:
+            servers = _servers_of(shim, _shim_of(shim, cid))
+            assert len(servers) == 1, servers  # well within its IDLE seconds after the start
+            maps = _maps(servers[0])
+            assert ("_hashlib" in maps and "libcrypto" in maps) is loaded, (env, maps)
+            assert [c for c, _ in _wait_commands(shim, since, 2)][:2] == ["create", "start"]
+            assert {how for _, how in _wait_commands(shim, since, 2)} == {"worker"}
+        finally:
+            assert stop_task(shim, cid) == 7

@@ -253,3 +253,15 @@ def test_a_worker_holds_only_what_an_exec_d_rune_holds(rune, tmp_path: Path) -> 
     status, held = json.loads(d.stdout)
     assert status == 0
     assert [tuple(x) for x in held[0]] == exec_held[0] and held[1] == exec_held[1]
+
+
+@pytest.mark.parametrize(("config", "enclave"), [
+    ({"process": {"env": ["PATH=/bin", "ENCLAVE_TYPE=sim"]}}, True),
+    ({"annotations": {"enclave.type": "intelSgx"}}, True),
+    ({"process": {"env": ["PATH=/bin", "NOT_ENCLAVE_TYPE=sim"]}, "annotations": {"enclave.other": "x"}}, False),
+    (None, False),
+], ids=["ENCLAVE_TYPE", "enclave.type annotation", "plain", "no config.json"])
+def test_an_enclave_bundle_is_told_by_its_config(tmp_path: Path, config: dict | None, enclave: bool) -> None:
+    if config is not None:
+        (tmp_path / "config.json").write_text(json.dumps(config))
+    assert forkserver.wants_enclave(str(tmp_path)) is enclave

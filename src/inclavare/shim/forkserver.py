@@ -52,6 +52,30 @@ PRELOAD = tuple(f"inclavare.cli.{m}" for m in ("rune", "args", "log", "create", 
     tuple(f"inclavare.linux.{m}" for m in ("capabilities", "cgroups.host", "cgroups.v1", "cgroups.v2", "dmz",
                                            "mountopts", "net", "securejoin")) + ("errno", "fcntl", "gc")
 
+# what an enclave container's create adds (the init-runelet, the sim launch check, libcrypto through hashlib): imported
+# as well by the servers of a shim whose container is an enclave one (wants_enclave), so that the init a worker forks
+# starts with the enclave runtime loaded - the warm runelet the shim can give: a process forked from it by the worker
+# becomes the container's PID 1 (a process made in advance cannot move into a new PID namespace)
+PRELOAD_ENCLAVE = tuple(f"inclavare.enclave.{m}" for m in (
+    "config", "create", "runelet", "sim_runtime", "agent", "provision", "attestation_dev", "epm_client")) + \
+    tuple(f"inclavare.tee.{m}" for m in ("openssl", "records", "marker", "sgx.attributes", "sgx.layout", "sgx.report",
+                                         "sgx.measure", "sgx.sigstruct")) + \
+    tuple(f"inclavare.tee.sim.{m}" for m in ("envpolicy", "identity", "ereport", "evidence", "image", "launch",
+                                             "measure_cache", "platform")) + \
+    ("inclavare.linux.console", "inclavare.linux.proctitle", "hashlib", "resource", "select", "struct", "termios",
+     "binascii")
+
+
+def wants_enclave(bundle: str) -> bool:
+    """Whether the bundle the shim starts for names an enclave type (ENCLAVE_TYPE or the enclave.type annotation):
+    a byte search of its config.json, as rune's create looks before it parses anything enclave-specific."""
+    try:
+        with open(os.path.join(bundle, "config.json"), "rb") as f:
+            data = f.read(1 << 22)
+    except OSError:
+        return False
+    return b'"ENCLAVE_TYPE=' in data or b'"enclave.type"' in data
+
 
 COMM = "rune-forkserver"
 READY_TIMEOUT = 2.0  # seconds a server has to get ready
@@ -84,9 +108,10 @@ class ForkServer:
     """The shim's handle on its fork server: the first one forked at the shim's start, later ones started on demand
     (see start_again)."""
 
-    def __init__(self, ctl: _socket.socket | None, pid: int = 0) -> None:
+    def __init__(self, ctl: _socket.socket | None, pid: int = 0, enclave: bool = False) -> None:
         self.ctl = ctl  # None: no server now
         self.pid = pid
+        self.enclave = enclave  # its servers preload PRELOAD_ENCLAVE too
         self.ready = False  # the server has said it has rune loaded
         self.broken = False  # a server failed to get ready: every command is exec'd from then on
         self.spawner = None  # the reaper's spawn, for starting a server again after one ended
@@ -157,7 +182,8 @@ class ForkServer:
             return
         null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
         try:
-            boot = f"import sys; sys.path[:] = {sys.path!r}\nfrom inclavare.shim.forkserver import serve\nserve(3)\n"
+            boot = (f"import sys; sys.path[:] = {sys.path!r}\nfrom inclavare.shim.forkserver import serve\n"
+                    f"serve(3, {self.enclave!r})\n")
             # the shim's own argv after the code: ps shows whose server it is, as it does for the forked one
             cmd = self.spawner([sys.executable, "-I", "-S", "-c", boot, *sys.argv], (null, null, null),
                                extra=(srv.fileno(),))
@@ -202,12 +228,12 @@ def _fd_bytes(fds: list[int]) -> bytes:
     return b"".join(fd.to_bytes(4, sys.byteorder, signed=True) for fd in fds)
 
 
-def start() -> ForkServer:
-    """Fork the first server (call before any thread starts)."""
+def start(enclave: bool = False) -> ForkServer:
+    """Fork the first server (call before any thread starts); `enclave`: its servers preload PRELOAD_ENCLAVE too."""
     try:
         ctl, srv = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
     except OSError:
-        return ForkServer(None)
+        return ForkServer(None, enclave=enclave)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -224,17 +250,17 @@ def start() -> ForkServer:
         try:
             fd = srv.detach()
             ctl.close()
-            code = serve(fd)
+            code = serve(fd, enclave)
         finally:
             os._exit(code)
     srv.close()
-    return ForkServer(ctl, pid)
+    return ForkServer(ctl, pid, enclave)
 
 
 # ---- in the server ----------------------------------------------------------------------------------------------
-def serve(ctl: int) -> int:
-    """The server's life: rune loaded, then a worker per request, until the shim is gone or IDLE seconds pass
-    with no request and no worker."""
+def serve(ctl: int, enclave: bool = False) -> int:
+    """The server's life: rune loaded (with `enclave`, the enclave runtime too), then a worker per request, until
+    the shim is gone or IDLE seconds pass with no request and no worker."""
     import _signal
     import select
 
@@ -266,7 +292,7 @@ def serve(ctl: int) -> int:
     import importlib
 
     gc.disable()  # the server allocates little; its workers collect (a fresh interpreter's collector is on)
-    for name in PRELOAD:
+    for name in PRELOAD + (PRELOAD_ENCLAVE if enclave else ()):
         try:
             importlib.import_module(name)
         except Exception:  # noqa: BLE001 - the worker imports it again and reports what is wrong

@@ -67,7 +67,7 @@ def run(listener: _socket.socket, f: Flags, bundle: str, socket_path: str, conta
     _detach()
     log = Log(bundle, f.debug)
     try:
-        _serve(listener, f, socket_path, containerd_pid, log)
+        _serve(listener, f, bundle, socket_path, containerd_pid, log)
     except BaseException as e:  # a shim that cannot serve says why in containerd's log, and leaves no socket
         import traceback
 
@@ -79,14 +79,16 @@ def run(listener: _socket.socket, f: Flags, bundle: str, socket_path: str, conta
         os._exit(1)
 
 
-def _serve(listener: _socket.socket, f: Flags, socket_path: str, containerd_pid: int, log: Log) -> None:
+def _serve(listener: _socket.socket, f: Flags, bundle: str, socket_path: str, containerd_pid: int, log: Log) -> None:
     _become_subreaper(containerd_pid)
     from inclavare.shim.reaper import Reaper
 
     Reaper.block_sigchld()  # before any thread starts: every thread inherits the mask
     from inclavare.shim import forkserver
 
-    fs = forkserver.current = forkserver.start()  # before any thread starts, too: it is a fork of this process
+    # before any thread starts, too: it is a fork of this process; with the enclave runtime loaded when the container
+    # the shim starts for is an enclave one
+    fs = forkserver.current = forkserver.start(forkserver.wants_enclave(bundle))
     reaper = Reaper()
     if fs.pid:
         reaper.track(fs.pid)  # its exit is the reaper's, not a container process's
