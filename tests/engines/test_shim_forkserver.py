@@ -162,3 +162,40 @@ def test_an_enclave_container_s_server_has_the_enclave_runtime_loaded(shim: shim
             assert {how for _, how in _wait_commands(shim, since, 2)} == {"worker"}
         finally:
             assert stop_task(shim, cid) == 7
+
+
+def _task_pid(c: shimd.ShimContainerd, cid: str) -> int:
+    for line in c.ctr("task", "ls").stdout.splitlines()[1:]:
+        parts = line.split()
+        if parts and parts[0] == cid:
+            return int(parts[1])
+    raise AssertionError(f"no task {cid}")
+
+
+def test_a_pal_container_runs_in_workers_of_a_server_from_the_protected_interpreter(
+        shim: shimd.ShimContainerd, pal_libs: dict[int, str]) -> None:  # noqa: F811
+    """A container with an enclave runtime library needs an executable no one can change through /proc/PID/exe
+    (CVE-2019-5736). Its shim forks no server at start: the first command starts one from the interpreter seen
+    through a read-only overlayfs attached nowhere, so every worker and the container's init run from it and `rune
+    create` does not execute itself again (the init is a fork of the server, not a re-executed rune)."""
+    from inclavare.linux import sealed_exe
+
+    since = _log_size(shim)
+    cid = run_detached(shim, ["sh", "-c", WAIT_FOR_TERM], "--env", "ENCLAVE_TYPE=sim",
+                       "--env", f"ENCLAVE_RUNTIME_PATH={pal_libs[2]}")
+    try:
+        servers = _servers_of(shim, _shim_of(shim, cid))
+        assert len(servers) == 1, servers
+        init = _task_pid(shim, cid)
+        for pid in (servers[0], init):
+            fd = os.open(f"/proc/{pid}/exe", os.O_PATH)
+            try:
+                assert sealed_exe.protected(fd), (pid, os.readlink(f"/proc/{pid}/exe"))
+            finally:
+                os.close(fd)
+        with open(f"/proc/{init}/cmdline", "rb") as f:
+            cmdline = f.read()
+        assert b"inclavare.cli.rune import main" not in cmdline, cmdline  # sealed_exe.reexec's boot: not run
+        assert [how for _, how in _wait_commands(shim, since, 2)][:2] == ["worker", "worker"]
+    finally:
+        assert stop_task(shim, cid) == 7

@@ -53,11 +53,11 @@ PRELOAD = tuple(f"inclavare.cli.{m}" for m in ("rune", "args", "log", "create", 
                                            "mountopts", "net", "securejoin")) + ("errno", "fcntl", "gc")
 
 # what an enclave container's create adds (the init-runelet, the sim launch check, libcrypto through hashlib): imported
-# as well by the servers of a shim whose container is an enclave one (wants_enclave), so that the init a worker forks
+# as well by the servers of a shim whose container is an enclave one (wants), so that the init a worker forks
 # starts with the enclave runtime loaded - the warm runelet the shim can give: a process forked from it by the worker
 # becomes the container's PID 1 (a process made in advance cannot move into a new PID namespace)
 PRELOAD_ENCLAVE = tuple(f"inclavare.enclave.{m}" for m in (
-    "config", "create", "runelet", "sim_runtime", "agent", "provision", "attestation_dev", "epm_client")) + \
+    "config", "create", "runelet", "sim_runtime", "agent", "provision", "attestation_dev", "epm_client", "pal")) + \
     tuple(f"inclavare.tee.{m}" for m in ("openssl", "records", "marker", "sgx.attributes", "sgx.layout", "sgx.report",
                                          "sgx.measure", "sgx.sigstruct")) + \
     tuple(f"inclavare.tee.sim.{m}" for m in ("envpolicy", "identity", "ereport", "evidence", "image", "launch",
@@ -66,15 +66,17 @@ PRELOAD_ENCLAVE = tuple(f"inclavare.enclave.{m}" for m in (
      "binascii")
 
 
-def wants_enclave(bundle: str) -> bool:
-    """Whether the bundle the shim starts for names an enclave type (ENCLAVE_TYPE or the enclave.type annotation):
-    a byte search of its config.json, as rune's create looks before it parses anything enclave-specific."""
+def wants(bundle: str) -> tuple[bool, bool]:
+    """Whether the bundle the shim starts for names an enclave type (ENCLAVE_TYPE or the enclave.type annotation),
+    and an enclave runtime library (ENCLAVE_RUNTIME_PATH or enclave.runtime.path): a byte search of its
+    config.json, as rune's create looks before it parses anything enclave-specific."""
     try:
         with open(os.path.join(bundle, "config.json"), "rb") as f:
             data = f.read(1 << 22)
     except OSError:
-        return False
-    return b'"ENCLAVE_TYPE=' in data or b'"enclave.type"' in data
+        return False, False
+    enclave = b'"ENCLAVE_TYPE=' in data or b'"enclave.type"' in data
+    return enclave, enclave and (b'"ENCLAVE_RUNTIME_PATH=' in data or b'"enclave.runtime.path"' in data)
 
 
 COMM = "rune-forkserver"
@@ -181,18 +183,22 @@ class ForkServer:
         except OSError:
             return
         null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+        exe = protected_interpreter()
         try:
             boot = (f"import sys; sys.path[:] = {sys.path!r}\nfrom inclavare.shim.forkserver import serve\n"
                     f"serve(3, {self.enclave!r})\n")
-            # the shim's own argv after the code: ps shows whose server it is, as it does for the forked one
+            # the shim's own argv after the code: ps shows whose server it is, as it does for the forked one; argv[0]
+            # the interpreter's path, from which it finds its standard library, whatever file it runs from
             cmd = self.spawner([sys.executable, "-I", "-S", "-c", boot, *sys.argv], (null, null, null),
-                               extra=(srv.fileno(),))
+                               extra=(srv.fileno(),), path=None if exe is None else f"/proc/self/fd/{exe}")
             self.ctl, self.pid = ctl, cmd.pid
         except OSError:
             ctl.close()
         finally:
             srv.close()
             os.close(null)
+            if exe is not None:
+                os.close(exe)
 
     def spawn(self, argv: Sequence[str], fds: Sequence[int], env: dict[str, str] | None = None) -> Forked | None:
         """Run rune's command argv (argv[0] the binary) in a worker with fds as its 0, 1, 2; None when no server
@@ -220,6 +226,27 @@ class ForkServer:
         return None
 
 
+def protected_interpreter() -> int | None:
+    """An O_PATH fd (close-on-exec, numbered above the few a spawn moves) of the interpreter seen through a
+    read-only overlayfs attached nowhere (linux/sealed_exe.py), or None where none can be made. A server started
+    from it has it as /proc/self/exe, and so has every worker and every container init they fork: `rune create` of
+    an enclave container with a runtime library finds itself sealed and does not execute itself again (one
+    interpreter start less per such container)."""
+    import fcntl
+
+    from inclavare.linux import sealed_exe
+
+    fd = sealed_exe.overlay_exe(os.path.realpath(sys.executable), "/tmp")
+    if fd is None:
+        return None
+    try:
+        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 _SHIM_MAIN = b"from inclavare.cli.shim import main\n"
 _RUNE_MAIN = b"from inclavare.cli.rune import main\n"
 
@@ -228,8 +255,12 @@ def _fd_bytes(fds: list[int]) -> bytes:
     return b"".join(fd.to_bytes(4, sys.byteorder, signed=True) for fd in fds)
 
 
-def start(enclave: bool = False) -> ForkServer:
-    """Fork the first server (call before any thread starts); `enclave`: its servers preload PRELOAD_ENCLAVE too."""
+def start(enclave: bool = False, library: bool = False) -> ForkServer:
+    """Fork the first server (call before any thread starts); `enclave`: its servers preload PRELOAD_ENCLAVE too.
+    `library` (the container has an enclave runtime library): none is forked, the first command starts one from the
+    protected interpreter (protected_interpreter), where its `rune create` need not execute itself again."""
+    if library:
+        return ForkServer(None, enclave=enclave)
     try:
         ctl, srv = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
     except OSError:

@@ -57,8 +57,9 @@ class Reaper:
         _signal.pthread_sigmask(_signal.SIG_BLOCK, {SIGCHLD})
 
     def spawn(self, argv: Sequence[str], fds: Sequence[int], env: dict[str, str] | None = None,
-              extra: Sequence[int] = (), setsid: bool = False) -> Command:
-        """Start argv[0] (an absolute path) with fds as its 0, 1, 2 (then `extra` as 3, 4, ...)."""
+              extra: Sequence[int] = (), setsid: bool = False, path: str | None = None) -> Command:
+        """Start argv[0] (an absolute path), or `path` with argv as it is, with fds as its 0, 1, 2 (then `extra` as
+        3, 4, ...)."""
         targets = [*fds, *extra]
         # dup every source above the targets first, so that no dup2 overwrites a source still to be used
         actions: list[tuple] = []
@@ -69,7 +70,7 @@ class Reaper:
             actions.append((os.POSIX_SPAWN_DUP2, base + i, i))
             actions.append((os.POSIX_SPAWN_CLOSE, base + i))
         with self.lock:
-            pid = os.posix_spawn(argv[0], list(argv), os.environ if env is None else env, file_actions=actions,
+            pid = os.posix_spawn(path or argv[0], list(argv), os.environ if env is None else env, file_actions=actions,
                                  setsigmask=(), setsigdef=_RESET_SIGNALS, setsid=setsid)
             cmd = Command(pid)
             self.commands[pid] = cmd
