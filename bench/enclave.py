@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Enclave container start-up: `rune run` of /bin/true through the reference PAL (liberpal-skeleton v2 and v3, type
-sim; v3 also with epm's pool of pre-initialised enclaves) and through the built-in sim runtime (signed bundle: launch
+"""Enclave container start-up: `rune run` of /bin/true through the reference PAL (liberpal-skeleton v2 and v3, type sim;
+v3 also with epm's pool of pre-initialised enclaves) and through the built-in sim runtime (signed bundle: launch
 check, platform keys, /dev/attestation), with and without the measurement cache and with epm's bundle cache (an epm
-daemon started here on a private socket, stopped by its PID; the other rows run with epm off), and a large signed image (a Debian rootfs with python3, from this host's Debian
-packages, 100 MB or more) cold (every file hashed) and warm (cache hits), against plain rune containers of the same
-rootfs and runc. The variants take turns run after run; each gets --runs runs (>= 30); medians, p25-p75, and the
-ratio to plain rune of the same rootfs; MB/s of the cold large launch's measurement. Beside the wall-clock times, the
-CPU time (user + system) of each run's whole process tree, which a machine shared with other work disturbs less.
+daemon started here on a private socket, stopped by its PID; the other rows run with epm off), and a large signed
+image (a Debian rootfs with python3, from this host's Debian packages, 100 MB or more) cold (every file hashed) and
+warm (cache hits; also on a new overlayfs mount each run, as an engine gives each container one), against plain rune
+containers of the same rootfs and runc. The variants take turns run after run; each gets --runs runs (>= 30);
+medians, p25-p75, and the ratio to plain rune of the same rootfs; MB/s of the cold large launch's measurement. Beside
+the wall-clock times, the CPU time (user + system) of each run's whole process tree, which a machine shared with
+other work disturbs less.
 
     python3 bench/enclave.py [--runs N] [--json FILE] [--no-large]   (needs root, `make pal launchers`, runc on PATH)
 """
@@ -28,6 +30,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "src"))
 
+from inclavare.linux import syscalls  # noqa: E402
 from inclavare.oci.busybox import build_rootfs, make_bundle  # noqa: E402
 
 RUNE = os.path.join(REPO, "bin", "rune")
@@ -97,6 +100,7 @@ def main() -> int:
             raise SystemExit(f"{need} is missing: run `make pal launchers` first")
     runc = shutil.which("runc")
     tmp = tempfile.mkdtemp(prefix="bench-enclave-")
+    overlays: list[str] = []  # the mounted one of fresh_overlay's
     env = dict(os.environ, INCLAVARE_SIM_DIR=os.path.join(tmp, "sim"), INCLAVARE_EPM_SOCKET="")
     epm = None
     try:
@@ -131,6 +135,27 @@ def main() -> int:
         def run(bundle: str, prefix: str, e: dict[str, str] = env):  # noqa: ANN202
             return lambda i: ([RUNE, "--root", f"{tmp}/root", "run", "-b", bundle, f"{prefix}{i}"], e)
 
+        def fresh_overlay(bundle: str, prefix: str):  # noqa: ANN202
+            """Each run on a new overlayfs mount over the bundle's rootfs, as an engine mounts one per container
+            (made and removed outside the timing): the measurement cache hits across containers."""
+            with open(os.path.join(bundle, "config.json")) as f:
+                config = json.load(f)
+
+            def argv(i: int):  # noqa: ANN202
+                while overlays:
+                    syscalls.umount2(overlays.pop(), 0)
+                b = os.path.join(tmp, f"{prefix}-{i}")
+                for sub in ("upper", "work", "rootfs"):
+                    os.makedirs(os.path.join(b, sub))
+                syscalls.mount("overlay", f"{b}/rootfs", "overlay", 0,
+                               f"lowerdir={config['root']['path']},upperdir={b}/upper,workdir={b}/work")
+                overlays.append(f"{b}/rootfs")
+                with open(os.path.join(b, "config.json"), "w") as f:
+                    json.dump(dict(config, root=dict(config["root"], path=f"{b}/rootfs")), f)
+                return run(b, prefix)(i)
+
+            return argv
+
         variants = {
             "rune plain": run(f"{tmp}/plain", "r"),
             "rune enclave (reference PAL v2)": run(f"{tmp}/pal", "p"),
@@ -159,11 +184,12 @@ def main() -> int:
             variants.update({
                 f"rune plain, large image ({large_mb:.0f} MB)": run(os.path.join(tmp, "large-plain"), "lp"),
                 "rune enclave (built-in sim, large, warm: cache hits)": run(big, "lw"),
+                "rune enclave (built-in sim, large, warm, a new overlay each run)": fresh_overlay(big, "lo"),
                 "rune enclave (built-in sim, large, cold: every file hashed)": run(big, "lc", cold),
                 "rune enclave (built-in sim, large, epm)": run(big, "le", with_epm),
             })
             base[f"rune plain, large image ({large_mb:.0f} MB)"] = "rune plain"
-            for name in list(variants)[-3:]:
+            for name in list(variants)[-4:]:
                 base[name] = f"rune plain, large image ({large_mb:.0f} MB)"
         if runc:
             variants["runc plain"] = lambda i: ([runc, "--root", f"{tmp}/runc", "run", "-b", f"{tmp}/plain",
@@ -207,6 +233,8 @@ def main() -> int:
         if epm is not None and epm.poll() is None:
             os.kill(epm.pid, signal.SIGTERM)
             epm.wait(10)
+        for m in overlays:
+            syscalls.umount2(m, syscalls.MNT_DETACH)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
