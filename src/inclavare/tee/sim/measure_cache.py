@@ -15,8 +15,8 @@ Key (of the opened file, fstat after open without following symlinks):
     st_size, st_mtime_ns, st_mode, st_uid, st_gid, st_nlink
                             belt and braces, and what the manifest compares besides the digest
 Only files on filesystems whose ctime the local kernel keeps are cached: ext2/3/4, XFS, Btrfs, tmpfs and
-overlayfs without metacopy (statfs f_type; overlay_device). A network filesystem (NFS, CIFS, 9p) or FUSE reports what a server or a user-space
-process says, so its files are hashed at every launch.
+overlayfs without metacopy (statfs f_type; overlay_device). A network filesystem (NFS, CIFS, 9p) or FUSE reports
+what a server or a user-space process says, so its files are hashed at every launch.
 
 A hit is a digest the launch check itself computed from this same inode with no change since. A miss hashes the file
 and stores the digest only when the file's key is the same after the hash as before (a write during the hash changes
@@ -100,8 +100,10 @@ def overlay_device(st_dev: int) -> str | None:
     Each container has an overlay mount (a new st_dev) over the same image layers: keyed by st_dev alone, every
     new container's launch would hash the whole image again. With metacopy, a copied-up inode can serve a lower
     inode's bytes, whose changes do not move its ctime: such a mount is never cached, nor one whose metacopy
-    setting cannot be told. Options this parser does not read (escaped characters, relative paths, data-only
-    layers) keep the mount's own st_dev."""
+    setting cannot be told (the module's default unknown, or options with escaped characters, which this parser
+    does not read). Relative layer paths, data-only layers, layers on several filesystems or on an overlay keep
+    the mount's own st_dev. The layers are the directories the options name now, which only the host's root could
+    have replaced since the mount (the sim TEE trusts it: it holds the platform secret)."""
     own = str(st_dev)
     want = f"{os.major(st_dev)}:{os.minor(st_dev)}".encode()
     try:
