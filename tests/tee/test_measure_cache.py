@@ -320,3 +320,14 @@ def test_the_overlay_device_is_read_from_the_mount_options(tmp_path: Path, overl
         st = (m / "f").stat()
         assert st.st_dev != layers_dev
         assert measure_cache.path_device(known, str(m / "f"), st) == str(layers_dev)
+
+
+def test_an_overlay_whose_options_have_escaped_characters_is_not_cached(rootfs: Path, tmp_path: Path,
+                                                                        overlays) -> None:  # noqa: ANN001
+    """mountinfo escapes a space in a layer path (\\040); options the parser does not read could hide metacopy."""
+    import shutil
+
+    lower = tmp_path / "a layer" / "rootfs"
+    shutil.copytree(rootfs, lower, symlinks=True)
+    c1 = overlays(lower, "c1")
+    assert launch(c1).added == 0 and launch(c1).hits == 0
