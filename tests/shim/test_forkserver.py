@@ -264,4 +264,4 @@ def test_a_worker_holds_only_what_an_exec_d_rune_holds(rune, tmp_path: Path) -> 
 def test_an_enclave_bundle_is_told_by_its_config(tmp_path: Path, config: dict | None, enclave: bool) -> None:
     if config is not None:
         (tmp_path / "config.json").write_text(json.dumps(config))
-    assert forkserver.wants(str(tmp_path))[0] is enclave
+    assert forkserver.wants_enclave(str(tmp_path)) is enclave

@@ -53,7 +53,7 @@ PRELOAD = tuple(f"inclavare.cli.{m}" for m in ("rune", "args", "log", "create", 
                                            "mountopts", "net", "securejoin")) + ("errno", "fcntl", "gc")
 
 # what an enclave container's create adds (the init-runelet, the sim launch check, libcrypto through hashlib): imported
-# as well by the servers of a shim whose container is an enclave one (wants), so that the init a worker forks
+# as well by the servers of a shim whose container is an enclave one (wants_enclave), so that the init a worker forks
 # starts with the enclave runtime loaded - the warm runelet the shim can give: a process forked from it by the worker
 # becomes the container's PID 1 (a process made in advance cannot move into a new PID namespace)
 PRELOAD_ENCLAVE = tuple(f"inclavare.enclave.{m}" for m in (
@@ -66,17 +66,15 @@ PRELOAD_ENCLAVE = tuple(f"inclavare.enclave.{m}" for m in (
      "binascii")
 
 
-def wants(bundle: str) -> tuple[bool, bool]:
-    """Whether the bundle the shim starts for names an enclave type (ENCLAVE_TYPE or the enclave.type annotation),
-    and an enclave runtime library (ENCLAVE_RUNTIME_PATH or enclave.runtime.path): a byte search of its
-    config.json, as rune's create looks before it parses anything enclave-specific."""
+def wants_enclave(bundle: str) -> bool:
+    """Whether the bundle the shim starts for names an enclave type (ENCLAVE_TYPE or the enclave.type annotation):
+    a byte search of its config.json, as rune's create looks before it parses anything enclave-specific."""
     try:
         with open(os.path.join(bundle, "config.json"), "rb") as f:
             data = f.read(1 << 22)
     except OSError:
-        return False, False
-    enclave = b'"ENCLAVE_TYPE=' in data or b'"enclave.type"' in data
-    return enclave, enclave and (b'"ENCLAVE_RUNTIME_PATH=' in data or b'"enclave.runtime.path"' in data)
+        return False
+    return b'"ENCLAVE_TYPE=' in data or b'"enclave.type"' in data
 
 
 COMM = "rune-forkserver"
@@ -231,7 +229,8 @@ def protected_interpreter() -> int | None:
     read-only overlayfs attached nowhere (linux/sealed_exe.py), or None where none can be made. A server started
     from it has it as /proc/self/exe, and so has every worker and every container init they fork: `rune create` of
     an enclave container with a runtime library finds itself sealed and does not execute itself again (one
-    interpreter start less per such container)."""
+    interpreter start less). The first server is a fork of the shim (ready at once; measured, a server started
+    this way for the first command costs more than that command's re-execution saves)."""
     import fcntl
 
     from inclavare.linux import sealed_exe
@@ -255,12 +254,8 @@ def _fd_bytes(fds: list[int]) -> bytes:
     return b"".join(fd.to_bytes(4, sys.byteorder, signed=True) for fd in fds)
 
 
-def start(enclave: bool = False, library: bool = False) -> ForkServer:
-    """Fork the first server (call before any thread starts); `enclave`: its servers preload PRELOAD_ENCLAVE too.
-    `library` (the container has an enclave runtime library): none is forked, the first command starts one from the
-    protected interpreter (protected_interpreter), where its `rune create` need not execute itself again."""
-    if library:
-        return ForkServer(None, enclave=enclave)
+def start(enclave: bool = False) -> ForkServer:
+    """Fork the first server (call before any thread starts); `enclave`: its servers preload PRELOAD_ENCLAVE too."""
     try:
         ctl, srv = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
     except OSError:

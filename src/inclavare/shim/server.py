@@ -88,7 +88,7 @@ def _serve(listener: _socket.socket, f: Flags, bundle: str, socket_path: str, co
 
     # before any thread starts, too: it is a fork of this process; with the enclave runtime loaded when the container
     # the shim starts for is an enclave one
-    fs = forkserver.current = forkserver.start(*forkserver.wants(bundle))
+    fs = forkserver.current = forkserver.start(forkserver.wants_enclave(bundle))
     reaper = Reaper()
     if fs.pid:
         reaper.track(fs.pid)  # its exit is the reaper's, not a container process's
