@@ -255,20 +255,35 @@ def test_signed_enclave_starts_under_a_memory_limit(loaded: Signed, rune_bin: st
     assert p.returncode == 0 and p.stdout.startswith("started"), (p.returncode, p.stdout, p.stderr)
 
 
-def test_a_new_container_of_the_image_reads_no_trusted_file_again(run: Run) -> None:
-    """Each container is an overlay mount of its own (a new st_dev) over the image's layers: the measurement cache
-    keys their files by the layers' device (measure_cache.overlay_device), so the second container's launch finds
-    every trusted file as the first left it and hashes none (its image's cache file is not written again). Keyed
-    by the overlay's st_dev, every `run` would hash the whole image and add its files to the cache."""
+def test_a_new_container_of_the_image_reads_no_trusted_file_again(run: Run, tmp_path: Path) -> None:
+    """Each container is an overlay mount of its own over the image's layers, with a device number of its own while
+    it is mounted: the measurement cache keys an overlay's files by the layers' device (measure_cache.overlay_device),
+    so a second container started while the first still runs finds every trusted file as the first left it and
+    hashes none (the image's cache file is not written again). Keyed by the overlay's st_dev, the second container's
+    launch would hash the whole image and add its files to the cache."""
+    import threading
+    import time
+
     caches = Path("/var/lib/inclavare/sim/measurements")
 
     def state() -> dict[str, bytes]:
         return {p.name: p.read_bytes() for p in caches.glob("*.json")}
 
-    for i in range(2):
-        p = run(["true"])
+    v = _volume(tmp_path)
+    first: list[subprocess.CompletedProcess] = []
+    t = threading.Thread(target=lambda: first.append(run(["sh", "-c", "echo up > /data/up; sleep 4"], volume=v)))
+    t.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not (v / "up").exists() and t.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (v / "up").exists(), first
+        before = state()
+        assert before, "no measurement cache was written"
+        p = run(["sh", "-c", "true"])
         assert p.returncode == 0, (run.engine, p.stdout, p.stderr)
-        if i == 0:
-            first = state()
-            assert first, "no measurement cache was written"
-    assert state() == first, f"{run.engine}: the second container's launch hashed trusted files again"
+        assert (v / "up").exists() and t.is_alive(), "the first container ended before the second started"
+        assert state() == before, f"{run.engine}: the second container's launch hashed trusted files again"
+    finally:
+        t.join(60)
+    assert first and first[0].returncode == 0, first
