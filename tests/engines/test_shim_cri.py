@@ -134,3 +134,51 @@ def test_pod_with_plain_and_enclave_containers(cri: CRI, shim_containerd: shimd.
     assert not set(shim.shim_processes()) - shims_before, "the pod's shim (or its fork server) outlived the pod"
     assert not sorted(p.name for p in root.iterdir()), "rune state left behind"
     assert not [m for m in d.mounts_under(shim.base / "state") if pod in m or "/rootfs" in m]
+
+
+def test_a_pods_fork_server_loads_the_enclave_runtime_once_an_enclave_container_comes(
+        cri: CRI, shim_containerd: shimd.ShimContainerd, tmp_path: Path) -> None:
+    """A pod's shim starts for its sandbox (plain): its first fork server has no enclave runtime. Once the pod has an
+    enclave container, the servers the shim starts from then on load it (forkserver.PRELOAD_ENCLAVE), so the pod's
+    later commands and containers find a warm runelet; here the first server is killed after the enclave
+    container's create, and the one an ExecSync starts has hashlib's libcrypto mapped."""
+    import os
+    import signal
+
+    from inclavare.shim import forkserver
+
+    shim = shim_containerd
+    shims_before = set(shim.shim_pids())
+    pod_cfg = pod_config(f"pod-{uuid.uuid4().hex[:8]}", tmp_path)
+    pod = pb.first(cri.call("RunPodSandbox", [(1, pod_cfg), (2, s("rune"))]), 1).decode()
+    try:
+        ours = list(set(shim.shim_pids()) - shims_before)
+        assert len(ours) == 1, ours
+
+        def servers() -> list[int]:
+            return [p for p in shim.shim_processes() if d.comm(p) == forkserver.COMM and f"PPid:\t{ours[0]}\n" in
+                    open(f"/proc/{p}/status").read()]
+
+        def maps(pid: int) -> str:
+            with open(f"/proc/{pid}/maps") as f:
+                return f.read()
+
+        for pid in servers():
+            assert "_hashlib" not in maps(pid)  # the sandbox's: plain
+        enclave = create(cri, pod, pod_cfg, container_config("enclave", ["sh", "-c", WAIT_FOR_TERM],
+                                                             {"ENCLAVE_TYPE": "sim"}))
+        cri.call("StartContainer", [(1, s(enclave))])
+        for pid in servers():
+            os.kill(pid, signal.SIGKILL)  # a fault, or IDLE seconds: the next command starts another
+        deadline = time.monotonic() + 10
+        while servers() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        out, err, code = cri.exec_sync(enclave, ["sh", "-c", "echo in-enclave"])
+        assert (out, code) == (b"in-enclave\n", 0), err
+        again = servers()
+        assert len(again) == 1 and "_hashlib" in maps(again[0]) and "libcrypto" in maps(again[0]), again
+        cri.call("StopContainer", [(1, s(enclave)), (2, 10)])
+        cri.call("RemoveContainer", [(1, s(enclave))])
+    finally:
+        cri.call("StopPodSandbox", [(1, s(pod))])
+        cri.call("RemovePodSandbox", [(1, s(pod))])
