@@ -314,3 +314,15 @@ def _host_mount_after_create(rune, shared, out, signing_key, tmp_path, wait_stat
         syscalls.umount2(str(target), syscalls.MNT_DETACH)
         rune("delete", "--force", cid)
     assert (out / "group").read_text() == signed
+
+
+def test_the_runelet_cannot_dump_core_whatever_the_config_allows(rune, sim_dir, signing_key, tmp_path):
+    """PID 1 holds the enclave's keys: not dumpable, and its core limit 0 (set with prlimit64), even when the
+    container's rlimits allow core files."""
+    b = sim_bundle(tmp_path, ["sh", "-c", "grep 'core file' /proc/1/limits"], signing_key, rune.binary)
+    c = json.loads((b / "config.json").read_text())
+    c["process"]["rlimits"] = [{"type": "RLIMIT_CORE", "soft": 1 << 20, "hard": 1 << 20}]
+    (b / "config.json").write_text(json.dumps(c))
+    p = rune("run", "--bundle", str(b), new_id(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split()[-3:] == ["0", "0", "bytes"], p.stdout

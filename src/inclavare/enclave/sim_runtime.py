@@ -76,7 +76,6 @@ def preimport() -> None:
     """The modules load() and the enclave's services use, imported while Python's files are reachable (before a
     user namespace, before pivot_root)."""
     import fcntl  # noqa: F401
-    import resource  # noqa: F401
 
     from inclavare.enclave import attestation_dev  # noqa: F401
     from inclavare.linux import dmz, syscalls  # noqa: F401
@@ -121,7 +120,6 @@ class SimPal:
     def load(self) -> None:
         import _thread  # not threading, whose import (functools, collections) costs more than the launch check
         import fcntl  # noqa: F401
-        import resource  # noqa: F401
 
         from inclavare.oci import jsonlite
         from inclavare.tee import openssl
@@ -175,8 +173,6 @@ class SimPal:
 
     # after pivot_root: the six PAL operations
     def init(self, args: str, log_level: str) -> None:
-        import resource
-
         from inclavare.linux import syscalls
 
         if self.launch_child:
@@ -188,7 +184,7 @@ class SimPal:
         if self.evidence is None:
             raise RuneError("sim enclave: pal_init before the enclave was loaded")
         syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        syscalls.setrlimit(syscalls.RLIMITS["RLIMIT_CORE"], 0, 0)  # prlimit64: no `resource` extension to load
         if self.dev is not None:
             ev, lib = self.evidence, self.lib
             keys = {"_sgx_mrenclave": ev.seal_mrenclave, "_sgx_mrsigner": ev.seal_mrsigner}

@@ -62,7 +62,7 @@ PRELOAD_ENCLAVE = tuple(f"inclavare.enclave.{m}" for m in (
                                          "sgx.measure", "sgx.sigstruct")) + \
     tuple(f"inclavare.tee.sim.{m}" for m in ("envpolicy", "identity", "ereport", "evidence", "image", "launch",
                                              "measure_cache", "platform")) + \
-    ("inclavare.linux.console", "inclavare.linux.proctitle", "hashlib", "resource", "select", "struct", "termios",
+    ("inclavare.linux.console", "inclavare.linux.proctitle", "hashlib", "select", "struct", "termios",
      "binascii")
 
 
