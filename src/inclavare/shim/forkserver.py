@@ -53,9 +53,10 @@ PRELOAD = tuple(f"inclavare.cli.{m}" for m in ("rune", "args", "log", "create", 
                                            "mountopts", "net", "securejoin")) + ("errno", "fcntl", "gc")
 
 # what an enclave container's create adds (the init-runelet, the sim launch check, libcrypto through hashlib): imported
-# as well by the servers of a shim whose container is an enclave one (wants_enclave), so that the init a worker forks
-# starts with the enclave runtime loaded - the warm runelet the shim can give: a process forked from it by the worker
-# becomes the container's PID 1 (a process made in advance cannot move into a new PID namespace)
+# as well by the servers of a shim whose container is an enclave one (wants_enclave), after they are ready and while no
+# request waits, so that the init a worker forks starts with the enclave runtime loaded - the warm runelet the shim can
+# give: a process forked from it by the worker becomes the container's PID 1 (a process made in advance cannot move
+# into a new PID namespace)
 PRELOAD_ENCLAVE = tuple(f"inclavare.enclave.{m}" for m in (
     "config", "create", "runelet", "sim_runtime", "agent", "provision", "attestation_dev", "epm_client", "pal")) + \
     tuple(f"inclavare.tee.{m}" for m in ("openssl", "records", "marker", "sgx.attributes", "sgx.layout", "sgx.report",
@@ -318,11 +319,8 @@ def serve(ctl: int, enclave: bool = False) -> int:
     import importlib
 
     gc.disable()  # the server allocates little; its workers collect (a fresh interpreter's collector is on)
-    for name in PRELOAD + (PRELOAD_ENCLAVE if enclave else ()):
-        try:
-            importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - the worker imports it again and reports what is wrong
-            pass
+    for name in PRELOAD:
+        _import(importlib, name)
     try:
         os.write(ctl, b"ready")
     except OSError:
@@ -330,7 +328,13 @@ def serve(ctl: int, enclave: bool = False) -> int:
     poller = select.poll()
     poller.register(ctl, select.POLLIN)
     running: dict[int, tuple[int, int]] = {}  # pidfd: (pid, reply fd)
+    # the enclave runtime after "ready", one module at a time while no request waits: never on a command's way (the
+    # shim's first command comes while it handles containerd's Create), a worker forked before the end imports the rest
+    later = list(PRELOAD_ENCLAVE) if enclave else []
     while True:
+        if later and not poller.poll(0):
+            _import(importlib, later.pop(0))
+            continue
         events = poller.poll(None if running else IDLE * 1000)
         if not events:
             return 0  # idle: the shim starts another server when it next needs one
@@ -349,6 +353,13 @@ def serve(ctl: int, enclave: bool = False) -> int:
             except OSError:
                 pass
             os.close(reply)
+
+
+def _import(importlib, name: str) -> None:  # noqa: ANN001 - the importlib module
+    try:
+        importlib.import_module(name)
+    except Exception:  # noqa: BLE001 - the worker imports it again and reports what is wrong
+        pass
 
 
 def _take(ctl: int, poller, running: dict[int, tuple[int, int]]) -> bool:  # noqa: ANN001
