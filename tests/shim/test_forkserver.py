@@ -265,3 +265,37 @@ def test_an_enclave_bundle_is_told_by_its_config(tmp_path: Path, config: dict | 
     if config is not None:
         (tmp_path / "config.json").write_text(json.dumps(config))
     assert forkserver.wants_enclave(str(tmp_path)) is enclave
+
+
+START_DRIVER = textwrap.dedent("""
+    import os, select, sys
+    from inclavare.linux import sealed_exe
+    from inclavare.shim import forkserver
+    from inclavare.shim.reaper import Reaper
+    if sys.argv[1] == "busy":  # the lowest free fds about 96: the spawn's moved fds and the exe's fd would meet
+        while os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC) < 95:
+            pass
+    if sys.argv[1] == "no overlay":
+        sealed_exe.overlay_exe = lambda exe, lower: None
+    fs = forkserver.ForkServer(None)
+    fs.spawner = Reaper().spawn
+    fs._start_again()
+    assert fs.ctl is not None, "no server started"
+    p = select.poll()
+    p.register(fs.ctl.fileno(), select.POLLIN)
+    assert p.poll(10000) and fs.ctl.recv(16) == b"ready"
+    fd = os.open(f"/proc/{fs.pid}/exe", os.O_PATH)
+    print("protected" if sealed_exe.protected(fd) else "host", os.path.realpath(sys.executable) ==
+          os.path.realpath(open(f"/proc/{fs.pid}/cmdline", "rb").read().split(b"\\0")[0].decode()))
+""")
+
+
+@pytest.mark.parametrize(("case", "exe"), [("quiet", "protected"), ("busy", "protected"), ("no overlay", "host")])
+def test_a_server_started_on_demand_runs_from_the_protected_interpreter(case: str, exe: str) -> None:
+    """A server the shim starts after its first (the shim has threads then: a spawn, not a fork) runs from the
+    interpreter through a read-only overlayfs, argv[0] the interpreter's real path; with many fds open in the shim
+    too (the fd the spawn's path names is kept clear of the fds it moves); from the interpreter itself where no
+    overlay can be made."""
+    p = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(REPO / 'src')!r})\n"
+                        + START_DRIVER, case], capture_output=True, text=True, timeout=60)
+    assert (p.returncode, p.stdout) == (0, f"{exe} True\n"), p.stderr

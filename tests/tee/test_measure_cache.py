@@ -315,11 +315,13 @@ def test_the_overlay_device_is_read_from_the_mount_options(tmp_path: Path, overl
     (lower / "f").write_text("x")
     layers_dev = lower.stat().st_dev
     c1, c2 = overlays(lower, "c1"), overlays(lower, "c2")
-    known: dict[int, str | None] = {}
+    known: dict = {}
     for m in (c1, c2):
         st = (m / "f").stat()
         assert st.st_dev != layers_dev
-        assert measure_cache.path_device(known, str(m / "f"), st) == str(layers_dev)
+        assert measure_cache.key_device(known, str(m / "f"), st) == str(layers_dev)
+    (c1 / "g").write_text("new")  # a file of c1's upper layer: c1's own device
+    assert measure_cache.key_device({}, str(c1 / "g"), (c1 / "g").stat()) == str((c1 / "g").stat().st_dev)
 
 
 def test_an_overlay_whose_options_have_escaped_characters_is_not_cached(rootfs: Path, tmp_path: Path,
@@ -331,3 +333,38 @@ def test_an_overlay_whose_options_have_escaped_characters_is_not_cached(rootfs: 
     shutil.copytree(rootfs, lower, symlinks=True)
     c1 = overlays(lower, "c1")
     assert launch(c1).added == 0 and launch(c1).hits == 0
+
+
+def test_copies_up_made_in_one_clock_tick_by_two_containers_do_not_share_a_key(rootfs: Path, overlays) -> None:  # noqa: ANN001
+    """overlayfs keeps a copied-up file's st_ino (its lower origin's) and gives it the upper inode's ctime: two
+    containers rewriting one file in the same tick (mtime restored) would have one layers-device key for different
+    bytes. A file of a mount's upper layer is keyed by the mount's own st_dev."""
+    st = (rootfs / TARGET).stat()
+    good = (rootfs / TARGET).read_bytes()
+    bad = bytearray(good)
+    bad[100] ^= 0xFF
+    for attempt in range(10):  # the two copies' ctimes in one clock tick: no stat between the changes
+        c1, c2 = overlays(rootfs, f"a{attempt}"), overlays(rootfs, f"b{attempt}")
+        with open(c1 / TARGET, "r+b") as f:
+            f.write(good)
+        with open(c2 / TARGET, "r+b") as f:
+            f.write(bytes(bad))
+        os.utime(c1 / TARGET, ns=(st.st_atime_ns, st.st_mtime_ns))
+        os.utime(c2 / TARGET, ns=(st.st_atime_ns, st.st_mtime_ns))
+        s1, s2 = (c1 / TARGET).stat(), (c2 / TARGET).stat()
+        if s1.st_ctime_ns == s2.st_ctime_ns:
+            break
+    assert (s1.st_ino, s1.st_ctime_ns, s1.st_size, s1.st_mtime_ns) == (s2.st_ino, s2.st_ctime_ns, s2.st_size,
+                                                                        s2.st_mtime_ns) and s1.st_ino == st.st_ino
+    first = launch(c1)
+    assert first.added >= 3
+    with pytest.raises(RuneError, match="content of the trusted file /bin/app"):
+        launch(c2)
+    assert launch(c1).hits == first.added  # c1's own mount is still warm
+
+
+def test_an_upper_layer_with_directories_only_shares_the_layers_device(rootfs: Path, overlays) -> None:  # noqa: ANN001
+    c1 = overlays(rootfs, "c1")
+    (c1 / "etc" / "new-dir").mkdir()  # a copy-up of /etc: directories only in the upper layer
+    first = launch(overlays(rootfs, "c0"))
+    assert launch(c1).hits == first.added and first.added >= 3

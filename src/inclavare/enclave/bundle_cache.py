@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 from hashlib import sha256
 
-from inclavare.tee.sim.measure_cache import device, key, path_device
+from inclavare.tee.sim.measure_cache import key, key_device
 
 TYPE = "bundle-cache.sim"
 FORMAT = 1
@@ -93,7 +93,7 @@ class EpmMeasurements:
         self.measured = measured  # the MRENCLAVE these very manifest bytes measured to at a launch before, if known
         self.seen: dict[str, str] = {}  # measure_cache.key -> digest this launch got for it (hashed or hit)
         self.hits = 0
-        self._fs: dict[int, str | None] = {}  # st_dev -> measure_cache.device()
+        self._fs: dict = {}  # st_dev -> what measure_cache.key_device found of it
         # the host's measurement cache (measure_cache.MeasurementCache) for what the record does not hold: a new
         # container's rootfs (an engine's new overlay mount) has no record yet, but the host's cache keys the
         # layers' inodes that earlier containers measured
@@ -115,7 +115,7 @@ class EpmMeasurements:
 
     def lookup(self, host: str, st: os.stat_result) -> str | None:
         """get() for a file known by its lstat through the container's root (launch.check_files)."""
-        dev = path_device(self._fs, host, st)
+        dev = key_device(self._fs, host, st)
         if dev is None:
             return None
         k = key(st, dev)  # as get(), inline: once per trusted file
@@ -127,27 +127,27 @@ class EpmMeasurements:
             self.seen[k] = digest
         return digest
 
-    def get(self, fd: int, st: os.stat_result) -> str | None:
-        dev = device(self._fs, fd, st.st_dev)
+    def get(self, fd: int, st: os.stat_result, host: str) -> str | None:
+        dev = key_device(self._fs, host, st, fd)
         if dev is None:
             return None
         k = key(st, dev)
         digest = self.seeded.get(_hkey(k))
         if digest is None and self.host is not None:
-            digest = self.host.get(fd, st)
+            digest = self.host.get(fd, st, host)
         if digest is not None:
             self.hits += 1
             self.seen[k] = digest
         return digest
 
-    def put(self, fd: int, before: os.stat_result, digest: str) -> None:
-        dev = device(self._fs, fd, before.st_dev)
+    def put(self, fd: int, before: os.stat_result, digest: str, host: str) -> None:
+        dev = key_device(self._fs, host, before, fd)
         if dev is None:
             return
         if key(os.fstat(fd), dev) == key(before, dev):  # unchanged while it was hashed
             self.seen[key(before, dev)] = digest
             if self.host is not None:
-                self.host.put(fd, before, digest)
+                self.host.put(fd, before, digest, host)
 
     def save(self) -> None:
         """The host's cache (what this launch hashed); epm's record is saved by `save` below, once the whole launch
@@ -227,7 +227,7 @@ def save(found: Lookup, rootfs: str, signed: tuple, cache: EpmMeasurements) -> N
         try:
             host = image.host_path(rootfs, path, memo)  # through the root the launch sealed
             st = os.lstat(host)
-            dev = path_device(cache._fs, host, st)
+            dev = key_device(cache._fs, host, st)
             k = key(st, dev) if dev is not None else ""
         except OSError:
             k = ""

@@ -226,25 +226,15 @@ class ForkServer:
 
 
 def protected_interpreter() -> int | None:
-    """An O_PATH fd (close-on-exec, numbered above the few a spawn moves) of the interpreter seen through a
-    read-only overlayfs attached nowhere (linux/sealed_exe.py), or None where none can be made. A server started
-    from it has it as /proc/self/exe, and so has every worker and every container init they fork: `rune create` of
-    an enclave container with a runtime library finds itself sealed and does not execute itself again (one
-    interpreter start less). The first server is a fork of the shim (ready at once; measured, a server started
-    this way for the first command costs more than that command's re-execution saves)."""
-    import fcntl
-
+    """An O_PATH fd (close-on-exec) of the interpreter seen through a read-only overlayfs attached nowhere
+    (linux/sealed_exe.py), or None where none can be made; reaper.spawn keeps the fd its path names clear of the fds
+    it moves. A server started from it has it as /proc/self/exe, and so has every worker and every container init
+    they fork: `rune create` of an enclave container with a runtime library finds itself sealed and does not
+    execute itself again (one interpreter start less). The first server is a fork of the shim (ready at once;
+    measured, a server started this way for the first command costs more than that command's re-execution saves)."""
     from inclavare.linux import sealed_exe
 
-    fd = sealed_exe.overlay_exe(os.path.realpath(sys.executable), "/tmp")
-    if fd is None:
-        return None
-    try:
-        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
+    return sealed_exe.overlay_exe(os.path.realpath(sys.executable), "/tmp")
 
 
 _SHIM_MAIN = b"from inclavare.cli.shim import main\n"

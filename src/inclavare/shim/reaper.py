@@ -61,9 +61,11 @@ class Reaper:
         """Start argv[0] (an absolute path), or `path` with argv as it is, with fds as its 0, 1, 2 (then `extra` as
         3, 4, ...)."""
         targets = [*fds, *extra]
-        # dup every source above the targets first, so that no dup2 overwrites a source still to be used
+        # dup every source above the targets first, so that no dup2 overwrites a source still to be used (nor the fd
+        # that `path` names, /proc/self/fd/N, which execve opens after the file actions)
+        named = [int(path[14:])] if path and path.startswith("/proc/self/fd/") and path[14:].isdigit() else []
         actions: list[tuple] = []
-        base = max([*targets, 2]) + 1
+        base = max([*targets, *named, 2]) + 1
         for i, fd in enumerate(targets):
             actions.append((os.POSIX_SPAWN_DUP2, fd, base + i))
         for i in range(len(targets)):

@@ -427,7 +427,7 @@ def hash_file(rootfs: str | os.PathLike[str], path: str, cache=None,  # noqa: AN
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise RuneError(f"the trusted file {path} is not a regular file")
-        digest = cache.get(fd, st) if cache is not None else None
+        digest = cache.get(fd, st, host) if cache is not None else None
         if digest is not None:
             return TrustedFile(digest, st.st_size, st.st_mode, st.st_uid, st.st_gid), st
         h = hashlib.sha256()
@@ -441,7 +441,7 @@ def hash_file(rootfs: str | os.PathLike[str], path: str, cache=None,  # noqa: AN
         if left or os.read(fd, 1):
             raise RuneError(f"the trusted file {path} changed size while it was being measured")
         if cache is not None:
-            cache.put(fd, st, h.hexdigest())
+            cache.put(fd, st, h.hexdigest(), host)
         return TrustedFile(h.hexdigest(), st.st_size, st.st_mode, st.st_uid, st.st_gid), st
     finally:
         os.close(fd)

@@ -55,55 +55,68 @@ OVERLAY = 0x794C7630
 _metacopy: list[bool | None] = []  # the overlay module's metacopy default, once read
 
 
-def device(known: dict[int, str | None], fd: int, st_dev: int) -> str | None:
-    """The device part of a key for files on `st_dev` (`fd`: an open file on it), known per device: None when its
-    filesystem is not one whose change times the local kernel keeps (their files are hashed at every launch).
-    Mostly st_dev itself; for an overlayfs mount whose layers all lie on one local filesystem, that filesystem's
-    device instead (see overlay_device), so that a new container's overlay over the same image layers finds the
-    digests of the layers' inodes that another container's launch measured."""
-    if st_dev in known:
-        return known[st_dev]
-    kind = fs_type(fd)
-    dev = None
-    if kind in LOCAL_FILESYSTEMS:
-        dev = overlay_device(st_dev) if kind == OVERLAY else str(st_dev)
-    known[st_dev] = dev
-    return dev
+_UNKNOWN = object()
 
 
-def path_device(known: dict[int, str | None], host: str, st: os.stat_result) -> str | None:
-    """device() for the file `st` (the lstat of `host`), from an O_PATH handle of the very file (same st_dev),
-    not of a path that may name another file by the time statfs looks."""
-    if st.st_dev in known:
-        return known[st.st_dev]
-    try:
-        fd = os.open(host, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        if os.fstat(fd).st_dev != st.st_dev:
+def key_device(known: dict, host: str, st: os.stat_result, fd: int | None = None) -> str | None:
+    """The device part of the key of the file `st` (the stat of `host`, open at `fd` if given), or None when it is not
+    cached (a filesystem whose change times the local kernel does not keep: its files are hashed at every launch).
+    Mostly st_dev itself; for a file an overlayfs mount serves from a lower layer, when all its layers lie on one
+    local filesystem, that filesystem's device (overlay_device), so that a new container's overlay over the same
+    image layers finds the digests of the layers' inodes that another container's launch measured. `known` keeps
+    what was found per st_dev."""
+    info = known.get(st.st_dev, _UNKNOWN)
+    if info is _UNKNOWN:
+        info = known[st.st_dev] = _device_info(host, st, fd)
+    if isinstance(info, tuple):
+        shared, own, mount, upper = info
+        rel = host if mount == "/" else host[len(mount):] if host.startswith(mount + "/") else None
+        return own if rel is None or rel in upper else shared
+    return info
+
+
+def _device_info(host: str, st: os.stat_result, fd: int | None) -> str | tuple | None:
+    """What key_device needs of st_dev, from the file itself (an O_PATH handle of `host` when no fd is given: the
+    very file, same st_dev, not a path that may name another file by the time statfs looks)."""
+    mine = fd is None
+    if mine:
+        try:
+            fd = os.open(host, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
             return None
-        return device(known, fd, st.st_dev)
+    try:
+        if mine and os.fstat(fd).st_dev != st.st_dev:
+            return None
+        kind = fs_type(fd)
     finally:
-        os.close(fd)
+        if mine:
+            os.close(fd)
+    if kind not in LOCAL_FILESYSTEMS:
+        return None
+    return overlay_device(st.st_dev, host) if kind == OVERLAY else str(st.st_dev)
 
 
-def overlay_device(st_dev: int) -> str | None:
-    """The device part of the keys of the overlayfs mount `st_dev`: D when every layer of it (upper, work and
-    each lower directory, from its options in /proc/self/mountinfo) is a directory of the one local, non-overlay
-    filesystem D; None (not cached) when metacopy may be on; else its own st_dev.
+def overlay_device(st_dev: int, host: str) -> str | tuple | None:
+    """key_device's facts on the overlayfs mount `st_dev` (`host`: a path of one of its files): None (not cached)
+    when metacopy may be on; its own st_dev (a string) when its layers cannot be shared; else (D, its own st_dev,
+    the mount point `host` is under, the paths of the non-directory entries of its upper layer), D being the one
+    local, non-overlay filesystem that holds every layer (upper, work and each lower directory, from the mount's
+    options in /proc/self/mountinfo).
 
     Why the layers' device may stand for the overlay's: with all layers on one filesystem, overlayfs reports for a
-    regular file the st_ino and st_ctime of the real inode whose bytes it serves (the lower layer's, or the upper
-    layer's once copied up, a new inode with a new ctime), only st_dev being the overlay mount's own; so D with the
-    real inode number names that inode on D, and its ctime moves at each change of it, as for a file on D itself.
-    Each container has an overlay mount (a new st_dev) over the same image layers: keyed by st_dev alone, every
-    new container's launch would hash the whole image again. With metacopy, a copied-up inode can serve a lower
-    inode's bytes, whose changes do not move its ctime: such a mount is never cached, nor one whose metacopy
-    setting cannot be told (the module's default unknown, or options with escaped characters, which this parser
-    does not read). Relative layer paths, data-only layers, layers on several filesystems or on an overlay keep
-    the mount's own st_dev. The layers are the directories the options name now, which only the host's root could
-    have replaced since the mount (the sim TEE trusts it: it holds the platform secret)."""
+    regular file of a lower layer the st_ino and st_ctime of that very inode, only st_dev being the overlay mount's
+    own; so D with the inode number names that inode on D, and its ctime moves at each change of it, as for a file
+    on D itself. Not so for a file of the upper layer (copied up, or new): overlayfs keeps its lower origin's
+    st_ino, so two containers' copies made in one clock tick would share a key; such a file (its path has a
+    non-directory entry in the upper layer) is keyed by the mount's own st_dev. Each container has an overlay
+    mount (a new st_dev) over the same image layers: keyed by st_dev alone, every new container's launch would hash
+    the whole image again. With metacopy, a copied-up inode can serve a lower inode's bytes, whose changes do not
+    move its ctime: such a mount is never cached, nor one whose metacopy setting cannot be told (the module's
+    default unknown, or options with escaped characters, which this parser does not read). Relative layer paths,
+    data-only layers, layers on several filesystems or on an overlay, a mount of a subdirectory and an upper layer
+    of more than UPPER_LIMIT entries keep the mount's own st_dev. The layers are the directories the options name
+    now, seen from the launch: whoever could replace one since the mount (its mounter) could as well write the
+    layers' files, whose ctime would move."""
     own = str(st_dev)
     want = f"{os.major(st_dev)}:{os.minor(st_dev)}".encode()
     try:
@@ -111,30 +124,36 @@ def overlay_device(st_dev: int) -> str | None:
             data = f.read()
     except OSError:
         data = b""
-    opts = b""
+    opts, mount = b"", ""
     for line in data.split(b"\n"):
         fields = line.split(b" ")
         if len(fields) > 9 and fields[2] == want and b"-" in fields:
             sep = fields.index(b"-")
-            if len(fields) > sep + 3 and fields[sep + 1] == b"overlay":
-                opts = fields[sep + 3]
-            break
+            if len(fields) <= sep + 3 or fields[sep + 1] != b"overlay":
+                break
+            opts = fields[sep + 3]
+            point = fields[4].decode(errors="replace")
+            if fields[3] == b"/" and b"\\" not in fields[4] and (
+                    point == "/" or host.startswith(point + "/")) and len(point) > len(mount):
+                mount = point
     metacopy = None if b"\\" in opts else _metacopy_default()
     dirs: list[str] = []
+    upper = ""
     for opt in opts.decode(errors="replace").split(","):
         name, _, value = opt.partition("=")
         if name == "lowerdir":
             dirs += value.split(":")
         elif name in ("lowerdir+", "upperdir", "workdir"):
             dirs.append(value)
+            upper = value if name == "upperdir" else upper
         elif name == "datadir+":
             metacopy = True
         elif name == "metacopy":
             metacopy = value != "off"
     if metacopy is not False:
         return None
-    if not dirs or not all(d.startswith("/") for d in dirs):
-        return own  # relative paths (a mount made from another directory) or "::" (data-only layers)
+    if not mount or not dirs or not all(d.startswith("/") for d in dirs):
+        return own  # a subdirectory's mount, relative paths (a mount made from another directory), "::" (data-only)
     devs = set()
     for d in dirs:
         try:
@@ -148,7 +167,35 @@ def overlay_device(st_dev: int) -> str | None:
             devs.add(os.fstat(fd).st_dev)
         finally:
             os.close(fd)
-    return str(devs.pop()) if len(devs) == 1 else own
+    files = _upper_files(upper) if upper else frozenset()
+    if len(devs) != 1 or files is None:
+        return own
+    return str(devs.pop()), own, mount, files
+
+
+UPPER_LIMIT = 100_000  # entries of an upper layer read; more: the mount keeps its own st_dev
+
+
+def _upper_files(top: str) -> frozenset[str] | None:
+    """The paths (from the layer's root, "/etc/hostname") of the non-directory entries of the upper layer `top`:
+    files, symlinks, whiteouts; None when it cannot be read whole or has more than UPPER_LIMIT entries."""
+    out: list[str] = []
+    todo, seen = [("", top)], 0
+    while todo:
+        rel, d = todo.pop()
+        try:
+            with os.scandir(d) as it:
+                for e in it:
+                    seen += 1
+                    if seen > UPPER_LIMIT:
+                        return None
+                    if e.is_dir(follow_symlinks=False):
+                        todo.append((f"{rel}/{e.name}", e.path))
+                    else:
+                        out.append(f"{rel}/{e.name}")
+        except OSError:
+            return None
+    return frozenset(out)
 
 
 def _metacopy_default() -> bool | None:
@@ -163,7 +210,7 @@ def _metacopy_default() -> bool | None:
 
 
 def key(st: os.stat_result, dev: str) -> str:
-    """The cache key of the file `st` on the device `dev` (device())."""
+    """The cache key of the file `st` on the device `dev` (key_device())."""
     return (f"{dev}:{st.st_ino}:{st.st_ctime_ns}:{st.st_size}:{st.st_mtime_ns}:{st.st_mode}:{st.st_uid}:"
             f"{st.st_gid}:{st.st_nlink}")
 
@@ -180,7 +227,7 @@ class MeasurementCache:
         self.entries: dict[str, str] = {}
         self.added = 0
         self.hits = 0
-        self._fs: dict[int, str | None] = {}  # st_dev -> device() (None: not cacheable)
+        self._fs: dict = {}  # st_dev -> what key_device found of it
         self._loaded = False
         self._mr_enclave: bytes | None = None
         self._mr_new = False
@@ -229,7 +276,7 @@ class MeasurementCache:
             return None
         if not self._loaded:
             self._load()
-        dev = path_device(self._fs, host, st)
+        dev = key_device(self._fs, host, st)
         if dev is None:
             return None
         digest = self.entries.get(key(st, dev))
@@ -237,8 +284,8 @@ class MeasurementCache:
             self.hits += 1
         return digest
 
-    def get(self, fd: int, st: os.stat_result) -> str | None:
-        dev = device(self._fs, fd, st.st_dev) if self.path is not None else None
+    def get(self, fd: int, st: os.stat_result, host: str) -> str | None:
+        dev = key_device(self._fs, host, st, fd) if self.path is not None else None
         if dev is None:
             return None
         if not self._loaded:
@@ -248,8 +295,8 @@ class MeasurementCache:
             self.hits += 1
         return digest
 
-    def put(self, fd: int, before: os.stat_result, digest: str) -> None:
-        dev = device(self._fs, fd, before.st_dev) if self.path is not None else None
+    def put(self, fd: int, before: os.stat_result, digest: str, host: str) -> None:
+        dev = key_device(self._fs, host, before, fd) if self.path is not None else None
         if dev is None:
             return
         if not self._loaded:
