@@ -3,10 +3,10 @@ time, so that an unchanged file is not read again at every launch.
 
 Key (of the opened file, fstat after open without following symlinks):
     st_dev, st_ino          which inode it is: a file renamed over it, a bind mount over its path, a copy, another
-                            layer's file is another inode on another or the same device; for a file of an overlayfs
-                            mount whose layers are all on one filesystem, that filesystem's device rather than the
-                            mount's (overlay_device: each container's overlay over the same layers has a st_dev of
-                            its own, and the inode it serves is the layer's)
+                            layer's file is another inode on another or the same device; for a file an overlayfs
+                            mount serves from a lower layer, when its layers are all on one filesystem, that
+                            filesystem's device rather than the mount's (overlay_device: each container's overlay
+                            over the same layers has a st_dev of its own, and the inode it serves is the layer's)
     st_ctime_ns             when its inode last changed: the kernel sets it to the current time at every write,
                             truncate, chmod, chown, link, unlink, rename and utimes, and no system call sets it to a
                             chosen value (utimensat, which restores an mtime, sets ctime to now); only changing the
