@@ -320,8 +320,9 @@ def test_the_overlay_device_is_read_from_the_mount_options(tmp_path: Path, overl
         st = (m / "f").stat()
         assert st.st_dev != layers_dev
         assert measure_cache.key_device(known, str(m / "f"), st) == str(layers_dev)
-    (c1 / "g").write_text("new")  # a file of c1's upper layer: c1's own device
-    assert measure_cache.key_device({}, str(c1 / "g"), (c1 / "g").stat()) == str((c1 / "g").stat().st_dev)
+    (c1 / "g").write_text("new")  # a file in c1's upper layer: every file of c1 on its own device from then on
+    st = (c1 / "f").stat()
+    assert measure_cache.key_device({}, str(c1 / "f"), st) == str(st.st_dev)
 
 
 def test_an_overlay_whose_options_have_escaped_characters_is_not_cached(rootfs: Path, tmp_path: Path,
@@ -368,3 +369,45 @@ def test_an_upper_layer_with_directories_only_shares_the_layers_device(rootfs: P
     (c1 / "etc" / "new-dir").mkdir()  # a copy-up of /etc: directories only in the upper layer
     first = launch(overlays(rootfs, "c0"))
     assert launch(c1).hits == first.added and first.added >= 3
+
+
+@pytest.mark.parametrize("option", [",index=on", ",index=on,nfs_export=on"])
+def test_an_overlay_with_the_inode_index_keeps_its_own_keys(rootfs: Path, overlays, option: str) -> None:  # noqa: ANN001
+    """With the index, a lower hard link's other name can be served from a copied-up inode that no upper entry
+    names (found by review): such a mount is never keyed by its layers' device."""
+    first = launch(overlays(rootfs, "c1", option))
+    assert first.added >= 3
+    assert launch(overlays(rootfs, "c2", option)).hits == 0
+
+
+def test_a_bind_of_an_overlay_subdirectory_stacked_on_it_shares_nothing_once_a_file_is_copied_up(
+        tmp_path: Path, rootfs: Path, overlays) -> None:  # noqa: ANN001
+    """The layer holds the rootfs in a subdirectory; each container's overlay has that subdirectory bound over its
+    mount point (found by review: a path-based look at the upper layer mapped its files wrongly). A copy-up in either
+    makes the mount keep its own st_dev, whatever path its files are reached by."""
+    import shutil
+
+    from inclavare.linux import syscalls
+
+    layer = tmp_path / "layer"
+    shutil.copytree(rootfs, layer / "rootfs", symlinks=True)
+    st = (layer / "rootfs" / TARGET).stat()
+    good = (layer / "rootfs" / TARGET).read_bytes()
+    bad = bytearray(good)
+    bad[100] ^= 0xFF
+    mounts = []
+    try:
+        for name in ("c1", "c2"):
+            m = overlays(layer, name)
+            syscalls.mount(str(m / "rootfs"), str(m), None, syscalls.MS_BIND)
+            mounts.append(m)
+        for m, data in zip(mounts, (good, bytes(bad)), strict=True):
+            with open(m / TARGET, "r+b") as f:
+                f.write(data)
+            os.utime(m / TARGET, ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert launch(mounts[0]).added >= 3
+        with pytest.raises(RuneError, match="content of the trusted file /bin/app"):
+            launch(mounts[1])
+    finally:
+        for m in mounts:
+            syscalls.umount2(str(m), syscalls.MNT_DETACH)

@@ -3,8 +3,8 @@ time, so that an unchanged file is not read again at every launch.
 
 Key (of the opened file, fstat after open without following symlinks):
     st_dev, st_ino          which inode it is: a file renamed over it, a bind mount over its path, a copy, another
-                            layer's file is another inode on another or the same device; for a file an overlayfs
-                            mount serves from a lower layer, when its layers are all on one filesystem, that
+                            layer's file is another inode on another or the same device; for a file of an overlayfs
+                            mount whose layers are all on one filesystem and whose upper layer holds no file, that
                             filesystem's device rather than the mount's (overlay_device: each container's overlay
                             over the same layers has a st_dev of its own, and the inode it serves is the layer's)
     st_ctime_ns             when its inode last changed: the kernel sets it to the current time at every write,
@@ -52,7 +52,7 @@ def fs_type(fd: int) -> int:
 
 
 OVERLAY = 0x794C7630
-_metacopy: list[bool | None] = []  # the overlay module's metacopy default, once read
+_defaults: dict[str, bool | None] = {}  # the overlay module's parameters, once read
 
 
 _UNKNOWN = object()
@@ -61,21 +61,17 @@ _UNKNOWN = object()
 def key_device(known: dict, host: str, st: os.stat_result, fd: int | None = None) -> str | None:
     """The device part of the key of the file `st` (the stat of `host`, open at `fd` if given), or None when it is not
     cached (a filesystem whose change times the local kernel does not keep: its files are hashed at every launch).
-    Mostly st_dev itself; for a file an overlayfs mount serves from a lower layer, when all its layers lie on one
+    Mostly st_dev itself; for a file of an overlayfs mount that serves every file from its lower layers, all on one
     local filesystem, that filesystem's device (overlay_device), so that a new container's overlay over the same
     image layers finds the digests of the layers' inodes that another container's launch measured. `known` keeps
     what was found per st_dev."""
-    info = known.get(st.st_dev, _UNKNOWN)
-    if info is _UNKNOWN:
-        info = known[st.st_dev] = _device_info(host, st, fd)
-    if isinstance(info, tuple):
-        shared, own, mount, upper = info
-        rel = host if mount == "/" else host[len(mount):] if host.startswith(mount + "/") else None
-        return own if rel is None or rel in upper else shared
-    return info
+    dev = known.get(st.st_dev, _UNKNOWN)
+    if dev is _UNKNOWN:
+        dev = known[st.st_dev] = _device_info(host, st, fd)
+    return dev
 
 
-def _device_info(host: str, st: os.stat_result, fd: int | None) -> str | tuple | None:
+def _device_info(host: str, st: os.stat_result, fd: int | None) -> str | None:
     """What key_device needs of st_dev, from the file itself (an O_PATH handle of `host` when no fd is given: the
     very file, same st_dev, not a path that may name another file by the time statfs looks)."""
     mine = fd is None
@@ -93,30 +89,33 @@ def _device_info(host: str, st: os.stat_result, fd: int | None) -> str | tuple |
             os.close(fd)
     if kind not in LOCAL_FILESYSTEMS:
         return None
-    return overlay_device(st.st_dev, host) if kind == OVERLAY else str(st.st_dev)
+    return overlay_device(st.st_dev) if kind == OVERLAY else str(st.st_dev)
 
 
-def overlay_device(st_dev: int, host: str) -> str | tuple | None:
-    """key_device's facts on the overlayfs mount `st_dev` (`host`: a path of one of its files): None (not cached)
-    when metacopy may be on; its own st_dev (a string) when its layers cannot be shared; else (D, its own st_dev,
-    the mount point `host` is under, the paths of the non-directory entries of its upper layer), D being the one
-    local, non-overlay filesystem that holds every layer (upper, work and each lower directory, from the mount's
-    options in /proc/self/mountinfo).
+def overlay_device(st_dev: int) -> str | None:
+    """The device part of the keys of the overlayfs mount `st_dev`: D when every layer of it (upper, work and each
+    lower directory, from its options in /proc/self/mountinfo) is a directory of the one local, non-overlay
+    filesystem D and its upper layer holds no file (directories only); None (not cached) when metacopy may be on;
+    else its own st_dev.
 
     Why the layers' device may stand for the overlay's: with all layers on one filesystem, overlayfs reports for a
     regular file of a lower layer the st_ino and st_ctime of that very inode, only st_dev being the overlay mount's
     own; so D with the inode number names that inode on D, and its ctime moves at each change of it, as for a file
-    on D itself. Not so for a file of the upper layer (copied up, or new): overlayfs keeps its lower origin's
-    st_ino, so two containers' copies made in one clock tick would share a key; such a file (its path has a
-    non-directory entry in the upper layer) is keyed by the mount's own st_dev. Each container has an overlay
-    mount (a new st_dev) over the same image layers: keyed by st_dev alone, every new container's launch would hash
-    the whole image again. With metacopy, a copied-up inode can serve a lower inode's bytes, whose changes do not
-    move its ctime: such a mount is never cached, nor one whose metacopy setting cannot be told (the module's
-    default unknown, or options with escaped characters, which this parser does not read). Relative layer paths,
-    data-only layers, layers on several filesystems or on an overlay, a mount of a subdirectory and an upper layer
-    of more than UPPER_LIMIT entries keep the mount's own st_dev. The layers are the directories the options name
-    now, seen from the launch: whoever could replace one since the mount (its mounter) could as well write the
-    layers' files, whose ctime would move."""
+    on D itself. Each container has an overlay mount (a new st_dev) over the same image layers: keyed by st_dev
+    alone, every new container's launch would hash the whole image again. Not so for a file the upper layer serves
+    (copied up, or new): overlayfs keeps a copied-up file's lower origin st_ino, so two containers' copies of one
+    file made in one clock tick would share a key for different bytes. So the layers' device is used only while
+    no file can come from the upper layer: it holds directories only (a container's first start; a signed sim
+    enclave's root is read-only), with the inode index and NFS export off (with the index, a lower hard link's
+    other name can be served from a copied-up inode that no upper entry names). With metacopy, a copied-up inode
+    can serve a lower inode's bytes, whose changes do not move its ctime: such a mount is never cached, nor one
+    whose metacopy setting cannot be told (the module's default unknown, or options with escaped characters, which
+    this parser does not read). Relative layer paths, data-only layers, layers on several filesystems or on an
+    overlay keep the mount's own st_dev. The layers are the directories the options name now, seen from the launch:
+    whoever could replace one since the mount (its mounter) could as well write the layers' files, whose ctime would
+    move; a file copied up between the look at the upper layer and the file's own stat takes a writer of the
+    container's root while its launch check runs, which a signed sim enclave's read-only root leaves to the host's
+    root."""
     own = str(st_dev)
     want = f"{os.major(st_dev)}:{os.minor(st_dev)}".encode()
     try:
@@ -124,19 +123,16 @@ def overlay_device(st_dev: int, host: str) -> str | tuple | None:
             data = f.read()
     except OSError:
         data = b""
-    opts, mount = b"", ""
+    opts = b""
     for line in data.split(b"\n"):
         fields = line.split(b" ")
         if len(fields) > 9 and fields[2] == want and b"-" in fields:
             sep = fields.index(b"-")
-            if len(fields) <= sep + 3 or fields[sep + 1] != b"overlay":
-                break
-            opts = fields[sep + 3]
-            point = fields[4].decode(errors="replace")
-            if fields[3] == b"/" and b"\\" not in fields[4] and (
-                    point == "/" or host.startswith(point + "/")) and len(point) > len(mount):
-                mount = point
-    metacopy = None if b"\\" in opts else _metacopy_default()
+            if len(fields) > sep + 3 and fields[sep + 1] == b"overlay":
+                opts = fields[sep + 3]
+            break
+    metacopy = None if b"\\" in opts else _module_default("metacopy")
+    shared = b"\\" not in opts and _module_default("index") is False and _module_default("nfs_export") is False
     dirs: list[str] = []
     upper = ""
     for opt in opts.decode(errors="replace").split(","):
@@ -150,10 +146,12 @@ def overlay_device(st_dev: int, host: str) -> str | tuple | None:
             metacopy = True
         elif name == "metacopy":
             metacopy = value != "off"
+        elif name in ("index", "nfs_export"):
+            shared = shared and value == "off"
     if metacopy is not False:
         return None
-    if not mount or not dirs or not all(d.startswith("/") for d in dirs):
-        return own  # a subdirectory's mount, relative paths (a mount made from another directory), "::" (data-only)
+    if not shared or not dirs or not all(d.startswith("/") for d in dirs):
+        return own  # the index or NFS export, relative paths (a mount made from another directory), "::" (data-only)
     devs = set()
     for d in dirs:
         try:
@@ -167,46 +165,40 @@ def overlay_device(st_dev: int, host: str) -> str | tuple | None:
             devs.add(os.fstat(fd).st_dev)
         finally:
             os.close(fd)
-    files = _upper_files(upper) if upper else frozenset()
-    if len(devs) != 1 or files is None:
+    if len(devs) != 1 or (upper and not _only_directories(upper)):
         return own
-    return str(devs.pop()), own, mount, files
+    return str(devs.pop())
 
 
-UPPER_LIMIT = 100_000  # entries of an upper layer read; more: the mount keeps its own st_dev
+UPPER_LIMIT = 100_000  # directories of an upper layer read; more: the mount keeps its own st_dev
 
 
-def _upper_files(top: str) -> frozenset[str] | None:
-    """The paths (from the layer's root, "/etc/hostname") of the non-directory entries of the upper layer `top`:
-    files, symlinks, whiteouts; None when it cannot be read whole or has more than UPPER_LIMIT entries."""
-    out: list[str] = []
-    todo, seen = [("", top)], 0
+def _only_directories(top: str) -> bool:
+    """The upper layer `top` holds directories only (no file, symlink or whiteout), and at most UPPER_LIMIT."""
+    todo, seen = [top], 0
     while todo:
-        rel, d = todo.pop()
         try:
-            with os.scandir(d) as it:
+            with os.scandir(todo.pop()) as it:
                 for e in it:
                     seen += 1
-                    if seen > UPPER_LIMIT:
-                        return None
-                    if e.is_dir(follow_symlinks=False):
-                        todo.append((f"{rel}/{e.name}", e.path))
-                    else:
-                        out.append(f"{rel}/{e.name}")
+                    if seen > UPPER_LIMIT or not e.is_dir(follow_symlinks=False):
+                        return False
+                    todo.append(e.path)
         except OSError:
-            return None
-    return frozenset(out)
+            return False
+    return True
 
 
-def _metacopy_default() -> bool | None:
-    """The overlay module's metacopy default (what a mount that does not say metacopy= has), None when unknown."""
-    if not _metacopy:
+def _module_default(name: str) -> bool | None:
+    """The overlay module's default for `name` (metacopy, index, nfs_export: what a mount that does not say has),
+    None when unknown."""
+    if name not in _defaults:
         try:
-            with open("/sys/module/overlay/parameters/metacopy", "rb") as f:
-                _metacopy.append({b"N": False, b"Y": True}.get(f.read(1)))
+            with open(f"/sys/module/overlay/parameters/{name}", "rb") as f:
+                _defaults[name] = {b"N": False, b"Y": True}.get(f.read(1))
         except OSError:
-            _metacopy.append(None)
-    return _metacopy[0]
+            _defaults[name] = None
+    return _defaults[name]
 
 
 def key(st: os.stat_result, dev: str) -> str:
