@@ -411,3 +411,36 @@ def test_a_bind_of_an_overlay_subdirectory_stacked_on_it_shares_nothing_once_a_f
     finally:
         for m in mounts:
             syscalls.umount2(str(m), syscalls.MNT_DETACH)
+
+
+def test_layers_on_a_filesystem_outside_the_shared_list_keep_their_own_keys(tmp_path: Path, rootfs: Path,
+                                                                            overlays) -> None:  # noqa: ANN001
+    """Only ext2/3/4 and XFS layers share keys across overlay mounts: a review found that Btrfs subvolumes (each its
+    own inode numbers) made two lower layers' different files share a key; tmpfs's 32-bit inode numbers can wrap.
+    Layers on a tmpfs here: cached per mount, never shared."""
+    import shutil
+
+    from inclavare.linux import syscalls
+
+    t = tmp_path / "t"
+    t.mkdir()
+    syscalls.mount("tmpfs", str(t), "tmpfs", 0)
+    try:
+        shutil.copytree(rootfs, t / "lower", symlinks=True)
+        assert measure_cache.fs_type(os.open(t, os.O_RDONLY | os.O_CLOEXEC)) not in \
+            measure_cache.SHARED_LAYER_FILESYSTEMS
+        made = []
+        for name in ("c1", "c2"):
+            for sub in ("u", "w", "m"):
+                (t / f"{name}-{sub}").mkdir()
+            syscalls.mount("overlay", str(t / f"{name}-m"), "overlay", 0,
+                           f"lowerdir={t / 'lower'},upperdir={t / f'{name}-u'},workdir={t / f'{name}-w'}")
+            made.append(t / f"{name}-m")
+        first = launch(made[0])
+        assert first.added >= 3 and launch(made[0]).hits == first.added
+        assert launch(made[1]).hits == 0
+    finally:
+        for m in ("c2-m", "c1-m"):
+            if os.path.ismount(t / m):
+                syscalls.umount2(str(t / m), syscalls.MNT_DETACH)
+        syscalls.umount2(str(t), syscalls.MNT_DETACH)

@@ -4,8 +4,8 @@ time, so that an unchanged file is not read again at every launch.
 Key (of the opened file, fstat after open without following symlinks):
     st_dev, st_ino          which inode it is: a file renamed over it, a bind mount over its path, a copy, another
                             layer's file is another inode on another or the same device; for a file of an overlayfs
-                            mount whose layers are all on one filesystem and whose upper layer holds no file, that
-                            filesystem's device rather than the mount's (overlay_device: each container's overlay
+                            mount whose layers are all on one ext4 or XFS filesystem and whose upper layer holds no
+                            file, that filesystem's device rather than the mount's (overlay_device: each container's overlay
                             over the same layers has a st_dev of its own, and the inode it serves is the layer's)
     st_ctime_ns             when its inode last changed: the kernel sets it to the current time at every write,
                             truncate, chmod, chown, link, unlink, rename and utimes, and no system call sets it to a
@@ -52,6 +52,10 @@ def fs_type(fd: int) -> int:
 
 
 OVERLAY = 0x794C7630
+# the filesystems whose inode numbers name one inode of the whole filesystem (st_dev): an overlay's layers on one of
+# them may share keys across overlay mounts (overlay_device). Not Btrfs, whose inode numbers are per subvolume (each a
+# st_dev of its own, which an overlay's files do not report), nor tmpfs, whose 32-bit inode numbers can wrap
+SHARED_LAYER_FILESYSTEMS = {0xEF53, 0x58465342}  # ext2/3/4, XFS
 _defaults: dict[str, bool | None] = {}  # the overlay module's parameters, once read
 
 
@@ -93,29 +97,30 @@ def _device_info(host: str, st: os.stat_result, fd: int | None) -> str | None:
 
 
 def overlay_device(st_dev: int) -> str | None:
-    """The device part of the keys of the overlayfs mount `st_dev`: D when every layer of it (upper, work and each
-    lower directory, from its options in /proc/self/mountinfo) is a directory of the one local, non-overlay
-    filesystem D and its upper layer holds no file (directories only); None (not cached) when metacopy may be on;
-    else its own st_dev.
+    """The device part of the keys of the overlayfs mount `st_dev`: D when every layer of it (upper, work and each lower
+    directory, from its options in /proc/self/mountinfo) is a directory of the one local, non-overlay ext2/3/4 or
+    XFS filesystem D and its upper layer holds no file (directories only); None (not cached) when metacopy may be
+    on; else its own st_dev.
 
     Why the layers' device may stand for the overlay's: with all layers on one filesystem, overlayfs reports for a
-    regular file of a lower layer the st_ino and st_ctime of that very inode, only st_dev being the overlay mount's
-    own; so D with the inode number names that inode on D, and its ctime moves at each change of it, as for a file
-    on D itself. Each container has an overlay mount (a new st_dev) over the same image layers: keyed by st_dev
-    alone, every new container's launch would hash the whole image again. Not so for a file the upper layer serves
-    (copied up, or new): overlayfs keeps a copied-up file's lower origin st_ino, so two containers' copies of one
-    file made in one clock tick would share a key for different bytes. So the layers' device is used only while
-    no file can come from the upper layer: it holds directories only (a container's first start; a signed sim
-    enclave's root is read-only), with the inode index and NFS export off (with the index, a lower hard link's
-    other name can be served from a copied-up inode that no upper entry names). With metacopy, a copied-up inode
-    can serve a lower inode's bytes, whose changes do not move its ctime: such a mount is never cached, nor one
-    whose metacopy setting cannot be told (the module's default unknown, or options with escaped characters, which
-    this parser does not read). Relative layer paths, data-only layers, layers on several filesystems or on an
-    overlay keep the mount's own st_dev. The layers are the directories the options name now, seen from the launch:
-    whoever could replace one since the mount (its mounter) could as well write the layers' files, whose ctime would
-    move; a file copied up between the look at the upper layer and the file's own stat takes a writer of the
-    container's root while its launch check runs, which a signed sim enclave's read-only root leaves to the host's
-    root."""
+    regular file of a lower layer the st_ino and st_ctime of that very inode, only st_dev being the overlay
+    mount's own; so D with the inode number names that inode on D, and its ctime moves at each change of it, as
+    for a file on D itself. Each container has an overlay mount (a new st_dev) over the same image layers: keyed
+    by st_dev alone, every new container's launch would hash the whole image again. Not so for a file the upper
+    layer serves (copied up, or new): overlayfs keeps a copied-up file's lower origin st_ino, so two containers'
+    copies of one file made in one clock tick would share a key for different bytes. So the layers' device is
+    used only while no file can come from the upper layer: it holds directories only (a container's first start;
+    a signed sim enclave's root is made read-only before its payload runs), with the inode index and NFS export
+    off (with the index, a lower hard link's other name can be served from a copied-up inode that no upper entry
+    names). With metacopy, a copied-up inode can serve a lower inode's bytes, whose changes do not move its
+    ctime: such a mount is never cached, nor one whose metacopy setting cannot be told (the module's default
+    unknown, or options with escaped characters, which this parser does not read). Relative layer paths,
+    data-only layers, layers on several filesystems or on another kind than SHARED_LAYER_FILESYSTEMS (a review
+    found Btrfs subvolumes' inode numbers shared a key) keep the mount's own st_dev. The layers are the
+    directories the options name now, seen from the launch: making a layer path name another directory takes
+    writing its parent or mounting over it in the launch's mount namespace (the engine's directories: the host's
+    root); a file copied up between the look at the upper layer and the file's own stat takes a writer of the
+    container's root while its launch check runs (before the payload: rune itself and the host's root)."""
     own = str(st_dev)
     want = f"{os.major(st_dev)}:{os.minor(st_dev)}".encode()
     try:
@@ -159,8 +164,7 @@ def overlay_device(st_dev: int) -> str | None:
         except OSError:
             return own
         try:
-            kind = fs_type(fd)
-            if kind not in LOCAL_FILESYSTEMS or kind == OVERLAY:
+            if fs_type(fd) not in SHARED_LAYER_FILESYSTEMS:
                 return own
             devs.add(os.fstat(fd).st_dev)
         finally:
