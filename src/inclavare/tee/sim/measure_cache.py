@@ -66,27 +66,30 @@ def key_device(known: dict, host: str, st: os.stat_result, fd: int | None = None
     """The device part of the key of the file `st` (the stat of `host`, open at `fd` if given), or None when it is not
     cached (a filesystem whose change times the local kernel does not keep: its files are hashed at every launch).
     Mostly st_dev itself; for a file of an overlayfs mount that serves every file from its lower layers, all on one
-    local filesystem, that filesystem's device (overlay_device), so that a new container's overlay over the same
-    image layers finds the digests of the layers' inodes that another container's launch measured. `known` keeps
-    what was found per st_dev."""
+    ext4 or XFS filesystem, that filesystem's device (overlay_device), so that a new container's overlay over the
+    same image layers finds the digests of the layers' inodes that another container's launch measured. `known`
+    keeps what was found per st_dev (not a handle that could not be opened: that file is just not cached)."""
     dev = known.get(st.st_dev, _UNKNOWN)
     if dev is _UNKNOWN:
-        dev = known[st.st_dev] = _device_info(host, st, fd)
-    return dev
+        dev = _device_info(host, st, fd)
+        if dev is not _UNKNOWN:
+            known[st.st_dev] = dev
+    return None if dev is _UNKNOWN else dev
 
 
-def _device_info(host: str, st: os.stat_result, fd: int | None) -> str | None:
+def _device_info(host: str, st: os.stat_result, fd: int | None):  # noqa: ANN202 - str | None | _UNKNOWN
     """What key_device needs of st_dev, from the file itself (an O_PATH handle of `host` when no fd is given: the
-    very file, same st_dev, not a path that may name another file by the time statfs looks)."""
+    very file, same st_dev, not a path that may name another file by the time statfs looks); _UNKNOWN when that
+    handle cannot be had."""
     mine = fd is None
     if mine:
         try:
             fd = os.open(host, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError:
-            return None
+            return _UNKNOWN
     try:
         if mine and os.fstat(fd).st_dev != st.st_dev:
-            return None
+            return _UNKNOWN
         kind = fs_type(fd)
     finally:
         if mine:
