@@ -273,7 +273,9 @@ def test_a_new_container_of_the_image_reads_no_trusted_file_again(run: Run, tmp_
 
     v = _volume(tmp_path)
     first: list[subprocess.CompletedProcess] = []
-    t = threading.Thread(target=lambda: first.append(run(["sh", "-c", "echo up > /data/up; sleep 4"], volume=v)))
+    # the first container runs until the test has started the second (at most 60 s)
+    hold = "echo up > /data/up; i=0; while [ ! -e /data/done ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done"
+    t = threading.Thread(target=lambda: first.append(run(["sh", "-c", hold], volume=v)))
     t.start()
     try:
         deadline = time.monotonic() + 60
@@ -290,5 +292,6 @@ def test_a_new_container_of_the_image_reads_no_trusted_file_again(run: Run, tmp_
         else:
             assert state() == before, f"{run.engine}: the second container's launch hashed trusted files again"
     finally:
+        (v / "done").write_text("")
         t.join(60)
     assert first and first[0].returncode == 0, first
