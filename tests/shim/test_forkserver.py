@@ -259,12 +259,10 @@ def test_a_worker_holds_only_what_an_exec_d_rune_holds(rune, tmp_path: Path) -> 
     ({"process": {"env": ["PATH=/bin", "ENCLAVE_TYPE=sim"]}}, True),
     ({"annotations": {"enclave.type": "intelSgx"}}, True),
     ({"process": {"env": ["PATH=/bin", "NOT_ENCLAVE_TYPE=sim"]}, "annotations": {"enclave.other": "x"}}, False),
-    (None, False),
+    ({}, False),
 ], ids=["ENCLAVE_TYPE", "enclave.type annotation", "plain", "no config.json"])
-def test_an_enclave_bundle_is_told_by_its_config(tmp_path: Path, config: dict | None, enclave: bool) -> None:
-    if config is not None:
-        (tmp_path / "config.json").write_text(json.dumps(config))
-    assert forkserver.wants_enclave(str(tmp_path)) is enclave
+def test_an_enclave_bundle_is_told_by_its_config(config: dict, enclave: bool) -> None:
+    assert forkserver.names_enclave(config) is enclave
 
 
 START_DRIVER = textwrap.dedent("""

@@ -109,7 +109,7 @@ class Container:
         self.spawn = reaper.spawn
         self.mounts = list(req.rootfs)
         spec = self._spec()
-        if fs is not None and _names_enclave(spec):
+        if fs is not None and forkserver.names_enclave(spec):
             fs.enclave = True  # servers started from now on load the enclave runtime too (a pod's later ones)
         self.kill_all_on_exit = _kill_all_on_exit(spec)
         self._write_state(binary, root)
@@ -140,7 +140,7 @@ class Container:
         return spec
 
     def _convert(self, spec: dict) -> None:
-        if not _names_enclave(spec):
+        if not forkserver.names_enclave(spec):
             return  # a plain container: the enclave modules stay unloaded
         from inclavare.shim import convert
 
@@ -191,10 +191,3 @@ class Container:
         else:
             self._unmount()
         return p
-
-
-def _names_enclave(spec: dict) -> bool:
-    """config.json names an enclave type (ENCLAVE_TYPE in process.env, or the enclave.type annotation)."""
-    env = (spec.get("process") or {}).get("env") or ()
-    return any(isinstance(e, str) and e.startswith("ENCLAVE_TYPE=") for e in env) or "enclave.type" in (
-        spec.get("annotations") or {})

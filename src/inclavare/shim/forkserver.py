@@ -53,7 +53,7 @@ PRELOAD = tuple(f"inclavare.cli.{m}" for m in ("rune", "args", "log", "create", 
                                            "mountopts", "net", "securejoin")) + ("errno", "fcntl", "gc")
 
 # what an enclave container's create adds (the init-runelet, the sim launch check, libcrypto through hashlib): imported
-# as well by the servers of a shim whose container is an enclave one (wants_enclave), after they are ready and while no
+# as well by the servers of a shim whose container is an enclave one (names_enclave), after they are ready and while no
 # request waits, so that the init a worker forks starts with the enclave runtime loaded - the warm runelet the shim can
 # give: a process forked from it by the worker becomes the container's PID 1 (a process made in advance cannot move
 # into a new PID namespace)
@@ -67,15 +67,11 @@ PRELOAD_ENCLAVE = tuple(f"inclavare.enclave.{m}" for m in (
      "binascii")
 
 
-def wants_enclave(bundle: str) -> bool:
-    """Whether the bundle the shim starts for names an enclave type (ENCLAVE_TYPE or the enclave.type annotation):
-    a byte search of its config.json, as rune's create looks before it parses anything enclave-specific."""
-    try:
-        with open(os.path.join(bundle, "config.json"), "rb") as f:
-            data = f.read(1 << 22)
-    except OSError:
-        return False
-    return b'"ENCLAVE_TYPE=' in data or b'"enclave.type"' in data
+def names_enclave(spec: dict) -> bool:
+    """config.json (parsed) names an enclave type: ENCLAVE_TYPE in process.env, or the enclave.type annotation."""
+    env = (spec.get("process") or {}).get("env") or ()
+    return any(isinstance(e, str) and e.startswith("ENCLAVE_TYPE=") for e in env) or "enclave.type" in (
+        spec.get("annotations") or {})
 
 
 COMM = "rune-forkserver"

@@ -67,18 +67,19 @@ def parse_flags(argv: list[str]) -> Flags:
     return f
 
 
-def _spec_annotations(bundle: str) -> dict:
+def _spec(bundle: str) -> dict:
     try:
         with open(os.path.join(bundle, "config.json"), "rb") as f:
             spec = jsonlite.loads(f.read())
     except (OSError, ValueError):
         return {}
-    ann = spec.get("annotations") if isinstance(spec, dict) else None
-    return ann if isinstance(ann, dict) else {}
+    return spec if isinstance(spec, dict) else {}
 
 
-def group_id(bundle: str, cid: str) -> str:
-    ann = _spec_annotations(bundle)
+def group_id(bundle: str, cid: str, spec: dict | None = None) -> str:
+    """The pod whose shim serves the container (`spec`: the bundle's config.json, read here when not given)."""
+    ann = (spec if spec is not None else _spec(bundle)).get("annotations")
+    ann = ann if isinstance(ann, dict) else {}
     for key in GROUP_ANNOTATIONS:
         if isinstance(ann.get(key), str) and ann[key]:
             return ann[key]
@@ -143,7 +144,8 @@ def start(f: Flags) -> int:
         sys.stdin.buffer.read()  # the task options: read per container at Create
     except OSError:
         pass
-    address = socket_address(f.address, f.namespace, group_id(bundle, f.id))
+    spec = _spec(bundle)  # once: the pod it belongs to, and whether its shim's fork servers load the enclave runtime
+    address = socket_address(f.address, f.namespace, group_id(bundle, f.id, spec))
     path = address[len("unix://"):]
     listener = _listen(path)
     if listener is not None:
@@ -151,9 +153,9 @@ def start(f: Flags) -> int:
         pid = os.fork()
         if pid == 0:
             try:
-                from inclavare.shim import server
+                from inclavare.shim import forkserver, server
 
-                server.run(listener, f, bundle, path, containerd_pid)
+                server.run(listener, f, bundle, path, containerd_pid, forkserver.names_enclave(spec))
             finally:
                 os._exit(1)
         listener.close()

@@ -63,11 +63,14 @@ def _become_subreaper(containerd_pid: int) -> None:
         pass
 
 
-def run(listener: _socket.socket, f: Flags, bundle: str, socket_path: str, containerd_pid: int) -> None:
+def run(listener: _socket.socket, f: Flags, bundle: str, socket_path: str, containerd_pid: int,
+        enclave: bool = False) -> None:
+    """The shim's life; `enclave`: the container it starts for is an enclave one (its fork servers load the enclave
+    runtime)."""
     _detach()
     log = Log(bundle, f.debug)
     try:
-        _serve(listener, f, bundle, socket_path, containerd_pid, log)
+        _serve(listener, f, enclave, socket_path, containerd_pid, log)
     except BaseException as e:  # a shim that cannot serve says why in containerd's log, and leaves no socket
         import traceback
 
@@ -79,7 +82,7 @@ def run(listener: _socket.socket, f: Flags, bundle: str, socket_path: str, conta
         os._exit(1)
 
 
-def _serve(listener: _socket.socket, f: Flags, bundle: str, socket_path: str, containerd_pid: int, log: Log) -> None:
+def _serve(listener: _socket.socket, f: Flags, enclave: bool, socket_path: str, containerd_pid: int, log: Log) -> None:
     _become_subreaper(containerd_pid)
     from inclavare.shim.reaper import Reaper
 
@@ -88,7 +91,7 @@ def _serve(listener: _socket.socket, f: Flags, bundle: str, socket_path: str, co
 
     # before any thread starts, too: it is a fork of this process; with the enclave runtime loaded when the container
     # the shim starts for is an enclave one
-    fs = forkserver.current = forkserver.start(forkserver.wants_enclave(bundle))
+    fs = forkserver.current = forkserver.start(enclave)
     reaper = Reaper()
     if fs.pid:
         reaper.track(fs.pid)  # its exit is the reaper's, not a container process's
