@@ -63,7 +63,8 @@ class Reaper:
         targets = [*fds, *extra]
         # dup every source above the targets first, so that no dup2 overwrites a source still to be used (nor the fd
         # that `path` names, /proc/self/fd/N, which execve opens after the file actions)
-        named = [int(path[14:])] if path and path.startswith("/proc/self/fd/") and path[14:].isdigit() else []
+        n = path.removeprefix("/proc/self/fd/") if path else ""
+        named = [int(n)] if n != path and n.isdigit() else []
         actions: list[tuple] = []
         base = max([*targets, *named, 2]) + 1
         for i, fd in enumerate(targets):

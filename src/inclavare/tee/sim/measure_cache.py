@@ -5,8 +5,9 @@ Key (of the opened file, fstat after open without following symlinks):
     st_dev, st_ino          which inode it is: a file renamed over it, a bind mount over its path, a copy, another
                             layer's file is another inode on another or the same device; for a file of an overlayfs
                             mount whose layers are all on one ext4 or XFS filesystem and whose upper layer holds no
-                            file, that filesystem's device rather than the mount's (overlay_device: each container's overlay
-                            over the same layers has a st_dev of its own, and the inode it serves is the layer's)
+                            file, that filesystem's device rather than the mount's (overlay_device: each container's
+                            overlay over the same layers has a st_dev of its own, and the inode it serves is the
+                            layer's)
     st_ctime_ns             when its inode last changed: the kernel sets it to the current time at every write,
                             truncate, chmod, chown, link, unlink, rename and utimes, and no system call sets it to a
                             chosen value (utimensat, which restores an mtime, sets ctime to now); only changing the
@@ -51,14 +52,12 @@ def fs_type(fd: int) -> int:
         return 0
 
 
-OVERLAY = 0x794C7630
+OVERLAY = next(magic for magic, name in LOCAL_FILESYSTEMS.items() if name == "overlay")
 # the filesystems whose inode numbers name one inode of the whole filesystem (st_dev): an overlay's layers on one of
 # them may share keys across overlay mounts (overlay_device). Not Btrfs, whose inode numbers are per subvolume (each a
 # st_dev of its own, which an overlay's files do not report), nor tmpfs, whose 32-bit inode numbers can wrap
-SHARED_LAYER_FILESYSTEMS = {0xEF53, 0x58465342}  # ext2/3/4, XFS
+SHARED_LAYER_FILESYSTEMS = {magic for magic, name in LOCAL_FILESYSTEMS.items() if name in ("ext4", "xfs")}
 _defaults: dict[str, bool | None] = {}  # the overlay module's parameters, once read
-
-
 _UNKNOWN = object()
 
 
@@ -147,9 +146,11 @@ def overlay_device(st_dev: int) -> str | None:
         name, _, value = opt.partition("=")
         if name == "lowerdir":
             dirs += value.split(":")
-        elif name in ("lowerdir+", "upperdir", "workdir"):
+        elif name in ("lowerdir+", "workdir"):
             dirs.append(value)
-            upper = value if name == "upperdir" else upper
+        elif name == "upperdir":
+            dirs.append(value)
+            upper = value
         elif name == "datadir+":
             metacopy = True
         elif name == "metacopy":
