@@ -11,7 +11,9 @@
 3. `ctr run --rm` of /bin/true from the busybox image signed with `sgx-tools sign-image` (a sim enclave) and from the
    plain image, each through containerd-shim-rune-v2 with its fork server (an enclave container's shim preloads the
    enclave runtime into it: the init is a warm runelet), through it with every command exec'd (`[rune] fork_server =
-   false`), and through containerd-shim-runc-v2 + rune: what an enclave adds over a plain container with each;
+   false`), and through containerd-shim-runc-v2 + rune: what an enclave adds over a plain container with each; and
+   `rune run` of a signed sim enclave and a plain bundle in a long-lived fork server's workers, with and without the
+   enclave runtime preloaded (what a shim's later commands get);
 4. the time Create spends on the enclave conversion of the busybox image (ENCLAVE_TYPE=sim), cold (an empty cache)
    and from the cache, as the shim logs it, and cold for the same image with a 64 MiB file added: the difference
    gives the measurement's hashing rate.
@@ -187,6 +189,55 @@ def enclave_runs(c: shimd.ShimContainerd, signed: str, runs: int, warmup: int) -
     return times
 
 
+WARM_DRIVER = """
+import os, statistics, sys, time
+from inclavare.shim import forkserver
+rune, root, enclave, runs = sys.argv[1], sys.argv[2], sys.argv[3] == "1", int(sys.argv[4])
+bundles = sys.argv[5:]
+fs = forkserver.start(enclave)
+times = {b: [] for b in bundles}
+for i in range(runs + 2):
+    for b in bundles:
+        fds = (os.open("/dev/null", os.O_RDONLY), os.open("/dev/null", os.O_WRONLY), os.open("/dev/null", os.O_WRONLY))
+        t = time.perf_counter()
+        cmd = fs.spawn([rune, "--root", root, "run", "-b", b, f"w{i}-{len(times[b])}-{os.getpid()}"], fds, None)
+        code = cmd.wait()
+        dt = time.perf_counter() - t
+        for fd in fds:
+            os.close(fd)
+        if code:
+            raise SystemExit(f"rune run -b {b} in a worker: exit status {code}")
+        if i >= 2:
+            times[b].append(dt * 1000)
+print(" ".join(str(statistics.median(times[b])) for b in bundles))
+"""
+
+
+def warm_server_runs(work: Path, runs: int) -> dict[str, dict[str, float]]:
+    """`rune run` of a signed sim enclave and of a plain bundle in workers of one long-lived fork server, with and
+    without the enclave runtime preloaded (forkserver.PRELOAD_ENCLAVE): what a shim's later commands get. Rounds of
+    each kind alternate; medians of the rounds' medians."""
+    from inclavare.oci.busybox import make_bundle
+
+    key = work / "warm-owner.pem"
+    d.run([str(shimd.BIN / "sgx-tools"), "gen-key", str(key)])
+    plain = make_bundle(str(work / "warm-plain"), ["/bin/true"])
+    signed = make_bundle(str(work / "warm-sim"), ["/bin/true"])
+    d.run([str(shimd.BIN / "sgx-tools"), "sign-bundle", "--key", str(key), signed])
+    out: dict[str, dict[str, list[float]]] = {"preloaded": {"enclave": [], "plain": []},
+                                              "not preloaded": {"enclave": [], "plain": []}}
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), INCLAVARE_EPM_SOCKET="")
+    for _ in range(3):
+        for kind, flag in (("preloaded", "1"), ("not preloaded", "0")):
+            p = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(REPO / 'src')!r})\n"
+                                + WARM_DRIVER, str(shimd.BIN / "rune"), str(work / "warm-root"), flag, str(runs),
+                                signed, plain], capture_output=True, text=True, env=env, check=True)
+            e, pl = (float(x) for x in p.stdout.split())
+            out[kind]["enclave"].append(e)
+            out[kind]["plain"].append(pl)
+    return {k: {img: statistics.median(v) for img, v in r.items()} for k, r in out.items()}
+
+
 def big_image(work: Path, base: d.Image) -> tuple[str, int]:
     """The busybox image with a 64 MiB file of random bytes added; (reference, bytes added)."""
     rootfs = work / "big-rootfs"
@@ -255,6 +306,13 @@ def main() -> int:
                   f"{q['enclave'][2] * 1000:.1f})  plain {q['plain'][1] * 1000:6.1f}  enclave adds "
                   f"{(q['enclave'][1] - q['plain'][1]) * 1000:5.1f}  ratio {q['enclave'][1] / q['plain'][1]:.2f}")
         out["enclave_ctr_run_rm_ms"] = med
+        warm = warm_server_runs(work, args.runs)
+        print("rune run /bin/true in a warm fork server's worker (ms, medians of three rounds): signed sim enclave, "
+              "plain")
+        for kind, r in warm.items():
+            print(f"  enclave runtime {kind:14s} enclave {r['enclave']:6.1f}  plain {r['plain']:6.1f}  ratio "
+                  f"{r['enclave'] / r['plain']:.2f}")
+        out["warm_server_rune_run_ms"] = warm
 
         from tests.engines.test_cri import CRI, _grpc
 
