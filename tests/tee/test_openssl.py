@@ -3,11 +3,11 @@ host's file), never later at its first use (after pivot_root it would be the ima
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import subprocess
 import sys
 
+from cryptography.hazmat.primitives import cmac
+from cryptography.hazmat.primitives.ciphers import algorithms
 from tests.conftest import REPO
 from tests.enclave.test_sim_enclave import EVIL_OPENSSL_CNF
 
@@ -18,9 +18,11 @@ def test_the_configuration_is_read_at_load_not_at_first_use(tmp_path):
             "from inclavare.tee import openssl\n"
             "lib = openssl.load()\n"
             f"open({str(cnf)!r}, 'w').write({EVIL_OPENSSL_CNF!r})\n"
-            "print(lib.hmac_sha256(b'k', b'd').hex())\n"
+            "print(lib.cmac_aes128(bytes(16), b'd').hex())\n"
             "print('_hashlib' in sys.modules)\n")  # nothing else initialised OpenSSL first
     p = subprocess.run([sys.executable, "-I", "-S", "-c", code], env={"OPENSSL_CONF": str(cnf)}, capture_output=True,
                        text=True, timeout=60)
     assert p.returncode == 0, p.stderr
-    assert p.stdout.split() == [hmac.new(b"k", b"d", hashlib.sha256).hexdigest(), "False"], p.stdout
+    c = cmac.CMAC(algorithms.AES(bytes(16)))
+    c.update(b"d")
+    assert p.stdout.split() == [c.finalize().hex(), "False"], p.stdout

@@ -29,8 +29,8 @@ launch is cold: every file hashed, the record saved again.
 from __future__ import annotations
 
 import os
-from hashlib import sha256
 
+from inclavare.tee.sha256 import sha256  # not hashlib's: a warm launch loads no OpenSSL for it
 from inclavare.tee.sim.measure_cache import key, key_device
 
 TYPE = "bundle-cache.sim"
@@ -58,8 +58,6 @@ class Lookup:
 def lookup(session, rootfs: str, enclave_type: str, runtime_path: str) -> Lookup | None:  # noqa: ANN001
     """This rootfs's record from epm over `session` (an epm_client.Session); None when epm failed (a debug line
     says why: rune starts cold with the host's measurement cache)."""
-    import hashlib
-
     from inclavare.enclave import epm_client
     from inclavare.tee.sim.image import SIGSTRUCT, enclave_path
 
@@ -70,7 +68,7 @@ def lookup(session, rootfs: str, enclave_type: str, runtime_path: str) -> Lookup
             sig = f.read(4096)
     except OSError:
         return None  # the launch check says what is missing
-    h = hashlib.sha256(f"{TYPE}:{FORMAT}:{st.st_dev}:{st.st_ino}:{enclave}:".encode())
+    h = sha256(f"{TYPE}:{FORMAT}:{st.st_dev}:{st.st_ino}:{enclave}:".encode())
     h.update(sig)
     cache_id = h.hexdigest()
     try:

@@ -52,15 +52,16 @@ PRELOAD = tuple(f"inclavare.cli.{m}" for m in ("rune", "args", "log", "create", 
     tuple(f"inclavare.linux.{m}" for m in ("capabilities", "cgroups.host", "cgroups.v1", "cgroups.v2", "dmz",
                                            "mountopts", "net", "securejoin")) + ("errno", "fcntl", "gc")
 
-# what an enclave container's create adds (the init-runelet, the sim launch check, libcrypto through hashlib): imported
+# what an enclave container's create adds (the init-runelet, the sim launch check, libcrypto mapped through hashlib,
+# which a cold launch measures files with and which makes the runelet's dlopen of it a lookup): imported
 # as well by the servers of a shim whose container is an enclave one (names_enclave), after they are ready and while no
 # request waits, so that the init a worker forks starts with the enclave runtime loaded - the warm runelet the shim can
 # give: a process forked from it by the worker becomes the container's PID 1 (a process made in advance cannot move
 # into a new PID namespace)
 PRELOAD_ENCLAVE = tuple(f"inclavare.enclave.{m}" for m in (
     "config", "create", "runelet", "sim_runtime", "agent", "provision", "attestation_dev", "epm_client", "pal")) + \
-    tuple(f"inclavare.tee.{m}" for m in ("openssl", "records", "marker", "sgx.attributes", "sgx.layout", "sgx.report",
-                                         "sgx.measure", "sgx.sigstruct")) + \
+    tuple(f"inclavare.tee.{m}" for m in ("openssl", "records", "marker", "sha256", "sgx.attributes", "sgx.layout",
+                                         "sgx.report", "sgx.measure", "sgx.sigstruct")) + \
     tuple(f"inclavare.tee.sim.{m}" for m in ("envpolicy", "identity", "ereport", "evidence", "image", "launch",
                                              "measure_cache", "platform")) + \
     ("inclavare.linux.console", "inclavare.linux.proctitle", "hashlib", "select", "struct", "termios",

@@ -1,5 +1,5 @@
 """OpenSSL's libcrypto through _ctypes (linux.syscalls' light C types): the few primitives a long-lived enclave
-process needs (HMAC-SHA256, AES-128-CMAC, ECDSA P-256 signing), without the `cryptography` package and its import
+process needs (AES-128-CMAC, ECDSA P-256 signing; HMAC and HKDF are inclavare.tee.sha256's), without the `cryptography` package and its import
 graph in memory. The init-runelet of a sim enclave loads it before pivot_root (the library is a host file) and uses
 it for the enclave's whole life. OpenSSL 3 (EVP_Q_mac); `load` raises OSError where it is missing, and callers fall
 back to `cryptography`.
@@ -42,16 +42,8 @@ class LibCrypto:
             raise OSError(f"libcrypto: {name.decode()} failed")
         return out.raw[: n.value]
 
-    def hmac_sha256(self, key: bytes, data: bytes) -> bytes:
-        return self._mac(b"HMAC", b"SHA256", key, data, 32)
-
     def cmac_aes128(self, key: bytes, data: bytes) -> bytes:
         return self._mac(b"CMAC", b"AES-128-CBC", key, data, 16)
-
-    def hkdf_sha256(self, secret: bytes, salt: bytes, info: bytes, length: int = 16) -> bytes:
-        """RFC 5869 with SHA-256, one block (length <= 32)."""
-        prk = self.hmac_sha256(salt or bytes(32), secret)
-        return self.hmac_sha256(prk, info + b"\x01")[:length]
 
     def ecdsa_p256_sign(self, der_key: bytes, data: bytes) -> bytes:
         """ECDSA P-256/SHA-256 with a DER (PKCS#8) private key: the 64 bytes r||s that quotes carry."""
@@ -88,5 +80,11 @@ def der_to_raw(der: bytes) -> bytes:
     return out
 
 
+_loaded: list[LibCrypto] = []
+
+
 def load() -> LibCrypto:
-    return LibCrypto()
+    """The process's LibCrypto, loaded and initialised at the first call (a child forked after it shares it)."""
+    if not _loaded:
+        _loaded.append(LibCrypto())
+    return _loaded[0]

@@ -7,7 +7,6 @@ EEXTEND  "EEXTEND\\0" || u64 chunk offset || 48 zero bytes, then the 256 bytes o
 
 from __future__ import annotations
 
-import hashlib
 import struct
 
 TYPE_CHECKING = False  # collections.abc for an annotation only would cost a sim enclave's launch
@@ -39,6 +38,8 @@ class Measurement:
     """A running MRENCLAVE. Call ecreate once, then eadd/eextend (or add_page) per page, then digest()."""
 
     def __init__(self) -> None:
+        import hashlib  # a measurement is computed where files are read (sgx-tools, a cold launch)
+
         self._h = hashlib.sha256()
         self._size = 0
         self._created = False

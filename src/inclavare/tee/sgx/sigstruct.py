@@ -11,9 +11,8 @@ CPU does it: no library, so a launch check loads no `cryptography`; keys and sig
 
 from __future__ import annotations
 
-import hashlib
-
 from inclavare.tee.sgx.layout import FormatError, Structure, raw, structure, u16, u32
+from inclavare.tee.sha256 import sha256
 
 HEADER = bytes.fromhex("06000000e10000000000010000000000")[:12]
 HEADER2 = bytes.fromhex("01010000600000006000000001000000")
@@ -71,7 +70,7 @@ class Sigstruct(Structure):
 
 def mr_signer(modulus_le: bytes) -> bytes:
     """MRSIGNER: SHA-256 of the signer's modulus as 384 little-endian bytes."""
-    return hashlib.sha256(modulus_le).digest()
+    return sha256(modulus_le).digest()
 
 
 def bcd_date(day: datetime.date) -> int:
@@ -152,7 +151,7 @@ def sign_with(unsigned: Sigstruct, modulus: int, sign_pkcs1: Callable[[bytes], b
 
 def pkcs1_sha256(data: bytes, size: int = MODULUS_SIZE) -> int:
     """EMSA-PKCS1-v1_5 of SHA-256(data) for a `size`-byte modulus, as a number: 00 01 FF..FF 00 DigestInfo hash."""
-    t = SHA256_DIGEST_INFO + hashlib.sha256(data).digest()
+    t = SHA256_DIGEST_INFO + sha256(data).digest()
     return int.from_bytes(b"\x00\x01" + b"\xff" * (size - 3 - len(t)) + b"\x00" + t, "big")
 
 

@@ -52,13 +52,10 @@ def _libcrypto():  # noqa: ANN202 - LibCrypto | None
 
 
 def _hkdf(secret: bytes, salt: bytes, info: bytes) -> bytes:
-    lib = _libcrypto()
-    if lib is not None:
-        return lib.hkdf_sha256(secret, salt, info)
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+    # neither libcrypto nor `cryptography`: the launch derives the sealing keys with this
+    from inclavare.tee.sha256 import hkdf_sha256
 
-    return HKDF(algorithm=hashes.SHA256(), length=16, salt=salt, info=info).derive(secret)
+    return hkdf_sha256(secret, salt, info)
 
 
 def egetkey(platform: Platform, enclave: EnclaveIdentity, req: KeyRequest) -> bytes:

@@ -50,7 +50,9 @@ class Evidence:
                          ti[64:128], self.cpu_svn])
         key_id = os.urandom(32)
         body = self._body(report_data)
-        return body + key_id + lib.cmac_aes128(lib.hkdf_sha256(self.secret, key_id, info), body)
+        from inclavare.tee.sha256 import hkdf_sha256
+
+        return body + key_id + lib.cmac_aes128(hkdf_sha256(self.secret, key_id, info), body)
 
     def quote(self, lib, report_data: bytes = b"") -> bytes:  # noqa: ANN001 - LibCrypto
         """A sim quote v3 of the enclave over report_data."""

@@ -123,7 +123,7 @@ HINT = "re-sign the image with 'sgx-tools sign-image' (or the bundle with 'sgx-t
 def read_signed_image(rootfs: str | os.PathLike[str]) -> tuple[image.EnclaveConfig, ss_mod.Sigstruct, bytes]:
     """The signed image's configuration, its SIGSTRUCT, and the SHA-256 of the very manifest bytes the configuration
     was parsed from (the key of its measurement in the cache)."""
-    import hashlib
+    from inclavare.tee.sha256 import sha256
 
     d = image.enclave_path(rootfs)
     manifest_path, sigstruct_path = os.path.join(d, image.MANIFEST), os.path.join(d, image.SIGSTRUCT)
@@ -131,7 +131,7 @@ def read_signed_image(rootfs: str | os.PathLike[str]) -> tuple[image.EnclaveConf
     try:
         with open(manifest_path, "rb") as f:
             data = f.read()
-        digest = hashlib.sha256(data).digest()
+        digest = sha256(data).digest()
         manifest = jsonlite.loads(data)
         with open(sigstruct_path, "rb") as f:
             raw = f.read()

@@ -18,7 +18,6 @@ refused rather than silently shared.
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 from inclavare.errors import RuneError
@@ -77,7 +76,9 @@ def _host_id() -> str:
             mid = f.read().strip()
     except OSError:
         return ""
-    return hashlib.sha256(b"inclavare-sim-host:" + mid).hexdigest() if mid else ""
+    from inclavare.tee.sha256 import sha256
+
+    return sha256(b"inclavare-sim-host:" + mid).hexdigest() if mid else ""
 
 
 def _name(cn: str) -> x509.Name:

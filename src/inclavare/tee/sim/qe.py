@@ -9,7 +9,6 @@ inclavare.tee.marker.
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 from inclavare.errors import RuneError
@@ -24,6 +23,7 @@ from inclavare.tee.sgx.quote import (
     QuoteHeader,
 )
 from inclavare.tee.sgx.report import Report, ReportBody, TargetInfo
+from inclavare.tee.sha256 import sha256
 from inclavare.tee.sim.ereport import verify_report
 from inclavare.tee.sim.identity import EnclaveIdentity
 
@@ -35,8 +35,8 @@ if TYPE_CHECKING:
     from inclavare.tee.sim.platform import Platform
 
 QE_IDENTITY = EnclaveIdentity(
-    mr_enclave=hashlib.sha256(b"inclavare sim quoting enclave v1").digest(),
-    mr_signer=hashlib.sha256(b"inclavare sim platform signer v1").digest(),
+    mr_enclave=sha256(b"inclavare sim quoting enclave v1").digest(),
+    mr_signer=sha256(b"inclavare sim platform signer v1").digest(),
     attributes=Attributes(MODE64BIT, 0x3),
     isv_prod_id=1,
     isv_svn=1,
@@ -62,7 +62,7 @@ def gen_quote(platform: Platform, report: Report | bytes, qe_auth_data: bytes | 
         version=QUOTE_VERSION_3, att_key_type=ATT_KEY_TYPE_ECDSA_P256, qe_svn=QE_SVN, pce_svn=PCE_SVN,
         vendor_id=marker.SIM_QE_VENDOR_ID, user_data=marker.SIM_USER_DATA_PREFIX.ljust(20, b"\0"),
     )
-    qe_report = QE_IDENTITY.report_body(platform.cpu_svn, hashlib.sha256(att_pub + auth).digest())
+    qe_report = QE_IDENTITY.report_body(platform.cpu_svn, sha256(att_pub + auth).digest())
     unsigned = Quote(header, body, bytes(64), att_pub, qe_report, bytes(64), auth, CERT_DATA_PCK_CHAIN,
                      platform.pck_chain_pem)
     isv_sig = qv.p256_raw_signature(platform.quoting_key, unsigned.signed_bytes())
@@ -83,7 +83,7 @@ def quote_template(platform: Platform) -> bytes:
         version=QUOTE_VERSION_3, att_key_type=ATT_KEY_TYPE_ECDSA_P256, qe_svn=QE_SVN, pce_svn=PCE_SVN,
         vendor_id=marker.SIM_QE_VENDOR_ID, user_data=marker.SIM_USER_DATA_PREFIX.ljust(20, b"\0"),
     )
-    qe_report = QE_IDENTITY.report_body(platform.cpu_svn, hashlib.sha256(att_pub + auth).digest())
+    qe_report = QE_IDENTITY.report_body(platform.cpu_svn, sha256(att_pub + auth).digest())
     qe_sig = qv.p256_raw_signature(platform.pck_key, qe_report.to_bytes())
     q = Quote(header, ReportBody(), bytes(64), att_pub, qe_report, qe_sig, auth, CERT_DATA_PCK_CHAIN,
               platform.pck_chain_pem).to_bytes()
