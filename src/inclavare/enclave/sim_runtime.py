@@ -9,15 +9,19 @@ Call order, as the init-runelet drives any PAL:
       unsigned image with the TEE library's sentence, and makes the enclave's evidence material
       (inclavare.tee.sim.evidence) with the platform keys; it hands the runelet that material, the measured file
       list and the payload's environment, and exits, so that `cryptography`, the platform's PCK key and CAs and the
-      whole launch check's memory never stay in PID 1. The runelet loads libcrypto (inclavare.tee.openssl) for the
-      evidence, and /dev/attestation gets its tmpfs. These need privileges the container's process drops, so they
+      whole launch check's memory never stay in PID 1. While the child checks (it needs no libcrypto: its digests and
+      key derivations are inclavare.tee.sha256's), the runelet loads libcrypto (inclavare.tee.openssl) for the
+      evidence's reports and quotes; then /dev/attestation gets its tmpfs. These need privileges the container's process drops, so they
       come before pivot_root and the credentials.
   pal_init (after pivot_root, as the container's user): the runelet, which holds the platform secret and the
       quoting key, becomes non-dumpable (no ptrace or /proc/PID/mem by the same user, no core) with RLIMIT_CORE 0;
       /dev/attestation is served by two threads of the runelet (see attestation_dev).
   pal_create_process / pal_exec / pal_kill: native processes, reaped by the runelet's main loop (no thread waits),
-      with RLIMIT_CORE 0 (inherited) and PR_SET_DUMPABLE 0 set before execve - which the kernel resets at execve of a readable binary, so the payload itself is protected
-      from core dumps but not from ptrace by the same user: software cannot give it more.
+      started through the exec trampoline by posix_spawn (a vfork: until its execve the child shares the runelet's
+      memory and its non-dumpable state; no copy of the runelet is made), or, on a terminal (setsid, TIOCSCTTY)
+      or without /proc, by a fork that sets PR_SET_DUMPABLE 0 again; RLIMIT_CORE 0 is inherited. The kernel resets
+      dumpable at the execve of a readable binary, so the payload itself is protected from core dumps but not from
+      ptrace by the same user: software cannot give it more.
   pal_get_local_report: EREPORT of the launched enclave (the v3 operation `rune attest` uses).
   pal_destroy: stops serving /dev/attestation.
 """
@@ -143,6 +147,12 @@ class SimPal:
             os.close(w)  # end of file for the runelet now, not once the kernel has freed this process's memory
             os._exit(0)
         os.close(w)
+        try:  # while the launch child checks (it needs no libcrypto): the evidence's reports and quotes do
+            self.lib = openssl.load()
+        except (OSError, AttributeError) as e:
+            os.close(r)
+            os.waitpid(pid, 0)
+            raise RuneError(f"sim enclave: OpenSSL 3's libcrypto cannot be loaded ({e}); install libssl3") from None
         chunks = []
         while True:
             chunk = os.read(r, 1 << 16)
@@ -159,10 +169,6 @@ class SimPal:
         self.untrusted_env = out["untrusted_env"]
         self.trusted = frozenset(out["trusted"])
         self.evidence = Evidence.from_json(out["evidence"])
-        try:
-            self.lib = openssl.load()
-        except (OSError, AttributeError) as e:
-            raise RuneError(f"sim enclave: OpenSSL 3's libcrypto cannot be loaded ({e}); install libssl3") from None
         dev = [m for m in self.config.get("mounts") or () if m.get("destination") == "/dev"]
         if dev and dev[-1].get("type") == "tmpfs":  # never write into a host /dev bound into the container
             from inclavare.enclave.attestation_dev import AttestationDev
@@ -205,28 +211,32 @@ class SimPal:
             env = envpolicy.apply(self.env_defaults, self.untrusted_env, env, "the process's environment")
         # under the lock the reaping loop takes once it has reaped a child: a program that ends before it is
         # recorded here (an exec of `exit 6`) keeps its status instead of being reaped as an orphan
+        env_map = dict(e.partition("=")[::2] for e in env)
         with self.lock:
             r, w = os.pipe2(os.O_CLOEXEC)
-            pid = os.fork()
+            # posix_spawn where it can (no copy of the runelet); a terminal needs setsid and TIOCSCTTY: a fork
+            pid = 0 if os.isatty(stdio[0]) else _spawn(path, argv, env_map, stdio, w)
             if pid == 0:
-                try:
-                    os.close(r)
-                    fds = [fd if fd >= 3 else os.dup(fd) for fd in stdio]  # never clobber one still to be copied
-                    for i, fd in enumerate(fds):
-                        os.dup2(fd, i)
-                    if os.isatty(0):
-                        os.setsid()
-                        fcntl.ioctl(0, 0x540E, 0)  # TIOCSCTTY
-                    syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
-                    from inclavare.linux import dmz
+                pid = os.fork()
+                if pid == 0:
+                    try:
+                        os.close(r)
+                        fds = [fd if fd >= 3 else os.dup(fd) for fd in stdio]  # never clobber one still to be copied
+                        for i, fd in enumerate(fds):
+                            os.dup2(fd, i)
+                        if os.isatty(0):
+                            os.setsid()
+                            fcntl.ioctl(0, 0x540E, 0)  # TIOCSCTTY
+                        syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
+                        from inclavare.linux import dmz
 
-                    # through the sealed trampoline: this process's /proc/self/exe is the host's interpreter
-                    dmz.execve(path, argv, dict(e.partition("=")[::2] for e in env), w)
-                except OSError as e:
-                    os.write(w, str(e.errno or 1).encode())
-                except BaseException:  # noqa: BLE001
-                    os.write(w, b"1")
-                os._exit(127)
+                        # through the sealed trampoline: this process's /proc/self/exe is the host's interpreter
+                        dmz.execve(path, argv, env_map, w)
+                    except OSError as e:
+                        os.write(w, str(e.errno or 1).encode())
+                    except BaseException:  # noqa: BLE001
+                        os.write(w, b"1")
+                    os._exit(127)
             os.close(w)
             err = os.read(r, 16)
             os.close(r)
@@ -347,6 +357,20 @@ def seal_root(rootfs: str) -> None:
         syscalls.mount(None, rootfs, None, syscalls.MS_PRIVATE)
     except OSError as e:
         raise RuneError(f"sim enclave: cannot make the container's root {rootfs} private: {e.strerror}") from None
+
+
+def _spawn(path: str, argv: list[str], env: dict[str, str], stdio: tuple[int, int, int], report_fd: int) -> int:
+    """The process by posix_spawn (linux.dmz.spawn), or 0 where it cannot be made so (no /proc): then it forks."""
+    from inclavare.linux import dmz
+
+    low = {i: os.dup(fd) for i, fd in enumerate(stdio) if fd < 3 and fd != i}  # dmz.spawn's dup2s run in order
+    try:
+        return dmz.spawn(path, argv, env, tuple(low.get(i, fd) for i, fd in enumerate(stdio)), report_fd)
+    except OSError:
+        return 0
+    finally:
+        for fd in low.values():
+            os.close(fd)
 
 
 def _launch(rootfs: str, config: dict, sim_dir: str | None, bundle=None) -> dict:  # noqa: ANN001
