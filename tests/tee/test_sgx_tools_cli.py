@@ -134,6 +134,19 @@ def test_gen_key_is_private(tmp_path, capsys):
     assert os.stat(k).st_mode & 0o777 == 0o600
 
 
+def test_gen_key_refuses_an_existing_file_and_an_unwritable_place(tmp_path, capsys):
+    k = tmp_path / "k.pem"
+    k.write_text("a key already")
+    rc, out, err = run(capsys, "gen-key", str(k))
+    assert (rc, out) == (1, "")
+    assert err == f"sgx-tools: {k} exists already: gen-key never overwrites a key; remove it or name another file\n"
+    assert k.read_text() == "a key already"
+    rc, out, err = run(capsys, "gen-key", str(tmp_path / "no" / "k.pem"))
+    assert (rc, out) == (1, "")
+    assert err == f"sgx-tools: the key file {tmp_path / 'no' / 'k.pem'} cannot be created: No such file or directory\n"
+    assert sorted(os.listdir(tmp_path)) == ["k.pem"]
+
+
 # --- aesmd ---------------------------------------------------------------------------------------------------------
 
 class FakeAesmd:

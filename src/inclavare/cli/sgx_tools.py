@@ -146,7 +146,15 @@ def cmd_gen_key(args: argparse.Namespace) -> int:
     key = ss.generate_signing_key()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
-    fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    from inclavare.errors import RuneError
+
+    try:
+        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise RuneError(f"{args.out} exists already: gen-key never overwrites a key; remove it or name another "
+                        f"file") from None
+    except OSError as e:
+        raise RuneError(f"the key file {args.out} cannot be created: {e.strerror}") from None
     with os.fdopen(fd, "wb") as f:
         f.write(pem)
     print(f"mr_signer {ss.mr_signer(key.public_key().public_numbers().n.to_bytes(384, 'little')).hex()}")
