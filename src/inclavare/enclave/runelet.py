@@ -72,8 +72,9 @@ class Runelet:
         if self.cfg.runtime_path:
             from inclavare.enclave import pal  # noqa: F401 - ctypes with it: the built-in sim runtime needs neither
 
-        if self.cfg.type == SIM and (not self.cfg.runtime_path or self.signed):
-            sim_runtime.preimport()  # the launch check's modules; a PAL over an unsigned image needs none of them
+        if self.cfg.type == SIM and (not self.cfg.runtime_path or self.signed):  # a PAL's unsigned image: none
+            userns = any(ns.get("type") == "user" for ns in (self.config.get("linux") or {}).get("namespaces") or ())
+            sim_runtime.preimport(check=bool(self.cfg.runtime_path) or userns)
         sim_signed = self.cfg.type == SIM and self.signed and self.rootfs is not None
         if sim_signed or self.cfg.runtime_path:
             from inclavare.enclave import epm_client

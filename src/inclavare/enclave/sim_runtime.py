@@ -76,25 +76,22 @@ def verify_image(rootfs: str, sim_dir: str | None, config: dict | None = None,  
     return launched
 
 
-def preimport() -> None:
+def preimport(check: bool = True) -> None:
     """The modules load() and the enclave's services use, imported while Python's files are reachable (before a
-    user namespace, before pivot_root)."""
+    user namespace, before pivot_root). check=False leaves out the launch check's: the launch child imports them
+    itself (it runs before pivot_root), while the runelet loads libcrypto, and PID 1 never holds them; only where
+    Python's files may be out of the launch child's reach (a user namespace) or where the check runs in PID 1 (a PAL
+    over a signed image) does the runelet import them first."""
     import fcntl  # noqa: F401
 
     from inclavare.enclave import attestation_dev  # noqa: F401
     from inclavare.linux import dmz, syscalls  # noqa: F401
     from inclavare.oci import jsonlite  # noqa: F401
     from inclavare.tee import openssl  # noqa: F401
-    from inclavare.tee.sim import (  # noqa: F401
-        envpolicy,
-        ereport,
-        evidence,
-        identity,
-        image,
-        launch,
-        measure_cache,
-        platform,  # noqa: F401
-    )
+    from inclavare.tee.sim import envpolicy, evidence  # noqa: F401
+
+    if check:
+        from inclavare.tee.sim import ereport, identity, image, launch, measure_cache, platform  # noqa: F401
 
 
 class SimPal:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 import struct
 
+from inclavare.tee.sha256 import hkdf_sha256  # here, not in report(): PID 1 reports after pivot_root
+
 REPORT_DATA_OFFSET = 320
 
 
@@ -50,8 +52,6 @@ class Evidence:
                          ti[64:128], self.cpu_svn])
         key_id = os.urandom(32)
         body = self._body(report_data)
-        from inclavare.tee.sha256 import hkdf_sha256
-
         return body + key_id + lib.cmac_aes128(hkdf_sha256(self.secret, key_id, info), body)
 
     def quote(self, lib, report_data: bytes = b"") -> bytes:  # noqa: ANN001 - LibCrypto
