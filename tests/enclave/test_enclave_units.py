@@ -142,6 +142,59 @@ def test_sim_load_refuses_a_file_swapped_between_measuring_and_mounting(tmp_path
     assert (b / "rootfs" / "lib" / "data.bin").read_bytes() == b"swapped"  # the swap happened (in the child)
 
 
+def _signed_sim_bundle(tmp_path, monkeypatch):  # noqa: ANN001, ANN202
+    from cryptography.hazmat.primitives import serialization
+    from tests.tee.conftest import _make_bundle
+
+    from inclavare.linux import syscalls
+    from inclavare.tee.sgx.sigstruct import generate_signing_key
+    from inclavare.tee.sim import bundle
+
+    monkeypatch.setenv("INCLAVARE_SIM_DIR", str(tmp_path / "sim"))
+    key = tmp_path / "k.pem"
+    key.write_bytes(generate_signing_key().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    b = _make_bundle(tmp_path)
+    bundle.sign_bundle(b, key)
+    monkeypatch.setattr(syscalls, "mount", lambda *a, **k: None)  # seal_root's mounts: not on this host's root
+    return b, __import__("json").loads((b / "config.json").read_text())
+
+
+@pytest.mark.parametrize("pidfd", [True, False], ids=["joins", "falls-back"])
+def test_the_early_launch_child_checks_or_falls_back_to_a_fork(tmp_path, monkeypatch, pidfd):
+    """The launch child forked before the container's namespaces (sim_runtime.Launcher.early) joins the runelet's
+    mount namespace through a pidfd; where it cannot (no setns through a pidfd before Linux 5.8; here os.pidfd_open
+    taken away), it says so and the runelet forks one that checks: the launch succeeds either way, and no child is
+    left unreaped."""
+    from inclavare.enclave import sim_runtime
+
+    b, config = _signed_sim_bundle(tmp_path, monkeypatch)
+    if not pidfd:
+        monkeypatch.delattr(os, "pidfd_open")
+    pal = sim_runtime.SimPal(str(b / "rootfs"), config, str(tmp_path / "sim"))
+    pal.launcher = sim_runtime.Launcher.early(None)
+    early = pal.launcher.pid
+    pal.load()
+    assert pal.evidence is not None and pal.trusted
+    child = pal.launch_child
+    assert (child == early) is pidfd  # the fallback's own child otherwise
+    pal.reap_launch_child()
+    for pid in {early, child}:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+
+
+def test_an_early_launch_child_whose_runelet_gives_up_exits(tmp_path):
+    """A create that fails before the load (a mount refused, say) closes the request pipe: the child ends."""
+    from inclavare.enclave import sim_runtime
+
+    launcher = sim_runtime.Launcher.early(None)
+    os.close(launcher.go_fd)
+    _, status = os.waitpid(launcher.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    os.close(launcher.out)
+
+
 def test_the_broker_name_is_resolved_as_the_container_resolves_it(tmp_path):
     """HOST:PORT: the container's /etc/hosts (a pod's hostAliases) decides, not the node's; the process gets its own
     root back. Addresses, unix: paths and names the container cannot resolve are left as they are. In a child

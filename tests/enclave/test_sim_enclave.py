@@ -330,3 +330,18 @@ def test_the_runelet_cannot_dump_core_whatever_the_config_allows(rune, sim_dir, 
     p = rune("run", "--bundle", str(b), new_id(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert p.returncode == 0, p.stderr
     assert p.stdout.split()[-3:] == ["0", "0", "bytes"], p.stdout
+
+
+def test_a_config_mount_over_a_trusted_file_is_refused_by_the_launch_check(rune, sim_dir, signing_key, tmp_path):
+    """The launch check reads the rootfs as the container will see it, its mounts done: the launch child, forked
+    before the container's namespaces exist, joins the runelet's mount namespace before it checks (a check in the
+    host's would read the signed file under the bind mount and pass)."""
+    b = sim_bundle(tmp_path, ["cat", "/etc/trusted.txt"], signing_key, rune.binary, files={"etc/trusted.txt": "signed\n"})
+    other = tmp_path / "other.txt"
+    other.write_text("not signed\n")
+    c = json.loads((b / "config.json").read_text())
+    c["mounts"].append({"destination": "/etc/trusted.txt", "type": "bind", "source": str(other), "options": ["bind"]})
+    (b / "config.json").write_text(json.dumps(c))
+    p = rune("run", "--bundle", str(b), new_id())
+    assert p.returncode == 1 and "/etc/trusted.txt" in p.stderr and "not signed" not in p.stdout, (p.stdout, p.stderr)
+    assert "does not match its signature" in p.stderr, p.stderr

@@ -54,6 +54,7 @@ class Runelet:
         self.rootfs: str | None = None  # the container's rootfs (host path), set by enclave/create.py
         self.epm = None  # epm_client.Session, when epm serves: bundle caches and pre-initialised enclaves
         self.bundle = None  # bundle_cache.Lookup: epm's bundle cache for a signed sim image, when epm serves
+        self.launcher = None  # sim_runtime.Launcher: the built-in sim runtime's launch child, forked early
 
     # --- pre_namespaces: in the host's namespaces, before the init enters the container's --------------------
     def prepare_host(self) -> None:
@@ -72,8 +73,8 @@ class Runelet:
         if self.cfg.runtime_path:
             from inclavare.enclave import pal  # noqa: F401 - ctypes with it: the built-in sim runtime needs neither
 
+        userns = any(ns.get("type") == "user" for ns in (self.config.get("linux") or {}).get("namespaces") or ())
         if self.cfg.type == SIM and (not self.cfg.runtime_path or self.signed):  # a PAL's unsigned image: none
-            userns = any(ns.get("type") == "user" for ns in (self.config.get("linux") or {}).get("namespaces") or ())
             sim_runtime.preimport(check=bool(self.cfg.runtime_path) or userns)
         sim_signed = self.cfg.type == SIM and self.signed and self.rootfs is not None
         if sim_signed or self.cfg.runtime_path:
@@ -85,6 +86,10 @@ class Runelet:
             from inclavare.enclave import bundle_cache
 
             self.bundle = bundle_cache.lookup(self.epm, self.rootfs, self.cfg.type, self.cfg.runtime_path)
+        if self.cfg.type == SIM and not self.cfg.runtime_path and not userns:
+            # the launch child, forked now (before the agent's socket): it imports the launch check while this
+            # process enters the container's namespaces and mounts its rootfs (sim_runtime.Launcher)
+            self.launcher = sim_runtime.Launcher.early(self.bundle)
         self.listener = agent.listen(self.state_dir)
 
     # --- pre_pivot -------------------------------------------------------------------------------------------
@@ -124,6 +129,7 @@ class Runelet:
 
                 self.pal = sim_runtime.SimPal(ctx.rootfs, self.config, self.sim_dir)
                 self.pal.bundle = self.bundle
+                self.pal.launcher, self.launcher = self.launcher, None
                 self.pal.load()
         finally:
             self.bundle = None

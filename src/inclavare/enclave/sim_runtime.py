@@ -3,7 +3,9 @@ SGX's rules and formats with software protection only.
 
 Call order, as the init-runelet drives any PAL:
   load (before pivot_root, privileged; the moment the original dlopens a PAL): a short-lived child of the
-      runelet makes the container's root mount private (seal_root), then runs the launch check -
+      runelet (forked before the container's namespaces, so that it imports the launch check while the runelet
+      makes them, and joining the runelet's mount namespace at load: Launcher) makes the container's root mount
+      private (seal_root), then runs the launch check -
       EINIT's rules, inclavare.tee.sim.launch_check over the rootfs through that mount, as the container will see
       it (its mounts done), and the process against the manifest - refusing a tampered or
       unsigned image with the TEE library's sentence, and makes the enclave's evidence material
@@ -11,8 +13,8 @@ Call order, as the init-runelet drives any PAL:
       list and the payload's environment, and exits, so that `cryptography`, the platform's PCK key and CAs and the
       whole launch check's memory never stay in PID 1. While the child checks (it needs no libcrypto: its digests and
       key derivations are inclavare.tee.sha256's), the runelet loads libcrypto (inclavare.tee.openssl) for the
-      evidence's reports and quotes; then /dev/attestation gets its tmpfs. These need privileges the container's process drops, so they
-      come before pivot_root and the credentials.
+      evidence's reports and quotes; then /dev/attestation gets its tmpfs. These need privileges the container's
+      process drops, so they come before pivot_root and the credentials.
   pal_init (after pivot_root, as the container's user): the runelet, which holds the platform secret and the
       quoting key, becomes non-dumpable (no ptrace or /proc/PID/mem by the same user, no core) with RLIMIT_CORE 0;
       /dev/attestation is served by two threads of the runelet (see attestation_dev).
@@ -116,49 +118,36 @@ class SimPal:
         self.trusted: frozenset[str] = frozenset()  # the measured files, as the manifest names them
         self.measured: frozenset[str] | None = None  # their real paths after pivot_root, when first needed
         self.bundle = None  # bundle_cache.Lookup: epm's record for this enclave, when epm serves
+        self.launcher: Launcher | None = None  # the launch child forked early (Launcher.early), when there is one
 
     # before pivot_root
     def load(self) -> None:
         import _thread  # not threading, whose import (functools, collections) costs more than the launch check
         import fcntl  # noqa: F401
 
-        from inclavare.oci import jsonlite
         from inclavare.tee import openssl
         from inclavare.tee.sim import envpolicy  # noqa: F401
         from inclavare.tee.sim.evidence import Evidence
 
         self.lock = _thread.allocate_lock()
-        r, w = os.pipe2(os.O_CLOEXEC)
-        pid = os.fork()
-        if pid == 0:  # the launch child: everything heavy happens here and goes with it
-            os.close(r)
-            try:
-                out = _launch(self.rootfs, self.config, self.sim_dir, self.bundle)
-            except RuneError as e:
-                out = {"error": str(e)}
-            except BaseException as e:  # noqa: BLE001
-                out = {"error": f"sim enclave launch failed: {type(e).__name__}: {e}"}
-            data = jsonlite.dumps(out).encode()
-            while data:
-                data = data[os.write(w, data):]
-            os.close(w)  # end of file for the runelet now, not once the kernel has freed this process's memory
-            os._exit(0)
-        os.close(w)
+        launcher, self.launcher = self.launcher, None
+        if launcher is None or not launcher.go(self.rootfs, self.config, self.sim_dir):
+            launcher = Launcher.fork(self.bundle, (self.rootfs, self.config, self.sim_dir))
         try:  # while the launch child checks (it needs no libcrypto): the evidence's reports and quotes do
             self.lib = openssl.load()
         except (OSError, AttributeError) as e:
-            os.close(r)
-            os.waitpid(pid, 0)
+            launcher.result()
             raise RuneError(f"sim enclave: OpenSSL 3's libcrypto cannot be loaded ({e}); install libssl3") from None
-        chunks = []
-        while True:
-            chunk = os.read(r, 1 << 16)
-            if not chunk:
-                break
-            chunks.append(chunk)
-        os.close(r)
-        self.launch_child = pid  # reaped in init(): its exit (its memory freed) need not hold the launch up
-        out = jsonlite.loads(b"".join(chunks)) if chunks else {"error": "sim enclave: the launch check died"}
+        out = launcher.result()
+        if "fallback" in out:  # the early child could not join the container's mount namespace
+            from inclavare.enclave import epm_client
+
+            epm_client.debug(f"sim launch: {out['fallback']}: the launch child is forked now")
+            self.launch_child = launcher.pid
+            self.reap_launch_child()
+            launcher = Launcher.fork(self.bundle, (self.rootfs, self.config, self.sim_dir))
+            out = launcher.result()
+        self.launch_child = launcher.pid  # reaped in init(): its exit (its memory freed) need not hold the launch up
         if "error" in out:
             raise RuneError(out["error"])
         self.config.setdefault("process", {})["env"] = out["env"]
@@ -174,16 +163,19 @@ class SimPal:
             self.dev = AttestationDev(self.rootfs, user.get("uid", 0), user.get("gid", 0))
             self.dev.mount()
 
-    # after pivot_root: the six PAL operations
-    def init(self, args: str, log_level: str) -> None:
-        from inclavare.linux import syscalls
-
+    def reap_launch_child(self) -> None:
         if self.launch_child:
             try:
                 os.waitpid(self.launch_child, 0)
             except ChildProcessError:
                 pass
             self.launch_child = 0
+
+    # after pivot_root: the six PAL operations
+    def init(self, args: str, log_level: str) -> None:
+        from inclavare.linux import syscalls
+
+        self.reap_launch_child()
         if self.evidence is None:
             raise RuneError("sim enclave: pal_init before the enclave was loaded")
         syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
@@ -354,6 +346,138 @@ def seal_root(rootfs: str) -> None:
         syscalls.mount(None, rootfs, None, syscalls.MS_PRIVATE)
     except OSError as e:
         raise RuneError(f"sim enclave: cannot make the container's root {rootfs} private: {e.strerror}") from None
+
+
+class Launcher:
+    """The launch child, and its answer: a pipe that reads its JSON result until end of file.
+
+    `early` forks it in the runelet's prepare_host, before the container's namespaces (built-in sim runtime, no
+    user namespace, so prepare_host runs in the init itself): it imports the launch check (3 ms) while the runelet
+    enters its namespaces and mounts the rootfs, then waits for the request. `go` sends it, at load; the child joins
+    the runelet's mount namespace (setns through a pidfd of its parent, which it checks is still the runelet) and
+    checks there, as a child forked then would: the same parent, cgroup, credentials and PID namespace (it is forked
+    after all of them are set); only its network, UTS and IPC namespaces stay the host's, which the check never
+    uses. It dies with the runelet (PR_SET_PDEATHSIG) and exits at end of file when the runelet gives up before its
+    load. `fork` forks one with the request in hand (a user namespace, or the early one's fallback)."""
+
+    def __init__(self, pid: int, out: int, go: int = -1) -> None:
+        self.pid = pid
+        self.out = out
+        self.go_fd = go
+
+    @classmethod
+    def early(cls, bundle) -> Launcher | None:  # noqa: ANN001 - bundle_cache.Lookup
+        return cls._start(bundle, None)
+
+    @classmethod
+    def fork(cls, bundle, request: tuple) -> Launcher:  # noqa: ANN001
+        launcher = cls._start(bundle, request)
+        if launcher is None:
+            raise RuneError("sim enclave: the launch child cannot be forked")
+        return launcher
+
+    @classmethod
+    def _start(cls, bundle, request: tuple | None) -> Launcher | None:  # noqa: ANN001
+        parent = os.getpid()
+        go_r, go_w = os.pipe2(os.O_CLOEXEC) if request is None else (-1, -1)
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            pid = os.fork()
+        except OSError:
+            for fd in (go_r, go_w, out_r, out_w):
+                if fd >= 0:
+                    os.close(fd)
+            return None
+        if pid == 0:  # everything heavy happens here and goes with it
+            os.close(out_r)
+            if go_w >= 0:
+                os.close(go_w)
+            _launch_child(parent, go_r, out_w, bundle, request)  # never returns
+        os.close(out_w)
+        if go_r >= 0:
+            os.close(go_r)
+        return cls(pid, out_r, go_w)
+
+    def go(self, rootfs: str, config: dict, sim_dir: str | None) -> bool:
+        """Send the early child its request; False if it is gone (a fork does the check instead)."""
+        from inclavare.oci import jsonlite
+
+        data = jsonlite.dumps({"rootfs": rootfs, "config": config, "sim_dir": sim_dir}).encode()
+        try:
+            while data:
+                data = data[os.write(self.go_fd, data):]
+        except OSError:  # it ended (its reason, if it wrote one, is dropped: the check runs again in a fork)
+            self.result()
+            try:
+                os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                pass
+            return False
+        finally:
+            os.close(self.go_fd)
+            self.go_fd = -1
+        return True
+
+    def result(self) -> dict:
+        from inclavare.oci import jsonlite
+
+        chunks = []
+        while True:
+            chunk = os.read(self.out, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(self.out)
+        self.out = -1
+        try:
+            out = jsonlite.loads(b"".join(chunks)) if chunks else None
+        except ValueError:
+            out = None
+        return out if isinstance(out, dict) else {"error": "sim enclave: the launch check died"}
+
+
+def _launch_child(parent: int, go: int, out: int, bundle, request: tuple | None) -> None:  # noqa: ANN001
+    """The launch child's body (see Launcher); never returns."""
+    from inclavare.oci import jsonlite
+
+    try:
+        if request is None:
+            from inclavare.linux import syscalls
+
+            syscalls.prctl(syscalls.PR_SET_PDEATHSIG, 9)
+            from inclavare.tee.sim import ereport, identity, image, launch, measure_cache, platform  # noqa: F401
+
+            data = b""
+            while chunk := os.read(go, 1 << 16):
+                data += chunk
+            os.close(go)
+            if not data or os.getppid() != parent:
+                os._exit(0)  # the runelet gave up, or died, before its load
+            req = jsonlite.loads(data)
+            try:
+                pidfd = os.pidfd_open(parent)
+                try:
+                    syscalls.setns(pidfd, syscalls.CLONE_NEWNS)
+                finally:
+                    os.close(pidfd)
+            except (OSError, AttributeError) as e:  # a kernel before 5.8 has no setns through a pidfd
+                result = {"fallback": f"the launch child cannot join the runelet's mount namespace ({e})"}
+            else:
+                result = _launch(req["rootfs"], req["config"], req["sim_dir"], bundle)
+        else:
+            result = _launch(*request, bundle)
+    except RuneError as e:
+        result = {"error": str(e)}
+    except BaseException as e:  # noqa: BLE001
+        result = {"error": f"sim enclave launch failed: {type(e).__name__}: {e}"}
+    data = jsonlite.dumps(result).encode()
+    try:
+        while data:
+            data = data[os.write(out, data):]
+    except OSError:
+        pass
+    os.close(out)  # end of file for the runelet now, not once the kernel has freed this process's memory
+    os._exit(0)
 
 
 def _spawn(path: str, argv: list[str], env: dict[str, str], stdio: tuple[int, int, int], report_fd: int) -> int:
