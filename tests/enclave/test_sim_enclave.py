@@ -4,8 +4,10 @@ from inside; rune attest; a tampered trusted file refused at launch."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -345,3 +347,35 @@ def test_a_config_mount_over_a_trusted_file_is_refused_by_the_launch_check(rune,
     p = rune("run", "--bundle", str(b), new_id())
     assert p.returncode == 1 and "/etc/trusted.txt" in p.stderr and "not signed" not in p.stdout, (p.stdout, p.stderr)
     assert "does not match its signature" in p.stderr, p.stderr
+
+
+# the container's program mounts a tmpfs over /proc with a script at each /proc/self/fd/N (where a runtime that
+# execs its trampoline by that path, not by its fd, would find one), then waits
+_PROC_OVER = ("mount -t tmpfs fake /proc && mkdir -p /proc/self/fd && n=3; while [ $n -le 64 ]; do "
+              "printf '#!/bin/sh\\necho HIJACKED\\n' > /proc/self/fd/$n; chmod 755 /proc/self/fd/$n; n=$((n+1)); done; "
+              "touch /dev/shm/ready; sleep 60")
+
+
+def test_a_mount_over_proc_does_not_choose_what_rune_exec_runs(rune, sim_dir, signing_key, tmp_path):
+    """A container with CAP_SYS_ADMIN may mount over any path it sees, /proc too: the runelet starts `rune exec`'s
+    processes by execveat of the trampoline's memfd, never by a path (a /proc/self/fd/N there would run a script
+    of the container's in a child that still is the runelet: with `#!/proc/self/exe`, the host's interpreter)."""
+    b = sim_bundle(tmp_path, ["sh", "-c", _PROC_OVER], signing_key, rune.binary)
+    c = json.loads((b / "config.json").read_text())
+    for caps in c["process"]["capabilities"].values():
+        caps.append("CAP_SYS_ADMIN")
+    (b / "config.json").write_text(json.dumps(c))
+    cid = new_id()
+    assert rune("run", "-d", "--bundle", str(b), cid).returncode == 0
+    try:
+        pid = rune.state(cid)["pid"]
+        for _ in range(100):
+            if os.path.exists(f"/proc/{pid}/root/dev/shm/ready"):
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the container did not mount over its /proc")
+        p = rune("exec", cid, "echo", "the measured echo")
+        assert (p.returncode, p.stdout) == (0, "the measured echo\n"), (p.stdout, p.stderr)
+    finally:
+        rune("delete", "--force", cid)

@@ -65,53 +65,6 @@ def test_exec_and_its_failures():
     assert code == 126
 
 
-SPAWN = """
-import os, sys
-sys.path.insert(0, {src!r})
-from inclavare.linux import dmz
-for fd in range(3, 10):
-    try:
-        os.close(fd)
-    except OSError:
-        pass
-if {low}:  # the trampoline's memfd takes fd 3: the report fd must go elsewhere
-    assert dmz.sealed_fd() == 3
-else:
-    hold = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
-    assert dmz.sealed_fd() > 3
-def spawn(path, args, env=None):
-    r, w = os.pipe2(os.O_CLOEXEC)
-    out_r, out_w = os.pipe2(os.O_CLOEXEC)  # the child's stdout and stderr, by dup2
-    pid = dmz.spawn(path, args, env or {{}}, (0, out_w, out_w), w)
-    os.close(w)
-    os.close(out_w)
-    report = os.read(r, 64)
-    out = b""
-    while chunk := os.read(out_r, 4096):
-        out += chunk
-    status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-    return status, dmz.failure(report), out.decode()
-print(spawn("/bin/sh", ["sh", "-c", "echo $0 $1 $X; ls /proc/self/fd; exit 7", "a", "b"], {{"X": "x"}}))
-print(spawn("/nonexistent", ["x"]))
-print(spawn("/etc/hostname", ["x"]))
-"""
-
-
-@pytest.mark.parametrize("low", [True, False], ids=["trampoline-on-fd-3", "trampoline-above"])
-def test_spawn_maps_stdio_reports_failures_and_passes_no_other_fd(low: bool) -> None:
-    """dmz.spawn (posix_spawn: a vfork, no copy of the caller) runs the program through the trampoline with the
-    stdio it is given, reports a failed exec on the report fd, closes that fd on success, and the program gets fds
-    0-2 only (every other fd of the caller is close-on-exec), wherever the trampoline's memfd is."""
-    p = subprocess.run([sys.executable, "-I", "-S", "-c", SPAWN.format(src=str(REPO / "src"), low=low)],
-                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-    assert p.returncode == 0, p.stderr
-    ok, missing, not_exec = (eval(line) for line in p.stdout.splitlines())  # noqa: S307 - our own tuples
-    assert ok[:2] == (7, None)
-    assert ok[2].split() == ["a", "b", "x", "0", "1", "2", "3"]  # 3: the directory ls reads /proc/self/fd through
-    assert missing[:2] == (1, errno.ENOENT)
-    assert not_exec[0] == 1 and not_exec[1] in (errno.EACCES, errno.ENOEXEC)
-
-
 def test_the_environment_is_passed_on():
     r, w = os.pipe()
     pid = os.fork()

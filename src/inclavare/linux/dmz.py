@@ -117,23 +117,6 @@ def execve(path: str, args: list[str], env: dict[str, str], report_fd: int = -1)
         os.execve(f"/proc/self/fd/{fd}", argv, env)
 
 
-def spawn(path: str, args: list[str], env: dict[str, str], stdio: tuple[int, int, int], report_fd: int) -> int:
-    """posix_spawn of `path` through the trampoline, with `stdio` as the child's fds 0-2 and report_fd (see execve)
-    as its fd 3 (4 where the trampoline's is 3); the pid. glibc's posix_spawn is a vfork: the child shares the caller's memory until it execs, so
-    neither a copy of a large process's page tables nor its teardown at the exec is paid (a forked copy of the sim
-    enclave's runelet takes 2-3 ms to reach its exec). posix_spawn takes a path: the trampoline is reached through
-    /proc/self/fd, as execve's fallback does, and OSError without a /proc (the caller then forks and calls execve).
-    Every other fd of the caller must be close-on-exec, as Python makes them; a stdio fd below 3 that is not its
-    own target must come duplicated above 2 (the dup2s run in order)."""
-    fd = sealed_fd()
-    report = 4 if fd == 3 else 3  # never over the trampoline's fd, which the exec reaches by its number
-    # the stdio fds first (a source of 3 or 4 is copied before the report fd takes its place), then the report fd
-    actions = [(os.POSIX_SPAWN_DUP2, src, i) for i, src in enumerate(stdio)]
-    actions.append((os.POSIX_SPAWN_DUP2, report_fd, report))
-    return os.posix_spawn(f"/proc/self/fd/{fd}", [MAGIC, str(report), path, *args], env, file_actions=actions,
-                          setsigmask=())
-
-
 def failure(data: bytes) -> int | None:
     """The errno in a report the trampoline wrote, or None if `data` is not one."""
     if data[:1] == EXEC_FAILED and data[1:].isdigit():
