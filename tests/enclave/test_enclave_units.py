@@ -189,10 +189,9 @@ def test_an_early_launch_child_whose_runelet_gives_up_exits(tmp_path):
     from inclavare.enclave import sim_runtime
 
     launcher = sim_runtime.Launcher.early(None)
-    os.close(launcher.go_fd)
+    launcher.sock.close()
     _, status = os.waitpid(launcher.pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    os.close(launcher.out)
 
 
 def test_the_broker_name_is_resolved_as_the_container_resolves_it(tmp_path):

@@ -379,3 +379,18 @@ def test_a_mount_over_proc_does_not_choose_what_rune_exec_runs(rune, sim_dir, si
         assert (p.returncode, p.stdout) == (0, "the measured echo\n"), (p.stdout, p.stderr)
     finally:
         rune("delete", "--force", cid)
+
+
+def test_the_launch_check_resolves_paths_as_rune_does(rune, sim_dir, signing_key, tmp_path, monkeypatch):
+    """A relative $INCLAVARE_SIM_DIR names a directory under the init's working directory, the bundle (runc's), for
+    the launch check as for the rest: the launch child, which joins the runelet's mount namespace, takes the
+    runelet's root and working directory back (so a rune under chroot checks the rootfs inside the chroot)."""
+    b = sim_bundle(tmp_path, ["cat", "/etc/trusted.txt"], signing_key, rune.binary, files={"etc/trusted.txt": "signed\n"})
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.setenv("INCLAVARE_SIM_DIR", "sim-relative")
+    for _ in range(2):  # the platform made, then used
+        p = rune("run", "--bundle", str(b), new_id(), cwd=work)
+        assert (p.returncode, p.stdout) == (0, "signed\n"), p.stderr
+    assert (b / "sim-relative" / "platform.json").is_file()
+    assert not os.path.exists("/sim-relative") and not (work / "sim-relative").exists()

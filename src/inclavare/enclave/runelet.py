@@ -86,9 +86,10 @@ class Runelet:
             from inclavare.enclave import bundle_cache
 
             self.bundle = bundle_cache.lookup(self.epm, self.rootfs, self.cfg.type, self.cfg.runtime_path)
-        if self.cfg.type == SIM and not self.cfg.runtime_path and not userns:
-            # the launch child, forked now (before the agent's socket): it imports the launch check while this
-            # process enters the container's namespaces and mounts its rootfs (sim_runtime.Launcher)
+        if self.cfg.type == SIM and not self.cfg.runtime_path and not userns and os.getpid() == 1:
+            # the launch child, forked now (before the agent's socket), when this init is PID 1 of a new PID
+            # namespace: it imports the launch check while this process enters the container's namespaces and
+            # mounts its rootfs (sim_runtime.Launcher)
             self.launcher = sim_runtime.Launcher.early(self.bundle)
         self.listener = agent.listen(self.state_dir)
 

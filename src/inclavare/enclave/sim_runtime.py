@@ -348,63 +348,82 @@ def seal_root(rootfs: str) -> None:
 
 
 class Launcher:
-    """The launch child, and its answer: a pipe that reads its JSON result until end of file.
+    """The launch child, and the end it answers on: its JSON result, read until end of file.
 
-    `early` forks it in the runelet's prepare_host, before the container's namespaces (built-in sim runtime, no
-    user namespace, so prepare_host runs in the init itself): it imports the launch check (3 ms) while the runelet
-    enters its namespaces and mounts the rootfs, then waits for the request. `go` sends it, at load; the child joins
-    the runelet's mount namespace (setns through a pidfd of its parent, which it checks is still the runelet) and
-    checks there, as a child forked then would: the same parent, cgroup, credentials and PID namespace (it is forked
-    after all of them are set); only its network, UTS and IPC namespaces stay the host's, which the check never
-    uses. It dies with the runelet (PR_SET_PDEATHSIG) and exits at end of file when the runelet gives up before its
-    load. `fork` forks one with the request in hand (a user namespace, or the early one's fallback)."""
+    `early` forks it in the runelet's prepare_host, before the container's namespaces, where the init is PID 1 of
+    a new PID namespace and has no user namespace (prepare_host runs in the init itself, and a child that outlives
+    a failed init dies and is reaped with its PID namespace): it imports the launch check (3 ms) while the runelet
+    enters its namespaces and mounts the rootfs, then waits on a socket. `go` sends the request, at load, with the
+    runelet's root and working directory (O_PATH fds, SCM_RIGHTS): the child checks that its parent is still the
+    runelet, joins its mount namespace (setns through a pidfd, which moves the child to that namespace's root),
+    then takes the runelet's root and working directory again (fchdir, chroot: a rune run under chroot, relative
+    paths) and checks, as a child forked then would: the same parent, cgroup, credentials, PID namespace and view
+    of the files; only its network, UTS and IPC namespaces stay the host's, which the check never uses. It dies
+    with the runelet (PR_SET_PDEATHSIG) and exits at end of file when the runelet gives up before its load.
+    `fork` forks one with the request in hand (elsewhere, or the early one's fallback)."""
 
-    def __init__(self, pid: int, out: int, go: int = -1) -> None:
+    def __init__(self, pid: int, out: int, sock=None) -> None:  # noqa: ANN001 - _socket.socket
         self.pid = pid
         self.out = out
-        self.go_fd = go
+        self.sock = sock
 
     @classmethod
     def early(cls, bundle) -> Launcher | None:  # noqa: ANN001 - bundle_cache.Lookup
-        return cls._start(bundle, None)
+        import _socket
+
+        try:
+            mine, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        except OSError:
+            return None
+        launcher = cls._start(bundle, None, theirs, mine)
+        theirs.close()
+        if launcher is None:
+            mine.close()
+            return None
+        launcher.sock, launcher.out = mine, mine.fileno()
+        return launcher
 
     @classmethod
     def fork(cls, bundle, request: tuple) -> Launcher:  # noqa: ANN001
-        launcher = cls._start(bundle, request)
+        launcher = cls._start(bundle, request, None)
         if launcher is None:
             raise RuneError("sim enclave: the launch child cannot be forked")
         return launcher
 
     @classmethod
-    def _start(cls, bundle, request: tuple | None) -> Launcher | None:  # noqa: ANN001
+    def _start(cls, bundle, request: tuple | None, sock, other=None) -> Launcher | None:  # noqa: ANN001
         parent = os.getpid()
-        go_r, go_w = os.pipe2(os.O_CLOEXEC) if request is None else (-1, -1)
-        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        out_r, out_w = os.pipe2(os.O_CLOEXEC) if sock is None else (-1, -1)
         try:
             pid = os.fork()
         except OSError:
-            for fd in (go_r, go_w, out_r, out_w):
+            for fd in (out_r, out_w):
                 if fd >= 0:
                     os.close(fd)
             return None
         if pid == 0:  # everything heavy happens here and goes with it
-            os.close(out_r)
-            if go_w >= 0:
-                os.close(go_w)
-            _launch_child(parent, go_r, out_w, bundle, request)  # never returns
-        os.close(out_w)
-        if go_r >= 0:
-            os.close(go_r)
-        return cls(pid, out_r, go_w)
+            if out_r >= 0:
+                os.close(out_r)
+            if other is not None:
+                other.close()  # the runelet's end
+            _launch_child(parent, sock, out_w, bundle, request)  # never returns
+        if out_w >= 0:
+            os.close(out_w)
+        return cls(pid, out_r)
 
     def go(self, rootfs: str, config: dict, sim_dir: str | None) -> bool:
         """Send the early child its request; False if it is gone (a fork does the check instead)."""
+        import _socket
+        import struct
+
         from inclavare.oci import jsonlite
 
         data = jsonlite.dumps({"rootfs": rootfs, "config": config, "sim_dir": sim_dir}).encode()
+        fds = [os.open(d, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) for d in ("/", ".")]
         try:
-            while data:
-                data = data[os.write(self.go_fd, data):]
+            sent = self.sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack("2i", *fds))])
+            self.sock.sendall(data[sent:])
+            self.sock.shutdown(_socket.SHUT_WR)
         except OSError:  # it ended (its reason, if it wrote one, is dropped: the check runs again in a fork)
             self.result()
             try:
@@ -413,8 +432,8 @@ class Launcher:
                 pass
             return False
         finally:
-            os.close(self.go_fd)
-            self.go_fd = -1
+            for fd in fds:
+                os.close(fd)
         return True
 
     def result(self) -> dict:
@@ -426,7 +445,10 @@ class Launcher:
             if not chunk:
                 break
             chunks.append(chunk)
-        os.close(self.out)
+        if self.sock is not None:
+            self.sock.close()
+        else:
+            os.close(self.out)
         self.out = -1
         try:
             out = jsonlite.loads(b"".join(chunks)) if chunks else None
@@ -435,7 +457,23 @@ class Launcher:
         return out if isinstance(out, dict) else {"error": "sim enclave: the launch check died"}
 
 
-def _launch_child(parent: int, go: int, out: int, bundle, request: tuple | None) -> None:  # noqa: ANN001
+def _request(sock) -> tuple[bytes, list[int]]:  # noqa: ANN001 - _socket.socket
+    """The early launch child's request and the fds that came with it (close-on-exec), read until end of file."""
+    import _socket
+    import struct
+
+    data, fds = b"", []
+    while True:
+        chunk, anc, _flags, _addr = sock.recvmsg(1 << 16, _socket.CMSG_SPACE(8), 0x40000000)  # MSG_CMSG_CLOEXEC
+        for level, kind, payload in anc:
+            if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+                fds += struct.unpack(f"{len(payload) // 4}i", payload[: len(payload) // 4 * 4])
+        if not chunk:
+            return data, fds
+        data += chunk
+
+
+def _launch_child(parent: int, sock, out: int, bundle, request: tuple | None) -> None:  # noqa: ANN001
     """The launch child's body (see Launcher); never returns."""
     from inclavare.oci import jsonlite
 
@@ -446,11 +484,8 @@ def _launch_child(parent: int, go: int, out: int, bundle, request: tuple | None)
             syscalls.prctl(syscalls.PR_SET_PDEATHSIG, 9)
             from inclavare.tee.sim import ereport, identity, image, launch, measure_cache, platform  # noqa: F401
 
-            data = b""
-            while chunk := os.read(go, 1 << 16):
-                data += chunk
-            os.close(go)
-            if not data or os.getppid() != parent:
+            data, fds = _request(sock)
+            if not data or len(fds) != 2 or os.getppid() != parent:
                 os._exit(0)  # the runelet gave up, or died, before its load
             req = jsonlite.loads(data)
             try:
@@ -462,7 +497,12 @@ def _launch_child(parent: int, go: int, out: int, bundle, request: tuple | None)
             except (OSError, AttributeError) as e:  # a kernel before 5.8 has no setns through a pidfd
                 result = {"fallback": f"the launch child cannot join the runelet's mount namespace ({e})"}
             else:
+                os.fchdir(fds[0])  # the runelet's root (a rune under chroot), then its working directory
+                os.chroot(".")
+                os.fchdir(fds[1])
                 result = _launch(req["rootfs"], req["config"], req["sim_dir"], bundle)
+            for fd in fds:
+                os.close(fd)
         else:
             result = _launch(*request, bundle)
     except RuneError as e:
@@ -471,11 +511,15 @@ def _launch_child(parent: int, go: int, out: int, bundle, request: tuple | None)
         result = {"error": f"sim enclave launch failed: {type(e).__name__}: {e}"}
     data = jsonlite.dumps(result).encode()
     try:
-        while data:
-            data = data[os.write(out, data):]
+        if sock is not None:
+            sock.sendall(data)
+            sock.close()
+        else:
+            while data:
+                data = data[os.write(out, data):]
+            os.close(out)  # end of file for the runelet now, not once the kernel has freed this process's memory
     except OSError:
         pass
-    os.close(out)  # end of file for the runelet now, not once the kernel has freed this process's memory
     os._exit(0)
 
 
