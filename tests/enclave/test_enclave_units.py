@@ -108,40 +108,6 @@ def test_spec_enclave_template(tmp_path, rune_bin):
     assert c["process"]["cwd"] == "/var/run/rune" and c["hostname"] == "rune"
 
 
-def test_sim_load_refuses_a_file_swapped_between_measuring_and_mounting(tmp_path, monkeypatch):
-    import pytest as _pytest
-    from tests.tee.conftest import _make_bundle
-
-    from inclavare.enclave import sim_runtime
-    from inclavare.errors import RuneError
-    from inclavare.linux import syscalls
-    from inclavare.tee.sim import bundle
-
-    monkeypatch.setenv("INCLAVARE_SIM_DIR", str(tmp_path / "sim"))
-    from cryptography.hazmat.primitives import serialization
-
-    from inclavare.tee.sgx.sigstruct import generate_signing_key
-
-    key = tmp_path / "k.pem"
-    key.write_bytes(generate_signing_key().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    b = _make_bundle(tmp_path)
-    bundle.sign_bundle(b, key)
-    config = __import__("json").loads((b / "config.json").read_text())
-    swapped = []
-
-    def mount(src, target, fstype, flags, data=None):  # noqa: ANN001, ANN202 - the attacker wins the race
-        if not swapped:
-            (b / "rootfs" / "lib" / "data.bin").write_bytes(b"swapped")
-            swapped.append(target)
-
-    monkeypatch.setattr(syscalls, "mount", mount)
-    pal = sim_runtime.SimPal(str(b / "rootfs"), config, str(tmp_path / "sim"))
-    with _pytest.raises(RuneError, match="does not match its signature|changed while"):
-        pal.load()  # the files are mounted read-only first and measured after, in the launch child
-    assert (b / "rootfs" / "lib" / "data.bin").read_bytes() == b"swapped"  # the swap happened (in the child)
-
-
 def _signed_sim_bundle(tmp_path, monkeypatch):  # noqa: ANN001, ANN202
     from cryptography.hazmat.primitives import serialization
     from tests.tee.conftest import _make_bundle
@@ -158,6 +124,25 @@ def _signed_sim_bundle(tmp_path, monkeypatch):  # noqa: ANN001, ANN202
     bundle.sign_bundle(b, key)
     monkeypatch.setattr(syscalls, "mount", lambda *a, **k: None)  # seal_root's mounts: not on this host's root
     return b, __import__("json").loads((b / "config.json").read_text())
+
+
+def test_sim_load_refuses_a_file_swapped_between_measuring_and_mounting(tmp_path, monkeypatch):
+    from inclavare.enclave import sim_runtime
+    from inclavare.linux import syscalls
+
+    b, config = _signed_sim_bundle(tmp_path, monkeypatch)
+    swapped = []
+
+    def mount(src, target, fstype, flags, data=None):  # noqa: ANN001, ANN202 - the attacker wins the race
+        if not swapped:
+            (b / "rootfs" / "lib" / "data.bin").write_bytes(b"swapped")
+            swapped.append(target)
+
+    monkeypatch.setattr(syscalls, "mount", mount)
+    pal = sim_runtime.SimPal(str(b / "rootfs"), config, str(tmp_path / "sim"))
+    with pytest.raises(RuneError, match="does not match its signature|changed while"):
+        pal.load()  # the files are mounted read-only first and measured after, in the launch child
+    assert (b / "rootfs" / "lib" / "data.bin").read_bytes() == b"swapped"  # the swap happened (in the child)
 
 
 @pytest.mark.parametrize("pidfd", [True, False], ids=["joins", "falls-back"])
