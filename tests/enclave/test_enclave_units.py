@@ -169,6 +169,21 @@ def test_the_early_launch_child_checks_or_falls_back_to_a_fork(tmp_path, monkeyp
             os.waitpid(pid, os.WNOHANG)
 
 
+def test_a_launch_child_that_cannot_be_forked_fails_the_load_with_the_reason(tmp_path, monkeypatch):
+    from inclavare.enclave import sim_runtime
+
+    b, config = _signed_sim_bundle(tmp_path, monkeypatch)
+
+    def fork():  # noqa: ANN202
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", fork)
+    assert sim_runtime.Launcher.early(None) is None  # the load tries again
+    pal = sim_runtime.SimPal(str(b / "rootfs"), config, str(tmp_path / "sim"))
+    with pytest.raises(RuneError, match="launch child cannot be forked: Resource temporarily unavailable"):
+        pal.load()
+
+
 def test_an_early_launch_child_whose_runelet_gives_up_exits(tmp_path):
     """A create that fails before the load (a mount refused, say) closes the request pipe: the child ends."""
     from inclavare.enclave import sim_runtime

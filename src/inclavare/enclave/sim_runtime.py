@@ -385,22 +385,22 @@ class Launcher:
 
     @classmethod
     def fork(cls, bundle, request: tuple) -> Launcher:  # noqa: ANN001
-        launcher = cls._start(bundle, request, None)
-        if launcher is None:
-            raise RuneError("sim enclave: the launch child cannot be forked")
-        return launcher
+        return cls._start(bundle, request, None)
 
     @classmethod
-    def _start(cls, bundle, request: tuple | None, sock, other=None) -> Launcher | None:  # noqa: ANN001
+    def _start(cls, bundle, request: tuple | None, sock, other=None):  # noqa: ANN001, ANN206 - Launcher | None
         parent = os.getpid()
         out_r, out_w = os.pipe2(os.O_CLOEXEC) if sock is None else (-1, -1)
         try:
             pid = os.fork()
-        except OSError:
+        except OSError as e:
             for fd in (out_r, out_w):
                 if fd >= 0:
                     os.close(fd)
-            return None
+            if request is None:
+                return None  # the early one: the load forks again
+            raise RuneError(f"sim enclave: the launch child cannot be forked: {e.strerror} (the container's "
+                            f"pids limit?)") from None
         if pid == 0:  # everything heavy happens here and goes with it
             if out_r >= 0:
                 os.close(out_r)
