@@ -169,7 +169,8 @@ def test_the_local_filesystem_is_recognised(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("junk", [b"", b"{", b"[]", b'{"version": 2, "entries": {}}', b'{"version": 1, "entries": 5}',
-                                  b'{"version": 1, "entries": {"k": 1}}'])
+                                  b'{"version": 1, "entries": {"k": 1}}', b'{"version": 1, "entries": {"k": "ab"}}',
+                                  b'{"version": 1, "entries": {"k": ["a"]}}'])
 def test_a_corrupt_cache_is_ignored_and_rewritten(rootfs: Path, sim_dir: Path, junk: bytes) -> None:
     path = Path(launch(rootfs).path)
     path.write_bytes(junk)

@@ -125,6 +125,15 @@ class EpmMeasurements:
             self.seen[k] = digest
         return digest
 
+    def lookup_tree(self, root: str, files: dict[str, os.stat_result]) -> dict[str, str]:
+        """lookup() of each file of a walk of the rootfs (MeasurementCache.lookup_tree): path -> digest, hits only."""
+        out = {}
+        for path, st in files.items():
+            digest = self.lookup(root + path, st)
+            if digest is not None:
+                out[path] = digest
+        return out
+
     def get(self, fd: int, st: os.stat_result, host: str) -> str | None:
         dev = key_device(self._fs, host, st, fd)
         if dev is None:

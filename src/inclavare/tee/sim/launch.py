@@ -166,20 +166,17 @@ def check_files(root: str, config: image.EnclaveConfig, mounts: tuple[str, ...] 
     found: dict[str, os.stat_result] = {}
     memo: dict[str, str] = {}
     walked = tree.files
-    real_root = os.path.realpath(root)
+    # the digests of the walked files whose inodes are unchanged since the launch check hashed them: the walk's
+    # lstat of each very path (no symlink on the way, as the walk follows none), a regular file
+    cached = cache.lookup_tree(os.path.realpath(root), walked) if cache is not None else {}
     for path, want in config.trusted_files.items():
-        st = walked.get(path)
-        if st is not None and cache is not None:
-            # the walk's lstat of this very path (no symlink on the way, as the walk follows none): a regular
-            # file; its digest from the cache when this inode is unchanged since the launch check hashed it
-            digest = cache.lookup(real_root + path, st)
-            if digest is not None:
-                found[path] = st
-                if (st.st_size, digest, st.st_mode, st.st_uid, st.st_gid) == (
-                        want.size, want.sha256, want.mode, want.uid, want.gid):
-                    continue
-                got = image.TrustedFile(digest, st.st_size, st.st_mode, st.st_uid, st.st_gid)
-                _compare(root, path, got, want)
+        digest = cached.get(path)
+        if digest is not None:
+            st = walked[path]
+            found[path] = st
+            if (digest, st.st_size, st.st_mode, st.st_uid, st.st_gid) == want:
+                continue
+            _compare(root, path, image.TrustedFile(digest, st.st_size, st.st_mode, st.st_uid, st.st_gid), want)
         host = image.host_path(root, path, memo)
         try:
             mode = os.lstat(host).st_mode
