@@ -98,7 +98,7 @@ def test_mrenclave_changes_with_every_manifest_field(signed: manifest.SignedEncl
     if "file" in change:
         prop, value = change["file"]
         files = dict(c.trusted_files)
-        files["/bin/app"] = records.replace(files["/bin/app"], **{prop: value})
+        files["/bin/app"] = image.TrustedFile(**{**files["/bin/app"].to_json(), prop: value})
         other = records.replace(c, trusted_files=files)
     else:
         other = records.replace(c, **change)
