@@ -169,6 +169,67 @@ def test_the_early_launch_child_checks_or_falls_back_to_a_fork(tmp_path, monkeyp
             os.waitpid(pid, os.WNOHANG)
 
 
+def test_the_early_launch_childs_head_start_is_taken_only_for_the_same_files(tmp_path, monkeypatch):
+    """What the early launch child read while it waited (sim_runtime.Prepared: the manifest parsed, the measurement
+    cache loaded) is used only when the manifest and SIGSTRUCT the sealed root names are the very files read: any
+    change of either (even the same bytes written again, or an mtime restored) and the launch reads them again."""
+    from inclavare.enclave import sim_runtime
+
+    b, _config = _signed_sim_bundle(tmp_path, monkeypatch)
+    rootfs, sim = str(b / "rootfs"), str(tmp_path / "sim")
+    d = b / "rootfs" / ".inclavare" / "enclave"
+    early = sim_runtime.Prepared(rootfs, sim)
+    signed, cache = early.take(rootfs, sim)
+    assert signed is not None and signed[0].entrypoints and cache is not None
+    assert early.take(rootfs + "/", sim) == (None, None) and early.take(rootfs, None) == (None, None)
+
+    def rewritten(name: str) -> None:
+        st = (d / name).stat()
+        (d / name).write_bytes((d / name).read_bytes())
+        os.utime(d / name, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    def renamed_over(name: str) -> None:
+        (d / "copy").write_bytes((d / name).read_bytes())
+        os.rename(d / "copy", d / name)
+
+    for change in (rewritten, renamed_over):
+        for name in ("manifest.json", "sigstruct.bin"):
+            early = sim_runtime.Prepared(rootfs, sim)
+            assert early.take(rootfs, sim)[0] is not None
+            change(name)
+            assert early.take(rootfs, sim) == (None, None), (change.__name__, name)
+    (d / "sigstruct.bin").unlink()
+    assert sim_runtime.Prepared(rootfs, sim).take(rootfs, sim) == (None, None)
+
+
+def test_an_early_launch_child_checks_the_manifest_the_sealed_root_names(tmp_path, monkeypatch):
+    """A manifest changed after the early child read it (here: no longer what the SIGSTRUCT signed) is read again
+    and refused, not the one read before."""
+    import time
+
+    from inclavare.enclave import sim_runtime
+
+    b, config = _signed_sim_bundle(tmp_path, monkeypatch)
+    rootfs, sim = str(b / "rootfs"), str(tmp_path / "sim")
+    pal = sim_runtime.SimPal(rootfs, config, sim)
+    pal.launcher = sim_runtime.Launcher.early(None, rootfs, sim)
+    wchan = f"/proc/{pal.launcher.pid}/wchan"
+    for _ in range(500):  # until it waits for its request, its head start read
+        with open(wchan) as f:
+            if "unix" in f.read():
+                break
+        time.sleep(0.01)
+    else:
+        pytest.skip("cannot tell when the early launch child waits (no unix socket wait in /proc/PID/wchan)")
+    manifest = b / "rootfs" / ".inclavare" / "enclave" / "manifest.json"
+    doc = __import__("json").loads(manifest.read_text())
+    doc["enclave"]["entrypoints"].append({"path": "/bin/sh"})
+    manifest.write_text(__import__("json").dumps(doc))
+    with pytest.raises(RuneError, match="manifest .* changed since signing"):
+        pal.load()
+    pal.reap_launch_child()
+
+
 def test_a_launch_child_that_cannot_be_forked_fails_the_load_with_the_reason(tmp_path, monkeypatch):
     from inclavare.enclave import sim_runtime
 

@@ -90,7 +90,7 @@ class Runelet:
             # the launch child, forked now (before the agent's socket), when this init is PID 1 of a new PID
             # namespace: it imports the launch check while this process enters the container's namespaces and
             # mounts its rootfs (sim_runtime.Launcher)
-            self.launcher = sim_runtime.Launcher.early(self.bundle)
+            self.launcher = sim_runtime.Launcher.early(self.bundle, self.rootfs, self.sim_dir)
         self.listener = agent.listen(self.state_dir)
 
     # --- pre_pivot -------------------------------------------------------------------------------------------

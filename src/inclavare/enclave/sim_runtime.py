@@ -45,17 +45,18 @@ def is_signed(rootfs: str, config: dict) -> bool:
 
 
 def verify_image(rootfs: str, sim_dir: str | None, config: dict | None = None,  # noqa: ANN201 - LaunchedEnclave
-                 signed: tuple | None = None, bundle=None):  # noqa: ANN001 - bundle_cache.Lookup
+                 signed: tuple | None = None, bundle=None, cache=None):  # noqa: ANN001 - bundle_cache.Lookup
     """The launch check; with the bundle `config`, also its process against the manifest (entry point, arguments,
     environment), whose process.env becomes the environment the payload gets. `signed`: the signed image as
     read_signed_image read it, when the caller has (through the sealed root). `bundle`: what epm holds for this
-    enclave (bundle_cache.lookup), used before the host's measurement cache when epm serves."""
+    enclave (bundle_cache.lookup), used before the host's measurement cache when epm serves. `cache`: the host's
+    measurement cache of `sim_dir` when the caller opened it (Prepared), else opened here."""
     from inclavare.tee.sim.launch import LaunchPolicy, check_process, launch_check, read_signed_image
 
     mounts = tuple(m.get("destination", "") for m in (config or {}).get("mounts") or () if isinstance(m, dict))
     from inclavare.tee.sim.measure_cache import open_cache
 
-    cache = open_cache(sim_dir)
+    cache = cache if cache is not None else open_cache(sim_dir)
     if bundle is not None:
         from inclavare.enclave import bundle_cache
 
@@ -368,14 +369,16 @@ class Launcher:
         self.sock = sock
 
     @classmethod
-    def early(cls, bundle) -> Launcher | None:  # noqa: ANN001 - bundle_cache.Lookup
+    def early(cls, bundle, rootfs: str | None = None, sim_dir: str | None = None) -> Launcher | None:  # noqa: ANN001
+        """The early launch child; `rootfs` and `sim_dir`, when known, the ones the load will ask it to check: it
+        reads their signed image and measurement cache while it waits (Prepared)."""
         import _socket
 
         try:
             mine, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
         except OSError:
             return None
-        launcher = cls._start(bundle, None, theirs, mine)
+        launcher = cls._start(bundle, None, theirs, mine, (rootfs, sim_dir))
         theirs.close()
         if launcher is None:
             mine.close()
@@ -388,7 +391,8 @@ class Launcher:
         return cls._start(bundle, request, None)
 
     @classmethod
-    def _start(cls, bundle, request: tuple | None, sock, other=None):  # noqa: ANN001, ANN206 - Launcher | None
+    def _start(cls, bundle, request: tuple | None, sock, other=None,  # noqa: ANN001, ANN206 - Launcher | None
+               hint: tuple = (None, None)):
         parent = os.getpid()
         out_r, out_w = os.pipe2(os.O_CLOEXEC) if sock is None else (-1, -1)
         try:
@@ -406,7 +410,7 @@ class Launcher:
                 os.close(out_r)
             if other is not None:
                 other.close()  # the runelet's end
-            _launch_child(parent, sock, out_w, bundle, request)  # never returns
+            _launch_child(parent, sock, out_w, bundle, request, hint)  # never returns
         if out_w >= 0:
             os.close(out_w)
         return cls(pid, out_r)
@@ -473,10 +477,17 @@ def _request(sock) -> tuple[bytes, list[int]]:  # noqa: ANN001 - _socket.socket
         data += chunk
 
 
-def _launch_child(parent: int, sock, out: int, bundle, request: tuple | None) -> None:  # noqa: ANN001
-    """The launch child's body (see Launcher); never returns."""
+def _launch_child(parent: int, sock, out: int, bundle, request: tuple | None,  # noqa: ANN001
+                  hint: tuple = (None, None)) -> None:
+    """The launch child's body (see Launcher; `hint`: the early one's (rootfs, sim_dir), see Prepared); never
+    returns."""
+    import gc
+
     from inclavare.oci import jsonlite
 
+    # a short-lived process that ends by _exit and makes no reference cycles worth collecting: the collector would
+    # only walk a large manifest's thousands of objects again and again (about 4 ms of a 100 MB image's launch)
+    gc.disable()
     try:
         if request is None:
             from inclavare.linux import syscalls
@@ -484,6 +495,10 @@ def _launch_child(parent: int, sock, out: int, bundle, request: tuple | None) ->
             syscalls.prctl(syscalls.PR_SET_PDEATHSIG, 9)
             from inclavare.tee.sim import ereport, identity, image, launch, measure_cache, platform  # noqa: F401
 
+            try:
+                prepared = Prepared(*hint) if hint[0] else None
+            except Exception:  # noqa: BLE001 - only a head start: the launch reads everything itself then
+                prepared = None
             data, fds = _request(sock)
             if not data or len(fds) != 2 or os.getppid() != parent:
                 os._exit(0)  # the runelet gave up, or died, before its load
@@ -500,7 +515,7 @@ def _launch_child(parent: int, sock, out: int, bundle, request: tuple | None) ->
                 os.fchdir(fds[0])  # the runelet's root (a rune under chroot), then its working directory
                 os.chroot(".")
                 os.fchdir(fds[1])
-                result = _launch(req["rootfs"], req["config"], req["sim_dir"], bundle)
+                result = _launch(req["rootfs"], req["config"], req["sim_dir"], bundle, prepared)
             for fd in fds:
                 os.close(fd)
         else:
@@ -523,15 +538,65 @@ def _launch_child(parent: int, sock, out: int, bundle, request: tuple | None) ->
     os._exit(0)
 
 
-def _launch(rootfs: str, config: dict, sim_dir: str | None, bundle=None) -> dict:  # noqa: ANN001
+class Prepared:
+    """What the early launch child reads while it waits for its request (see Launcher): the signed image (manifest
+    parsed, a large image's thousands of entries) and the host's measurement cache of it, loaded. Used at the
+    launch only for the very files the sealed root then names: the manifest's and SIGSTRUCT's identity (device,
+    inode, change time, size, mtime: what the measurement cache trusts) the same before and after this read and
+    again through the sealed root; any difference, and the launch reads them again."""
+
+    def __init__(self, rootfs: str, sim_dir: str | None) -> None:
+        from inclavare.tee.sim.launch import read_signed_image
+        from inclavare.tee.sim.measure_cache import open_cache
+
+        self.rootfs, self.sim_dir = rootfs, sim_dir
+        self.signed = self.cache = None
+        before = _signed_identity(rootfs)
+        if before is None:
+            return
+        try:
+            signed = read_signed_image(rootfs)
+        except RuneError:
+            return  # the launch says why, reading them itself
+        if _signed_identity(rootfs) != before:
+            return
+        self.identity, self.signed = before, signed
+        self.cache = open_cache(sim_dir)
+        self.cache.select(signed[2].hex())
+        self.cache.mr_enclave()  # loads it
+
+    def take(self, rootfs: str, sim_dir: str | None) -> tuple:
+        """(signed, cache) for a launch of `rootfs` through the sealed root, or (None, None) when they may differ."""
+        if self.signed is None or (rootfs, sim_dir) != (self.rootfs, self.sim_dir) or \
+                _signed_identity(rootfs) != self.identity:
+            return None, None
+        return self.signed, self.cache
+
+
+def _signed_identity(rootfs: str) -> tuple | None:
+    """(st_dev, st_ino, st_ctime_ns, st_size, st_mtime_ns) of the signed image's manifest and SIGSTRUCT."""
+    out = []
+    for name in ("manifest.json", "sigstruct.bin"):  # image.MANIFEST, image.SIGSTRUCT
+        try:
+            st = os.stat(os.path.join(rootfs, ENCLAVE_DIR, name))
+        except OSError:
+            return None
+        out.append((st.st_dev, st.st_ino, st.st_ctime_ns, st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+def _launch(rootfs: str, config: dict, sim_dir: str | None, bundle=None,  # noqa: ANN001
+            prepared: Prepared | None = None) -> dict:
     """In the launch child: seal the container's root, check through it, and hand back what the runelet keeps."""
     from inclavare.tee.sim import evidence
     from inclavare.tee.sim.launch import read_signed_image
     from inclavare.tee.sim.platform import load_keys
 
     seal_root(rootfs)  # first: what is read and measured is what the container gets
-    signed = read_signed_image(rootfs)
-    launched = verify_image(rootfs, sim_dir, config, signed, bundle)
+    signed, cache = prepared.take(rootfs, sim_dir) if prepared is not None else (None, None)
+    if signed is None:
+        signed = read_signed_image(rootfs)
+    launched = verify_image(rootfs, sim_dir, config, signed, bundle, cache)
     ev = evidence.make(load_keys(sim_dir), launched.identity)
     return {"env": config["process"]["env"], "env_defaults": launched.config.env,
             "untrusted_env": list(launched.config.untrusted_env), "trusted": list(launched.config.trusted_files),

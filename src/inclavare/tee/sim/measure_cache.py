@@ -234,9 +234,10 @@ class MeasurementCache:
 
     def select(self, image: str) -> None:
         """Use the cache of the signed image `image` (the SHA-256 of its manifest file, hex), before any look-up."""
-        if self.path is None:
-            return
-        self.path = os.path.join(self.directory, IMAGES, f"{image}.json")
+        path = os.path.join(self.directory, IMAGES, f"{image}.json") if self.path is not None else None
+        if path is None or path == self.path:
+            return  # disabled, or selected already (what it loaded stays)
+        self.path = path
         self.entries = {}
         self._loaded = False
         self._mr_enclave = None
