@@ -322,6 +322,123 @@ def _host_mount_after_create(rune, shared, out, signing_key, tmp_path, wait_stat
     assert (out / "group").read_text() == signed
 
 
+@pytest.mark.parametrize("over", ["a directory", "a file", "a directory, through a PAL"])
+def test_a_host_mount_over_a_config_bind_source_after_the_launch_check_does_not_reach_the_enclave(
+        rune, sim_dir, signing_key, tmp_path, pal_libs, over):
+    """A config bind mount over trusted files (which the launch check still checks one by one) from a source on a
+    shared host mount is a slave of it: a mount made on the host over the source after `create` would reach the
+    payload. The launch child (or the runelet, for a PAL over a signed image) makes the mounts that hold trusted
+    paths private before it checks; a bind of the same source where no trusted file is (/vol) keeps its
+    propagation."""
+    from tests.enclave.conftest import wait_status
+
+    from inclavare.linux import syscalls
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    syscalls.mount(str(shared), str(shared), None, syscalls.MS_BIND)
+    try:
+        syscalls.mount(None, str(shared), None, syscalls.MS_SHARED)
+        (shared / "app").mkdir()
+        (shared / "app" / "trusted.txt").write_text("signed\n")  # the signed file's bytes, mode and owner
+        script = "cat /etc/app/trusted.txt /vol/trusted.txt > /out/seen"
+        b = sim_bundle(tmp_path, ["sh", "-c", script], signing_key, rune.binary,
+                       files={"etc/app/trusted.txt": "signed\n"})
+        out = tmp_path / "out"
+        out.mkdir()
+        c = json.loads((b / "config.json").read_text())
+        dest, src = ("/etc/app/trusted.txt", shared / "app" / "trusted.txt") if over == "a file" else (
+            "/etc/app", shared / "app")
+        if over.endswith("PAL"):
+            c["annotations"]["enclave.runtime.path"] = pal_libs[2]
+        c["mounts"] += [{"destination": dest, "type": "bind", "source": str(src), "options": ["rbind"]},
+                        {"destination": "/vol", "type": "bind", "source": str(shared / "app"), "options": ["rbind"]},
+                        {"destination": "/out", "type": "bind", "source": str(out), "options": ["rbind", "rw"]}]
+        (b / "config.json").write_text(json.dumps(c))
+        evil = tmp_path / "evil.txt"
+        evil.write_text("evil\n")
+        cid = new_id()
+        p = rune("create", "--bundle", str(b), cid)
+        assert p.returncode == 0, p.stderr
+        target = shared / "app" / "trusted.txt"
+        syscalls.mount(str(evil), str(target), None, syscalls.MS_BIND)  # on the host, after the launch check
+        try:
+            assert target.read_text() == "evil\n"
+            assert rune("start", cid).returncode == 0
+            assert wait_status(rune, cid, "stopped") == "stopped"
+        finally:
+            syscalls.umount2(str(target), syscalls.MNT_DETACH)
+            rune("delete", "--force", cid)
+        assert (out / "seen").read_text() == "signed\nevil\n"
+    finally:
+        syscalls.umount2(str(shared), syscalls.MNT_DETACH)
+
+
+def test_a_config_mount_that_asks_for_the_hosts_mounts_over_trusted_files_is_refused(rune, sim_dir, signing_key,
+                                                                                     tmp_path):
+    """A mount whose options ask for the host's later mounts (rslave, rshared) where trusted files are cannot have
+    them: refused with one sentence naming it, nothing left behind; the same option on a volume without trusted
+    files is kept."""
+    b = sim_bundle(tmp_path, ["cat", "/etc/app/trusted.txt"], signing_key, rune.binary,
+                   files={"etc/app/trusted.txt": "signed\n"})
+    src = tmp_path / "app"
+    src.mkdir()
+    (src / "trusted.txt").write_text("signed\n")
+    c = json.loads((b / "config.json").read_text())
+    n = len(c["mounts"])
+    c["mounts"] += [{"destination": "/vol", "type": "bind", "source": str(src), "options": ["rbind", "rslave"]},
+                    {"destination": "/etc/app", "type": "bind", "source": str(src), "options": ["rbind", "rslave"]}]
+    (b / "config.json").write_text(json.dumps(c))
+    cid = new_id()
+    p = rune("run", "--bundle", str(b), cid)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert f"config.json mounts[{n + 1}]: the rslave propagation of /etc/app would let a mount" in p.stderr, p.stderr
+    assert not (rune.root / cid).exists() and cgroup_leftovers(cid) == []
+    c["mounts"][-1]["options"] = ["rbind"]
+    (b / "config.json").write_text(json.dumps(c))
+    p = rune("run", "--bundle", str(b), new_id())
+    assert (p.returncode, p.stdout) == (0, "signed\n"), p.stderr
+
+
+def test_an_unbindable_mount_inside_a_sealed_one_stays_unbindable(rune, sim_dir, signing_key, tmp_path):
+    """Sealing is recursive (MS_PRIVATE|MS_REC), which would turn an unbindable mount under the sealed one private:
+    the config's own unbindable option is applied again after it."""
+    from tests.enclave.conftest import wait_status
+
+    from inclavare.linux import syscalls
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    syscalls.mount(str(shared), str(shared), None, syscalls.MS_BIND)
+    try:
+        syscalls.mount(None, str(shared), None, syscalls.MS_SHARED)
+        (shared / "app" / "sub").mkdir(parents=True)
+        (shared / "app" / "trusted.txt").write_text("signed\n")
+        b = sim_bundle(tmp_path, ["sh", "-c", "cat /proc/self/mountinfo > /out/mounts"], signing_key, rune.binary,
+                       files={"etc/app/trusted.txt": "signed\n"})
+        out = tmp_path / "out"
+        (out / "sub").mkdir(parents=True)
+        c = json.loads((b / "config.json").read_text())
+        c["mounts"] += [{"destination": "/etc/app", "type": "bind", "source": str(shared / "app"),
+                         "options": ["rbind"]},
+                        {"destination": "/etc/app/sub", "type": "bind", "source": str(out / "sub"),
+                         "options": ["rbind", "unbindable"]},
+                        {"destination": "/out", "type": "bind", "source": str(out), "options": ["rbind", "rw"]}]
+        (b / "config.json").write_text(json.dumps(c))
+        cid = new_id()
+        p = rune("create", "--bundle", str(b), cid)
+        assert p.returncode == 0, p.stderr
+        try:
+            assert rune("start", cid).returncode == 0
+            assert wait_status(rune, cid, "stopped") == "stopped"
+        finally:
+            rune("delete", "--force", cid)
+    finally:
+        syscalls.umount2(str(shared), syscalls.MNT_DETACH)
+    tags = {f[4]: f[6:f.index("-")] for f in (line.split() for line in (out / "mounts").read_text().splitlines())}
+    assert tags["/etc/app"] == [] and tags["/etc/app/sub"] == ["unbindable"], tags
+
+
 def test_the_runelet_cannot_dump_core_whatever_the_config_allows(rune, sim_dir, signing_key, tmp_path):
     """PID 1 holds the enclave's keys: not dumpable, and its core limit 0 (set with prlimit64), even when the
     container's rlimits allow core files."""

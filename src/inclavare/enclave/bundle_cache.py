@@ -96,6 +96,7 @@ class EpmMeasurements:
         # container's rootfs (an engine's new overlay mount) has no record yet, but the host's cache keys the
         # layers' inodes that earlier containers measured
         self.host = host
+        self.mountinfo = getattr(host, "mountinfo", None)  # the launch's mount table (measure_cache.key_device)
 
     def select(self, image: str) -> None:
         if self.host is not None:  # the record is this enclave's already (its binding); the host's cache is per image
@@ -113,7 +114,7 @@ class EpmMeasurements:
 
     def lookup(self, host: str, st: os.stat_result) -> str | None:
         """get() for a file known by its lstat through the container's root (launch.check_files)."""
-        dev = key_device(self._fs, host, st)
+        dev = key_device(self._fs, host, st, table=self.mountinfo)
         if dev is None:
             return None
         k = key(st, dev)  # as get(), inline: once per trusted file
@@ -135,7 +136,7 @@ class EpmMeasurements:
         return out
 
     def get(self, fd: int, st: os.stat_result, host: str) -> str | None:
-        dev = key_device(self._fs, host, st, fd)
+        dev = key_device(self._fs, host, st, fd, self.mountinfo)
         if dev is None:
             return None
         k = key(st, dev)
@@ -148,7 +149,7 @@ class EpmMeasurements:
         return digest
 
     def put(self, fd: int, before: os.stat_result, digest: str, host: str) -> None:
-        dev = key_device(self._fs, host, before, fd)
+        dev = key_device(self._fs, host, before, fd, self.mountinfo)
         if dev is None:
             return
         if key(os.fstat(fd), dev) == key(before, dev):  # unchanged while it was hashed
@@ -234,7 +235,7 @@ def save(found: Lookup, rootfs: str, signed: tuple, cache: EpmMeasurements) -> N
         try:
             host = image.host_path(rootfs, path, memo)  # through the root the launch sealed
             st = os.lstat(host)
-            dev = key_device(cache._fs, host, st)
+            dev = key_device(cache._fs, host, st, table=cache.mountinfo)
             k = key(st, dev) if dev is not None else ""
         except OSError:
             k = ""

@@ -118,8 +118,9 @@ class Runelet:
                     from inclavare.enclave import sim_runtime
 
                     if sim_runtime.is_signed(ctx.rootfs, self.config):
-                        sim_runtime.seal_root(ctx.rootfs)  # checked through the root the container gets
-                        sim_runtime.verify_image(ctx.rootfs, self.sim_dir, self.config, bundle=self.bundle)
+                        # checked through the root and mounts the container gets
+                        signed, table, _ = sim_runtime.sealed_image(ctx.rootfs, self.config)
+                        sim_runtime.verify_image(ctx.rootfs, self.sim_dir, self.config, signed, self.bundle, table)
                 self.pal = pal.load(self.cfg.runtime_path)
                 if self.epm is not None and self.pal.version >= 3:
                     from inclavare.enclave import enclave_pool

@@ -5,7 +5,7 @@ Call order, as the init-runelet drives any PAL:
   load (before pivot_root, privileged; the moment the original dlopens a PAL): a short-lived child of the
       runelet (forked before the container's namespaces, so that it imports the launch check while the runelet
       makes them, and joining the runelet's mount namespace at load: Launcher) makes the container's root mount
-      private (seal_root), then runs the launch check -
+      private (seal_root), and the mounts under it that hold trusted paths (seal_mounts), then runs the launch check -
       EINIT's rules, inclavare.tee.sim.launch_check over the rootfs through that mount, as the container will see
       it (its mounts done), and the process against the manifest - refusing a tampered or
       unsigned image with the TEE library's sentence, and makes the enclave's evidence material
@@ -45,18 +45,21 @@ def is_signed(rootfs: str, config: dict) -> bool:
 
 
 def verify_image(rootfs: str, sim_dir: str | None, config: dict | None = None,  # noqa: ANN201 - LaunchedEnclave
-                 signed: tuple | None = None, bundle=None, cache=None):  # noqa: ANN001 - bundle_cache.Lookup
+                 signed: tuple | None = None, bundle=None,  # noqa: ANN001 - bundle_cache.Lookup
+                 mountinfo: bytes | None = None, cache=None):  # noqa: ANN001 - MeasurementCache
     """The launch check; with the bundle `config`, also its process against the manifest (entry point, arguments,
     environment), whose process.env becomes the environment the payload gets. `signed`: the signed image as
     read_signed_image read it, when the caller has (through the sealed root). `bundle`: what epm holds for this
-    enclave (bundle_cache.lookup), used before the host's measurement cache when epm serves. `cache`: the host's
-    measurement cache of `sim_dir` when the caller opened it (Prepared), else opened here."""
+    enclave (bundle_cache.lookup), used before the host's measurement cache when epm serves. `mountinfo`: the
+    mount table seal_mounts read, for the measurement cache (its overlay look-up reads no other). `cache`: the
+    host's measurement cache of `sim_dir` when the caller opened it (Prepared), else opened here."""
     from inclavare.tee.sim.launch import LaunchPolicy, check_process, launch_check, read_signed_image
 
     mounts = tuple(m.get("destination", "") for m in (config or {}).get("mounts") or () if isinstance(m, dict))
     from inclavare.tee.sim.measure_cache import open_cache
 
     cache = cache if cache is not None else open_cache(sim_dir)
+    cache.mountinfo = mountinfo
     if bundle is not None:
         from inclavare.enclave import bundle_cache
 
@@ -339,13 +342,155 @@ def seal_root(rootfs: str) -> None:
     on the host side (propagated into the container's mount namespace by a shared or slave root) can cover a
     trusted path. It becomes read-only with the rest of the container's setup (a signed sim enclave's root.readonly
     is forced, enclave/create.py), once rune's own last writes to it are made (provisioned secrets' /run/secrets),
-    before the payload runs. The mounts under it (volumes, /dev, /proc) keep their own propagation."""
+    before the payload runs. The mounts under it that hold trusted paths are sealed by seal_mounts."""
     from inclavare.linux import syscalls
 
     try:
         syscalls.mount(None, rootfs, None, syscalls.MS_PRIVATE)
     except OSError as e:
         raise RuneError(f"sim enclave: cannot make the container's root {rootfs} private: {e.strerror}") from None
+
+
+_KEEPS_HOST_EVENTS = ("shared", "rshared", "slave", "rslave")  # the mount options that ask for the host's mounts
+_UNBINDABLE = ("unbindable", "runbindable")
+
+
+def seal_mounts(rootfs: str, config: dict, enclave) -> bytes:  # noqa: ANN001 - inclavare.tee.sim.image.EnclaveConfig
+    """Make private (MS_PRIVATE|MS_REC) each mount under the container's sealed root that holds a trusted path,
+    before the launch check reads through it; return the mount table read (once) to find them.
+
+    A mount holds a trusted path when its mount point is a trusted file, symlink or root or a directory above one
+    (a config bind over /etc/app whose trusted files the check still checks one by one), or lies under a trusted
+    root outside the paths the measurement leaves out (untrusted paths and mount destinations: a mount the host
+    had under the rootfs, which the walk measures). Only those: a mount event that reaches any other mount (a
+    volume, /etc/hosts, /dev) cannot change what the check read, so the volumes keep the propagation the engine
+    asked for (Kubernetes' HostToContainer). A mount is sealed when it or one under it still receives the host's
+    mount events (shared:N or master:N in the table: a bind from a shared host mount is its peer or, under the
+    default rslave root, its slave); recursively, so that a mount the host propagated into it between the read of
+    the table and the seal is sealed with it, and through an O_PATH fd of its mount point reached without
+    following a symlink (runtime.rootfs.Target), checked to be the mount the table showed (its mnt_id), or refused.
+
+    A mount the config itself asks to be shared or slave ("rshared", "rslave"..., its last propagation option) that
+    holds a trusted path, or lies in a mount that does, is refused with one sentence naming it, whatever the host's
+    mounts are: that propagation is what the measurement cannot allow, and keeping it silently
+    private would give the engine another mount than it asked for. An "unbindable" one is made unbindable again
+    after the seal. linux.rootfsPropagation, runc's propagation of the root (and of the whole tree at first),
+    applies again to the new root at the end of the setup (runtime.rootfs.finalize): sealed mounts have no peer and
+    no master left by then, so "rshared" gives them a peer group of the container's own and "rslave" leaves them
+    private; neither reaches the host again."""
+    from inclavare.linux import mountinfo
+
+    table = mountinfo.read()
+    real = os.path.realpath(rootfs)
+    _root, mounts = mountinfo.under(mountinfo.parse(table), real)
+    asked = [(i, m) for i, m in enumerate(config.get("mounts") or ()) if isinstance(m, dict)
+             and any(o in _KEEPS_HOST_EVENTS or o in _UNBINDABLE for o in m.get("options") or ())]
+    if not asked and not any(m.propagates for _top, subtree in mounts for m in subtree):
+        return table  # nothing can reach the mounts under the root, nor was asked to (the usual `rune run`)
+    holds = _holder(enclave, config)
+    sealed = [(top, top.point[len(real):]) for top, subtree in mounts if holds(top.point[len(real):])]
+    unbind = []
+    if asked:
+        from inclavare.linux import mountopts
+        from inclavare.linux.securejoin import secure_join
+
+        for i, m in asked:
+            dest = secure_join(real, m.get("destination") or "/")[len(real):] or "/"
+            if not any(dest == p or dest.startswith(p + "/") for _top, p in sealed):
+                continue
+            opt = next((o for o in reversed(m["options"]) if o in mountopts.PROPAGATION), None)  # the last wins
+            if opt in _KEEPS_HOST_EVENTS:
+                raise RuneError(f"config.json mounts[{i}]: the {opt} propagation of {m.get('destination')} would "
+                                f"let a mount made on the host after the launch check reach trusted files of the "
+                                f"signed sim enclave; drop the option or mount it where no trusted file is")
+            if opt in _UNBINDABLE:
+                unbind.append((dest, opt))
+    subtrees = {top.id: subtree for top, subtree in mounts}
+    for top, path in sealed:
+        if any(m.propagates for m in subtrees[top.id]):
+            _seal(rootfs, path, top.id)
+    for dest, opt in unbind:
+        _propagate(rootfs, dest, mountopts.PROPAGATION[opt])
+    return table
+
+
+def _holder(enclave, config: dict):  # noqa: ANN001, ANN202 - EnclaveConfig; Callable[[str], bool]
+    """holds(path): the mount point `path` (inside the rootfs) holds a trusted path (seal_mounts' rule)."""
+    files, links = enclave.trusted_files, enclave.symlinks
+    roots = {r.rstrip("/") or "/" for r in enclave.trusted_roots}
+    above: set[str] = set()
+    for d in {p.rpartition("/")[0] for p in (*files, *links, *roots)}:
+        while d and d not in above:
+            above.add(d)
+            d = d.rpartition("/")[0]
+    skip = {os.path.normpath(p) for p in enclave.untrusted_paths}
+    skip |= {os.path.normpath(m.get("destination") or "/") for m in config.get("mounts") or () if isinstance(m, dict)}
+
+    def under(path: str, prefixes: set[str]) -> bool:
+        if "/" in prefixes:
+            return True
+        while len(path) > 1:
+            if path in prefixes:
+                return True
+            path = path.rpartition("/")[0]
+        return False
+
+    def holds(path: str) -> bool:
+        return path in files or path in links or path in roots or path in above or (
+            under(path, roots) and not under(path, skip))
+
+    return holds
+
+
+def _seal(rootfs: str, path: str, mnt_id: int) -> None:
+    from inclavare.linux import syscalls
+    from inclavare.runtime.rootfs import Target
+
+    try:
+        t = Target(rootfs, rootfs + path)
+        try:
+            with open(f"/proc/self/fdinfo/{t.fd}", "rb") as f:
+                info = f.read()
+            have = next((line.split()[1] for line in info.split(b"\n") if line.startswith(b"mnt_id:")), b"")
+            if have != str(mnt_id).encode():
+                raise RuneError(f"sim enclave: the mount on {path} in the container changed while the launch check "
+                                f"made it private (another mount reached it); create the container again")
+            syscalls.mount(None, t.proc, None, syscalls.MS_PRIVATE | syscalls.MS_REC)
+        finally:
+            t.close()
+    except OSError as e:
+        raise RuneError(f"sim enclave: cannot make the mount on {path} in the container private, which holds "
+                        f"trusted files: {e.strerror}") from None
+
+
+def _propagate(rootfs: str, path: str, flags: int) -> None:
+    from inclavare.linux import syscalls
+    from inclavare.runtime.rootfs import Target
+
+    try:
+        t = Target(rootfs, rootfs + path)
+        try:
+            syscalls.mount(None, t.proc, None, flags)
+        finally:
+            t.close()
+    except OSError as e:
+        raise RuneError(f"sim enclave: cannot make the mount on {path} in the container unbindable again after "
+                        f"the launch check made it private: {e.strerror}") from None
+
+
+def sealed_image(rootfs: str, config: dict, sim_dir: str | None = None,  # noqa: ANN001
+                 prepared: Prepared | None = None) -> tuple:
+    """seal_root, the signed image read through it (or the early launch child's, Prepared, when the sealed root
+    names the same files), then seal_mounts: what the launch check then reads is what the container gets. Returns
+    the signed image (read_signed_image), the mount table seal_mounts read, and the measurement cache Prepared
+    opened (None: the launch opens it)."""
+    from inclavare.tee.sim.launch import read_signed_image
+
+    seal_root(rootfs)  # first: what is read and measured is what the container gets
+    signed, cache = prepared.take(rootfs, sim_dir) if prepared is not None else (None, None)
+    if signed is None:
+        signed = read_signed_image(rootfs)
+    return signed, seal_mounts(rootfs, config, signed[0]), cache
 
 
 class Launcher:
@@ -589,14 +734,10 @@ def _launch(rootfs: str, config: dict, sim_dir: str | None, bundle=None,  # noqa
             prepared: Prepared | None = None) -> dict:
     """In the launch child: seal the container's root, check through it, and hand back what the runelet keeps."""
     from inclavare.tee.sim import evidence
-    from inclavare.tee.sim.launch import read_signed_image
     from inclavare.tee.sim.platform import load_keys
 
-    seal_root(rootfs)  # first: what is read and measured is what the container gets
-    signed, cache = prepared.take(rootfs, sim_dir) if prepared is not None else (None, None)
-    if signed is None:
-        signed = read_signed_image(rootfs)
-    launched = verify_image(rootfs, sim_dir, config, signed, bundle, cache)
+    signed, table, cache = sealed_image(rootfs, config, sim_dir, prepared)
+    launched = verify_image(rootfs, sim_dir, config, signed, bundle, table, cache)
     ev = evidence.make(load_keys(sim_dir), launched.identity)
     return {"env": config["process"]["env"], "env_defaults": launched.config.env,
             "untrusted_env": list(launched.config.untrusted_env), "trusted": list(launched.config.trusted_files),

@@ -232,7 +232,8 @@ def launch_check(rootfs: str | os.PathLike[str], *, policy: LaunchPolicy | None 
 
     `debug`: the SECS DEBUG bit the runtime asks for; None takes the signed configuration's.
     `policy`: the host launch policy; None reads it as LaunchPolicy.for_host(sim_dir).
-    `mounts`: the container's mount destinations, outside the measurement (their trusted files are still checked).
+    `mounts`: the container's mount destinations, outside the measurement (their trusted files are still checked;
+    a container runtime makes the mounts that hold them private first: enclave.sim_runtime.seal_mounts).
     `cache`: a MeasurementCache (inclavare.tee.sim.measure_cache) for the trusted files' digests, or None.
     `signed`: what read_signed_image(rootfs) returned, when the caller read it already; None reads it here.
     """

@@ -61,22 +61,25 @@ _defaults: dict[str, bool | None] = {}  # the overlay module's parameters, once 
 _UNKNOWN = object()
 
 
-def key_device(known: dict, host: str, st: os.stat_result, fd: int | None = None) -> str | None:
+def key_device(known: dict, host: str, st: os.stat_result, fd: int | None = None,
+               table: bytes | None = None) -> str | None:
     """The device part of the key of the file `st` (the stat of `host`, open at `fd` if given), or None when it is not
     cached (a filesystem whose change times the local kernel does not keep: its files are hashed at every launch).
     Mostly st_dev itself; for a file of an overlayfs mount that serves every file from its lower layers, all on one
     ext4 or XFS filesystem, that filesystem's device (overlay_device), so that a new container's overlay over the
     same image layers finds the digests of the layers' inodes that another container's launch measured. `known`
-    keeps what was found per st_dev (not a handle that could not be opened: that file is just not cached)."""
+    keeps what was found per st_dev (not a handle that could not be opened: that file is just not cached). `table`:
+    /proc/self/mountinfo as this launch read it already (sim_runtime.seal_mounts), else it is read when needed."""
     dev = known.get(st.st_dev, _UNKNOWN)
     if dev is _UNKNOWN:
-        dev = _device_info(host, st, fd)
+        dev = _device_info(host, st, fd, table)
         if dev is not _UNKNOWN:
             known[st.st_dev] = dev
     return None if dev is _UNKNOWN else dev
 
 
-def _device_info(host: str, st: os.stat_result, fd: int | None):  # noqa: ANN202 - str | None | _UNKNOWN
+def _device_info(host: str, st: os.stat_result, fd: int | None,  # noqa: ANN202 - str | None | _UNKNOWN
+                 table: bytes | None = None):
     """What key_device needs of st_dev, from the file itself (an O_PATH handle of `host` when no fd is given: the
     very file, same st_dev, not a path that may name another file by the time statfs looks); _UNKNOWN when that
     handle cannot be had."""
@@ -95,10 +98,10 @@ def _device_info(host: str, st: os.stat_result, fd: int | None):  # noqa: ANN202
             os.close(fd)
     if kind not in LOCAL_FILESYSTEMS:
         return None
-    return overlay_device(st.st_dev) if kind == OVERLAY else str(st.st_dev)
+    return overlay_device(st.st_dev, table) if kind == OVERLAY else str(st.st_dev)
 
 
-def overlay_device(st_dev: int) -> str | None:
+def overlay_device(st_dev: int, table: bytes | None = None) -> str | None:
     """The device part of the keys of the overlayfs mount `st_dev`: D when every layer of it (upper, work and each lower
     directory, from its options in /proc/self/mountinfo) is a directory of the one local, non-overlay ext2/3/4 or
     XFS filesystem D and its upper layer holds no file (directories only); None (not cached) when metacopy may be
@@ -122,14 +125,15 @@ def overlay_device(st_dev: int) -> str | None:
     directories the options name now, seen from the launch: making a layer path name another directory takes
     writing its parent or mounting over it in the launch's mount namespace (the engine's directories: the host's
     root); a file copied up between the look at the upper layer and the file's own stat takes a writer of the
-    container's root while its launch check runs (before the payload: rune itself and the host's root)."""
+    container's root while its launch check runs (before the payload: rune itself and the host's root). `table`:
+    the mount table the launch read already (the mounts' options do not change with their propagation)."""
     own = str(st_dev)
     want = f"{os.major(st_dev)}:{os.minor(st_dev)}".encode()
-    try:
-        with open("/proc/self/mountinfo", "rb") as f:
-            data = f.read()
-    except OSError:
-        data = b""
+    if table is None:
+        from inclavare.linux import mountinfo
+
+        table = mountinfo.read()
+    data = table
     opts = b""
     for line in data.split(b"\n"):
         fields = line.split(b" ")
@@ -228,6 +232,7 @@ class MeasurementCache:
         self.added = 0
         self.hits = 0
         self._fs: dict = {}  # st_dev -> what key_device found of it
+        self.mountinfo: bytes | None = None  # the launch's mount table, when it read one (key_device's `table`)
         self._loaded = False
         self._mr_enclave: bytes | None = None
         self._mr_new = False
@@ -279,7 +284,7 @@ class MeasurementCache:
             return None
         if not self._loaded:
             self._load()
-        dev = key_device(self._fs, host, st)
+        dev = key_device(self._fs, host, st, table=self.mountinfo)
         if dev is None:
             return None
         digest = self.entries.get(key(st, dev))
@@ -300,7 +305,7 @@ class MeasurementCache:
         for path, st in files.items():
             dev = devs.get(st.st_dev, _UNKNOWN)
             if dev is _UNKNOWN:
-                dev = devs[st.st_dev] = key_device(known, root + path, st)
+                dev = devs[st.st_dev] = key_device(known, root + path, st, table=self.mountinfo)
             if dev is None:
                 continue
             digest = entries.get(f"{dev}:{st.st_ino}:{st.st_ctime_ns}:{st.st_size}:{st.st_mtime_ns}:{st.st_mode}:"
@@ -311,7 +316,7 @@ class MeasurementCache:
         return out
 
     def get(self, fd: int, st: os.stat_result, host: str) -> str | None:
-        dev = key_device(self._fs, host, st, fd) if self.path is not None else None
+        dev = key_device(self._fs, host, st, fd, self.mountinfo) if self.path is not None else None
         if dev is None:
             return None
         if not self._loaded:
@@ -322,7 +327,7 @@ class MeasurementCache:
         return digest
 
     def put(self, fd: int, before: os.stat_result, digest: str, host: str) -> None:
-        dev = key_device(self._fs, host, before, fd) if self.path is not None else None
+        dev = key_device(self._fs, host, before, fd, self.mountinfo) if self.path is not None else None
         if dev is None:
             return
         if not self._loaded:
