@@ -374,6 +374,44 @@ def test_a_host_mount_over_a_config_bind_source_after_the_launch_check_does_not_
         syscalls.umount2(str(shared), syscalls.MNT_DETACH)
 
 
+def test_a_symlink_in_a_config_mount_cannot_lead_a_trusted_file_to_a_volume_that_is_not_sealed(
+        rune, sim_dir, signing_key, tmp_path):
+    """A config bind over /etc/app (sealed: it holds trusted paths) whose source has `sub` as a symlink to /vol: the
+    trusted file /etc/app/sub/trusted.txt was checked, and read by the payload, at /vol/trusted.txt, a bind of a
+    shared host mount that holds no trusted path by the manifest's names and so kept its propagation; a mount made
+    on the host over its source after `create` reached the payload (found by review: it read "evil"). Refused: a
+    trusted file's directory is never a symlink at signing."""
+    from inclavare.linux import syscalls
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    syscalls.mount(str(shared), str(shared), None, syscalls.MS_BIND)
+    try:
+        syscalls.mount(None, str(shared), None, syscalls.MS_SHARED)
+        (shared / "vol").mkdir()
+        (shared / "vol" / "trusted.txt").write_text("signed\n")  # the signed file's bytes, mode and owner
+        app = tmp_path / "app"
+        app.mkdir()
+        (app / "sub").symlink_to("/vol")
+        b = sim_bundle(tmp_path, ["cat", "/etc/app/sub/trusted.txt"], signing_key, rune.binary,
+                       files={"etc/app/sub/trusted.txt": "signed\n"})
+        c = json.loads((b / "config.json").read_text())
+        c["mounts"] += [{"destination": "/etc/app", "type": "bind", "source": str(app), "options": ["rbind"]},
+                        {"destination": "/vol", "type": "bind", "source": str(shared / "vol"), "options": ["rbind"]}]
+        (b / "config.json").write_text(json.dumps(c))
+        cid = new_id()
+        p = rune("create", "--bundle", str(b), cid)
+        try:
+            assert p.returncode == 1, p.stderr
+            assert "a directory of the trusted file /etc/app/sub/trusted.txt was replaced by a symlink since " \
+                   "signing (it resolves to /vol/trusted.txt)" in p.stderr, p.stderr
+            assert not (rune.root / cid).exists() and cgroup_leftovers(cid) == []
+        finally:
+            rune("delete", "--force", cid)
+    finally:
+        syscalls.umount2(str(shared), syscalls.MNT_DETACH)
+
+
 def test_a_config_mount_that_asks_for_the_hosts_mounts_over_trusted_files_is_refused(rune, sim_dir, signing_key,
                                                                                      tmp_path):
     """A mount whose options ask for the host's later mounts (rslave, rshared) where trusted files are cannot have

@@ -168,7 +168,8 @@ def check_files(root: str, config: image.EnclaveConfig, mounts: tuple[str, ...] 
     walked = tree.files
     # the digests of the walked files whose inodes are unchanged since the launch check hashed them: the walk's
     # lstat of each very path (no symlink on the way, as the walk follows none), a regular file
-    cached = cache.lookup_tree(os.path.realpath(root), walked) if cache is not None else {}
+    real_root = os.path.realpath(root)
+    cached = cache.lookup_tree(real_root, walked) if cache is not None else {}
     for path, want in config.trusted_files.items():
         digest = cached.get(path)
         if digest is not None:
@@ -178,6 +179,13 @@ def check_files(root: str, config: image.EnclaveConfig, mounts: tuple[str, ...] 
                 continue
             _compare(root, path, image.TrustedFile(digest, st.st_size, st.st_mode, st.st_uid, st.st_gid), want)
         host = image.host_path(root, path, memo)
+        if host != os.path.join(real_root, os.path.normpath("/" + path).lstrip("/")):
+            # a directory on its way is a symlink now (signing records each file at its own path, through none),
+            # which only a path outside the walk can hold (a mount destination, an untrusted path): it would be
+            # checked, and read by the payload, wherever that symlink leads, e.g. a volume the mounts that hold
+            # trusted paths (enclave.sim_runtime.seal_mounts) do not include, whose host source can still change
+            raise _refuse(root, f"a directory of the trusted file {path} was replaced by a symlink since signing "
+                                f"(it resolves to /{os.path.relpath(host, real_root)})")
         try:
             mode = os.lstat(host).st_mode
         except OSError:
