@@ -245,3 +245,54 @@ def test_signing_refuses_what_it_cannot_measure(rootfs, signing_key_pem) -> None
         manifest.from_image_config(rootfs, IMAGE_CONFIG, extra_env=["X"])
     with pytest.raises(RuneError, match="signing key .* cannot be read"):
         manifest.key_signer(rootfs / "missing.pem")
+
+
+def _signed_rootfs(tmp_path: Path, signing_key_pem: Path, make_bundle) -> Path:  # noqa: ANN001
+    from inclavare.tee.sim import bundle
+
+    b = make_bundle(tmp_path / "b")
+    bundle.sign_bundle(b, signing_key_pem)
+    return b / "rootfs"
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink", "directory", "too large"])
+def test_a_signed_file_that_is_not_a_regular_file_is_refused_without_reading_it(
+        tmp_path: Path, signing_key_pem: Path, make_bundle, kind: str) -> None:  # noqa: ANN001
+    """A FIFO would hang the launch, /dev/zero would fill its memory: the manifest and SIGSTRUCT are read only as
+    regular files (not followed, not blocking, bounded; found by review)."""
+    from inclavare.tee.sim import launch
+
+    rootfs = _signed_rootfs(tmp_path, signing_key_pem, make_bundle)
+    m = rootfs / ".inclavare" / "enclave" / "manifest.json"
+    m.unlink()
+    if kind == "fifo":
+        os.mkfifo(m)
+    elif kind == "symlink":
+        m.symlink_to("/dev/zero")
+    elif kind == "directory":
+        m.mkdir()
+    else:
+        with open(m, "wb") as f:
+            f.truncate(launch.MAX_MANIFEST + 1)
+    want = {"fifo": "is not a regular file", "symlink": "is a symlink", "directory": "is not a regular file",
+            "too large": f"has {launch.MAX_MANIFEST + 1} bytes, more than the {launch.MAX_MANIFEST}"}[kind]
+    with pytest.raises(RuneError, match=want):
+        launch.read_signed_image(rootfs)
+
+
+def test_the_signed_image_is_found_inside_the_rootfs_through_its_symlinks(tmp_path: Path, signing_key_pem: Path,
+                                                                          make_bundle) -> None:  # noqa: ANN001
+    """/.inclavare/enclave as an absolute symlink leads inside the rootfs, not to the host's directory of that name."""
+    from inclavare.tee.sim import launch
+
+    rootfs = _signed_rootfs(tmp_path, signing_key_pem, make_bundle)
+    outside = _signed_rootfs(tmp_path / "other", signing_key_pem, make_bundle)  # a signed image on the host
+    enclave = rootfs / ".inclavare" / "enclave"
+    (rootfs / "signed").mkdir()
+    enclave.rename(rootfs / "signed" / "enclave")
+    enclave.symlink_to("/signed/enclave")  # inside: found
+    assert launch.read_signed_image(rootfs)[0].entrypoints
+    enclave.unlink()
+    enclave.symlink_to(outside / ".inclavare" / "enclave")  # the host's path, resolved in the rootfs: not there
+    with pytest.raises(RuneError, match="has no signed sim enclave"):
+        launch.read_signed_image(rootfs)

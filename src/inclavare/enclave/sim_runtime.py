@@ -720,13 +720,15 @@ class Prepared:
 
 def _signed_identity(rootfs: str) -> tuple | None:
     """(st_dev, st_ino, st_ctime_ns, st_size, st_mtime_ns) of the signed image's manifest and SIGSTRUCT."""
+    from inclavare.tee.sim.launch import signed_files
+
     out = []
-    for name in ("manifest.json", "sigstruct.bin"):  # image.MANIFEST, image.SIGSTRUCT
-        try:
-            st = os.stat(os.path.join(rootfs, ENCLAVE_DIR, name))
-        except OSError:
-            return None
-        out.append((st.st_dev, st.st_ino, st.st_ctime_ns, st.st_size, st.st_mtime_ns))
+    try:
+        for path in signed_files(rootfs):  # as read_signed_image finds them
+            st = os.stat(path, follow_symlinks=False)
+            out.append((st.st_dev, st.st_ino, st.st_ctime_ns, st.st_size, st.st_mtime_ns))
+    except (OSError, RuneError):
+        return None
     return tuple(out)
 
 

@@ -120,21 +120,62 @@ class LaunchedEnclave:
 HINT = "re-sign the image with 'sgx-tools sign-image' (or the bundle with 'sgx-tools sign-bundle')"
 
 
+MAX_MANIFEST = 64 << 20  # bytes: a manifest of 200,000 trusted files is about 45 MB
+MAX_SIGSTRUCT = 64 << 10
+
+
+def signed_files(rootfs: str | os.PathLike[str]) -> tuple[str, str]:
+    """The host paths of the signed image's manifest and SIGSTRUCT: their directory resolved inside the rootfs (a
+    symlink on the way, /.inclavare or /.inclavare/enclave, leads to a path of the rootfs, never out of it), the
+    files themselves never followed."""
+    d = image.resolve_path(rootfs, "/" + image.ENCLAVE_DIR)
+    return os.path.join(d, image.MANIFEST), os.path.join(d, image.SIGSTRUCT)
+
+
+def _read_regular(path: str, limit: int) -> bytes:
+    """The bytes of the regular file `path` (not a symlink, FIFO, device or directory; at most `limit` bytes)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno == 40:  # ELOOP: the file itself is a symlink
+            raise RuneError(f"the signed sim enclave's {path} is a symlink, not the file sign-bundle writes; {HINT}") \
+                from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise RuneError(f"the signed sim enclave's {path} is not a regular file; {HINT}")
+        if st.st_size > limit:
+            raise RuneError(f"the signed sim enclave's {path} has {st.st_size} bytes, more than the {limit} a "
+                            f"launch reads; {HINT}")
+        chunks, left = [], limit + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        if left <= 0:
+            raise RuneError(f"the signed sim enclave's {path} grew beyond {limit} bytes while it was read; {HINT}")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def read_signed_image(rootfs: str | os.PathLike[str]) -> tuple[image.EnclaveConfig, ss_mod.Sigstruct, bytes]:
     """The signed image's configuration, its SIGSTRUCT, and the SHA-256 of the very manifest bytes the configuration
-    was parsed from (the key of its measurement in the cache)."""
+    was parsed from (the key of its measurement in the cache). The files are found inside the rootfs (signed_files)
+    and read only if regular files of a bounded size."""
     from inclavare.tee.sha256 import sha256
 
     d = image.enclave_path(rootfs)
-    manifest_path, sigstruct_path = os.path.join(d, image.MANIFEST), os.path.join(d, image.SIGSTRUCT)
     hint = "sign the image with 'sgx-tools sign-image' or the bundle with 'sgx-tools sign-bundle --key KEY.pem BUNDLE'"
     try:
-        with open(manifest_path, "rb") as f:
-            data = f.read()
+        manifest_path, sigstruct_path = signed_files(rootfs)
+        data = _read_regular(manifest_path, MAX_MANIFEST)
         digest = sha256(data).digest()
         manifest = jsonlite.loads(data)
-        with open(sigstruct_path, "rb") as f:
-            raw = f.read()
+        raw = _read_regular(sigstruct_path, MAX_SIGSTRUCT)
     except FileNotFoundError as e:
         raise RuneError(f"the rootfs has no signed sim enclave ({e.filename} is missing); {hint}") from None
     except OSError as e:
