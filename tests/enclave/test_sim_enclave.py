@@ -536,6 +536,28 @@ def test_a_mount_over_proc_does_not_choose_what_rune_exec_runs(rune, sim_dir, si
         rune("delete", "--force", cid)
 
 
+def test_a_seccomp_profile_without_execveat_is_refused_the_runelets_processes(rune, sim_dir, signing_key, tmp_path):
+    """The runelet starts the payload and `rune exec`'s processes by execveat only: under a profile that refuses it,
+    a path (/proc/self/fd/N, the container's to mount over: the test above) is no way out, and `rune run` fails
+    with the sentence naming the profile, leaving nothing behind."""
+    b = sim_bundle(tmp_path, ["sh", "-c", _PROC_OVER], signing_key, rune.binary)
+    c = json.loads((b / "config.json").read_text())
+    for caps in c["process"]["capabilities"].values():
+        caps.append("CAP_SYS_ADMIN")
+    c["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+                             "syscalls": [{"names": ["execveat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}
+    (b / "config.json").write_text(json.dumps(c))
+    cid = new_id()
+    p = rune("run", "-d", "--bundle", str(b), cid)
+    if p.returncode == 0:
+        rune("delete", "--force", cid)
+    assert p.returncode == 1, p.stderr
+    assert ("pal_create_process failed: the seccomp profile (linux.seccomp) denies execveat (Operation not "
+            "permitted), which the runelet needs to start '/bin/sh' through rune's sealed exec trampoline; allow "
+            "execveat in the profile") in p.stderr
+    assert not (rune.root / cid).exists() and not cgroup_leftovers(cid)
+
+
 def test_the_launch_check_resolves_paths_as_rune_does(rune, sim_dir, signing_key, tmp_path, monkeypatch):
     """A relative $INCLAVARE_SIM_DIR names a directory under the init's working directory, the bundle (runc's), for
     the launch check as for the rest: the launch child, which joins the runelet's mount namespace, takes the

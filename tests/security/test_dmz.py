@@ -4,13 +4,15 @@ keeps its contract (exec, report a failed exec, refuse to run as a script's inte
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
-from tests.conftest import REPO
+from tests.conftest import REPO, new_id
 
 sys.path.insert(0, str(REPO / "src"))
 from inclavare.linux import dmz, sealed_exe  # noqa: E402
@@ -159,19 +161,126 @@ def test_the_interpreter_through_the_read_only_overlay_refuses_every_change():
         os.close(fd)
 
 
+NO_EXECVEAT = {"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+               "syscalls": [{"names": ["execveat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}
+REFUSED = ('the seccomp profile (linux.seccomp) denies execveat (Operation not permitted), which rune needs to exec '
+           '"{program}" through its sealed exec trampoline {where}; allow execveat in the profile')
+
+
+def _no_execveat(c: dict) -> None:
+    c["linux"]["seccomp"] = NO_EXECVEAT
+
+
 def test_a_seccomp_profile_without_execveat(rune):
-    """A profile that refuses execveat (with an errno) still runs the container: the trampoline is exec'd through the
-    container's /proc/self/fd with execve, which every profile allows since the program's exec needs it."""
-    from tests.conftest import new_id
-
-    def edit(c: dict) -> None:
-        c["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
-                                 "syscalls": [{"names": ["execveat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}
-
-    p = rune("run", "--bundle", str(rune.bundle(["sh", "-c", "echo ran; readlink /proc/self/exe"], edit=edit)),
+    """A profile that refuses execveat (with an errno) still runs the container: its init, in the mount namespace
+    it made and before any program of the container ran there, execs the trampoline through /proc/self/fd with
+    execve, which every profile allows since the program's exec needs it."""
+    p = rune("run", "--bundle", str(rune.bundle(["sh", "-c", "echo ran; readlink /proc/self/exe"], edit=_no_execveat)),
              new_id("seccomp"))
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == ["ran", "/bin/busybox"]
+
+
+def _running(rune, args: list[str], edit) -> tuple[str, int]:  # noqa: ANN001
+    cid = new_id("dmz")
+    p = rune("run", "-d", "--bundle", str(rune.bundle(args, edit=edit)), cid)
+    assert p.returncode == 0, p.stderr
+    return cid, rune.state(cid)["pid"]
+
+
+def _in_pid_namespace_of(pid: int) -> list[int]:
+    ns = os.readlink(f"/proc/{pid}/ns/pid")
+    out = []
+    for name in os.listdir("/proc"):
+        try:
+            if name.isdigit() and os.readlink(f"/proc/{name}/ns/pid") == ns:
+                out.append(int(name))
+        except OSError:
+            pass  # ended meanwhile
+    return out
+
+
+def test_rune_exec_without_execveat_is_refused(rune):
+    """In a running container /proc/self/fd is the container's to mount over, so `rune exec` never execs the
+    trampoline by that path: a profile that refuses execveat gets one sentence naming it, on stderr and in the
+    --log file, rune exec's status for a process that could not start (255, as runc), and no process is left."""
+    cid, pid = _running(rune, ["sleep", "60"], _no_execveat)
+    try:
+        log = rune.tmp / "exec.log"
+        p = rune("--log", str(log), "--log-format", "json", "exec", cid, "echo", "ran")
+        want = REFUSED.format(program="echo", where="in a running container")
+        assert (p.returncode, p.stdout, p.stderr) == (255, "", f"exec failed: {want}\n")
+        assert [json.loads(line)["msg"] for line in log.read_text().splitlines()] == [f"exec failed: {want}"]
+        assert _in_pid_namespace_of(pid) == [pid]
+    finally:
+        rune("delete", "--force", cid)
+
+
+# the container mounts a tmpfs over /proc with a script at each /proc/self/fd/N, where a rune that exec'd its
+# trampoline by that path would find one (with `#!/<a procfs mounted elsewhere>/self/exe` the script would be
+# given the rune process's own exe, the host's interpreter: here it leaves a file to show that it ran), then waits
+_PROC_OVER = ("mount -t tmpfs fake /proc && mkdir -p /proc/self/fd && n=3; while [ $n -le 64 ]; do "
+              "printf '#!/bin/sh\\necho HIJACKED > /dev/shm/hijacked\\n' > /proc/self/fd/$n; "
+              "chmod 755 /proc/self/fd/$n; n=$((n+1)); done; touch /dev/shm/ready; sleep 60")
+
+
+def test_a_mount_over_proc_does_not_choose_what_rune_exec_runs(rune):
+    """A container with CAP_SYS_ADMIN and a profile that refuses execveat mounts over its /proc: `rune exec` is
+    refused (it would have exec'd the container's /proc/self/fd/N, a file of the container's choosing, in a
+    process whose /proc/self/exe is the host's interpreter), and nothing of the container's ran."""
+    def edit(c: dict) -> None:
+        _no_execveat(c)
+        for caps in c["process"]["capabilities"].values():
+            caps.append("CAP_SYS_ADMIN")
+
+    cid, pid = _running(rune, ["sh", "-c", _PROC_OVER], edit)
+    try:
+        for _ in range(100):
+            if os.path.exists(f"/proc/{pid}/root/dev/shm/ready"):
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the container did not mount over its /proc")
+        p = rune("exec", cid, "echo", "ran")
+        assert (p.returncode, p.stdout) == (255, ""), p.stderr
+        assert REFUSED.format(program="echo", where="in a running container") in p.stderr
+        assert not os.path.exists(f"/proc/{pid}/root/dev/shm/hijacked")
+    finally:
+        rune("delete", "--force", cid)
+
+
+def test_an_init_without_its_own_mount_namespace_needs_execveat(rune):
+    """An init in a mount namespace it did not make (none in linux.namespaces: another's, whose processes may have
+    mounted over /proc) is refused the path too, with the sentence saying where, and nothing is left behind."""
+    def edit(c: dict) -> None:
+        _no_execveat(c)
+        c["linux"]["namespaces"] = [ns for ns in c["linux"]["namespaces"] if ns["type"] != "mount"]
+        c["mounts"] = []
+        c["root"]["readonly"] = False
+        c["linux"].pop("maskedPaths", None)
+        c["linux"].pop("readonlyPaths", None)
+
+    cid = new_id("dmz")
+    p = rune("run", "--bundle", str(rune.bundle(["echo", "ran"], edit=edit)), cid)
+    want = REFUSED.format(program="echo", where="in a mount namespace the container shares (linux.namespaces has "
+                                                 "no mount namespace)")
+    assert (p.returncode, p.stdout) == (1, ""), p.stderr
+    assert want in p.stderr
+    assert not (rune.root / cid).exists()
+
+
+def test_a_start_container_hook_needs_execveat(rune):
+    """A startContainer hook is a program of the container's, run in its mount namespace: it is refused the path (as
+    the container's program after it would be), and the run fails with the hook's sentence."""
+    def edit(c: dict) -> None:
+        _no_execveat(c)
+        c["hooks"] = {"startContainer": [{"path": "/bin/true"}]}
+
+    cid = new_id("dmz")
+    p = rune("run", "--bundle", str(rune.bundle(["echo", "ran"], edit=edit)), cid)
+    assert (p.returncode, p.stdout) == (1, ""), p.stderr
+    assert REFUSED.format(program="/bin/true", where="in the container") in p.stderr
+    assert not (rune.root / cid).exists()
 
 
 def test_the_interpreter_copy_is_made_again_when_sealing_finds_it_busy(monkeypatch):

@@ -192,7 +192,7 @@ class SimPal:
     def create_process(self, path: str, argv: list[str], env: list[str], stdio: tuple[int, int, int]) -> int:
         import fcntl
 
-        from inclavare.linux import syscalls
+        from inclavare.linux import dmz, syscalls
 
         if self.evidence is not None and not self._measured(path):
             raise RuneError(f"{self.name}: the program {path!r} is not a measured file of the signed enclave; "
@@ -220,10 +220,11 @@ class SimPal:
                         os.setsid()
                         fcntl.ioctl(0, 0x540E, 0)  # TIOCSCTTY
                     syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
-                    from inclavare.linux import dmz
-
-                    # through the sealed trampoline: this process's /proc/self/exe is the host's interpreter
+                    # through the sealed trampoline: this process's /proc/self/exe is the host's interpreter; by
+                    # its fd only (a refused execveat is not retried by a path: see dmz.execve)
                     dmz.execve(path, argv, env_map, w)
+                except dmz.NeedsExecveat as e:
+                    os.write(w, b"S%d" % (e.errno or 1))
                 except OSError as e:
                     os.write(w, str(e.errno or 1).encode())
                 except BaseException:  # noqa: BLE001
@@ -237,7 +238,11 @@ class SimPal:
                     os.waitpid(pid, 0)
                 except ChildProcessError:
                     pass  # the loop reaped it first
-                n = int(err[1:] if err[:1] == b"X" else err)
+                n = int(err[1:] if err[:1] in (b"X", b"S") else err)
+                if err[:1] == b"S":
+                    raise RuneError(f"{self.name}: pal_create_process failed: the seccomp profile (linux.seccomp) "
+                                    f"denies execveat ({os.strerror(n)}), which the runelet needs to start {path!r} "
+                                    f"through rune's sealed exec trampoline; allow execveat in the profile")
                 raise RuneError(f"{self.name}: pal_create_process failed: exec {path!r}: {os.strerror(n)} (errno {n})")
             import _thread
 

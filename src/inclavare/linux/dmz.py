@@ -99,11 +99,27 @@ def sealed_fd() -> int:
     return fd
 
 
-def execve(path: str, args: list[str], env: dict[str, str], report_fd: int = -1) -> None:
+class NeedsExecveat(OSError):
+    """execveat of the trampoline's memfd failed (a seccomp profile that refuses it) where exec'ing it by a path is
+    not safe; nothing was exec'd. Its errno and strerror are execveat's."""
+
+
+def execve(path: str, args: list[str], env: dict[str, str], report_fd: int = -1, by_path: bool = False) -> None:
     """Exec `path` through the sealed trampoline; returns only by raising OSError (then nothing was exec'd).
 
     report_fd: an fd on which the trampoline reports the errno of a failed execve of `path` ("X" + errno), made
-    close-on-exec by the trampoline itself so that a successful exec closes it; -1 for none."""
+    close-on-exec by the trampoline itself so that a successful exec closes it; -1 for none.
+
+    The trampoline is exec'd by its fd (execveat AT_EMPTY_PATH), which no mount can redirect. Where a seccomp
+    profile refuses execveat but allows execve, /proc/self/fd/N is the only other way to it, and that is a path,
+    resolved in the caller's mount namespace: a process with CAP_SYS_ADMIN there (the capability given, or the root
+    of a user namespace) can mount over /proc and put its own file at that name, a script whose interpreter is
+    /proc/PID/exe of a rune process, which is the host's interpreter. Checking /proc first cannot help (it can be
+    mounted over between the check and the execve). So the path is used only when the caller says so (by_path):
+    when no process but rune's can have mounted anything in that namespace yet, which holds for the init of a
+    container in the mount namespace it made itself, before any program of the container ran in it. Everywhere
+    else (rune exec, a runelet's processes, a hook, an init in a joined namespace) a refused execveat raises
+    NeedsExecveat, and the caller says which field to change."""
     fd = sealed_fd()
     if report_fd >= 0:
         os.set_inheritable(report_fd, True)
@@ -111,7 +127,10 @@ def execve(path: str, args: list[str], env: dict[str, str], report_fd: int = -1)
     try:
         os.execve(fd, argv, env)  # fexecve: execveat(fd, "", AT_EMPTY_PATH)
     except OSError as e:
-        # a seccomp profile that allows execve but not execveat: the same memfd through the container's /proc
+        if e.errno in (7, 12):  # E2BIG, ENOMEM: the exec itself failed, as it would by any path
+            raise
+        if not by_path:
+            raise NeedsExecveat(e.errno, e.strerror) from None
         if not os.path.exists(f"/proc/self/fd/{fd}"):
             raise OSError(e.errno, f"cannot exec rune's exec trampoline: {e.strerror}") from None
         os.execve(f"/proc/self/fd/{fd}", argv, env)

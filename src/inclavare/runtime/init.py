@@ -71,6 +71,9 @@ class Launch:
         self.selinux_label = ""  # process.selinuxLabel, where SELinux is on
         self.mount_label = ""  # linux.mountLabel, where SELinux is on
         self.origin: dict[str, str] = {}  # where a process field came from when not config.json ("process.cwd": "--cwd")
+        # why the exec trampoline may not be exec'd by its /proc path if execveat is refused (dmz.execve), as a
+        # phrase: where the process is; "" for an init in the mount namespace it made (see container_init)
+        self.shared_mounts = "in a running container"
 
     def field(self, key: str) -> str:
         """How a sentence names the process field `key`: the flag or file it came from, or config.json's field."""
@@ -326,12 +329,20 @@ def container_init(ctx: Launch) -> None:
             _recv(ctx, MSG_GO)
         config = ctx.config
         hooks = (config.get("hooks") or {}).get("startContainer")
+        ctx.shared_mounts = _shared_mounts(config, bool(hooks))
         if hooks:
-            from inclavare.linux import dmz
             from inclavare.oci import hooks as oci_hooks
 
+            def execve(path: str, args: list[str], env: dict[str, str]) -> None:
+                from inclavare.linux import dmz
+
+                try:
+                    dmz.execve(path, args, env)
+                except dmz.NeedsExecveat as e:
+                    raise OSError(e.errno, execveat_refused(config, path, "in the container", e)) from None
+
             # its path resolves in the container: exec'd through the trampoline, with no environment of rune's
-            oci_hooks.run("startContainer", hooks, ctx.start_state, execve=dmz.execve, environ={})
+            oci_hooks.run("startContainer", hooks, ctx.start_state, execve=execve, environ={})
         _exec(ctx, path, args, env)
     except BaseException as e:  # noqa: BLE001
         msg = _fail(sock, e)
@@ -343,6 +354,30 @@ def container_init(ctx: Launch) -> None:
                 except OSError:
                     pass
         os._exit(1)
+
+
+def _shared_mounts(config: dict, hooks: bool) -> str:
+    """Launch.shared_mounts for the init: "" (the trampoline may be exec'd by its /proc path) only in a mount
+    namespace the init made itself, before any program of the container has run in it (a startContainer hook would
+    be one). Until then only rune's processes and the config's createContainer hooks have been in it: a `rune exec`
+    would need execveat under the same seccomp profile (it is never given the path), and another container can
+    join it only through a config that names this init's namespace by path, the operator's choice to share it."""
+    namespaces = {ns.get("type"): ns.get("path") for ns in (config.get("linux") or {}).get("namespaces") or ()}
+    if "mount" not in namespaces:
+        return "in a mount namespace the container shares (linux.namespaces has no mount namespace)"
+    if namespaces["mount"]:
+        return "in the mount namespace it joins (linux.namespaces)"
+    if hooks:
+        return "after a startContainer hook (hooks.startContainer) ran in the container"
+    return ""
+
+
+def execveat_refused(config: dict, program: str, where: str, e: OSError) -> str:
+    """The sentence for dmz.NeedsExecveat: execveat failed where the trampoline is not exec'd by a path."""
+    if (config.get("linux") or {}).get("seccomp"):
+        return (f'the seccomp profile (linux.seccomp) denies execveat ({e.strerror}), which rune needs to exec '
+                f'"{program}" through its sealed exec trampoline {where}; allow execveat in the profile')
+    return f'cannot exec "{program}" through rune\'s sealed exec trampoline {where}: execveat: {e.strerror}'
 
 
 def _check_fifo(ctx: Launch) -> None:
@@ -829,7 +864,9 @@ def _exec(ctx: Launch, path: str, args: list[str], env: dict[str, str]) -> None:
     # trampoline execs it (CVE-2019-5736); its execve failure comes back on the fd that tells rune it exec'd
     report = ctx.fifo_wfd if ctx.fifo_wfd >= 0 else ctx.sock.fileno()
     try:
-        dmz.execve(path, args, env, report)
+        dmz.execve(path, args, env, report, by_path=not ctx.shared_mounts)
+    except dmz.NeedsExecveat as e:
+        raise RuneError(execveat_refused(ctx.config, args[0], ctx.shared_mounts, e)) from None
     except OSError as e:
         raise RuneError(f'config.json process.args[0]: exec: "{args[0]}": {e.strerror}') from None
 
