@@ -431,14 +431,7 @@ def _holder(enclave, config: dict):  # noqa: ANN001, ANN202 - EnclaveConfig; Cal
     skip = {os.path.normpath(p) for p in enclave.untrusted_paths}
     skip |= {os.path.normpath(m.get("destination") or "/") for m in config.get("mounts") or () if isinstance(m, dict)}
 
-    def under(path: str, prefixes: set[str]) -> bool:
-        if "/" in prefixes:
-            return True
-        while len(path) > 1:
-            if path in prefixes:
-                return True
-            path = path.rpartition("/")[0]
-        return False
+    from inclavare.tee.sim.image import _under_set as under  # a look-up per ancestor
 
     def holds(path: str) -> bool:
         return path in files or path in links or path in roots or path in above or (
