@@ -1,8 +1,12 @@
 """/proc/self/mountinfo: the mounts this process sees, their tree and their propagation (proc(5)).
 
-Standard library only, no collections or typing: the sim launch child reads it on the enclave's start-up path."""
+No collections or typing: the sim launch child reads it on the enclave's start-up path. Fields are unescaped as
+the cgroup hierarchies' reader does (cgroups.host.unescape, which every rune process that creates a container has
+imported already)."""
 
 from __future__ import annotations
+
+from inclavare.linux.cgroups.host import unescape
 
 
 def read() -> bytes:
@@ -12,21 +16,6 @@ def read() -> bytes:
             return f.read()
     except OSError:
         return b""
-
-
-def unescape(field: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as octal (\\040)."""
-    if "\\" not in field:
-        return field
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and field[i + 1:i + 4].isdigit():
-            out.append(chr(int(field[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
 
 
 class Mount:

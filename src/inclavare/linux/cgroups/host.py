@@ -45,7 +45,7 @@ class Host:
 _host: Host | None = None
 
 
-def _unescape(field: str) -> str:
+def unescape(field: str) -> str:
     """mountinfo escapes space, tab, newline and backslash as octal (\\040)."""
     if "\\" not in field:
         return field
@@ -69,7 +69,7 @@ def parse_mountinfo(text: str) -> Host:
         left, _, right = line.partition(" - ")
         fstype, _, rest = right.partition(" ")
         fields = left.split(" ")
-        root, mountpoint = _unescape(fields[3]), _unescape(fields[4])
+        root, mountpoint = unescape(fields[3]), unescape(fields[4])
         if fstype == "cgroup2":
             # Prefer the canonical places over any other cgroup2 mount.
             if unified is None or mountpoint in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
