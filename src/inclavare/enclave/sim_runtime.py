@@ -383,7 +383,7 @@ def seal_mounts(rootfs: str, config: dict, enclave) -> bytes:  # noqa: ANN001 - 
     applies again to the new root at the end of the setup (runtime.rootfs.finalize): sealed mounts have no peer and
     no master left by then, so "rshared" gives them a peer group of the container's own and "rslave" leaves them
     private; neither reaches the host again."""
-    from inclavare.linux import mountinfo
+    from inclavare.linux import mountinfo, syscalls
 
     table = mountinfo.read()
     real = os.path.realpath(rootfs)
@@ -413,9 +413,9 @@ def seal_mounts(rootfs: str, config: dict, enclave) -> bytes:  # noqa: ANN001 - 
     subtrees = {top.id: subtree for top, subtree in mounts}
     for top, path in sealed:
         if any(m.propagates for m in subtrees[top.id]):
-            _seal(rootfs, path, top.id)
+            _remount(rootfs, path, syscalls.MS_PRIVATE | syscalls.MS_REC, top.id)
     for dest, opt in unbind:
-        _propagate(rootfs, dest, mountopts.PROPAGATION[opt])
+        _remount(rootfs, dest, mountopts.PROPAGATION[opt])
     return table
 
 
@@ -440,40 +440,31 @@ def _holder(enclave, config: dict):  # noqa: ANN001, ANN202 - EnclaveConfig; Cal
     return holds
 
 
-def _seal(rootfs: str, path: str, mnt_id: int) -> None:
+def _remount(rootfs: str, path: str, flags: int, mnt_id: int | None = None) -> None:
+    """Change the propagation of the mount on `path` (inside the rootfs) to `flags`, through an O_PATH fd of its
+    mount point reached without following a symlink; with `mnt_id`, only if that fd is on the mount the table
+    showed (seal_mounts: MS_PRIVATE|MS_REC), else it is an unbindable one made so again."""
     from inclavare.linux import syscalls
     from inclavare.runtime.rootfs import Target
 
+    what = "private, which holds trusted files" if mnt_id is not None else \
+        "unbindable again after the launch check made it private"
     try:
         t = Target(rootfs, rootfs + path)
         try:
-            with open(f"/proc/self/fdinfo/{t.fd}", "rb") as f:
-                info = f.read()
-            have = next((line.split()[1] for line in info.split(b"\n") if line.startswith(b"mnt_id:")), b"")
-            if have != str(mnt_id).encode():
-                raise RuneError(f"sim enclave: the mount on {path} in the container changed while the launch check "
-                                f"made it private (another mount reached it); create the container again")
-            syscalls.mount(None, t.proc, None, syscalls.MS_PRIVATE | syscalls.MS_REC)
-        finally:
-            t.close()
-    except OSError as e:
-        raise RuneError(f"sim enclave: cannot make the mount on {path} in the container private, which holds "
-                        f"trusted files: {e.strerror}") from None
-
-
-def _propagate(rootfs: str, path: str, flags: int) -> None:
-    from inclavare.linux import syscalls
-    from inclavare.runtime.rootfs import Target
-
-    try:
-        t = Target(rootfs, rootfs + path)
-        try:
+            if mnt_id is not None:
+                with open(f"/proc/self/fdinfo/{t.fd}", "rb") as f:
+                    info = f.read()
+                have = next((line.split()[1] for line in info.split(b"\n") if line.startswith(b"mnt_id:")), b"")
+                if have != str(mnt_id).encode():
+                    raise RuneError(f"sim enclave: the mount on {path} in the container changed while the launch "
+                                    f"check made it private (another mount reached it); create the container again")
             syscalls.mount(None, t.proc, None, flags)
         finally:
             t.close()
     except OSError as e:
-        raise RuneError(f"sim enclave: cannot make the mount on {path} in the container unbindable again after "
-                        f"the launch check made it private: {e.strerror}") from None
+        raise RuneError(f"sim enclave: cannot make the mount on {path} in the container {what}: {e.strerror}") \
+            from None
 
 
 def sealed_image(rootfs: str, config: dict, sim_dir: str | None = None,  # noqa: ANN001

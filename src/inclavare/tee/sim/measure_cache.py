@@ -133,9 +133,8 @@ def overlay_device(st_dev: int, table: bytes | None = None) -> str | None:
         from inclavare.linux import mountinfo
 
         table = mountinfo.read()
-    data = table
     opts = b""
-    for line in data.split(b"\n"):
+    for line in table.split(b"\n"):
         fields = line.split(b" ")
         if len(fields) > 9 and fields[2] == want and b"-" in fields:
             sep = fields.index(b"-")
@@ -295,8 +294,7 @@ class MeasurementCache:
     def lookup_tree(self, root: str, files: dict[str, os.stat_result]) -> dict[str, str]:
         """The cached digests of the files of a walk of the rootfs (`files`: path inside it -> its lstat, of the
         host path `root` + path as the container sees it, unopened): path -> digest, for the hits only. One pass
-        over thousands of files: the device part of the key found once per st_dev (key_device), each key made
-        inline, as key() makes it."""
+        over thousands of files, the device part of the key found once per st_dev (key_device)."""
         if self.path is None:
             return {}
         if not self._loaded:
@@ -308,8 +306,7 @@ class MeasurementCache:
                 dev = devs[st.st_dev] = key_device(known, root + path, st, table=self.mountinfo)
             if dev is None:
                 continue
-            digest = entries.get(f"{dev}:{st.st_ino}:{st.st_ctime_ns}:{st.st_size}:{st.st_mtime_ns}:{st.st_mode}:"
-                                 f"{st.st_uid}:{st.st_gid}:{st.st_nlink}")
+            digest = entries.get(key(st, dev))
             if digest is not None:
                 out[path] = digest
         self.hits += len(out)
