@@ -79,20 +79,6 @@ def _init(self, *args: object, **kwargs: object) -> None:  # noqa: ANN001
         post()
 
 
-def from_values(cls: type, values: tuple):  # noqa: ANN201
-    """A record of `cls` from one value per field, in order: what cls(*values) makes, without the argument handling
-    (no defaults looked up, no keywords), for records made by the thousand (a large manifest's trusted files)."""
-    self = object.__new__(cls)
-    names = cls.__record_names__
-    if len(values) != len(names):
-        raise TypeError(f"{cls.__name__} has {len(names)} fields, {len(values)} values given")
-    self.__dict__.update(zip(names, values, strict=True))
-    post = cls.__record_post__
-    if post is not None:
-        post(self)
-    return self
-
-
 def _values(self) -> tuple:  # noqa: ANN001
     return tuple(getattr(self, f.name) for f in self.__record_fields__)
 
@@ -144,8 +130,6 @@ def record(cls: type) -> type:
             raise TypeError(f"{cls.__name__}: the field {f.name!r} without a default follows one with a default")
         seen_default = seen_default or has_default
     cls.__record_fields__ = tuple(specs.values())
-    cls.__record_names__ = tuple(specs)
-    cls.__record_post__ = getattr(cls, "__post_init__", None)
     cls.__init__ = _init
     cls.__eq__ = _eq
     cls.__hash__ = _hash
