@@ -3,15 +3,31 @@ from inside; rune attest; a tampered trusted file refused at launch."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from tests.conftest import build_rootfs, cgroup_leftovers, default_config, new_id
+from tests.security.conftest import PROC_OVER, wait_proc_over
+
+
+@contextlib.contextmanager
+def shared_mount(d: Path):  # noqa: ANN201
+    """The new directory `d` as a shared mount (a peer group of its own, as / on a systemd host: mounts made in it
+    propagate to its binds), unmounted at the end."""
+    from inclavare.linux import syscalls
+
+    d.mkdir()
+    syscalls.mount(str(d), str(d), None, syscalls.MS_BIND)
+    try:
+        syscalls.mount(None, str(d), None, syscalls.MS_SHARED)
+        yield d
+    finally:
+        syscalls.umount2(str(d), syscalls.MNT_DETACH)
 
 
 def sim_bundle(tmp: Path, args: list[str], key: Path, rune_bin: str, readonly: bool = True,
@@ -283,18 +299,12 @@ def test_a_host_mount_over_a_trusted_file_after_the_launch_check_does_not_reach_
     what the payload reads."""
     from tests.enclave.conftest import wait_status
 
-    from inclavare.linux import syscalls
 
     out = tmp_path / "out"
     out.mkdir()
-    shared = tmp_path / "shared"  # a shared mount holds the bundle, as / on a systemd host: mounts propagate
-    shared.mkdir()
-    syscalls.mount(str(shared), str(shared), None, syscalls.MS_BIND)
-    try:
-        syscalls.mount(None, str(shared), None, syscalls.MS_SHARED)
+    # a shared mount holds the bundle, as / on a systemd host: mounts propagate
+    with shared_mount(tmp_path / "shared") as shared:
         _host_mount_after_create(rune, shared, out, signing_key, tmp_path, wait_status)
-    finally:
-        syscalls.umount2(str(shared), syscalls.MNT_DETACH)
 
 
 def _host_mount_after_create(rune, shared, out, signing_key, tmp_path, wait_status):  # noqa: ANN001, ANN202
@@ -334,11 +344,7 @@ def test_a_host_mount_over_a_config_bind_source_after_the_launch_check_does_not_
 
     from inclavare.linux import syscalls
 
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    syscalls.mount(str(shared), str(shared), None, syscalls.MS_BIND)
-    try:
-        syscalls.mount(None, str(shared), None, syscalls.MS_SHARED)
+    with shared_mount(tmp_path / "shared") as shared:
         (shared / "app").mkdir()
         (shared / "app" / "trusted.txt").write_text("signed\n")  # the signed file's bytes, mode and owner
         script = "cat /etc/app/trusted.txt /vol/trusted.txt > /out/seen"
@@ -370,8 +376,6 @@ def test_a_host_mount_over_a_config_bind_source_after_the_launch_check_does_not_
             syscalls.umount2(str(target), syscalls.MNT_DETACH)
             rune("delete", "--force", cid)
         assert (out / "seen").read_text() == "signed\nevil\n"
-    finally:
-        syscalls.umount2(str(shared), syscalls.MNT_DETACH)
 
 
 def test_a_symlink_in_a_config_mount_cannot_lead_a_trusted_file_to_a_volume_that_is_not_sealed(
@@ -381,13 +385,8 @@ def test_a_symlink_in_a_config_mount_cannot_lead_a_trusted_file_to_a_volume_that
     shared host mount that holds no trusted path by the manifest's names and so kept its propagation; a mount made
     on the host over its source after `create` reached the payload (found by review: it read "evil"). Refused: a
     trusted file's directory is never a symlink at signing."""
-    from inclavare.linux import syscalls
 
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    syscalls.mount(str(shared), str(shared), None, syscalls.MS_BIND)
-    try:
-        syscalls.mount(None, str(shared), None, syscalls.MS_SHARED)
+    with shared_mount(tmp_path / "shared") as shared:
         (shared / "vol").mkdir()
         (shared / "vol" / "trusted.txt").write_text("signed\n")  # the signed file's bytes, mode and owner
         app = tmp_path / "app"
@@ -408,8 +407,6 @@ def test_a_symlink_in_a_config_mount_cannot_lead_a_trusted_file_to_a_volume_that
             assert not (rune.root / cid).exists() and cgroup_leftovers(cid) == []
         finally:
             rune("delete", "--force", cid)
-    finally:
-        syscalls.umount2(str(shared), syscalls.MNT_DETACH)
 
 
 def test_a_config_mount_that_asks_for_the_hosts_mounts_over_trusted_files_is_refused(rune, sim_dir, signing_key,
@@ -443,13 +440,8 @@ def test_an_unbindable_mount_inside_a_sealed_one_stays_unbindable(rune, sim_dir,
     the config's own unbindable option is applied again after it."""
     from tests.enclave.conftest import wait_status
 
-    from inclavare.linux import syscalls
 
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    syscalls.mount(str(shared), str(shared), None, syscalls.MS_BIND)
-    try:
-        syscalls.mount(None, str(shared), None, syscalls.MS_SHARED)
+    with shared_mount(tmp_path / "shared") as shared:
         (shared / "app" / "sub").mkdir(parents=True)
         (shared / "app" / "trusted.txt").write_text("signed\n")
         b = sim_bundle(tmp_path, ["sh", "-c", "cat /proc/self/mountinfo > /out/mounts"], signing_key, rune.binary,
@@ -471,8 +463,6 @@ def test_an_unbindable_mount_inside_a_sealed_one_stays_unbindable(rune, sim_dir,
             assert wait_status(rune, cid, "stopped") == "stopped"
         finally:
             rune("delete", "--force", cid)
-    finally:
-        syscalls.umount2(str(shared), syscalls.MNT_DETACH)
     tags = {f[4]: f[6:f.index("-")] for f in (line.split() for line in (out / "mounts").read_text().splitlines())}
     assert tags["/etc/app"] == [] and tags["/etc/app/sub"] == ["unbindable"], tags
 
@@ -506,16 +496,11 @@ def test_a_config_mount_over_a_trusted_file_is_refused_by_the_launch_check(rune,
 
 # the container's program mounts a tmpfs over /proc with a script at each /proc/self/fd/N (where a runtime that
 # execs its trampoline by that path, not by its fd, would find one), then waits
-_PROC_OVER = ("mount -t tmpfs fake /proc && mkdir -p /proc/self/fd && n=3; while [ $n -le 64 ]; do "
-              "printf '#!/bin/sh\\necho HIJACKED\\n' > /proc/self/fd/$n; chmod 755 /proc/self/fd/$n; n=$((n+1)); done; "
-              "touch /dev/shm/ready; sleep 60")
-
-
 def test_a_mount_over_proc_does_not_choose_what_rune_exec_runs(rune, sim_dir, signing_key, tmp_path):
     """A container with CAP_SYS_ADMIN may mount over any path it sees, /proc too: the runelet starts `rune exec`'s
     processes by execveat of the trampoline's memfd, never by a path (a /proc/self/fd/N there would run a script
     of the container's in a child that still is the runelet: with `#!/proc/self/exe`, the host's interpreter)."""
-    b = sim_bundle(tmp_path, ["sh", "-c", _PROC_OVER], signing_key, rune.binary)
+    b = sim_bundle(tmp_path, ["sh", "-c", PROC_OVER], signing_key, rune.binary)
     c = json.loads((b / "config.json").read_text())
     for caps in c["process"]["capabilities"].values():
         caps.append("CAP_SYS_ADMIN")
@@ -524,14 +509,10 @@ def test_a_mount_over_proc_does_not_choose_what_rune_exec_runs(rune, sim_dir, si
     assert rune("run", "-d", "--bundle", str(b), cid).returncode == 0
     try:
         pid = rune.state(cid)["pid"]
-        for _ in range(100):
-            if os.path.exists(f"/proc/{pid}/root/dev/shm/ready"):
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail("the container did not mount over its /proc")
+        wait_proc_over(pid)
         p = rune("exec", cid, "echo", "the measured echo")
         assert (p.returncode, p.stdout) == (0, "the measured echo\n"), (p.stdout, p.stderr)
+        assert not os.path.exists(f"/proc/{pid}/root/dev/shm/hijacked")
     finally:
         rune("delete", "--force", cid)
 
@@ -540,7 +521,7 @@ def test_a_seccomp_profile_without_execveat_is_refused_the_runelets_processes(ru
     """The runelet starts the payload and `rune exec`'s processes by execveat only: under a profile that refuses it,
     a path (/proc/self/fd/N, the container's to mount over: the test above) is no way out, and `rune run` fails
     with the sentence naming the profile, leaving nothing behind."""
-    b = sim_bundle(tmp_path, ["sh", "-c", _PROC_OVER], signing_key, rune.binary)
+    b = sim_bundle(tmp_path, ["sh", "-c", PROC_OVER], signing_key, rune.binary)
     c = json.loads((b / "config.json").read_text())
     for caps in c["process"]["capabilities"].values():
         caps.append("CAP_SYS_ADMIN")

@@ -165,6 +165,19 @@ def wait_for(pred, timeout: float = 10, step: float = 0.02) -> bool:
     return pred()
 
 
+# a container with CAP_SYS_ADMIN mounts a tmpfs over its /proc and puts a script at every /proc/self/fd/N a rune
+# process could exec by path; it touches /dev/shm/ready when done, and a hijacked exec writes /dev/shm/hijacked
+PROC_OVER = ("mount -t tmpfs fake /proc && mkdir -p /proc/self/fd && n=3; while [ $n -le 64 ]; do "
+             "printf '#!/bin/sh\\necho HIJACKED > /dev/shm/hijacked\\n' > /proc/self/fd/$n; "
+             "chmod 755 /proc/self/fd/$n; n=$((n+1)); done; touch /dev/shm/ready; sleep 60")
+
+
+def wait_proc_over(pid: int) -> None:
+    """Until the container whose init is `pid` has mounted over its /proc (PROC_OVER)."""
+    if not wait_for(lambda: os.path.exists(f"/proc/{pid}/root/dev/shm/ready"), timeout=5):
+        pytest.fail("the container did not mount over its /proc")
+
+
 class RuncCopy:
     """A copy of runc with a private --root: the same attacks as a reference."""
 

@@ -9,10 +9,10 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 from tests.conftest import REPO, new_id
+from tests.security.conftest import PROC_OVER, wait_proc_over
 
 sys.path.insert(0, str(REPO / "src"))
 from inclavare.linux import dmz, sealed_exe  # noqa: E402
@@ -219,9 +219,7 @@ def test_rune_exec_without_execveat_is_refused(rune):
 # the container mounts a tmpfs over /proc with a script at each /proc/self/fd/N, where a rune that exec'd its
 # trampoline by that path would find one (with `#!/<a procfs mounted elsewhere>/self/exe` the script would be
 # given the rune process's own exe, the host's interpreter: here it leaves a file to show that it ran), then waits
-_PROC_OVER = ("mount -t tmpfs fake /proc && mkdir -p /proc/self/fd && n=3; while [ $n -le 64 ]; do "
-              "printf '#!/bin/sh\\necho HIJACKED > /dev/shm/hijacked\\n' > /proc/self/fd/$n; "
-              "chmod 755 /proc/self/fd/$n; n=$((n+1)); done; touch /dev/shm/ready; sleep 60")
+# (PROC_OVER, tests/security/conftest.py)
 
 
 def test_a_mount_over_proc_does_not_choose_what_rune_exec_runs(rune):
@@ -233,14 +231,9 @@ def test_a_mount_over_proc_does_not_choose_what_rune_exec_runs(rune):
         for caps in c["process"]["capabilities"].values():
             caps.append("CAP_SYS_ADMIN")
 
-    cid, pid = _running(rune, ["sh", "-c", _PROC_OVER], edit)
+    cid, pid = _running(rune, ["sh", "-c", PROC_OVER], edit)
     try:
-        for _ in range(100):
-            if os.path.exists(f"/proc/{pid}/root/dev/shm/ready"):
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail("the container did not mount over its /proc")
+        wait_proc_over(pid)
         p = rune("exec", cid, "echo", "ran")
         assert (p.returncode, p.stdout) == (255, ""), p.stderr
         assert REFUSED.format(program="echo", where="in a running container") in p.stderr
