@@ -89,12 +89,38 @@ def test_sim_enclave_dir_matches_the_tee():
 
 
 def test_pal_struct_sizes():
-    import ctypes
+    import _ctypes
 
     for cls, size in pal.SIZES.items():
-        assert ctypes.sizeof(cls) == size, cls.__name__
+        assert _ctypes.sizeof(cls) == size, cls.__name__
     assert pal.PalExecArgs.exit_value.offset == 8
     assert pal.PalAttrV3.fd.offset == 16 and pal.PalAttrV3.addr.offset == 24
+
+
+def test_a_pal_library_missing_a_function_of_its_version_is_refused_by_name(tmp_path):
+    """pal.load through _ctypes: a v2 library without pal_kill, one with a v3 version but no pal_get_local_report,
+    one without pal_destroy; each refusal names the library and the function."""
+    import subprocess
+
+    cases = {
+        "v2-no-kill": ("int pal_get_version(void) { return 2; } int pal_create_process(void *a) { return 0; }", "says PAL API v2 but has no pal_kill function"),
+        "v3-no-report": ("int pal_get_version(void) { return 3; } int pal_create_process(void *a) { return 0; } "
+                         "int pal_kill(int p, int s) { return 0; }",
+                         "says PAL API v3 but has no pal_get_local_report function"),
+        "no-destroy": (None, "is not a PAL library: it has no pal_destroy function"),
+    }
+    for name, (extra, sentence) in cases.items():
+        src = tmp_path / f"{name}.c"
+        body = "int pal_init(void *a) { return 0; } int pal_exec(void *a) { return 0; }\n"
+        body += "int pal_destroy(void) { return 0; }\n" if extra is not None else ""
+        src.write_text(body + (extra or ""))
+        lib = tmp_path / f"{name}.so"
+        subprocess.run(["cc", "-shared", "-fPIC", "-o", str(lib), str(src)], check=True)
+        with pytest.raises(RuneError) as e:
+            pal.load(str(lib))
+        assert str(e.value) == f"enclave runtime {lib} {sentence}", name
+    with pytest.raises(RuneError, match=r"enclave runtime /nonexistent\.so cannot be loaded: "):
+        pal.load("/nonexistent.so")
 
 
 def test_spec_enclave_template(tmp_path, rune_bin):

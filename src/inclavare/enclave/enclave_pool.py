@@ -57,15 +57,9 @@ def check(fd: int, size: object, runtime: bytes) -> str:
 
 
 def _mmap(fd: int, size: int) -> int:
-    import ctypes
+    from inclavare.linux import syscalls
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mmap.restype = ctypes.c_void_p
-    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
-    addr = libc.mmap(None, size, 1, 2, fd, 0)  # PROT_READ, MAP_PRIVATE
-    if addr is None or addr == ctypes.c_void_p(-1).value:
-        raise OSError(ctypes.get_errno(), "mmap")
-    return addr
+    return syscalls.mmap(fd, size, 1, 2)  # PROT_READ, MAP_PRIVATE
 
 
 def take(session, pal_path: str) -> tuple[int, int] | None:  # noqa: ANN001 - epm_client.Session

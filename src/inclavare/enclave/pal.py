@@ -24,10 +24,11 @@ A negative return is an error: -errno (the v1 spec lists -ENOENT, -EACCES, -ENOE
 
 from __future__ import annotations
 
-import ctypes
+import _ctypes
 import os
 
 from inclavare.errors import RuneError
+from inclavare.linux.syscalls import POINTER, Library, buffer, byref, c_char_p, c_int, c_uint64, c_void_p
 
 TYPE_CHECKING = False  # typing itself costs an enclave start several milliseconds
 if TYPE_CHECKING:
@@ -39,27 +40,29 @@ MAX_VERSION = 3
 TARGET_INFO_SIZE = 512
 REPORT_SIZE = 432
 
-
-class PalAttr(ctypes.Structure):
-    _fields_ = [("args", ctypes.c_char_p), ("log_level", ctypes.c_char_p)]
-
-
-class PalAttrV3(ctypes.Structure):
-    _fields_ = [("attr_v1", PalAttr), ("fd", ctypes.c_int), ("addr", ctypes.c_uint64)]
+# The structures through the _ctypes extension and linux/syscalls.py's C types, not the ctypes package, whose import
+# (it builds dozens of types) cost PID 1 of a PAL container about 3 ms
 
 
-class PalStdioFds(ctypes.Structure):
-    _fields_ = [("stdin", ctypes.c_int), ("stdout", ctypes.c_int), ("stderr", ctypes.c_int)]
+class PalAttr(_ctypes.Structure):
+    _fields_ = [("args", c_char_p), ("log_level", c_char_p)]
 
 
-class PalCreateProcessArgs(ctypes.Structure):
-    _fields_ = [("path", ctypes.c_char_p), ("argv", ctypes.POINTER(ctypes.c_char_p)),
-                ("env", ctypes.POINTER(ctypes.c_char_p)), ("stdio", ctypes.POINTER(PalStdioFds)),
-                ("pid", ctypes.POINTER(ctypes.c_int))]
+class PalAttrV3(_ctypes.Structure):
+    _fields_ = [("attr_v1", PalAttr), ("fd", c_int), ("addr", c_uint64)]
 
 
-class PalExecArgs(ctypes.Structure):
-    _fields_ = [("pid", ctypes.c_int), ("exit_value", ctypes.POINTER(ctypes.c_int))]
+class PalStdioFds(_ctypes.Structure):
+    _fields_ = [("stdin", c_int), ("stdout", c_int), ("stderr", c_int)]
+
+
+class PalCreateProcessArgs(_ctypes.Structure):
+    _fields_ = [("path", c_char_p), ("argv", POINTER(c_char_p)), ("env", POINTER(c_char_p)),
+                ("stdio", POINTER(PalStdioFds)), ("pid", POINTER(c_int))]
+
+
+class PalExecArgs(_ctypes.Structure):
+    _fields_ = [("pid", c_int), ("exit_value", POINTER(c_int))]
 
 
 SIZES = {PalAttr: 16, PalAttrV3: 32, PalStdioFds: 12, PalCreateProcessArgs: 40, PalExecArgs: 16}
@@ -91,7 +94,7 @@ class Pal(Protocol):
 
 
 def _cstrings(items: list[str]):  # noqa: ANN202 - a ctypes array
-    arr = (ctypes.c_char_p * (len(items) + 1))()
+    arr = (c_char_p * (len(items) + 1))()
     for i, s in enumerate(items):
         arr[i] = os.fsencode(s)
     arr[len(items)] = None
@@ -104,16 +107,14 @@ class CPal:
     def __init__(self, path: str) -> None:
         self.name = path
         try:
-            self.lib = ctypes.CDLL(path, mode=os.RTLD_NOW, )
+            self.lib = Library(path)
         except OSError as e:
             raise RuneError(f"enclave runtime {path} cannot be loaded: {e}") from None
         for sym in ("pal_init", "pal_exec", "pal_destroy"):
-            if not hasattr(self.lib, sym):
+            if not self._has(sym):
                 raise RuneError(f"enclave runtime {path} is not a PAL library: it has no {sym} function")
-        if hasattr(self.lib, "pal_get_version"):
-            f = self.lib.pal_get_version
-            f.restype, f.argtypes = ctypes.c_int, []
-            self.version = self._check("pal_get_version", f())
+        if self._has("pal_get_version"):
+            self.version = self._check("pal_get_version", self._fn("pal_get_version", ())())
             if not 1 <= self.version <= MAX_VERSION:
                 raise RuneError(f"enclave runtime {path} implements PAL API version {self.version}; this rune "
                                 f"supports versions 1 to {MAX_VERSION}")
@@ -122,10 +123,20 @@ class CPal:
         need = {1: (), 2: ("pal_create_process", "pal_kill"), 3: ("pal_create_process", "pal_kill",
                                                                     "pal_get_local_report")}[self.version]
         for sym in need:
-            if not hasattr(self.lib, sym):
+            if not self._has(sym):
                 raise RuneError(f"enclave runtime {path} says PAL API v{self.version} but has no {sym} function")
-        self._attr: ctypes.Structure | None = None  # kept alive: a PAL may keep the pointers
+        self._attr: _ctypes.Structure | None = None  # kept alive: a PAL may keep the pointers
         self.enclave: tuple[int, int] = (-1, 0)  # v3 fd, addr: a pre-initialised enclave from epm's pool
+
+    def _has(self, sym: str) -> bool:
+        try:
+            _ctypes.dlsym(self.lib._handle, sym)
+        except OSError:
+            return False
+        return True
+
+    def _fn(self, sym: str, argtypes: tuple):  # noqa: ANN202 - a C function of the library, returning an int
+        return self.lib.function(sym, argtypes)
 
     def _check(self, fn: str, ret: int) -> int:
         if ret < 0:
@@ -136,62 +147,48 @@ class CPal:
     def init(self, args: str, log_level: str) -> None:
         base = PalAttr(os.fsencode(args), os.fsencode(log_level))
         # v3: epm's pre-initialised enclave (enclave_pool.take, checked there), else none
-        attr: ctypes.Structure = PalAttrV3(base, *self.enclave) if self.version >= 3 else base
+        attr: _ctypes.Structure = PalAttrV3(base, *self.enclave) if self.version >= 3 else base
         self._attr = attr
-        f = self.lib.pal_init
-        f.restype, f.argtypes = ctypes.c_int, [ctypes.c_void_p]
-        self._check("pal_init", f(ctypes.byref(attr)))
+        self._check("pal_init", self._fn("pal_init", (c_void_p,))(byref(attr)))
 
     def create_process(self, path: str, argv: list[str], env: list[str], stdio: tuple[int, int, int]) -> int:
-        pid = ctypes.c_int(0)
+        pid = c_int(0)
         fds = PalStdioFds(*stdio)
         a_argv, a_env = _cstrings(argv), _cstrings(env)
-        args = PalCreateProcessArgs(os.fsencode(path), a_argv, a_env, ctypes.pointer(fds), ctypes.pointer(pid))
-        f = self.lib.pal_create_process
-        f.restype, f.argtypes = ctypes.c_int, [ctypes.POINTER(PalCreateProcessArgs)]
-        self._check("pal_create_process", f(ctypes.byref(args)))
+        args = PalCreateProcessArgs(os.fsencode(path), a_argv, a_env, _ctypes.pointer(fds), _ctypes.pointer(pid))
+        f = self._fn("pal_create_process", (POINTER(PalCreateProcessArgs),))
+        self._check("pal_create_process", f(byref(args)))
         return pid.value
 
     def exec(self, pid: int) -> int:
-        code = ctypes.c_int(0)
-        args = PalExecArgs(pid, ctypes.pointer(code))
-        f = self.lib.pal_exec
-        f.restype, f.argtypes = ctypes.c_int, [ctypes.POINTER(PalExecArgs)]
-        self._check("pal_exec", f(ctypes.byref(args)))
+        code = c_int(0)
+        args = PalExecArgs(pid, _ctypes.pointer(code))
+        self._check("pal_exec", self._fn("pal_exec", (POINTER(PalExecArgs),))(byref(args)))
         return code.value
 
     def exec_v1(self, path: str, argv: list[str], stdio: tuple[int, int, int]) -> int:
-        code = ctypes.c_int(0)
+        code = c_int(0)
         fds = PalStdioFds(*stdio)
-        f = self.lib.pal_exec
-        f.restype = ctypes.c_int
-        f.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(PalStdioFds),
-                      ctypes.POINTER(ctypes.c_int)]
-        self._check("pal_exec", f(os.fsencode(path), _cstrings(argv), ctypes.byref(fds), ctypes.byref(code)))
+        f = self._fn("pal_exec", (c_char_p, POINTER(c_char_p), POINTER(PalStdioFds), POINTER(c_int)))
+        self._check("pal_exec", f(os.fsencode(path), _cstrings(argv), byref(fds), byref(code)))
         return code.value
 
     def kill(self, pid: int, sig: int) -> None:
-        f = self.lib.pal_kill
-        f.restype, f.argtypes = ctypes.c_int, [ctypes.c_int, ctypes.c_int]
-        self._check("pal_kill", f(pid, sig))
+        self._check("pal_kill", self._fn("pal_kill", (c_int, c_int))(pid, sig))
 
     def destroy(self) -> None:
-        f = self.lib.pal_destroy
-        f.restype, f.argtypes = ctypes.c_int, []
-        self._check("pal_destroy", f())
+        self._check("pal_destroy", self._fn("pal_destroy", ())())
 
     def get_local_report(self, target_info: bytes, report_data: bytes = b"") -> bytes:
         if self.version < 3:
             raise RuneError(f"enclave runtime {self.name} implements PAL API v{self.version}: local reports need v3")
         if len(target_info) != TARGET_INFO_SIZE:
             raise RuneError(f"a TARGETINFO is {TARGET_INFO_SIZE} bytes, got {len(target_info)}")
-        ti = ctypes.create_string_buffer(target_info, TARGET_INFO_SIZE)
-        report = ctypes.create_string_buffer(REPORT_SIZE)
-        n = ctypes.c_int(REPORT_SIZE)
-        f = self.lib.pal_get_local_report
-        f.restype = ctypes.c_int
-        f.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int)]
-        self._check("pal_get_local_report", f(ti, TARGET_INFO_SIZE, report, ctypes.byref(n)))
+        ti = buffer(TARGET_INFO_SIZE, target_info)
+        report = buffer(REPORT_SIZE)
+        n = c_int(REPORT_SIZE)
+        f = self._fn("pal_get_local_report", (c_void_p, c_int, c_void_p, POINTER(c_int)))
+        self._check("pal_get_local_report", f(ti, TARGET_INFO_SIZE, report, byref(n)))
         if n.value != REPORT_SIZE:
             raise RuneError(f"enclave runtime {self.name}: pal_get_local_report returned {n.value} bytes, not a "
                             f"{REPORT_SIZE}-byte REPORT")

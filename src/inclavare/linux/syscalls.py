@@ -268,6 +268,16 @@ def fstatfs_type(fd: int) -> int:
     return int.from_bytes(bytes(buf)[:8], "little")
 
 
+def mmap(fd: int, length: int, prot: int, flags: int, offset: int = 0) -> int:
+    """The address of a new mapping of `length` bytes of `fd` from `offset` (mmap(2) with no address hint)."""
+    addr = _fn("mmap", (c_void_p, c_size_t, c_int, c_int, c_int, c_long), c_void_p)(None, length, prot, flags, fd,
+                                                                                   offset)
+    if addr is None or addr == (1 << 64) - 1:  # MAP_FAILED
+        err = get_errno()
+        raise OSError(err, os.strerror(err))
+    return addr
+
+
 def setrlimit(resource: int, soft: int, hard: int) -> None:
     """prlimit64 on this process: unsigned 64-bit limits (2**64-1 is RLIM_INFINITY), every resource the kernel has."""
     new = (soft & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little") + (hard & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little")
