@@ -60,22 +60,9 @@ class Runelet:
     def prepare_host(self) -> None:
         """Import what runs later and listen on the agent socket in the state dir: a user namespace's root may reach
         neither Python's files nor --root."""
-        import _signal  # noqa: F401 - not `signal`, whose enum classes cost PID 1 more than the rest of its imports
-        import _socket  # noqa: F401
-        import fcntl  # noqa: F401
-        import select  # noqa: F401
-        import struct  # noqa: F401
-        import termios  # noqa: F401
-
-        from inclavare.enclave import agent, provision, sim_runtime  # noqa: F401
-        from inclavare.linux import console, proctitle, syscalls  # noqa: F401
-
-        if self.cfg.runtime_path:
-            from inclavare.enclave import pal  # noqa: F401 - ctypes with it: the built-in sim runtime needs neither
+        from inclavare.enclave import sim_runtime
 
         userns = any(ns.get("type") == "user" for ns in (self.config.get("linux") or {}).get("namespaces") or ())
-        if self.cfg.type == SIM and (not self.cfg.runtime_path or self.signed):  # a PAL's unsigned image: none
-            sim_runtime.preimport(check=bool(self.cfg.runtime_path) or userns)
         sim_signed = self.cfg.type == SIM and self.signed and self.rootfs is not None
         if sim_signed or self.cfg.runtime_path:
             from inclavare.enclave import epm_client
@@ -87,10 +74,27 @@ class Runelet:
 
             self.bundle = bundle_cache.lookup(self.epm, self.rootfs, self.cfg.type, self.cfg.runtime_path)
         if self.cfg.type == SIM and not self.cfg.runtime_path and not userns and os.getpid() == 1:
-            # the launch child, forked now (before the agent's socket), when this init is PID 1 of a new PID
-            # namespace: it imports the launch check while this process enters the container's namespaces and
-            # mounts its rootfs (sim_runtime.Launcher)
+            # the launch child, forked first (before the runelet's own imports and the agent's socket), when this
+            # init is PID 1 of a new PID namespace: it imports the launch check and reads the signed image while
+            # this process makes its imports, enters the container's namespaces and mounts its rootfs
+            # (sim_runtime.Launcher): the launch child's head start is what a signed sim launch waits for
             self.launcher = sim_runtime.Launcher.early(self.bundle, self.rootfs, self.sim_dir)
+
+        import _signal  # noqa: F401 - not `signal`, whose enum classes cost PID 1 more than the rest of its imports
+        import _socket  # noqa: F401
+        import fcntl  # noqa: F401
+        import select  # noqa: F401
+        import struct  # noqa: F401
+        import termios  # noqa: F401
+
+        from inclavare.enclave import agent, provision  # noqa: F401
+        from inclavare.linux import console, proctitle, syscalls  # noqa: F401
+
+        if self.cfg.runtime_path:
+            from inclavare.enclave import pal  # noqa: F401 - the built-in sim runtime does not need it
+
+        if self.cfg.type == SIM and (not self.cfg.runtime_path or self.signed):  # a PAL's unsigned image: none
+            sim_runtime.preimport(check=bool(self.cfg.runtime_path) or userns)
         self.listener = agent.listen(self.state_dir)
 
     # --- pre_pivot -------------------------------------------------------------------------------------------

@@ -627,7 +627,18 @@ def _launch_child(parent: int, sock, out: int, bundle, request: tuple | None,  #
             from inclavare.linux import syscalls
 
             syscalls.prctl(syscalls.PR_SET_PDEATHSIG, 9)
-            from inclavare.tee.sim import ereport, identity, image, launch, measure_cache, platform  # noqa: F401
+            # everything the launch uses, imported while it waits: it is forked before the runelet's own imports
+            from inclavare.linux import mountinfo, mountopts, securejoin  # noqa: F401
+            from inclavare.tee.sim import (  # noqa: F401
+                envpolicy,
+                ereport,
+                evidence,
+                identity,
+                image,
+                launch,
+                measure_cache,
+                platform,
+            )
 
             try:
                 prepared = Prepared(*hint) if hint[0] else None
