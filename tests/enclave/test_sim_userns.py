@@ -45,7 +45,7 @@ def _shift(root: Path) -> None:
 
 
 def userns_sim_bundle(base: Path, args: list[str], key: Path, rune_bin: str, edit=None, pal: str | None = None,
-                      userns: bool = True) -> Path:  # noqa: ANN001
+                      userns: bool = True, shift: bool = True) -> Path:  # noqa: ANN001
     b = base / f"simu-{new_id()}"
     (b / "rootfs").mkdir(parents=True)
     build_rootfs(b / "rootfs", shutil.which("busybox") or "/bin/busybox")
@@ -63,7 +63,7 @@ def userns_sim_bundle(base: Path, args: list[str], key: Path, rune_bin: str, edi
     sgx_tools = str(Path(rune_bin).with_name("sgx-tools"))
     p = subprocess.run([sgx_tools, "sign-bundle", "--key", str(key), str(b)], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
-    if userns:
+    if userns and shift:
         _shift(b / "rootfs")
     return b
 
@@ -173,3 +173,17 @@ def test_a_platform_directory_that_cannot_be_made_is_one_sentence_and_leaves_not
     assert str(b / "rootfs") not in Path("/proc/self/mountinfo").read_text()
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert cid not in ps
+
+
+def test_an_image_whose_owners_the_mapping_leaves_out_is_one_sentence_and_leaves_nothing(rune, sim_dir, signing_key,
+                                                                                         base):
+    """Signed on the host (uid 0) and not chowned into the mapped range: inside, its files show the overflow uid."""
+    b = userns_sim_bundle(base, ["true"], signing_key, rune.binary, shift=False)
+    cid = new_id()
+    p = rune("run", "--bundle", str(b), cid)
+    assert p.returncode == 1
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "(uid 0 when signed) is not mapped in the container's user namespace (it shows as " \
+        "the overflow uid 65534); map it in config.json linux.uidMappings" in lines[0], p.stderr
+    assert not (rune.root / cid).exists() and cgroup_leftovers(cid) == []
+    assert str(b / "rootfs") not in Path("/proc/self/mountinfo").read_text()
