@@ -21,6 +21,7 @@ class Prepared:
     def __init__(self, cfg: EnclaveConfig, config: dict) -> None:
         self.cfg = cfg
         self.config = config
+        self.merge: tuple[str, str | None] | None = None  # (state dir, sim dir): see created
 
     def attach(self, ctx, state: dict, state_dir: str) -> None:  # noqa: ANN001 - runtime.init.Launch
         sim_dir = os.environ.get("INCLAVARE_SIM_DIR") or None
@@ -36,11 +37,26 @@ class Prepared:
 
         signed = self.cfg.type == "sim" and sim_runtime.is_signed(ctx.rootfs, self.config)
         runelet = Runelet(self.cfg, state_dir, self.config, sim_dir, signed)
+        if signed and any(ns.get("type") == "user" for ns in (self.config.get("linux") or {}).get("namespaces") or ()):
+            self.merge = (state_dir, sim_dir)
         runelet.rootfs = ctx.rootfs
         ctx.pre_namespaces = runelet.prepare_host
         ctx.pre_pivot = runelet.load
         ctx.pre_ready = runelet.init
         ctx.executor = runelet
+
+    def created(self) -> None:
+        """Once the container is created, on the host: a launch in a user namespace could not write the sim
+        measurement cache (the platform directory is out of its reach); what it learnt is merged here."""
+        if self.merge is not None:
+            from inclavare.enclave import sim_runtime
+
+            try:
+                sim_runtime.merge_pending(*self.merge)
+            except Exception as e:  # noqa: BLE001 - a cache is never needed: the container is created
+                from inclavare.enclave import epm_client
+
+                epm_client.debug(f"sim launch in a user namespace: the measurement cache is not updated ({e})")
 
 
 def prepare(config: dict) -> Prepared | None:

@@ -4,7 +4,8 @@ the container's process, and every `rune exec`, through it.
 It plugs into the runtime's init at four points (runtime/init.py, Launch):
   pre_namespaces  `prepare_host`: in the host's namespaces, before the init enters the container's: import
              everything needed later and bind the agent socket in the state dir (a user namespace's root may reach
-             neither Python's files nor --root, and the package's files are out of reach after pivot_root);
+             neither Python's files nor --root, and the package's files are out of reach after pivot_root), and,
+             for a signed sim image in a user namespace, read the sim platform directory (sim_runtime.HostSide);
   pre_pivot  `load`:  in the container's namespaces, mounts done, before pivot_root: load the PAL from its host path
              (dlopen, or the built-in sim runtime's launch check), then provision the secrets the container asks
              for (enclave/provision.py);
@@ -55,6 +56,7 @@ class Runelet:
         self.epm = None  # epm_client.Session, when epm serves: bundle caches and pre-initialised enclaves
         self.bundle = None  # bundle_cache.Lookup: epm's bundle cache for a signed sim image, when epm serves
         self.launcher = None  # sim_runtime.Launcher: the built-in sim runtime's launch child, forked early
+        self.host = None  # sim_runtime.HostSide: the sim platform directory's part, read before a user namespace
 
     # --- pre_namespaces: in the host's namespaces, before the init enters the container's --------------------
     def prepare_host(self) -> None:
@@ -95,6 +97,10 @@ class Runelet:
 
         if self.cfg.type == SIM and (not self.cfg.runtime_path or self.signed):  # a PAL's unsigned image: none
             sim_runtime.preimport(check=bool(self.cfg.runtime_path) or userns)
+            if userns and self.signed and self.rootfs is not None:
+                # the platform directory is root-only: in the user namespace the container's root cannot read it
+                self.host = sim_runtime.HostSide(self.rootfs, self.sim_dir, not self.cfg.runtime_path,
+                                                 self.state_dir)
         self.listener = agent.listen(self.state_dir)
 
     # --- pre_pivot -------------------------------------------------------------------------------------------
@@ -114,6 +120,7 @@ class Runelet:
         from inclavare.enclave import provision
 
         secrets = provision.read(self.config)  # ENCLAVE_SECRETS*, read before the launch check drops ENCLAVE_* env
+        host, self.host = self.host, None  # what prepare_host read of the sim platform directory (a user namespace)
         try:
             if self.cfg.runtime_path:
                 from inclavare.enclave import pal
@@ -123,8 +130,12 @@ class Runelet:
 
                     if sim_runtime.is_signed(ctx.rootfs, self.config):
                         # checked through the root and mounts the container gets
-                        signed, table, _ = sim_runtime.sealed_image(ctx.rootfs, self.config)
-                        sim_runtime.verify_image(ctx.rootfs, self.sim_dir, self.config, signed, self.bundle, table)
+                        prepared = host.prepared if host is not None else None
+                        signed, table, cache = sim_runtime.sealed_image(ctx.rootfs, self.config, self.sim_dir,
+                                                                        prepared)
+                        sim_runtime.verify_image(ctx.rootfs, self.sim_dir, self.config, signed, self.bundle, table,
+                                                 cache, host)
+                        del prepared, signed, table, cache
                 self.pal = pal.load(self.cfg.runtime_path)
                 if self.epm is not None and self.pal.version >= 3:
                     from inclavare.enclave import enclave_pool
@@ -136,8 +147,12 @@ class Runelet:
                 self.pal = sim_runtime.SimPal(ctx.rootfs, self.config, self.sim_dir)
                 self.pal.bundle = self.bundle
                 self.pal.launcher, self.launcher = self.launcher, None
+                self.pal.host = host
                 self.pal.load()
         finally:
+            if host is not None:
+                host.close()  # before pivot_root: no fd of it reaches the container's processes
+            del host
             self.bundle = None
             if self.epm is not None:
                 self.epm.close()  # epm's connection never reaches the container's processes

@@ -46,27 +46,31 @@ def is_signed(rootfs: str, config: dict) -> bool:
 
 def verify_image(rootfs: str, sim_dir: str | None, config: dict | None = None,  # noqa: ANN201 - LaunchedEnclave
                  signed: tuple | None = None, bundle=None,  # noqa: ANN001 - bundle_cache.Lookup
-                 mountinfo: bytes | None = None, cache=None):  # noqa: ANN001 - MeasurementCache
+                 mountinfo: bytes | None = None, cache=None,  # noqa: ANN001 - MeasurementCache
+                 host: HostSide | None = None):
     """The launch check; with the bundle `config`, also its process against the manifest (entry point, arguments,
     environment), whose process.env becomes the environment the payload gets. `signed`: the signed image as
     read_signed_image read it, when the caller has (through the sealed root). `bundle`: what epm holds for this
     enclave (bundle_cache.lookup), used before the host's measurement cache when epm serves. `mountinfo`: the
     mount table seal_mounts read, for the measurement cache (its overlay look-up reads no other). `cache`: the
-    host's measurement cache of `sim_dir` when the caller opened it (Prepared), else opened here."""
+    host's measurement cache of `sim_dir` when the caller opened it (Prepared), else opened here. `host`: what
+    prepare_host read of the platform directory for a launch in a user namespace (HostSide), which then reads
+    nothing of it: its launch policy is host.policy, and its cache, when not the one host.prepared read, none."""
     from inclavare.tee.sim.launch import LaunchPolicy, check_process, launch_check, read_signed_image
 
     mounts = tuple(m.get("destination", "") for m in (config or {}).get("mounts") or () if isinstance(m, dict))
-    from inclavare.tee.sim.measure_cache import open_cache
+    from inclavare.tee.sim.measure_cache import MeasurementCache, open_cache
 
-    cache = cache if cache is not None else open_cache(sim_dir)
+    if cache is None:
+        cache = open_cache(sim_dir) if host is None else MeasurementCache(None)
     cache.mountinfo = mountinfo
     if bundle is not None:
         from inclavare.enclave import bundle_cache
 
         signed = signed if signed is not None else read_signed_image(rootfs)
         cache = bundle_cache.measurements(bundle, rootfs, signed, cache)
-    launched = launch_check(rootfs, policy=LaunchPolicy.for_host(sim_dir), sim_dir=sim_dir, mounts=mounts,
-                            cache=cache, signed=signed)
+    policy = host.policy if host is not None else LaunchPolicy.for_host(sim_dir)
+    launched = launch_check(rootfs, policy=policy, sim_dir=sim_dir, mounts=mounts, cache=cache, signed=signed)
     cache.save()  # only what this launch hashed and accepted
     from inclavare.enclave import epm_client
 
@@ -122,6 +126,7 @@ class SimPal:
         self.measured: frozenset[str] | None = None  # their real paths after pivot_root, when first needed
         self.bundle = None  # bundle_cache.Lookup: epm's record for this enclave, when epm serves
         self.launcher: Launcher | None = None  # the launch child forked early (Launcher.early), when there is one
+        self.host: HostSide | None = None  # the platform directory's part, read before a user namespace
 
     # before pivot_root
     def load(self) -> None:
@@ -134,8 +139,14 @@ class SimPal:
 
         self.lock = _thread.allocate_lock()
         launcher, self.launcher = self.launcher, None
-        if launcher is None or not launcher.go(self.rootfs, self.config, self.sim_dir):
-            launcher = Launcher.fork(self.bundle, (self.rootfs, self.config, self.sim_dir))
+        host, self.host = self.host, None  # the launch child's alone: PID 1 keeps none of it
+        try:
+            if launcher is None or not launcher.go(self.rootfs, self.config, self.sim_dir):
+                launcher = Launcher.fork(self.bundle, (self.rootfs, self.config, self.sim_dir), host)
+        finally:
+            if host is not None:
+                host.close()  # the launch child has its own copy
+            del host
         try:  # while the launch child checks (it needs no libcrypto): the evidence's reports and quotes do
             self.lib = openssl.load()
         except (OSError, AttributeError) as e:
@@ -521,12 +532,12 @@ class Launcher:
         return launcher
 
     @classmethod
-    def fork(cls, bundle, request: tuple) -> Launcher:  # noqa: ANN001
-        return cls._start(bundle, request, None)
+    def fork(cls, bundle, request: tuple, host: HostSide | None = None) -> Launcher:  # noqa: ANN001
+        return cls._start(bundle, request, None, host=host)
 
     @classmethod
     def _start(cls, bundle, request: tuple | None, sock, other=None,  # noqa: ANN001, ANN206 - Launcher | None
-               hint: tuple = (None, None)):
+               hint: tuple = (None, None), host: HostSide | None = None):
         parent = os.getpid()
         out_r, out_w = os.pipe2(os.O_CLOEXEC) if sock is None else (-1, -1)
         try:
@@ -544,7 +555,7 @@ class Launcher:
                 os.close(out_r)
             if other is not None:
                 other.close()  # the runelet's end
-            _launch_child(parent, sock, out_w, bundle, request, hint)  # never returns
+            _launch_child(parent, sock, out_w, bundle, request, hint, host)  # never returns
         if out_w >= 0:
             os.close(out_w)
         return cls(pid, out_r)
@@ -612,9 +623,9 @@ def _request(sock) -> tuple[bytes, list[int]]:  # noqa: ANN001 - _socket.socket
 
 
 def _launch_child(parent: int, sock, out: int, bundle, request: tuple | None,  # noqa: ANN001
-                  hint: tuple = (None, None)) -> None:
-    """The launch child's body (see Launcher; `hint`: the early one's (rootfs, sim_dir), see Prepared); never
-    returns."""
+                  hint: tuple = (None, None), host: HostSide | None = None) -> None:
+    """The launch child's body (see Launcher; `hint`: the early one's (rootfs, sim_dir), see Prepared; `host`:
+    HostSide, for a launch in a user namespace); never returns."""
     import gc
 
     from inclavare.oci import jsonlite
@@ -664,7 +675,7 @@ def _launch_child(parent: int, sock, out: int, bundle, request: tuple | None,  #
             for fd in fds:
                 os.close(fd)
         else:
-            result = _launch(*request, bundle)
+            result = _launch(*request, bundle, None, host)
     except RuneError as e:
         result = {"error": str(e)}
     except BaseException as e:  # noqa: BLE001
@@ -733,14 +744,114 @@ def _signed_identity(rootfs: str) -> tuple | None:
 
 
 def _launch(rootfs: str, config: dict, sim_dir: str | None, bundle=None,  # noqa: ANN001
-            prepared: Prepared | None = None) -> dict:
-    """In the launch child: seal the container's root, check through it, and hand back what the runelet keeps."""
+            prepared: Prepared | None = None, host: HostSide | None = None) -> dict:
+    """In the launch child: seal the container's root, check through it, and hand back what the runelet keeps.
+    `host`: the platform directory's part, read before a user namespace (HostSide)."""
     from inclavare.tee.sim import evidence
     from inclavare.tee.sim.platform import load_keys
 
+    if host is not None:
+        prepared = host.prepared
     signed, table, cache = sealed_image(rootfs, config, sim_dir, prepared)
-    launched = verify_image(rootfs, sim_dir, config, signed, bundle, table, cache)
-    ev = evidence.make(load_keys(sim_dir), launched.identity)
+    launched = verify_image(rootfs, sim_dir, config, signed, bundle, table, cache, host)
+    ev = evidence.make(host.keys if host is not None else load_keys(sim_dir), launched.identity)
     return {"env": config["process"]["env"], "env_defaults": launched.config.env,
             "untrusted_env": list(launched.config.untrusted_env), "trusted": list(launched.config.trusted_files),
             "evidence": ev.to_json()}
+
+
+class HostSide:
+    """What a launch in a user namespace needs of the sim platform directory, read by the runelet's prepare_host in
+    the host's namespaces, as the host's root: inside the user namespace the container's root is not the host's,
+    and the directory (0700, its files 0600) is out of its reach. The launch policy (launch-policy.json, so that
+    an unreadable one is never the default policy), the platform's keys for the evidence (`keys`: the built-in
+    runtime only; a PAL makes its own), and the signed image with its measurement cache, read from the host path of
+    the rootfs (Prepared, used only if the sealed root then names the very same files). The files are read and
+    closed here: no fd of the directory goes on into the container's namespaces. The first use of a platform
+    creates its identity with `cryptography` in a child (host_keys), not in what becomes PID 1.
+
+    What the launch adds to the measurement cache cannot be written back from the user namespace: it goes to
+    `out`, a file PENDING of the container's state directory (root-only, out of the container's reach) opened
+    here, which `rune create` merges into the cache once the container is created (merge_pending). The runelet
+    closes `out` before pivot_root (close), and the launch child, which writes it, has ended by then."""
+
+    def __init__(self, rootfs: str, sim_dir: str | None, keys: bool, state_dir: str) -> None:
+        from inclavare.tee.sim.launch import LaunchPolicy
+
+        self.out = -1
+        self.policy = LaunchPolicy.for_host(sim_dir)
+        self.keys = host_keys(sim_dir) if keys else None
+        try:
+            self.prepared: Prepared | None = Prepared(rootfs, sim_dir)
+        except Exception:  # noqa: BLE001 - only a head start: the launch reads the image itself, uncached
+            self.prepared = None
+        cache = self.prepared.cache if self.prepared is not None else None
+        if cache is not None and cache.path is not None:
+            try:
+                self.out = cache.out = os.open(os.path.join(state_dir, PENDING), os.O_WRONLY | os.O_CREAT |
+                                               os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            except OSError:
+                pass  # not written back then
+
+    def close(self) -> None:
+        if self.out >= 0:
+            os.close(self.out)
+            self.out = -1
+        self.prepared = self.keys = None
+
+
+PENDING = "measurements.pending"  # in the state directory: HostSide
+
+
+def merge_pending(state_dir: str, sim_dir: str | None) -> None:
+    """In `rune create`, on the host, once the container is created: what a launch in a user namespace added to
+    the measurement cache (HostSide) merged into it."""
+    path = os.path.join(state_dir, PENDING)
+    if not os.path.exists(path):
+        return
+    from inclavare.enclave import epm_client
+    from inclavare.tee.sim.measure_cache import merge
+
+    n = merge(path, sim_dir)
+    epm_client.debug(f"sim launch in a user namespace: {n} digests merged into the host's measurement cache")
+
+
+def host_keys(sim_dir: str | None):  # noqa: ANN201 - inclavare.tee.sim.platform.PlatformKeys
+    """load_keys(sim_dir), its first use on the platform (which creates the identity and the quote template with
+    `cryptography`) made in a short-lived child, so that the process that becomes the runelet never imports it."""
+    from inclavare.tee.sim.platform import TEMPLATE, load_keys, platform_path
+
+    if not os.path.exists(os.path.join(platform_path(sim_dir), TEMPLATE)):
+        r, w = os.pipe2(os.O_CLOEXEC)
+        try:
+            pid = os.fork()
+        except OSError as e:
+            os.close(r)
+            os.close(w)
+            raise RuneError(f"sim enclave: cannot fork to create the sim platform identity: {e.strerror}") from None
+        if pid == 0:
+            msg = b""
+            try:
+                os.close(r)
+                load_keys(sim_dir)
+            except RuneError as e:
+                msg = str(e).encode(errors="replace")
+            except BaseException as e:  # noqa: BLE001
+                msg = f"sim enclave: the sim platform identity cannot be created: {type(e).__name__}: {e}".encode(
+                    errors="replace")
+            try:
+                while msg:
+                    msg = msg[os.write(w, msg):]
+            finally:
+                os._exit(0)
+        os.close(w)
+        chunks = []
+        try:
+            while chunk := os.read(r, 1 << 16):
+                chunks.append(chunk)
+        finally:
+            os.close(r)
+            os.waitpid(pid, 0)
+        if chunks:
+            raise RuneError(b"".join(chunks).decode(errors="replace"))
+    return load_keys(sim_dir)

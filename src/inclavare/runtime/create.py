@@ -221,6 +221,8 @@ def _create(root: str, cid: str, opts: Options, guard) -> Created:  # noqa: ANN0
         state["init_start"] = _still_waiting(sock, pid)
         state["status"] = "created"
         container.write(state, sync=opts.detach)
+        if enclave is not None:
+            enclave.created()
         if opts.pid_file:
             from inclavare.runtime.store import write_pid_file
 

@@ -248,11 +248,29 @@ def _compare(root: str, path: str, got: image.TrustedFile, want: image.TrustedFi
     for prop, label in (("size", "size"), ("sha256", "content"), ("mode", "mode"), ("uid", "owner"),
                         ("gid", "group")):
         a, b = getattr(got, prop), getattr(want, prop)
+        if a != b and prop in ("uid", "gid") and _unmapped(prop, a):
+            what, ids = ("owner", "uid") if prop == "uid" else ("group", "gid")
+            raise _refuse(root, f"the {what} of the trusted file {path} ({ids} {b} when signed) is not mapped in the "
+                          f"container's user namespace (it shows as the overflow {ids} {a})",
+                          f"map it in config.json linux.{ids}Mappings, or own the rootfs by the mapped range "
+                          f"(as Podman chowns an image for --userns)")
         if a != b:
             shown = (f"{stat.filemode(b)} -> {stat.filemode(a)}" if prop == "mode" else
                      f"{b} -> {a}" if prop != "sha256" else "")
             raise _refuse(root, f"the {label} of the trusted file {path} changed since signing"
                           + (f" ({shown})" if shown else ""))
+
+
+def _unmapped(prop: str, value: int) -> bool:
+    """`value` is the kernel's overflow uid (gid) and this process is in a user namespace: an id not mapped in it."""
+    try:
+        with open(f"/proc/sys/kernel/overflow{prop}", "rb") as f:
+            if int(f.read()) != value:
+                return False
+        with open(f"/proc/self/{prop}_map", "rb") as f:
+            return f.read().split() != [b"0", b"0", b"4294967295"]
+    except (OSError, ValueError):
+        return False
 
 
 def _check_tree(root: str, config: image.EnclaveConfig, tree: image.Tree, skip: set[str]) -> None:

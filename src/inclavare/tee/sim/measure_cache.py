@@ -235,6 +235,7 @@ class MeasurementCache:
         self._loaded = False
         self._mr_enclave: bytes | None = None
         self._mr_new = False
+        self.out = -1  # an fd that save() writes to instead of the directory (a launch in a user namespace: merge)
 
     def select(self, image: str) -> None:
         """Use the cache of the signed image `image` (the SHA-256 of its manifest file, hex), before any look-up."""
@@ -340,6 +341,20 @@ class MeasurementCache:
         entries = self.entries
         if len(entries) > MAX_ENTRIES:  # the oldest insertions go first
             entries = dict(list(entries.items())[-MAX_ENTRIES:])
+        if self.out >= 0:
+            # the directory is out of reach (a user namespace): the host merges what this launch learnt (merge)
+            name = os.path.basename(self.path)
+            doc = {"version": VERSION, "image": name[:-5] if os.path.dirname(self.path) != self.directory else None,
+                   "entries": entries if self.added else {}}
+            if self._mr_new and self._mr_enclave is not None:
+                doc["mr_enclave"] = self._mr_enclave.hex()
+            data = jsonlite.dumps(doc).encode()
+            try:
+                while data:
+                    data = data[os.write(self.out, data):]
+            except OSError:
+                pass
+            return
         tmp = f"{self.path}.tmp{os.urandom(8).hex()}"  # not the pid: every launch child is pid 2 in its namespace
         try:
             if os.path.dirname(self.path) != self.directory:
@@ -378,6 +393,41 @@ def _image_dir(d: str) -> None:
                 os.unlink(os.path.join(d, n))
             except OSError:
                 pass
+
+
+def merge(path: str, sim_dir: str | os.PathLike[str] | None) -> int:
+    """Merge into the host's measurement cache what a launch in a user namespace learnt and wrote to `path`
+    (MeasurementCache.out), then remove it; the number of digests added. Errors ignored: a cache is never needed."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_ENTRIES * 256)
+        os.unlink(path)
+        doc = jsonlite.loads(data) if data else None
+    except (OSError, ValueError, UnicodeDecodeError):
+        return 0
+    if not isinstance(doc, dict) or doc.get("version") != VERSION or not isinstance(doc.get("entries"), dict):
+        return 0
+    image, mr = doc.get("image"), doc.get("mr_enclave")
+    if image is not None and not _hex(image):  # it names a file: never a path
+        return 0
+    cache = open_cache(sim_dir)
+    if cache.path is None:
+        return 0
+    if image is not None:
+        cache.select(image)
+    cache.mr_enclave()  # loads it
+    new = {k: v for k, v in doc["entries"].items() if type(k) is str and _hex(v) and cache.entries.get(k) != v}
+    cache.entries.update(new)
+    cache.added = len(new)
+    if _hex(mr) and image is not None:
+        cache.set_mr_enclave(bytes.fromhex(mr))
+    cache.save()
+    return len(new)
+
+
+def _hex(v: object) -> bool:
+    """A SHA-256 in hex, as the cache's names and digests are."""
+    return type(v) is str and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
 
 
 def open_cache(sim_dir: str | os.PathLike[str] | None) -> MeasurementCache:
