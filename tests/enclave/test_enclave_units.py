@@ -305,3 +305,41 @@ print(os.path.exists("/proc/self/status"), os.path.exists(root))
                        capture_output=True, text=True, check=True)
     assert p.stdout.splitlines() == ["192.0.2.77:1234", "[2001:db8::7]:1234", "no-such-name.invalid:1", "10.0.0.1:5",
                                      "[2001:db8::1]:5", "unix:/run/verdictd/verdictd.sock", "True True"], p
+
+
+def test_fds_sent_to_the_runelet_or_rune_arrive_close_on_exec_at_once():
+    """agent.recv_msg (the runelet serves `rune exec` connections in threads) and console.recv_fds take the fds
+    with MSG_CMSG_CLOEXEC: close-on-exec as they arrive, not set afterwards, when a payload forked by another thread
+    in between would inherit another exec's stdio."""
+    import fcntl
+    import socket
+
+    from inclavare.enclave import agent
+    from inclavare.linux import console
+
+    class Recorder:
+        def __init__(self, sock: socket.socket) -> None:
+            self.sock, self.flags = sock, []
+
+        def recvmsg(self, *args: int):  # noqa: ANN202
+            self.flags.append(args[2] if len(args) > 2 else 0)
+            return self.sock.recvmsg(*args)
+
+        def recv(self, n: int) -> bytes:
+            return self.sock.recv(n)
+
+    for receive in (lambda s: agent.recv_msg(s)[1], lambda s: console.recv_fds(s)[1]):
+        a, b = socket.socketpair()
+        r, w = os.pipe()
+        try:
+            agent.send_msg(a, {"type": "exec"}, [r])
+            rec = Recorder(b)
+            fds = receive(rec)
+            assert len(fds) == 1 and all(f & 0x40000000 for f in rec.flags), rec.flags
+            assert fcntl.fcntl(fds[0], fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+            os.close(fds[0])
+        finally:
+            for fd in (r, w):
+                os.close(fd)
+            a.close()
+            b.close()

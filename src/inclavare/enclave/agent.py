@@ -30,6 +30,7 @@ from inclavare.oci import jsonlite
 SOCKET = "agent.sock"
 MAX_MSG = 16 << 20
 _SCM = (socket.SOL_SOCKET, socket.SCM_RIGHTS)
+_MSG_CMSG_CLOEXEC = 0x40000000  # not in the socket module
 
 
 def send_msg(sock: socket.socket, obj: dict, fds: list[int] | tuple[int, ...] = ()) -> None:
@@ -46,7 +47,9 @@ def recv_msg(sock: socket.socket) -> tuple[dict | None, list[int]]:
     fds: list[int] = []
     head = b""
     while len(head) < 4:
-        data, anc, _flags, _addr = sock.recvmsg(4 - len(head), socket.CMSG_SPACE(16 * 4))
+        # close-on-exec as they arrive (MSG_CMSG_CLOEXEC): the runelet serves connections in threads, and a payload
+        # forked by another thread before a later fcntl would inherit another exec's stdio
+        data, anc, _flags, _addr = sock.recvmsg(4 - len(head), socket.CMSG_SPACE(16 * 4), _MSG_CMSG_CLOEXEC)
         for level, typ, payload in anc:
             if (level, typ) == _SCM:
                 n = len(payload) // 4
@@ -56,8 +59,6 @@ def recv_msg(sock: socket.socket) -> tuple[dict | None, list[int]]:
                 os.close(fd)
             return None, []
         head += data
-    for fd in fds:
-        os.set_inheritable(fd, False)
     (size,) = struct.unpack("<I", head)
     if size > MAX_MSG:
         raise RuneError(f"agent message of {size} bytes is too large")

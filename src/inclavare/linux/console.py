@@ -11,6 +11,7 @@ TIOCSCTTY = 0x540E
 TIOCSWINSZ = 0x5414
 _SOL_SOCKET = 1
 _SCM_RIGHTS = 1
+_MSG_CMSG_CLOEXEC = 0x40000000
 
 
 def open_pty(ptmx: str = "/dev/ptmx") -> tuple[int, str]:
@@ -45,14 +46,12 @@ def send_fds(sock, data: bytes, fds: list[int]) -> None:
 
 
 def recv_fds(sock, bufsize: int = 4096, maxfds: int = 8) -> tuple[bytes, list[int]]:
-    data, anc, _flags, _addr = sock.recvmsg(bufsize, maxfds * 4 + 64)
+    data, anc, _flags, _addr = sock.recvmsg(bufsize, maxfds * 4 + 64, _MSG_CMSG_CLOEXEC)  # close-on-exec as they come
     fds: list[int] = []
     for level, typ, payload in anc:
         if level == _SOL_SOCKET and typ == _SCM_RIGHTS:
             for i in range(0, len(payload) - len(payload) % 4, 4):
                 fds.append(int.from_bytes(payload[i : i + 4], "little", signed=True))
-    for fd in fds:
-        os.set_inheritable(fd, False)
     return data, fds
 
 
