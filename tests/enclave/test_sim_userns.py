@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -142,17 +143,120 @@ def test_the_host_launch_policy_holds_in_a_user_namespace(rune, sim_dir, signing
     assert not (rune.root / cid).exists() and cgroup_leftovers(cid) == []
 
 
-def test_the_measurement_cache_serves_a_user_namespace_launch(rune, sim_dir, signing_key, base, tmp_path):
-    b = userns_sim_bundle(base, ["true"], signing_key, rune.binary)
-    log = base / "rune.log"  # where the launch child, in the user namespace, can write its debug line
-    log.touch(0o666)
+@pytest.mark.parametrize("through", ["the built-in sim runtime", "a PAL"])
+def test_an_image_signed_only_as_the_container_sees_it_is_refused_in_a_user_namespace(rune, sim_dir, signing_key,
+                                                                                      base, pal_libs, through):
+    """A review: the signed image bound in by config.json mounts (none on the host path of the rootfs) made no host
+    side read of the platform directory, and the launch in the user namespace, unable to see launch-policy.json,
+    took the default policy. The policy that cannot be read is a refusal, and a PAL's launch says why."""
+    pal = pal_libs[2] if through == "a PAL" else None
+    b = userns_sim_bundle(base, ["true"], signing_key, rune.binary, pal=pal)
+    sim_dir.mkdir(mode=0o700, exist_ok=True)
+    (sim_dir / "launch-policy.json").write_text(json.dumps({"allowed_mrsigners": ["00" * 32]}))
+    meta = b / "meta"
+    meta.mkdir(mode=0o755)
+    shutil.move(str(b / "rootfs/.inclavare"), str(meta / "inclavare"))
+    (b / "rootfs/.inclavare").mkdir()
+    c = json.loads((b / "config.json").read_text())
+    c["annotations"].pop("enclave.sim.mrenclave", None)
+    c["mounts"].append({"destination": "/.inclavare", "type": "bind", "source": str(meta / "inclavare"),
+                        "options": ["rbind", "ro"]})
+    (b / "config.json").write_text(json.dumps(c))
+    cid = new_id()
+    p = rune("run", "--bundle", str(b), cid)
+    assert p.returncode == 1, p.stderr
+    want = ("signed as the container sees its root, not on the host path of config.json root.path" if pal else
+            f"the launch policy {sim_dir / 'launch-policy.json'} cannot be read: Permission denied")
+    assert want in p.stderr, p.stderr
+    assert not (rune.root / cid).exists() and cgroup_leftovers(cid) == []
+
+
+def test_a_pal_library_never_holds_an_fd_of_the_platform_or_the_state_directory(rune, sim_dir, signing_key, base,
+                                                                                  pal_libs, tmp_path):
+    """A review: the pending measurements (sim_runtime.HostSide) were still open in PID 1 when the PAL library was
+    dlopen'ed, as the container's root: its constructor rewrote them, and rune create merged what it wrote into the
+    host's cache. A constructor of a library built on the reference PAL lists PID 1's fds at its dlopen."""
+    log = base / "fds.log"
+    log.touch()
     log.chmod(0o666)
-    for _ in range(2):
+    src = tmp_path / "lister.c"
+    src.write_text(f"""
+#include <dirent.h>
+#include <stdio.h>
+#include <unistd.h>
+__attribute__((constructor)) static void list_fds(void)
+{{
+    FILE *f = fopen("{log}", "a");
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    char p[64], t[4096];
+    while (f && d && (e = readdir(d))) {{
+        snprintf(p, sizeof p, "/proc/self/fd/%s", e->d_name);
+        ssize_t n = readlink(p, t, sizeof t - 1);
+        if (n > 0) {{ t[n] = 0; fprintf(f, "%s\\n", t); }}
+    }}
+    fprintf(f, "end\\n");
+    fclose(f);
+}}
+""")
+    lib = base / "lister-pal.so"  # where the user namespace's root can read it
+    subprocess.run(["cc", "-shared", "-fPIC", "-DPAL_VERSION=2", "-o", str(lib),
+                    str(Path(__file__).parents[2] / "pal" / "skeleton.c"), str(src), "-lpthread"], check=True)
+    lib.chmod(0o755)
+    b = userns_sim_bundle(base, ["true"], signing_key, rune.binary, pal=str(lib))
+    sim_dir.mkdir(mode=0o700, exist_ok=True)  # the measurement cache's (a PAL's launch makes no platform identity)
+    p = rune("run", "--bundle", str(b), new_id())
+    assert p.returncode == 0, p.stderr
+    fds = log.read_text().splitlines()
+    assert fds and fds[-1] == "end", fds
+    assert not [t for t in fds if "measurements" in t or str(sim_dir) in t or str(rune.root) in t], fds
+
+
+def _passed(rune, b: Path, log: Path, runs: int = 2) -> list[str]:  # noqa: ANN001
+    for _ in range(runs):
         p = rune("--debug", "--log", str(log), "run", "--bundle", str(b), new_id())
         assert p.returncode == 0, p.stderr
     lines = [line for line in log.read_text().splitlines() if "sim launch check passed" in line]
-    assert len(lines) == 2, log.read_text()
-    n = len(json.loads((b / "rootfs/.inclavare/enclave/manifest.json").read_text())["enclave"]["trusted_files"])
+    assert len(lines) == runs, log.read_text()
+    return lines
+
+
+def _log(base: Path) -> Path:
+    log = base / "rune.log"  # where the launch child, in the user namespace, can write its debug line
+    log.touch(0o666)
+    log.chmod(0o666)
+    return log
+
+
+def _trusted(b: Path) -> int:
+    return len(json.loads((b / "rootfs/.inclavare/enclave/manifest.json").read_text())["enclave"]["trusted_files"])
+
+
+def test_files_owned_by_the_mapped_range_are_hashed_at_every_launch(rune, sim_dir, signing_key, base):
+    """An image chowned into the user namespace's range is owned by an unprivileged host user, who may write it
+    (a write through a shared mapping does not always move ctime): its files are never cached."""
+    b = userns_sim_bundle(base, ["true"], signing_key, rune.binary)
+    log = _log(base)
+    time.sleep(0.2)  # older than the cache's margin (measure_cache.MARGIN_NS): it would be cached if it could be
+    n = _trusted(b)
+    assert all(f": 0 of {n} trusted files unchanged since measured" in line for line in _passed(rune, b, log))
+    assert not [p for p in rune.root.rglob("measurements.pending")]
+
+
+def test_the_measurement_cache_serves_a_user_namespace_launch(rune, sim_dir, signing_key, base):
+    """With the host's root mapped into the user namespace (container uid 0 is host uid 0) and the image root's:
+    its files are cached, written back through the host (merge_pending)."""
+    def with_root(c: dict) -> None:
+        c["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 0, "size": 1},
+                                     {"containerID": 1, "hostID": UID + 1, "size": 65535}]
+        c["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 0, "size": 1},
+                                     {"containerID": 1, "hostID": GID + 1, "size": 65535}]
+
+    b = userns_sim_bundle(base, ["true"], signing_key, rune.binary, edit=with_root, shift=False)
+    log = _log(base)
+    time.sleep(0.2)  # older than the cache's margin (measure_cache.MARGIN_NS)
+    lines = _passed(rune, b, log)
+    n = _trusted(b)
     assert f": 0 of {n} trusted files unchanged since measured" in lines[0], lines
     assert f": {n} of {n} trusted files unchanged since measured" in lines[1], lines  # written back by the host
     assert f"{n} digests merged into the host's measurement cache" in log.read_text()

@@ -280,6 +280,35 @@ def test_a_signed_file_that_is_not_a_regular_file_is_refused_without_reading_it(
         launch.read_signed_image(rootfs)
 
 
+def test_a_signed_file_that_is_not_a_regular_file_is_never_opened(tmp_path: Path, signing_key_pem: Path,
+                                                                    make_bundle) -> None:  # noqa: ANN001
+    """A review: an image may hold device nodes, and opening one runs its driver's open as the host's root (a
+    watchdog's arms it). The manifest and the SIGSTRUCT, which nothing looked at before, are looked at through an
+    O_PATH handle first: inotify sees no open of a FIFO put in their place (an O_PATH open makes no event). (A
+    trusted file is opened only after the launch check's lstat found a regular file there.)"""
+    import ctypes
+    import select
+
+    from inclavare.tee.sim import launch
+
+    rootfs = _signed_rootfs(tmp_path, signing_key_pem, make_bundle)
+    libc = ctypes.CDLL(None, use_errno=True)
+    targets = [rootfs / ".inclavare" / "enclave" / "manifest.json"]
+    for t in targets:
+        t.unlink()
+        os.mkfifo(t)
+    ino = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    assert ino >= 0
+    try:
+        for t in targets:
+            assert libc.inotify_add_watch(ino, os.fsencode(t), 0x20) >= 0  # IN_OPEN
+        with pytest.raises(RuneError, match="is not a regular file"):
+            launch.read_signed_image(rootfs)
+        assert not select.select([ino], [], [], 0.2)[0]  # no IN_OPEN event
+    finally:
+        os.close(ino)
+
+
 def test_the_signed_image_is_found_inside_the_rootfs_through_its_symlinks(tmp_path: Path, signing_key_pem: Path,
                                                                           make_bundle) -> None:  # noqa: ANN001
     """/.inclavare/enclave as an absolute symlink leads inside the rootfs, not to the host's directory of that name."""

@@ -31,10 +31,10 @@ from __future__ import annotations
 import os
 
 from inclavare.tee.sha256 import sha256  # not hashlib's: a warm launch loads no OpenSSL for it
-from inclavare.tee.sim.measure_cache import key, key_device
+from inclavare.tee.sim.measure_cache import key, key_device, recordable, settle
 
 TYPE = "bundle-cache.sim"
-FORMAT = 1
+FORMAT = 2  # 1: keys recorded before measure_cache.recordable's rules (not trusted)
 _NONE = "0" * 32
 _NONE_RAW = bytes(16)
 
@@ -148,14 +148,19 @@ class EpmMeasurements:
             self.seen[k] = digest
         return digest
 
-    def put(self, fd: int, before: os.stat_result, digest: str, host: str) -> None:
+    def settle(self, fd: int) -> int | None:
+        return settle(fd)  # the record keeps what this launch saw, whether or not the host's cache is on
+
+    def put(self, fd: int, before: os.stat_result, digest: str, host: str, since: int | None = None) -> None:
+        if not recordable(before, since):  # the host cache's rules (measure_cache): only root can write it, settled
+            return
         dev = key_device(self._fs, host, before, fd, self.mountinfo)
         if dev is None:
             return
         if key(os.fstat(fd), dev) == key(before, dev):  # unchanged while it was hashed
             self.seen[key(before, dev)] = digest
             if self.host is not None:
-                self.host.put(fd, before, digest, host)
+                self.host.put(fd, before, digest, host, since)
 
     def save(self) -> None:
         """The host's cache (what this launch hashed); epm's record is saved by `save` below, once the whole launch

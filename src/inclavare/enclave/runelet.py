@@ -129,6 +129,11 @@ class Runelet:
                     from inclavare.enclave import sim_runtime
 
                     if sim_runtime.is_signed(ctx.rootfs, self.config):
+                        if host is None and any(ns.get("type") == "user" for ns in
+                                                (self.config.get("linux") or {}).get("namespaces") or ()):
+                            raise RuneError("sim enclave: the image is signed as the container sees its root, not on "
+                                            "the host path of config.json root.path, and a user namespace cannot "
+                                            "read the host's launch policy; sign the rootfs itself")
                         # checked through the root and mounts the container gets
                         prepared = host.prepared if host is not None else None
                         signed, table, cache = sim_runtime.sealed_image(ctx.rootfs, self.config, self.sim_dir,
@@ -136,6 +141,8 @@ class Runelet:
                         sim_runtime.verify_image(ctx.rootfs, self.sim_dir, self.config, signed, self.bundle, table,
                                                  cache, host)
                         del prepared, signed, table, cache
+                if host is not None:
+                    host.close()  # before the PAL's own code runs (dlopen): it must not reach the pending cache file
                 self.pal = pal.load(self.cfg.runtime_path)
                 if self.epm is not None and self.pal.version >= 3:
                     from inclavare.enclave import enclave_pool

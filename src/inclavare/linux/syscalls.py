@@ -268,6 +268,19 @@ def fstatfs_type(fd: int) -> int:
     return int.from_bytes(bytes(buf)[:8], "little")
 
 
+SYNC_FILE_RANGE_WAIT_BEFORE, SYNC_FILE_RANGE_WRITE, SYNC_FILE_RANGE_WAIT_AFTER = 1, 2, 4
+
+
+_sync_file_range: list = []
+
+
+def sync_file_range(fd: int, offset: int, nbytes: int, flags: int) -> None:
+    """sync_file_range(2): write back the dirty pages of `fd`'s range (nbytes 0: to its end), as `flags` say."""
+    if not _sync_file_range:
+        _sync_file_range.append(_fn("sync_file_range", (c_int, c_long, c_long, c_int)))
+    _check(_sync_file_range[0](fd, offset, nbytes, flags), "sync_file_range")
+
+
 def mmap(fd: int, length: int, prot: int, flags: int, offset: int = 0) -> int:
     """The address of a new mapping of `length` bytes of `fd` from `offset` (mmap(2) with no address hint)."""
     addr = _fn("mmap", (c_void_p, c_size_t, c_int, c_int, c_int, c_long), c_void_p)(None, length, prot, flags, fd,

@@ -422,6 +422,31 @@ def _add(tree: Tree, path: str, host: str, st: os.stat_result) -> None:
         tree.others[path] = st
 
 
+def open_regular(path: str) -> int:
+    """A read-only fd (close-on-exec) of the regular file `path`, its last component not followed; -1 when it is not
+    a regular file. Looked at through an O_PATH handle first and reopened through /proc/self/fd: a device node (an
+    image may hold one) is never opened, its driver's open never run (a watchdog's arms it), nor a FIFO's. OSError
+    when it cannot be opened (ELOOP: a symlink)."""
+    pfd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(pfd)
+        if stat.S_ISLNK(st.st_mode):
+            raise OSError(40, os.strerror(40), path)  # ELOOP, as an open not following it says
+        if not stat.S_ISREG(st.st_mode):
+            return -1
+        try:
+            return os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:  # no /proc here: by path, the same inode or nothing
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            now = os.fstat(fd)
+            if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) or not stat.S_ISREG(now.st_mode):
+                os.close(fd)
+                return -1
+            return fd
+    finally:
+        os.close(pfd)
+
+
 def hash_file(rootfs: str | os.PathLike[str], path: str, cache=None,  # noqa: ANN001 - MeasurementCache
               host: str | None = None) -> tuple[TrustedFile, os.stat_result]:
     """The trusted-file record of `path` in the rootfs (opened without following its last component); with a
@@ -429,6 +454,8 @@ def hash_file(rootfs: str | os.PathLike[str], path: str, cache=None,  # noqa: AN
     file's host path when the caller has resolved it (host_path)."""
     host = host if host is not None else host_path(rootfs, path)
     try:
+        # by path (the launch check found a regular file there just before: a device node swapped in since takes
+        # the host's root, CAP_MKNOD; a FIFO's open does not block, O_NONBLOCK), fstat'ed before it is read
         fd = os.open(host, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as e:
         raise RuneError(f"the trusted file {path} cannot be opened in the rootfs: {e.strerror}") from None
@@ -441,6 +468,11 @@ def hash_file(rootfs: str | os.PathLike[str], path: str, cache=None,  # noqa: AN
             return TrustedFile(digest, st.st_size, st.st_mode, st.st_uid, st.st_gid), st
         import hashlib  # here: a launch whose files are all cache hits never loads it (inclavare.tee.sha256)
 
+        since = None
+        if cache is not None:  # its dirty pages written back first, and its key taken after (measure_cache.put)
+            since = cache.settle(fd)
+            if since is not None:
+                st = os.fstat(fd)
         h = hashlib.sha256()
         left = st.st_size
         while left > 0:
@@ -452,7 +484,7 @@ def hash_file(rootfs: str | os.PathLike[str], path: str, cache=None,  # noqa: AN
         if left or os.read(fd, 1):
             raise RuneError(f"the trusted file {path} changed size while it was being measured")
         if cache is not None:
-            cache.put(fd, st, h.hexdigest(), host)
+            cache.put(fd, st, h.hexdigest(), host, since)
         return TrustedFile(h.hexdigest(), st.st_size, st.st_mode, st.st_uid, st.st_gid), st
     finally:
         os.close(fd)

@@ -71,7 +71,13 @@ class LaunchPolicy:
         from inclavare.tee.sim.platform import platform_path
 
         path = os.path.join(platform_path(sim_dir), POLICY_FILE)
-        return cls.load(path) if os.path.exists(path) else cls()
+        try:
+            os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return cls()  # none: any signer
+        except OSError as e:  # never the default policy for one that cannot be seen (a user namespace's root)
+            raise RuneError(f"the launch policy {path} cannot be read: {e.strerror}") from None
+        return cls.load(path)
 
 
 @records.record
@@ -135,16 +141,16 @@ def signed_files(rootfs: str | os.PathLike[str]) -> tuple[str, str]:
 def _read_regular(path: str, limit: int) -> bytes:
     """The bytes of the regular file `path` (not a symlink, FIFO, device or directory; at most `limit` bytes)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = image.open_regular(path)
     except OSError as e:
         if e.errno == 40:  # ELOOP: the file itself is a symlink
             raise RuneError(f"the signed sim enclave's {path} is a symlink, not the file sign-bundle writes; {HINT}") \
                 from None
         raise
+    if fd < 0:
+        raise RuneError(f"the signed sim enclave's {path} is not a regular file; {HINT}")
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise RuneError(f"the signed sim enclave's {path} is not a regular file; {HINT}")
         if st.st_size > limit:
             raise RuneError(f"the signed sim enclave's {path} has {st.st_size} bytes, more than the {limit} a "
                             f"launch reads; {HINT}")

@@ -15,13 +15,23 @@ Key (of the opened file, fstat after open without following symlinks):
                             the host's root, whom the sim TEE trusts anyway (it holds the platform secret)
     st_size, st_mtime_ns, st_mode, st_uid, st_gid, st_nlink
                             belt and braces, and what the manifest compares besides the digest
-Only files on filesystems whose ctime the local kernel keeps are cached: ext2/3/4, XFS, Btrfs, tmpfs and
+Only files on filesystems whose ctime the local kernel moves at every change are cached: ext2/3/4, XFS, Btrfs and
 overlayfs without metacopy (statfs f_type; overlay_device). A network filesystem (NFS, CIFS, 9p) or FUSE reports
 what a server or a user-space process says, so its files are hashed at every launch.
 
 A hit is a digest the launch check itself computed from this same inode with no change since. A miss hashes the file
-and stores the digest only when the file's key is the same after the hash as before (a write during the hash changes
-ctime). The cache is one file, measurements.json, in the sim platform directory (root-only, 0600, beside the
+and stores the digest only when (recordable):
+  - only the host's root can write the file: its owner is root (in a user namespace, the uid that maps to the
+    host's 0) and neither its group nor others may write it (with ACLs the group bits are the mask, so no named
+    user or group may either). A write through a shared writable mapping moves ctime only at the page's first
+    write fault, not at later writes to a page still dirty (a review reproduced it as the file's unprivileged
+    owner: the bytes changed, the key did not); whoever can write the file can make such a mapping, and only
+    root, whom the sim TEE trusts, may then write it;
+  - its dirty pages were written back just before (settle: sync_file_range, which write-protects every shared
+    mapping of them, so that a later write through one faults and moves ctime), and its ctime is older than that
+    by MARGIN_NS (a write in the same tick of the coarse clock as the last change would not move ctime): what a
+    process that could write the file before it became root's still holds cannot change it unseen;
+  - the key is the same after the hash as before (a write during the hash moves ctime). The cache is one file, measurements.json, in the sim platform directory (root-only, 0600, beside the
 platform secret); a corrupt or unreadable one is ignored and rewritten. Nothing is ever trusted from the image.
 """
 
@@ -33,12 +43,14 @@ from inclavare.oci import jsonlite
 
 FILE = "measurements.json"  # the cache of a launch that names no image (see select)
 IMAGES = "measurements"  # one cache per signed image, IMAGES/<SHA-256 of its manifest file>.json
-VERSION = 1
+VERSION = 2  # 1: recorded before the rules of recordable (its entries are not trusted)
+MARGIN_NS = 50_000_000  # a ctime this close to the write-back (a tick of the coarse clock is 1-10 ms) is not cached
 MAX_ENTRIES = 200_000  # per file
 MAX_IMAGES = 1000  # image caches kept; the least recently written go first
-# statfs f_type of the filesystems whose ctime the local kernel maintains
-LOCAL_FILESYSTEMS = {0xEF53: "ext4", 0x58465342: "xfs", 0x9123683E: "btrfs", 0x01021994: "tmpfs",
-                     0x794C7630: "overlay"}
+# statfs f_type of the filesystems whose ctime the local kernel moves at every change of a file, a write through a
+# shared mapping included once its pages are written back (settle); not tmpfs, which has no write-back: a page
+# written through a shared mapping stays writable, and its later writes never move ctime (measured)
+LOCAL_FILESYSTEMS = {0xEF53: "ext4", 0x58465342: "xfs", 0x9123683E: "btrfs", 0x794C7630: "overlay"}
 ENV_DISABLE = "INCLAVARE_SIM_MEASURE_CACHE"  # "0": hash every trusted file at every launch
 
 
@@ -119,9 +131,11 @@ def overlay_device(st_dev: int, table: bytes | None = None) -> str | None:
     off (with the index, a lower hard link's other name can be served from a copied-up inode that no upper entry
     names). With metacopy, a copied-up inode can serve a lower inode's bytes, whose changes do not move its
     ctime: such a mount is never cached, nor one whose metacopy setting cannot be told (the module's default
-    unknown, or options with escaped characters, which this parser does not read). Relative layer paths,
-    data-only layers, layers on several filesystems or on another kind than SHARED_LAYER_FILESYSTEMS (a review
-    found Btrfs subvolumes' inode numbers shared a key) keep the mount's own st_dev. The layers are the
+    unknown, or options with escaped characters, which this parser does not read), nor one whose layers cannot be
+    found (relative paths, data-only layers) or lie on a filesystem outside LOCAL_FILESYSTEMS or on an overlay
+    (the real inodes' ctime must move at mapped writes: not tmpfs's). Layers on several filesystems or on another
+    kind than SHARED_LAYER_FILESYSTEMS (a review found Btrfs subvolumes' inode numbers shared a key) keep the
+    mount's own st_dev. The layers are the
     directories the options name now, seen from the launch: making a layer path name another directory takes
     writing its parent or mounting over it in the launch's mount namespace (the engine's directories: the host's
     root); a file copied up between the look at the upper layer and the file's own stat takes a writer of the
@@ -162,22 +176,24 @@ def overlay_device(st_dev: int, table: bytes | None = None) -> str | None:
             shared = shared and value == "off"
     if metacopy is not False:
         return None
-    if not shared or not dirs or not all(d.startswith("/") for d in dirs):
-        return own  # the index or NFS export, relative paths (a mount made from another directory), "::" (data-only)
-    devs = set()
+    if not dirs or not all(d.startswith("/") for d in dirs):
+        return None  # relative paths (a mount made from another directory), "::" (data-only): layers not found
+    devs, kinds = set(), set()
     for d in dirs:
         try:
             fd = os.open(d, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError:
-            return own
+            return None
         try:
-            if fs_type(fd) not in SHARED_LAYER_FILESYSTEMS:
-                return own
+            kind = fs_type(fd)
             devs.add(os.fstat(fd).st_dev)
         finally:
             os.close(fd)
-    if len(devs) != 1 or (upper and not _only_directories(upper)):
-        return own
+        if kind not in LOCAL_FILESYSTEMS or kind == OVERLAY:
+            return None  # the real inodes' filesystem: one whose ctime a mapped write may not move (tmpfs), or unknown
+        kinds.add(kind)
+    if not shared or len(devs) != 1 or kinds - SHARED_LAYER_FILESYSTEMS or (upper and not _only_directories(upper)):
+        return own  # the index or NFS export, several filesystems, or one whose inode numbers may repeat
     return str(devs.pop())
 
 
@@ -210,6 +226,57 @@ def _module_default(name: str) -> bool | None:
         except OSError:
             _defaults[name] = None
     return _defaults[name]
+
+
+_root: list[int | None] = []  # the uid of the host's root as this process sees it, once read
+
+
+def root_uid() -> int | None:
+    """The uid this process sees for the host's root: 0, or in a user namespace the uid mapped to the parent's 0,
+    None when that is not mapped (then no file is root's: nothing is cached)."""
+    if not _root:
+        uid = None
+        try:
+            with open("/proc/self/uid_map", "rb") as f:
+                for line in f.read().splitlines():
+                    inside, outside, count = (int(x) for x in line.split())
+                    if outside <= 0 < outside + count:
+                        uid = inside - outside
+                        break
+        except (OSError, ValueError):
+            uid = None
+        _root.append(uid)
+    return _root[0]
+
+
+def settle(fd: int) -> int | None:
+    """Write the file's dirty pages back and wait (sync_file_range): their shared writable mappings are
+    write-protected then, and a later write through one faults and moves ctime. The time just before (ns), for
+    recordable; None when it cannot be done (the file is then not cached)."""
+    from inclavare.linux import syscalls
+
+    since = _time_ns()
+    try:
+        syscalls.sync_file_range(fd, 0, 0, _SYNC_ALL)
+    except OSError:
+        return None
+    return since
+
+
+_SYNC_ALL = 1 | 2 | 4  # SYNC_FILE_RANGE_WAIT_BEFORE | WRITE | WAIT_AFTER
+
+
+def _time_ns() -> int:
+    import time  # a launch whose files are all hits never needs it
+
+    return time.time_ns()
+
+
+def recordable(before: os.stat_result, since: int | None) -> bool:
+    """The digest of a file hashed after settle (`since`, its result) and whose stat before the hash is `before`
+    may be cached (the module's docstring says why each rule)."""
+    return (since is not None and before.st_ctime_ns < since - MARGIN_NS and not before.st_mode & 0o022
+            and before.st_uid == root_uid())
 
 
 def key(st: os.stat_result, dev: str) -> str:
@@ -324,7 +391,14 @@ class MeasurementCache:
             self.hits += 1
         return digest
 
-    def put(self, fd: int, before: os.stat_result, digest: str, host: str) -> None:
+    def settle(self, fd: int) -> int | None:
+        """settle(fd) before a file is hashed, when this cache can remember it (None: it will not)."""
+        return settle(fd) if self.path is not None else None
+
+    def put(self, fd: int, before: os.stat_result, digest: str, host: str, since: int | None = None) -> None:
+        """Remember `digest` of the file open at `fd`, hashed after settle (`since`) with `before` its stat then."""
+        if not recordable(before, since):
+            return
         dev = key_device(self._fs, host, before, fd, self.mountinfo) if self.path is not None else None
         if dev is None:
             return
@@ -344,10 +418,10 @@ class MeasurementCache:
         if self.out >= 0:
             # the directory is out of reach (a user namespace): the host merges what this launch learnt (merge)
             name = os.path.basename(self.path)
+            if not self.added:
+                return
             doc = {"version": VERSION, "image": name[:-5] if os.path.dirname(self.path) != self.directory else None,
-                   "entries": entries if self.added else {}}
-            if self._mr_new and self._mr_enclave is not None:
-                doc["mr_enclave"] = self._mr_enclave.hex()
+                   "entries": entries}
             data = jsonlite.dumps(doc).encode()
             try:
                 while data:
@@ -396,8 +470,9 @@ def _image_dir(d: str) -> None:
 
 
 def merge(path: str, sim_dir: str | os.PathLike[str] | None) -> int:
-    """Merge into the host's measurement cache what a launch in a user namespace learnt and wrote to `path`
-    (MeasurementCache.out), then remove it; the number of digests added. Errors ignored: a cache is never needed."""
+    """Merge into the host's measurement cache the digests a launch in a user namespace learnt and wrote to `path`
+    (MeasurementCache.out: only the launch child ever holds it, see sim_runtime.HostSide), then remove it; the number
+    of digests added. No manifest measurement is taken from it. Errors ignored: a cache is never needed."""
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_ENTRIES * 256)
@@ -407,7 +482,7 @@ def merge(path: str, sim_dir: str | os.PathLike[str] | None) -> int:
         return 0
     if not isinstance(doc, dict) or doc.get("version") != VERSION or not isinstance(doc.get("entries"), dict):
         return 0
-    image, mr = doc.get("image"), doc.get("mr_enclave")
+    image = doc.get("image")  # its mr_enclave is not taken: the host measures the manifest again (HostSide)
     if image is not None and not _hex(image):  # it names a file: never a path
         return 0
     cache = open_cache(sim_dir)
@@ -419,8 +494,6 @@ def merge(path: str, sim_dir: str | os.PathLike[str] | None) -> int:
     new = {k: v for k, v in doc["entries"].items() if type(k) is str and _hex(v) and cache.entries.get(k) != v}
     cache.entries.update(new)
     cache.added = len(new)
-    if _hex(mr) and image is not None:
-        cache.set_mr_enclave(bytes.fromhex(mr))
     cache.save()
     return len(new)
 
