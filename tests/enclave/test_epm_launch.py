@@ -69,6 +69,20 @@ def test_cold_start_saves_warm_start_uses_and_no_host_cache(rune, sim_dir, signi
     assert no_mounts_of(b / "rootfs")
 
 
+def test_a_process_the_manifest_refuses_saves_no_record_and_is_not_said_to_pass(rune, sim_dir, signing_key,
+                                                                                tmp_path, epm):
+    """A review: a bundle whose program is not an entry point of the signed enclave was refused, after a debug line
+    saying the launch check passed and a record saved to epm."""
+    b = sim_bundle(tmp_path, ["true"], signing_key, rune.binary)
+    c = json.loads((b / "config.json").read_text())
+    c["process"]["args"] = ["/bin/ls"]
+    (b / "config.json").write_text(json.dumps(c))
+    p, _ = run(rune, b)
+    assert p.returncode == 1 and "is not an entry point of the signed enclave" in p.stderr, p.stderr
+    assert "sim launch check passed" not in p.stderr and "saved the bundle cache" not in p.stderr, p.stderr
+    assert records(epm) == []
+
+
 def test_changed_file_behind_a_warm_record_is_refused(rune, sim_dir, signing_key, tmp_path, epm):
     """The record names inodes at a change time: content changed with its mtime restored is another ctime."""
     b = sim_bundle(tmp_path, ["true"], signing_key, rune.binary)

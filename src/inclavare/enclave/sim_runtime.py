@@ -71,7 +71,12 @@ def verify_image(rootfs: str, sim_dir: str | None, config: dict | None = None,  
         cache = bundle_cache.measurements(bundle, rootfs, signed, cache)
     policy = host.policy if host is not None else LaunchPolicy.for_host(sim_dir)
     launched = launch_check(rootfs, policy=policy, sim_dir=sim_dir, mounts=mounts, cache=cache, signed=signed)
-    cache.save()  # only what this launch hashed and accepted
+    try:
+        if config is not None:  # the process too, before the check is said to have passed and epm's record saved
+            process = config.setdefault("process", {})
+            process["env"] = check_process(launched.config, process, rootfs)
+    finally:
+        cache.save()  # only what this launch hashed and accepted (the files, whatever the process)
     from inclavare.enclave import epm_client
 
     n = len(launched.config.trusted_files)
@@ -79,9 +84,6 @@ def verify_image(rootfs: str, sim_dir: str | None, config: dict | None = None,  
                      f"{n - cache.hits} read and hashed")
     if bundle is not None:
         bundle_cache.save(bundle, rootfs, signed, cache)
-    if config is not None:
-        process = config.setdefault("process", {})
-        process["env"] = check_process(launched.config, process, rootfs)
     return launched
 
 
