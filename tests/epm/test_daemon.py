@@ -202,6 +202,49 @@ def test_toml_config(tmp_path: Path) -> None:
 
 
 
+@pytest.mark.parametrize("case", ["foreign files", "symlink", "a file in the way of the socket"])
+def test_a_directory_that_is_not_epms_is_refused_and_left_as_it_was(tmp_path: Path, case: str) -> None:
+    """A review: cache_dir naming a directory of other files (a typo, /etc) lost its *.json files one level down
+    (epm drops what it cannot read as records) and became 0700, through a symlink too. epm takes only a new or empty
+    directory, one it marked, or an older epm's (0700, its own); --check says the same."""
+    shared = tmp_path / "shared"
+    (shared / "app").mkdir(parents=True)
+    (shared / "app" / "settings.json").write_text('{"theme": "dark"}')
+    shared.chmod(0o755)
+    kw: dict = {"cache_dir": str(shared)}
+    want = "holds files that epm did not put there"
+    if case == "symlink":
+        (tmp_path / "link").symlink_to(shared)
+        kw, want = {"cache_dir": str(tmp_path / "link")}, "is a symlink; name the directory itself"
+    elif case == "a file in the way of the socket":
+        (tmp_path / "afile").write_text("")
+        kw, want = {"socket": str(tmp_path / "afile" / "epm.sock")}, "a file that is not a directory is in the way"
+    cfg = write_config(tmp_path, **kw)
+    for args in (["--check", "--config", str(cfg)], ["--config", str(cfg)]):
+        r = run_epm(*args)
+        assert r.returncode == 1 and want in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert (shared / "app" / "settings.json").read_text() == '{"theme": "dark"}'
+    assert shared.stat().st_mode & 0o777 == 0o755 and not (shared / ".epm-cache").exists()
+
+
+def test_an_older_epms_cache_directory_is_taken_over(tmp_path: Path) -> None:
+    """An epm before the marker left a 0700 directory of records: it is epm's (marked now), its records kept."""
+    cfg = write_config(tmp_path)
+    epm = Epm(cfg)
+    try:
+        epm(op="SaveCache", cache={"type": "t", "id": "a", "options": {}})
+    finally:
+        epm.stop()
+    (tmp_path / "cache" / ".epm-cache").unlink()
+    assert run_epm("--check", "--config", str(cfg)).returncode == 0
+    epm = Epm(cfg)
+    try:
+        assert [c["id"] for c in epm(op="ListCache", type="t")["caches"]] == ["a"]
+        assert (tmp_path / "cache" / ".epm-cache").exists()
+    finally:
+        epm.stop()
+
+
 def test_other_users_refused(tmp_path: Path) -> None:
     """SO_PEERCRED: even with the socket opened to everyone, a process of another user gets no answer."""
     assert os.geteuid() == 0

@@ -24,8 +24,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from inclavare.epm import config
 
         try:
-            config.load(args.config)
-        except config.ConfigError as e:
+            daemon.check(config.load(args.config))
+        except (config.ConfigError, RuntimeError) as e:
             print(f"epm: {e}", file=sys.stderr)
             return 1
         print(f"epm: {args.config} OK")

@@ -194,6 +194,23 @@ def _make_dir(path: Path, key: str, config: Config, made: list[Path]) -> None:
                            f"({why})") from None
 
 
+def check(config: Config) -> None:
+    """What serve would refuse of the directories, found without making anything (epm --check): RuntimeError."""
+    from inclavare.epm.store import claim
+
+    for key, path in (("socket", config.socket.parent), ("cache_dir", config.cache_dir)):
+        p = path
+        while not os.path.lexists(p) and p != p.parent:
+            p = p.parent
+        if not os.path.isdir(p):
+            raise RuntimeError(f"'{key}' in the epm configuration {config.path}: the directory {path} cannot be made "
+                               f"(a file that is not a directory is in the way)")
+    try:
+        claim(config.cache_dir, dry=True)
+    except StoreError as e:
+        raise RuntimeError(f"'cache_dir' in the epm configuration {config.path}: {e}") from None
+
+
 def serve(config: Config, ready: threading.Event | None = None) -> _Server:
     made: list[Path] = []  # directories made here: removed again when the start fails
     try:
@@ -205,6 +222,8 @@ def serve(config: Config, ready: threading.Event | None = None) -> _Server:
         except OSError as e:
             raise RuntimeError(f"'cache_dir' in the epm configuration {config.path}: {e.filename or config.cache_dir} "
                                f"cannot be used ({e.strerror})") from None
+        except StoreError as e:
+            raise RuntimeError(f"'cache_dir' in the epm configuration {config.path}: {e}") from None
         old = os.umask(0o177)
         try:
             srv = _Server(str(config.socket), _Handler)

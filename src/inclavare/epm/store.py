@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,199}$")
+MARKER = ".epm-cache"  # in cache_dir: epm made the directory or took it over empty; no other directory is used
 
 
 class StoreError(ValueError):
@@ -45,6 +46,41 @@ def validate(cache: object) -> dict:
     return out
 
 
+def claim(d: Path, dry: bool = False) -> None:
+    """Make `d` epm's cache directory (0700, with MARKER), or StoreError when it is not epm's to take: a symlink, not
+    a directory, or holding files while it has no MARKER and is not a 0700 directory of epm's user (an older epm's).
+    epm drops the files it cannot read as records from its own directory: a cache_dir naming another (a typo, /etc)
+    must not lose its files. `dry`: only say whether it could (epm --check)."""
+
+    try:
+        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno in (20, 40):  # O_DIRECTORY | O_NOFOLLOW on a symlink: ENOTDIR
+            if os.path.islink(d):
+                raise StoreError(f"{d} is a symlink; name the directory itself") from None
+            raise StoreError(f"{d} is not a directory") from None
+        if dry and e.errno == 2:
+            return  # made at the start
+        raise StoreError(f"{d} cannot be opened ({e.strerror})") from None
+    try:
+        st = os.fstat(fd)
+        try:
+            os.stat(MARKER, dir_fd=fd, follow_symlinks=False)
+            ours = True
+        except FileNotFoundError:
+            ours = False
+        if not ours:
+            if os.listdir(fd) and (st.st_uid != os.geteuid() or st.st_mode & 0o077):
+                raise StoreError(f"{d} holds files that epm did not put there (no {MARKER} file in it); name a new or "
+                                 f"empty directory")
+            if not dry:
+                os.close(os.open(MARKER, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=fd))
+        if not dry:
+            os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
+
+
 class Store:
     def __init__(self, directory: Path, max_entries: int, max_bytes: int) -> None:
         self.dir = directory
@@ -54,7 +90,7 @@ class Store:
         self.entries: dict[tuple[str, str], dict] = {}  # insertion order = age
         self.bytes = 0
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.dir, 0o700)
+        claim(self.dir)
         self._load()
 
     def _file(self, typ: str, cid: str) -> Path:
