@@ -343,3 +343,42 @@ def test_fds_sent_to_the_runelet_or_rune_arrive_close_on_exec_at_once():
                 os.close(fd)
             a.close()
             b.close()
+
+
+def test_an_epm_that_trickles_its_answer_is_given_up_on_within_one_timeout():
+    """A review: the timeout applied to each read, so an answer sent a byte every 0.5 s held `rune create` for a
+    minute. One deadline covers the whole answer."""
+    import socket
+    import threading
+    import time
+
+    from inclavare.enclave import epm_client
+
+    ours, theirs = socket.socketpair()
+    stop = threading.Event()
+
+    def trickle() -> None:
+        theirs.recv(4096)
+        for b in b'{"ok": true, "padding": "' + b"x" * 100:
+            if stop.wait(0.1):
+                return
+            try:
+                theirs.send(bytes([b]))
+            except OSError:
+                return
+
+    t = threading.Thread(target=trickle)
+    t.start()
+    ours.settimeout(0.5)
+    session = epm_client.Session(ours, "trickle.sock")
+    start = time.monotonic()
+    try:
+        with pytest.raises(epm_client.EpmError, match="did not answer Healthz within 0.5 s"):
+            session.call({"op": "Healthz"})
+        assert time.monotonic() - start < 1.5
+        assert ours.gettimeout() == 0.5
+    finally:
+        stop.set()
+        t.join()
+        ours.close()
+        theirs.close()

@@ -411,15 +411,17 @@ def test_a_pool_runtime_not_found_is_named_at_start(tmp_path: Path) -> None:
 
 
 def test_peers_in_another_mount_namespace_refused(epm: Epm) -> None:
-    """A container's root (uid 0 too) that reaches the socket gets no answer: epm talks only to processes in its own
-    mount and user namespaces (rune talks to it before it enters the container's)."""
-    code = ("import ctypes, sys\n"
+    """A container's root (uid 0 too) that reaches the socket gets nothing but a refusal saying why: epm talks only
+    to processes in its own mount and user namespaces (rune talks to it before it enters the container's)."""
+    code = ("import ctypes, json, sys\n"
             "from inclavare.epm.protocol import EpmError, call\n"
             "assert ctypes.CDLL(None, use_errno=True).unshare(0x20000) == 0  # CLONE_NEWNS\n"
-            "try:\n    call(sys.argv[1], {'op': 'ListCache'}); print('answered')\n"
+            "try:\n    print(json.dumps(call(sys.argv[1], {'op': 'ListCache'})))\n"
             "except EpmError as e:\n    print(e)\n")
     p = subprocess.run([sys.executable, "-c", code, epm.socket], env=_env(), capture_output=True, text=True,
                        timeout=30)
     assert p.returncode == 0, p.stderr
-    assert p.stdout.startswith("epm at") and ("not JSON" in p.stdout or "cannot be reached" in p.stdout), p.stdout
+    answer = json.loads(p.stdout)
+    assert answer == {"ok": False, "error": answer["error"]}, answer  # no caches, nothing else
+    assert answer["error"].startswith("epm serves only processes in its own mount and user namespaces"), answer
     assert epm(op="Healthz")["ok"]  # the same request from epm's namespaces is answered

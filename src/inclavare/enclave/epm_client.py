@@ -56,14 +56,22 @@ class Session:
         """A request whose answer may carry file descriptors (SCM_RIGHTS, received close-on-exec); the caller owns
         them, also when this raises (then they are closed here)."""
         import _socket
+        import time
 
         from inclavare.oci import jsonlite
 
         fds: list[int] = []
+        limit = self.sock.gettimeout()
+        deadline = time.monotonic() + limit if limit is not None else None
         try:
             try:
                 self.sock.sendall(jsonlite.dumps(request).encode() + b"\n")
                 while b"\n" not in self.buf:
+                    if deadline is not None:  # one deadline for the whole answer, not one per read (a trickle)
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            raise TimeoutError
+                        self.sock.settimeout(left)
                     chunk, anc, _flags, _addr = self.sock.recvmsg(1 << 16, _socket.CMSG_SPACE(4 * 4),
                                                                   _MSG_CMSG_CLOEXEC)
                     for level, kind, data in anc:
@@ -76,10 +84,12 @@ class Session:
                     if len(self.buf) > MAX_ANSWER:
                         raise EpmError(f"epm at {self.path} sent an answer larger than {MAX_ANSWER} bytes")
             except TimeoutError:
-                raise EpmError(f"epm at {self.path} did not answer {request.get('op')} within "
-                               f"{self.sock.gettimeout():g} s") from None
+                raise EpmError(f"epm at {self.path} did not answer {request.get('op')} within {limit:g} s") from None
             except OSError as e:
                 raise EpmError(f"epm at {self.path} cannot be reached: {e.strerror or e}") from None
+            finally:
+                if limit is not None:
+                    self.sock.settimeout(limit)
             return self._answer(request), fds
         except BaseException:
             for fd in fds:

@@ -117,6 +117,17 @@ class _Handler(socketserver.StreamRequestHandler):
                 return
             if pid is not None:  # the first request: its sender waits for the answer, so it has not moved yet
                 if not _same_namespaces(pid):
+                    # an answer that serves nothing, so that rune's debug line says why (an engine started in a
+                    # mount namespace of its own: unshare -m, systemd's PrivateTmp=, PrivateMounts=, ProtectSystem=)
+                    why = ("epm serves only processes in its own mount and user namespaces, and this one is in "
+                           "another (an engine in a mount namespace of its own: PrivateTmp=, PrivateMounts= or "
+                           "ProtectSystem= in its systemd unit, unshare -m)")
+                    print(f"epm: refused a connection of pid {pid or '?'}: not in epm's mount and user namespaces",
+                          file=sys.stderr, flush=True)
+                    try:
+                        s.sendall(json.dumps({"ok": False, "error": why}).encode() + b"\n")
+                    except OSError:
+                        pass
                     return
                 pid = None
             if len(line) > limit:
