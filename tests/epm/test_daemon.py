@@ -149,7 +149,7 @@ def test_stale_socket_replaced_live_refused(tmp_path: Path) -> None:
     try:
         assert e(op="Healthz")["ok"]
         r = run_epm("--config", str(conf))
-        assert r.returncode == 1 and "another epm is listening on" in r.stderr
+        assert r.returncode == 1 and "something is listening on" in r.stderr
         assert e(op="Healthz")["ok"]
     finally:
         e.stop()
@@ -169,6 +169,8 @@ def test_down() -> None:
     ('{"max_bytes": true}', "c.json", "'max_bytes'"),
     ('{"socket": ""}', "c.json", "'socket'"),
     ('{"io_timeout": -1}', "c.json", "'io_timeout'"),
+    ('{"io_timeout": 0}', "c.json", "'io_timeout' in the epm configuration"),
+    ('{"socket": 5}', "c.json", "'socket' in the epm configuration"),
     ('{"socket": "/' + "s" * 120 + '"}', "c.json", "'socket'"),
 ])
 def test_bad_config(tmp_path: Path, text: str, name: str, word: str) -> None:
@@ -178,6 +180,10 @@ def test_bad_config(tmp_path: Path, text: str, name: str, word: str) -> None:
         r = run_epm(*args)
         assert r.returncode == 1 and word in r.stderr and str(p) in r.stderr, r.stderr
         assert r.stderr.count("\n") == 1
+    if "io_timeout\": 0" in text:
+        assert "must be a number of seconds above 0 and at most 600" in r.stderr, r.stderr
+    if "socket\": 5" in text:
+        assert "must be a string (a path), not int" in r.stderr, r.stderr
     assert sorted(os.listdir(tmp_path)) == [name]
 
 

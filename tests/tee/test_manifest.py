@@ -142,7 +142,7 @@ def _tamper(rootfs: Path, how: str) -> str:
         return "the trusted file /etc/app.conf was replaced by a symlink since signing"
     if how == "hard link":
         os.link(app, rootfs / "tmp" / "writable-name")
-        return "the trusted file /bin/app has 2 hard links but only 1 of its names are trusted files"
+        return "the trusted file /bin/app has 2 hard links but only 1 of its names is a trusted file"
     if how == "added file":
         (rootfs / "lib" / "evil.so").write_bytes(b"x")
         return "the file /lib/evil.so was added under the trusted path / since signing"

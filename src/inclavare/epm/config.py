@@ -2,7 +2,7 @@
 file.
 
     socket = "/run/epm/epm.sock"   # the Unix socket (made 0600, its directory 0700)
-    cache_dir = "/var/local/epm"   # one file per cache, under TYPE/ID.json
+    cache_dir = "/var/lib/epm"   # one file per cache, under TYPE/ID.json
     max_entries = 10000            # caches held, all types; the oldest saved goes first
     max_bytes = 67108864           # the idle memory bound: the sum of the caches' sizes held (and on disk)
     max_entry_bytes = 1048576      # one SaveCache request line at most
@@ -23,7 +23,7 @@ from pathlib import Path
 from inclavare.errors import RuneError
 
 DEFAULT_SOCKET = "/run/epm/epm.sock"
-DEFAULT_CACHE_DIR = "/var/local/epm"
+DEFAULT_CACHE_DIR = "/var/lib/epm"
 
 
 class ConfigError(RuneError):
@@ -70,7 +70,9 @@ def load(path: str | Path) -> Config:
 
     def path_of(key: str, default: str) -> Path:
         v = doc.get(key, default)
-        if not isinstance(v, str) or not v:
+        if not isinstance(v, str):
+            raise ConfigError(f"'{key}' in the epm configuration {p} must be a string (a path), not {type(v).__name__}")
+        if not v:
             raise ConfigError(f"'{key}' in the epm configuration {p} must be a non-empty path")
         return (base / v) if not v.startswith("/") else Path(v)
 
@@ -84,7 +86,7 @@ def load(path: str | Path) -> Config:
     if "io_timeout" in doc:
         v = doc["io_timeout"]
         if not isinstance(v, int | float) or isinstance(v, bool) or not 0 < v <= 600:
-            raise ConfigError(f"'io_timeout' in the epm configuration {p} must be a number of seconds from 0 to 600")
+            raise ConfigError(f"'io_timeout' in the epm configuration {p} must be a number of seconds above 0 and at most 600")
         c.io_timeout = float(v)
     runtimes = doc.get("pool_runtimes", [])
     if not isinstance(runtimes, list) or not all(isinstance(r, str) and r for r in runtimes):

@@ -183,7 +183,7 @@ def _claim_socket(path: Path) -> None:
         except OSError:
             os.unlink(path)
             return
-    raise RuntimeError(f"another epm is listening on {path}")
+    raise RuntimeError(f"something is listening on {path} already (another epm?)")
 
 
 def _make_dir(path: Path, key: str, config: Config, made: list[Path]) -> None:

@@ -500,8 +500,9 @@ def check_hard_links(found: dict[str, os.stat_result], what: str) -> None:
     for path, st in linked.items():
         n = len(names[(st.st_dev, st.st_ino)])
         if st.st_nlink > n:
-            raise RuneError(f"the trusted file {path} has {st.st_nlink} hard links but only {n} of its names are "
-                            f"trusted files ({what}): another name could change it; copy it so that it has one")
+            names_are = "of its names is a trusted file" if n == 1 else "of its names are trusted files"
+            raise RuneError(f"the trusted file {path} has {st.st_nlink} hard links but only {n} {names_are} "
+                            f"({what}): another name could change it; copy it so that it has one")
 
 
 def enclave_dir(rootfs: str | os.PathLike[str]) -> Path:
