@@ -267,11 +267,28 @@ def test_pal_kill_failure_is_reported(rune, pal_libs):
 
 
 def test_bad_pal_libraries(rune, pal_libs, tmp_path, monkeypatch):
+    import shutil
+
+    # a review: the path comes from process.env, which an image's Env reaches; a library someone but root may
+    # change would run that someone's code as root (a constructor runs at dlopen)
+    theirs = tmp_path / "theirs.so"
+    shutil.copy(pal_libs[2], theirs)
+    os.chown(theirs, 65534, 65534)
+    open_to_all = tmp_path / "writable.so"
+    shutil.copy(pal_libs[2], open_to_all)
+    open_to_all.chmod(0o666)
+    their_dir = tmp_path / "their-dir"
+    their_dir.mkdir()
+    shutil.copy(pal_libs[2], their_dir / "pal.so")
+    os.chown(their_dir, 65534, 65534)
     cases = [
         (str(tmp_path / "missing.so"), "does not exist on the host"),
         ("/bin/true", "cannot be loaded"),
         (_libc(), "is not a PAL library: it has no pal_init function"),
         ("relative.so", "must be an absolute path"),
+        (str(theirs), "is not loaded: it is owned by uid 65534, and rune would run its code as root"),
+        (str(open_to_all), "is not loaded: it is writable by its group"),
+        (str(their_dir / "pal.so"), f"is not loaded: the directory {their_dir} is owned by uid 65534"),
     ]
     for path, sentence in cases:
         cid = new_id()

@@ -473,9 +473,17 @@ def merge(path: str, sim_dir: str | os.PathLike[str] | None) -> int:
     """Merge into the host's measurement cache the digests a launch in a user namespace learnt and wrote to `path`
     (MeasurementCache.out: only the launch child ever holds it, see sim_runtime.HostSide), then remove it; the number
     of digests added. No manifest measurement is taken from it. Errors ignored: a cache is never needed."""
+    import stat
+
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_ENTRIES * 256)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)  # the file HostSide made
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return 0
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                data = f.read(MAX_ENTRIES * 256)
+        finally:
+            os.close(fd)
         os.unlink(path)
         doc = jsonlite.loads(data) if data else None
     except (OSError, ValueError, UnicodeDecodeError):
