@@ -149,3 +149,9 @@ def _writable_by_others(path: str) -> str:
         if p == "/":
             return ""
         p = os.path.dirname(p)
+
+
+def user_namespace(config: dict) -> bool:
+    """config.json makes a user namespace (linux.namespaces has one of type user)."""
+    return any(isinstance(ns, dict) and ns.get("type") == "user"
+               for ns in (config.get("linux") or {}).get("namespaces") or ())

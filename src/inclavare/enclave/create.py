@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 
 from inclavare.enclave import config as enclave_config
-from inclavare.enclave.config import INTEL_SGX, EnclaveConfig
+from inclavare.enclave.config import INTEL_SGX, EnclaveConfig, user_namespace
 from inclavare.enclave.runelet import Runelet
 
 
@@ -37,7 +37,7 @@ class Prepared:
 
         signed = self.cfg.type == "sim" and sim_runtime.is_signed(ctx.rootfs, self.config)
         runelet = Runelet(self.cfg, state_dir, self.config, sim_dir, signed)
-        if signed and any(ns.get("type") == "user" for ns in (self.config.get("linux") or {}).get("namespaces") or ()):
+        if signed and user_namespace(self.config):
             self.merge = (state_dir, sim_dir)
         runelet.rootfs = ctx.rootfs
         ctx.pre_namespaces = runelet.prepare_host

@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import sys
 
-from inclavare.enclave.config import SIM, EnclaveConfig
+from inclavare.enclave.config import SIM, EnclaveConfig, user_namespace
 from inclavare.errors import RuneError
 
 _NOT_FORWARDED = (9, 17, 19, 13)  # SIGKILL, SIGCHLD (reaping), SIGSTOP, SIGPIPE (the runelet's own broken pipes)
@@ -64,7 +64,7 @@ class Runelet:
         neither Python's files nor --root."""
         from inclavare.enclave import sim_runtime
 
-        userns = any(ns.get("type") == "user" for ns in (self.config.get("linux") or {}).get("namespaces") or ())
+        userns = user_namespace(self.config)
         sim_signed = self.cfg.type == SIM and self.signed and self.rootfs is not None
         if sim_signed or self.cfg.runtime_path:
             from inclavare.enclave import epm_client
@@ -129,8 +129,7 @@ class Runelet:
                     from inclavare.enclave import sim_runtime
 
                     if sim_runtime.is_signed(ctx.rootfs, self.config):
-                        if host is None and any(ns.get("type") == "user" for ns in
-                                                (self.config.get("linux") or {}).get("namespaces") or ()):
+                        if host is None and user_namespace(self.config):
                             raise RuneError("sim enclave: the image is signed as the container sees its root, not on "
                                             "the host path of config.json root.path, and a user namespace cannot "
                                             "read the host's launch policy; sign the rootfs itself")
