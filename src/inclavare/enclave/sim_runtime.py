@@ -774,8 +774,11 @@ class HostSide:
 
     What the launch adds to the measurement cache cannot be written back from the user namespace: it goes to
     `out`, a file PENDING of the container's state directory (root-only, out of the container's reach) opened
-    here, which `rune create` merges into the cache once the container is created (merge_pending). The runelet
-    closes `out` before pivot_root (close), and the launch child, which writes it, has ended by then."""
+    here, which `rune create` merges into the cache once the container is created (merge_pending: digests only,
+    never a manifest measurement). Only rune's own code ever holds `out`: the runelet closes it once the launch
+    child is forked, or, with a PAL, right after its own check and before the library is loaded (a review: a PAL's
+    constructor, run as the container's root, rewrote it); the launch child, which writes it, has ended before
+    pivot_root."""
 
     def __init__(self, rootfs: str, sim_dir: str | None, keys: bool, state_dir: str) -> None:
         from inclavare.tee.sim.launch import LaunchPolicy
