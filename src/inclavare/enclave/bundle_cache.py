@@ -148,8 +148,8 @@ class EpmMeasurements:
             self.seen[k] = digest
         return digest
 
-    def settle(self, fd: int) -> int | None:
-        return settle(fd)  # the record keeps what this launch saw, whether or not the host's cache is on
+    def settle(self, fd: int, host: str | None = None) -> int | None:
+        return settle(fd, host)  # the record keeps what this launch saw, whether or not the host's cache is on
 
     def put(self, fd: int, before: os.stat_result, digest: str, host: str, since: int | None = None) -> None:
         if not recordable(before, since):  # the host cache's rules (measure_cache): only root can write it, settled

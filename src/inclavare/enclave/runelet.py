@@ -97,6 +97,10 @@ class Runelet:
 
         if self.cfg.type == SIM and (not self.cfg.runtime_path or self.signed):  # a PAL's unsigned image: none
             sim_runtime.preimport(check=bool(self.cfg.runtime_path) or userns)
+            if self.cfg.runtime_path and self.signed:  # PID 1 checks: the host's mount ids, for the cache's keys
+                from inclavare.tee.sim import measure_cache
+
+                measure_cache.host_mounts()
             if userns and self.signed and self.rootfs is not None:
                 # the platform directory is root-only: in the user namespace the container's root cannot read it
                 self.host = sim_runtime.HostSide(self.rootfs, self.sim_dir, not self.cfg.runtime_path,

@@ -653,6 +653,7 @@ def _launch_child(parent: int, sock, out: int, bundle, request: tuple | None,  #
                 platform,
             )
 
+            measure_cache.host_mounts()  # here, in the host's mount namespace (its mounts' ids: the keys')
             try:
                 prepared = Prepared(*hint) if hint[0] else None
             except Exception:  # noqa: BLE001 - only a head start: the launch reads everything itself then
@@ -782,8 +783,10 @@ class HostSide:
 
     def __init__(self, rootfs: str, sim_dir: str | None, keys: bool, state_dir: str) -> None:
         from inclavare.tee.sim.launch import LaunchPolicy
+        from inclavare.tee.sim.measure_cache import host_mounts
 
         self.out = -1
+        host_mounts()  # in the host's mount namespace, for the launch child forked later (the keys' mount ids)
         self.policy = LaunchPolicy.for_host(sim_dir)
         self.keys = host_keys(sim_dir) if keys else None
         try:

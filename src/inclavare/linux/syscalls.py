@@ -291,6 +291,24 @@ def mmap(fd: int, length: int, prot: int, flags: int, offset: int = 0) -> int:
     return addr
 
 
+STATX_MNT_ID_UNIQUE = 0x4000  # Linux 6.8
+_statx: list = []
+
+
+def mount_id_unique(fd: int) -> int | None:
+    """The unique id of the mount holding the open file `fd` (statx STATX_MNT_ID_UNIQUE: never reused while the
+    system runs), or None where the kernel does not give it."""
+    if not _statx:
+        _statx.append(_fn("statx", (c_int, c_char_p, c_int, c_int, c_void_p)))
+    buf = (_c_char * 256)()
+    if _statx[0](fd, b"", 0x1000 | 0x100, STATX_MNT_ID_UNIQUE, buf) != 0:  # AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW
+        return None
+    raw = bytes(buf)
+    if not int.from_bytes(raw[0:4], "little") & STATX_MNT_ID_UNIQUE:  # stx_mask
+        return None
+    return int.from_bytes(raw[144:152], "little")  # stx_mnt_id
+
+
 def setrlimit(resource: int, soft: int, hard: int) -> None:
     """prlimit64 on this process: unsigned 64-bit limits (2**64-1 is RLIM_INFINITY), every resource the kernel has."""
     new = (soft & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little") + (hard & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little")

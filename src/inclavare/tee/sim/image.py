@@ -470,7 +470,7 @@ def hash_file(rootfs: str | os.PathLike[str], path: str, cache=None,  # noqa: AN
 
         since = None
         if cache is not None:  # its dirty pages written back first, and its key taken after (measure_cache.put)
-            since = cache.settle(fd)
+            since = cache.settle(fd, host)
             if since is not None:
                 st = os.fstat(fd)
         h = hashlib.sha256()

@@ -51,6 +51,7 @@ MAX_IMAGES = 1000  # image caches kept; the least recently written go first
 # shared mapping included once its pages are written back (settle); not tmpfs, which has no write-back: a page
 # written through a shared mapping stays writable, and its later writes never move ctime (measured)
 LOCAL_FILESYSTEMS = {0xEF53: "ext4", 0x58465342: "xfs", 0x9123683E: "btrfs", 0x794C7630: "overlay"}
+_LOCAL_NAMES = {b"ext2", b"ext3", b"ext4", b"xfs", b"btrfs", b"overlay"}  # their names in /proc/self/mountinfo
 ENV_DISABLE = "INCLAVARE_SIM_MEASURE_CACHE"  # "0": hash every trusted file at every launch
 
 
@@ -108,12 +109,89 @@ def _device_info(host: str, st: os.stat_result, fd: int | None,  # noqa: ANN202 
     finally:
         if mine:
             os.close(fd)
-    if kind not in LOCAL_FILESYSTEMS:
+    mount = mount_of(st.st_dev)
+    if kind not in LOCAL_FILESYSTEMS or mount is None:
         return None
-    return overlay_device(st.st_dev, table) if kind == OVERLAY else str(st.st_dev)
+    own = f"{st.st_dev}@{mount}"
+    return overlay_device(st.st_dev, table, own) if kind == OVERLAY else own
 
 
-def overlay_device(st_dev: int, table: bytes | None = None) -> str | None:
+_boot: list[str | None] = []
+_layers: dict[int, tuple[str, list[str]]] = {}  # overlay st_dev -> (its mount point, its layers): settle
+_mounts: list = []  # host_mounts, once taken: (the mount namespace's inode, the map)
+
+
+def host_mounts(table: bytes | None = None) -> dict[int, str]:
+    """st_dev -> this boot and the smallest unique mount id (statx STATX_MNT_ID_UNIQUE: never reused while the system
+    runs) among the mounts of that device, of the local filesystems the cache keeps, in this mount namespace: in the
+    key beside st_dev. A review replaced a loop-mounted filesystem image by one changed offline, on the same device
+    number, with the inode numbers and times its writer chose: a device unmounted and mounted again has only new,
+    larger ids, and after a reboot another boot, so its files are hashed again; bind mounts of a filesystem (rune's
+    own of a rootfs, at each launch) keep the oldest mount's. Taken once per process (each launch is checked by a
+    process of its own, forked for that container), before the container's mount namespace (whose mounts are
+    copies, with new ids): by the early launch child, or by prepare_host where the launch forks later
+    (sim_runtime); taken in the container's, its ids match nothing (nothing is hit there)."""
+    if _mounts:
+        return _mounts[0][1]
+    from inclavare.linux import syscalls
+    from inclavare.linux.cgroups.host import unescape
+
+    out: dict[int, tuple[int, str]] = {}
+    boot = _boot_id()
+    if boot is not None:
+        if table is None:
+            from inclavare.linux import mountinfo
+
+            table = mountinfo.read()
+        for line in table.split(b"\n"):
+            fields = line.split(b" ")
+            if len(fields) < 10 or b"-" not in fields:
+                continue
+            kind = fields[fields.index(b"-") + 1]
+            if kind not in _LOCAL_NAMES:  # a network or FUSE mount's stat could block: never looked at
+                continue
+            try:
+                fd = os.open(unescape(fields[4].decode(errors="surrogateescape")), os.O_PATH | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                dev, mid = os.fstat(fd).st_dev, syscalls.mount_id_unique(fd)
+            finally:
+                os.close(fd)
+            if mid is not None and (dev not in out or mid < out[dev][0]):
+                out[dev] = (mid, f"{boot}:{mid}")
+    _mounts.append((_mount_ns(), {dev: ident for dev, (_mid, ident) in out.items()}))
+    return _mounts[0][1]
+
+
+def mount_of(dev: int) -> str | None:
+    """host_mounts()'s identity of the device `dev`; taken again once when `dev` is missing and this process is
+    still in the mount namespace it was taken in (a mount made since), never from a container's."""
+    found = host_mounts().get(dev)
+    if found is None and _mounts[0][0] is not None and _mounts[0][0] == _mount_ns():
+        _mounts.clear()
+        found = host_mounts().get(dev)
+    return found
+
+
+def _mount_ns() -> int | None:
+    try:
+        return os.stat("/proc/self/ns/mnt").st_ino
+    except OSError:
+        return None
+
+
+def _boot_id() -> str | None:
+    if not _boot:
+        try:
+            with open("/proc/sys/kernel/random/boot_id", "rb") as f:
+                _boot.append(f.read().strip().decode() or None)
+        except (OSError, UnicodeDecodeError):
+            _boot.append(None)
+    return _boot[0]
+
+
+def overlay_device(st_dev: int, table: bytes | None = None, own: str | None = None) -> str | None:
     """The device part of the keys of the overlayfs mount `st_dev`: D when every layer of it (upper, work and each lower
     directory, from its options in /proc/self/mountinfo) is a directory of the one local, non-overlay ext2/3/4 or
     XFS filesystem D and its upper layer holds no file (directories only); None (not cached) when metacopy may be
@@ -141,29 +219,39 @@ def overlay_device(st_dev: int, table: bytes | None = None) -> str | None:
     root); a file copied up between the look at the upper layer and the file's own stat takes a writer of the
     container's root while its launch check runs (before the payload: rune itself and the host's root). `table`:
     the mount table the launch read already (the mounts' options do not change with their propagation)."""
-    own = str(st_dev)
+    own = own if own is not None else str(st_dev)
     want = f"{os.major(st_dev)}:{os.minor(st_dev)}".encode()
     if table is None:
         from inclavare.linux import mountinfo
 
         table = mountinfo.read()
     opts = b""
+    point = ""
     for line in table.split(b"\n"):
         fields = line.split(b" ")
         if len(fields) > 9 and fields[2] == want and b"-" in fields:
             sep = fields.index(b"-")
             if len(fields) > sep + 3 and fields[sep + 1] == b"overlay":
                 opts = fields[sep + 3]
+                if fields[3] == b"/":  # the overlay's root mounted there (not a subdirectory bound): settle's paths
+                    from inclavare.linux.cgroups.host import unescape
+
+                    point = unescape(fields[4].decode(errors="surrogateescape"))
             break
     metacopy = None if b"\\" in opts else _module_default("metacopy")
     shared = b"\\" not in opts and _module_default("index") is False and _module_default("nfs_export") is False
     dirs: list[str] = []
+    lowers: list[str] = []
     upper = ""
     for opt in opts.decode(errors="replace").split(","):
         name, _, value = opt.partition("=")
         if name == "lowerdir":
             dirs += value.split(":")
-        elif name in ("lowerdir+", "workdir"):
+            lowers += value.split(":")
+        elif name == "lowerdir+":
+            dirs.append(value)
+            lowers.append(value)
+        elif name == "workdir":
             dirs.append(value)
         elif name == "upperdir":
             dirs.append(value)
@@ -178,7 +266,7 @@ def overlay_device(st_dev: int, table: bytes | None = None) -> str | None:
         return None
     if not dirs or not all(d.startswith("/") for d in dirs):
         return None  # relative paths (a mount made from another directory), "::" (data-only): layers not found
-    devs, kinds = set(), set()
+    devs, kinds, mounts = set(), set(), set()
     for d in dirs:
         try:
             fd = os.open(d, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -187,14 +275,19 @@ def overlay_device(st_dev: int, table: bytes | None = None) -> str | None:
         try:
             kind = fs_type(fd)
             devs.add(os.fstat(fd).st_dev)
+            mounts.add(mount_of(os.fstat(fd).st_dev))
         finally:
             os.close(fd)
         if kind not in LOCAL_FILESYSTEMS or kind == OVERLAY:
             return None  # the real inodes' filesystem: one whose ctime a mapped write may not move (tmpfs), or unknown
         kinds.add(kind)
+    if point:  # where settle finds a file's real inode: the upper layer first, then the lower ones in order
+        _layers[st_dev] = (point, ([upper] if upper else []) + lowers)
     if not shared or len(devs) != 1 or kinds - SHARED_LAYER_FILESYSTEMS or (upper and not _only_directories(upper)):
         return own  # the index or NFS export, several filesystems, or one whose inode numbers may repeat
-    return str(devs.pop())
+    if None in mounts or len(mounts) != 1:
+        return own
+    return f"{devs.pop()}@{mounts.pop()}"
 
 
 UPPER_LIMIT = 100_000  # directories of an upper layer read; more: the mount keeps its own st_dev
@@ -249,18 +342,49 @@ def root_uid() -> int | None:
     return _root[0]
 
 
-def settle(fd: int) -> int | None:
+def settle(fd: int, host: str | None = None) -> int | None:
     """Write the file's dirty pages back and wait (sync_file_range): their shared writable mappings are
     write-protected then, and a later write through one faults and moves ctime. The time just before (ns), for
-    recordable; None when it cannot be done (the file is then not cached)."""
+    recordable; None when it cannot be done (the file is then not cached). A file of an overlay (`host`: its path)
+    is written back through its real inode in a layer (a review: through the overlay it reaches nothing), found
+    as key_device found the overlay's layers; not found, it is not cached."""
     from inclavare.linux import syscalls
 
     since = _time_ns()
+    st = os.fstat(fd)
+    real = fd
+    if fs_type(fd) == OVERLAY:
+        real = _layer_file(st, host)
+        if real < 0:
+            return None
     try:
-        syscalls.sync_file_range(fd, 0, 0, _SYNC_ALL)
+        syscalls.sync_file_range(real, 0, 0, _SYNC_ALL)
     except OSError:
         return None
+    finally:
+        if real != fd:
+            os.close(real)
     return since
+
+
+def _layer_file(st: os.stat_result, host: str | None) -> int:
+    """An fd of the layer file that the overlay file `st` at `host` is (the same inode number on a layer's
+    filesystem: an overlay with its layers on one filesystem reports the layer inode's), or -1."""
+    found = _layers.get(st.st_dev)
+    if host is None or found is None or not host.startswith(found[0].rstrip("/") + "/"):
+        return -1
+    rel = host[len(found[0].rstrip("/")) + 1:]
+    for layer in found[1]:
+        try:
+            real = os.open(os.path.join(layer, rel), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            continue
+        rst = os.fstat(real)
+        if rst.st_ino == st.st_ino and rst.st_size == st.st_size and fs_type(real) != OVERLAY:
+            return real
+        os.close(real)
+        return -1  # the name the overlay serves is this layer's: another inode, not the one hashed
+    return -1
 
 
 _SYNC_ALL = 1 | 2 | 4  # SYNC_FILE_RANGE_WAIT_BEFORE | WRITE | WAIT_AFTER
@@ -391,9 +515,9 @@ class MeasurementCache:
             self.hits += 1
         return digest
 
-    def settle(self, fd: int) -> int | None:
-        """settle(fd) before a file is hashed, when this cache can remember it (None: it will not)."""
-        return settle(fd) if self.path is not None else None
+    def settle(self, fd: int, host: str | None = None) -> int | None:
+        """settle(fd, host) before a file is hashed, when this cache can remember it (None: it will not)."""
+        return settle(fd, host) if self.path is not None else None
 
     def put(self, fd: int, before: os.stat_result, digest: str, host: str, since: int | None = None) -> None:
         """Remember `digest` of the file open at `fd`, hashed after settle (`since`) with `before` its stat then."""
