@@ -13,6 +13,8 @@ Key (of the opened file, fstat after open without following symlinks):
                             chosen value (utimensat, which restores an mtime, sets ctime to now); only changing the
                             system clock or writing the block device behind the filesystem would, both of which take
                             the host's root, whom the sim TEE trusts anyway (it holds the platform secret)
+    the mount               this boot and the smallest unique mount id of st_dev (host_mounts): a filesystem
+                            mounted again, changed while it was not, is another
     st_size, st_mtime_ns, st_mode, st_uid, st_gid, st_nlink
                             belt and braces, and what the manifest compares besides the digest
 Only files on filesystems whose ctime the local kernel moves at every change are cached: ext2/3/4, XFS, Btrfs and
