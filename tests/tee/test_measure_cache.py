@@ -475,6 +475,70 @@ def test_a_filesystem_image_changed_offline_and_mounted_again_on_the_same_device
         subprocess.run(["losetup", "-d", again], check=True)
 
 
+def test_a_loop_device_whose_backing_file_a_user_may_write_is_never_cached(rootfs: Path, tmp_path: Path) -> None:
+    """A review: with the image mounted, its user-owned backing file was written (and the page cache dropped), the
+    file under the mount changed, its key did not. Files of such a device are hashed at every launch."""
+    import shutil
+    import subprocess
+
+    from inclavare.linux import syscalls
+
+    if not (shutil.which("mkfs.ext4") and shutil.which("losetup")):
+        pytest.skip("needs mkfs.ext4 and losetup (e2fsprogs, util-linux) to make the image")
+    img, mnt = tmp_path / "rootfs.img", tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(rootfs), str(img), "16M"], check=True)
+    os.chown(img, 65534, 65534)
+    dev = subprocess.run(["losetup", "-f", "--show", str(img)], check=True, capture_output=True,
+                         text=True).stdout.strip()
+    try:
+        syscalls.mount(dev, str(mnt), "ext4", 0)
+        try:
+            assert not measure_cache.device_trusted((mnt / TARGET).stat().st_dev)
+            settled()
+            assert launch(mnt).added == 0 and launch(mnt).hits == 0
+            os.chown(img, 0, 0)  # root's alone now: cached
+            assert measure_cache.device_trusted((mnt / TARGET).stat().st_dev)
+            assert launch(mnt).added >= 3
+        finally:
+            syscalls.umount2(str(mnt), 0)
+    finally:
+        subprocess.run(["losetup", "-d", dev], check=True)
+
+
+def test_an_overlay_whose_layer_is_named_through_a_symlink_is_not_cached(rootfs: Path, tmp_path: Path,
+                                                                         overlays) -> None:  # noqa: ANN001
+    """A review re-pointed a symlink on the way to a layer after the mount: the overlay served the old layer, the key
+    and the write-back went by the new one. A layer reached through a symlink, or a directory someone but root may
+    change, leaves the overlay's files uncached."""
+    link = tmp_path / "layers"
+    link.symlink_to(rootfs)
+    settled()
+    assert launch(overlays(link, "c1")).added == 0
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    os.chown(open_dir, 65534, 65534)
+    import shutil
+
+    shutil.copytree(rootfs, open_dir / "layer", symlinks=True)
+    settled()
+    assert launch(overlays(open_dir / "layer", "c2")).added == 0
+
+
+def test_without_unique_mount_ids_the_key_names_the_boot(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A kernel before 6.8 has no STATX_MNT_ID_UNIQUE: the cache still works, keyed by this boot beside st_dev (a
+    device mounted again, changed while it was not, is then not told apart: docs)."""
+    from inclavare.linux import syscalls
+
+    monkeypatch.setattr(syscalls, "mount_id_unique", lambda fd: None)
+    measure_cache._mounts.clear()
+    try:
+        dev = tmp_path.stat().st_dev
+        assert measure_cache.mount_of(dev) == measure_cache._boot_id()
+    finally:
+        measure_cache._mounts.clear()
+
+
 def test_a_layer_file_changed_through_a_shared_mapping_after_an_overlay_launch_is_refused(rootfs: Path,
                                                                                          overlays) -> None:  # noqa: ANN001
     """A review: through the overlay, the write-back reached nothing (the pages are the layer file's), so a dirty

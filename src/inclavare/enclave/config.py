@@ -110,7 +110,9 @@ def detect(config: dict) -> EnclaveConfig | None:
         if not os.path.isfile(path):
             raise RuneError(f"enclave runtime {path} (ENCLAVE_RUNTIME_PATH / enclave.runtime.path) does not exist "
                             "on the host")
-        unsafe = _writable_by_others(path)
+        from inclavare.linux.pathtrust import writable_by_others
+
+        unsafe = writable_by_others(path)
         if unsafe:
             raise RuneError(f"enclave runtime {path} (ENCLAVE_RUNTIME_PATH / enclave.runtime.path) is not loaded: "
                             f"{unsafe}, and rune would run its code as root; install it where only root can write")
@@ -125,30 +127,6 @@ def detect(config: dict) -> EnclaveConfig | None:
     return EnclaveConfig(type=typ, runtime_path=path, runtime_args=raw["runtime_args"].replace(",", " "),
                          loglevel=level, ra_type=ra, ra_epid_spid=raw["ra_epid_spid"] if ra else "",
                          ra_epid_subscription_key=raw["ra_epid_subscription_key"] if ra else "")
-
-
-def _writable_by_others(path: str) -> str:
-    """Why someone but root could change the library at `path` (its real path: the file and every directory above
-    it must be root's, writable by neither group nor others; a sticky directory, /tmp, may be world-writable, as no
-    one else can replace root's entries in it), or "" when no one can. The path is a configuration's (an image's
-    Env reaches process.env), so a library an unprivileged user planted in a writable place is not dlopen'ed."""
-    import stat
-
-    real = os.path.realpath(path)
-    p = real
-    while True:
-        try:
-            st = os.lstat(p)
-        except OSError as e:
-            return f"{p} cannot be examined ({e.strerror})"
-        what = "it" if p == real else f"the directory {p}"
-        if st.st_uid not in (0, os.geteuid()):  # root's, or a rootless rune's own
-            return f"{what} is owned by uid {st.st_uid}"
-        if st.st_mode & 0o022 and not (stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX and p != real):
-            return f"{what} is writable by its {'group' if st.st_mode & 0o020 else 'others'}"
-        if p == "/":
-            return ""
-        p = os.path.dirname(p)
 
 
 def user_namespace(config: dict) -> bool:

@@ -112,14 +112,59 @@ def _device_info(host: str, st: os.stat_result, fd: int | None,  # noqa: ANN202 
         if mine:
             os.close(fd)
     mount = mount_of(st.st_dev)
-    if kind not in LOCAL_FILESYSTEMS or mount is None:
+    if kind not in LOCAL_FILESYSTEMS or mount is None or (kind != OVERLAY and not device_trusted(st.st_dev)):
         return None
     own = f"{st.st_dev}@{mount}"
     return overlay_device(st.st_dev, table, own) if kind == OVERLAY else own
 
 
+def device_trusted(dev: int, depth: int = 0) -> bool:
+    """Only root can write the block device behind `dev` (/sys/dev/block): not a loop device whose backing file
+    someone else may write (a review changed a mounted image through its user-owned backing file, keys unmoved),
+    nor one whose blocks a user-space server gives (nbd, ublk), nor a device-mapper or md device over such a one;
+    a device that is no block device (btrfs's, an overlay's) is what its filesystem says. The `disk` group, which
+    may write the disks' nodes, counts as root, as everywhere."""
+    base = f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}"
+    try:
+        name = os.path.basename(os.path.realpath(base))
+    except OSError:
+        return False
+    if not os.path.exists(base):
+        return True
+    if name.startswith(("nbd", "ublk")) or depth > 8:
+        return False
+    try:
+        with open(f"{base}/loop/backing_file", "rb") as f:
+            backing = f.read().rstrip(b"\n").decode(errors="surrogateescape")
+    except FileNotFoundError:
+        backing = None
+    except OSError:
+        return False
+    if backing is not None:
+        try:
+            st = os.stat(backing)
+        except OSError:
+            return False  # deleted or out of reach: unknown
+        return st.st_uid == 0 and not st.st_mode & 0o022 and device_trusted(st.st_dev, depth + 1)
+    try:
+        slaves = os.listdir(f"{base}/slaves")
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    for slave in slaves:
+        try:
+            with open(f"{base}/slaves/{slave}/dev", "rb") as f:
+                major, minor = (int(x) for x in f.read().split(b":"))
+        except (OSError, ValueError):
+            return False
+        if not device_trusted(os.makedev(major, minor), depth + 1):
+            return False
+    return True
+
+
 _boot: list[str | None] = []
-_layers: dict[int, tuple[str, list[str]]] = {}  # overlay st_dev -> (its mount point, its layers): settle
+_layers: dict[int, tuple] = {}  # overlay st_dev -> (its mount point, its layers, their devices): settle
 _mounts: list = []  # host_mounts, once taken: (the mount namespace's inode, the map)
 
 
@@ -145,35 +190,50 @@ def host_mounts(table: bytes | None = None) -> dict[int, str]:
             from inclavare.linux import mountinfo
 
             table = mountinfo.read()
+        mounts = []
         for line in table.split(b"\n"):
             fields = line.split(b" ")
-            if len(fields) < 10 or b"-" not in fields:
-                continue
-            kind = fields[fields.index(b"-") + 1]
-            if kind not in _LOCAL_NAMES:  # a network or FUSE mount's stat could block: never looked at
+            if len(fields) >= 10 and b"-" in fields:
+                mounts.append((unescape(fields[4].decode(errors="surrogateescape")), fields[fields.index(b"-") + 1]))
+        # a mount point below a network or FUSE mount is not looked at: the path walk to it could block
+        slow = [p.rstrip("/") + "/" for p, kind in mounts if kind not in _LOCAL_NAMES and _may_block(kind)]
+        for point, kind in mounts:
+            if kind not in _LOCAL_NAMES or any((point + "/").startswith(s) for s in slow):
                 continue
             try:
-                fd = os.open(unescape(fields[4].decode(errors="surrogateescape")), os.O_PATH | os.O_CLOEXEC)
+                fd = os.open(point, os.O_PATH | os.O_CLOEXEC)
             except OSError:
                 continue
             try:
                 dev, mid = os.fstat(fd).st_dev, syscalls.mount_id_unique(fd)
             finally:
                 os.close(fd)
-            if mid is not None and (dev not in out or mid < out[dev][0]):
-                out[dev] = (mid, f"{boot}:{mid}")
+            if mid is None:  # a kernel before 6.8: this boot alone (a device mounted again, changed, is not told)
+                mid = -1
+            if dev not in out or mid < out[dev][0]:
+                out[dev] = (mid, f"{boot}:{mid}" if mid >= 0 else boot)
     _mounts.append((_mount_ns(), {dev: ident for dev, (_mid, ident) in out.items()}))
     return _mounts[0][1]
 
 
 def mount_of(dev: int) -> str | None:
-    """host_mounts()'s identity of the device `dev`; taken again once when `dev` is missing and this process is
-    still in the mount namespace it was taken in (a mount made since), never from a container's."""
+    """host_mounts()'s identity of the device `dev`; taken again, once per device, when `dev` is missing and this
+    process is still in the mount namespace it was taken in (a mount made since), never from a container's."""
     found = host_mounts().get(dev)
-    if found is None and _mounts[0][0] is not None and _mounts[0][0] == _mount_ns():
+    if found is None and dev not in _missed and _mounts[0][0] is not None and _mounts[0][0] == _mount_ns():
+        _missed.add(dev)
         _mounts.clear()
         found = host_mounts().get(dev)
     return found
+
+
+_missed: set[int] = set()
+
+
+def _may_block(kind: bytes) -> bool:
+    """A filesystem whose path walk a server answers (FUSE, network filesystems)."""
+    return kind.startswith(b"fuse") or kind in (b"nfs", b"nfs4", b"cifs", b"smb3", b"9p", b"ceph", b"virtiofs",
+                                                b"afs", b"glusterfs", b"lustre", b"gfs2", b"ocfs2")
 
 
 def _mount_ns() -> int | None:
@@ -268,10 +328,17 @@ def overlay_device(st_dev: int, table: bytes | None = None, own: str | None = No
         return None
     if not dirs or not all(d.startswith("/") for d in dirs):
         return None  # relative paths (a mount made from another directory), "::" (data-only): layers not found
+    from inclavare.linux import syscalls
+    from inclavare.linux.pathtrust import writable_by_others
+
     devs, kinds, mounts = set(), set(), set()
     for d in dirs:
+        # reached through no symlink, and no directory on the way that someone but root may change: the path is
+        # looked at now, while the overlay serves what it named at its mount (a review re-pointed a symlink)
+        if writable_by_others(d):
+            return None
         try:
-            fd = os.open(d, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            fd = syscalls.openat2(-100, d, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, syscalls.RESOLVE_NO_SYMLINKS)
         except OSError:
             return None
         try:
@@ -284,7 +351,7 @@ def overlay_device(st_dev: int, table: bytes | None = None, own: str | None = No
             return None  # the real inodes' filesystem: one whose ctime a mapped write may not move (tmpfs), or unknown
         kinds.add(kind)
     if point:  # where settle finds a file's real inode: the upper layer first, then the lower ones in order
-        _layers[st_dev] = (point, ([upper] if upper else []) + lowers)
+        _layers[st_dev] = (point, ([upper] if upper else []) + lowers, frozenset(devs))
     if not shared or len(devs) != 1 or kinds - SHARED_LAYER_FILESYSTEMS or (upper and not _only_directories(upper)):
         return own  # the index or NFS export, several filesystems, or one whose inode numbers may repeat
     if None in mounts or len(mounts) != 1:
@@ -375,14 +442,25 @@ def _layer_file(st: os.stat_result, host: str | None) -> int:
     found = _layers.get(st.st_dev)
     if host is None or found is None or not host.startswith(found[0].rstrip("/") + "/"):
         return -1
+    from inclavare.linux import syscalls
+
     rel = host[len(found[0].rstrip("/")) + 1:]
+    how = syscalls.RESOLVE_BENEATH | syscalls.RESOLVE_NO_SYMLINKS | syscalls.RESOLVE_NO_XDEV
     for layer in found[1]:
         try:
-            real = os.open(os.path.join(layer, rel), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            top = syscalls.openat2(-100, layer, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, syscalls.RESOLVE_NO_SYMLINKS)
         except OSError:
+            return -1
+        try:
+            real = syscalls.openat2(top, rel, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC, how)
+        except FileNotFoundError:
             continue
+        except OSError:
+            return -1
+        finally:
+            os.close(top)
         rst = os.fstat(real)
-        if rst.st_ino == st.st_ino and rst.st_size == st.st_size and fs_type(real) != OVERLAY:
+        if (rst.st_ino, rst.st_size) == (st.st_ino, st.st_size) and rst.st_dev in found[2]:
             return real
         os.close(real)
         return -1  # the name the overlay serves is this layer's: another inode, not the one hashed
