@@ -509,12 +509,16 @@ def test_a_loop_device_whose_backing_file_a_user_may_write_is_never_cached(rootf
 def test_an_overlay_whose_layer_is_named_through_a_symlink_is_not_cached(rootfs: Path, tmp_path: Path,
                                                                          overlays) -> None:  # noqa: ANN001
     """A review re-pointed a symlink on the way to a layer after the mount: the overlay served the old layer, the key
-    and the write-back went by the new one. A layer reached through a symlink, or a directory someone but root may
-    change, leaves the overlay's files uncached."""
-    link = tmp_path / "layers"
-    link.symlink_to(rootfs)
+    and the write-back went by the new one. A layer reached through a symlink or a directory that someone but root
+    may change leaves the overlay's files uncached; a symlink in root's directories (Podman's layer links) does not."""
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, 65534, 65534)
+    (theirs / "layers").symlink_to(rootfs)
     settled()
-    assert launch(overlays(link, "c1")).added == 0
+    assert launch(overlays(theirs / "layers", "c1")).added == 0
+    (tmp_path / "layers").symlink_to(rootfs)  # in root's directory
+    assert launch(overlays(tmp_path / "layers", "c0")).added >= 3
     open_dir = tmp_path / "open"
     open_dir.mkdir()
     os.chown(open_dir, 65534, 65534)

@@ -328,17 +328,16 @@ def overlay_device(st_dev: int, table: bytes | None = None, own: str | None = No
         return None
     if not dirs or not all(d.startswith("/") for d in dirs):
         return None  # relative paths (a mount made from another directory), "::" (data-only): layers not found
-    from inclavare.linux import syscalls
     from inclavare.linux.pathtrust import writable_by_others
 
     devs, kinds, mounts = set(), set(), set()
     for d in dirs:
-        # reached through no symlink, and no directory on the way that someone but root may change: the path is
-        # looked at now, while the overlay serves what it named at its mount (a review re-pointed a symlink)
+        # no directory or symlink on the way that someone but root may change: the path is looked at now, while the
+        # overlay serves what it named at its mount (a review re-pointed a symlink of a user's directory)
         if writable_by_others(d):
             return None
         try:
-            fd = syscalls.openat2(-100, d, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, syscalls.RESOLVE_NO_SYMLINKS)
+            fd = os.open(d, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError:
             return None
         try:
@@ -448,7 +447,7 @@ def _layer_file(st: os.stat_result, host: str | None) -> int:
     how = syscalls.RESOLVE_BENEATH | syscalls.RESOLVE_NO_SYMLINKS | syscalls.RESOLVE_NO_XDEV
     for layer in found[1]:
         try:
-            top = syscalls.openat2(-100, layer, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, syscalls.RESOLVE_NO_SYMLINKS)
+            top = os.open(layer, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)  # its path checked (overlay_device)
         except OSError:
             return -1
         try:
