@@ -125,13 +125,9 @@ def device_trusted(dev: int, depth: int = 0) -> bool:
     a device that is no block device (btrfs's, an overlay's) is what its filesystem says. The `disk` group, which
     may write the disks' nodes, counts as root, as everywhere."""
     base = f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}"
-    try:
-        name = os.path.basename(os.path.realpath(base))
-    except OSError:
-        return False
     if not os.path.exists(base):
         return True
-    if name.startswith(("nbd", "ublk")) or depth > 8:
+    if os.path.basename(os.path.realpath(base)).startswith(("nbd", "ublk")) or depth > 8:
         return False
     try:
         with open(f"{base}/loop/backing_file", "rb") as f:
@@ -168,7 +164,7 @@ _layers: dict[int, tuple] = {}  # overlay st_dev -> (its mount point, its layers
 _mounts: list = []  # host_mounts, once taken: (the mount namespace's inode, the map)
 
 
-def host_mounts(table: bytes | None = None) -> dict[int, str]:
+def host_mounts() -> dict[int, str]:
     """st_dev -> this boot and the smallest unique mount id (statx STATX_MNT_ID_UNIQUE: never reused while the system
     runs) among the mounts of that device, of the local filesystems the cache keeps, in this mount namespace: in the
     key beside st_dev. A review replaced a loop-mounted filesystem image by one changed offline, on the same device
@@ -186,10 +182,9 @@ def host_mounts(table: bytes | None = None) -> dict[int, str]:
     out: dict[int, tuple[int, str]] = {}
     boot = _boot_id()
     if boot is not None:
-        if table is None:
-            from inclavare.linux import mountinfo
+        from inclavare.linux import mountinfo
 
-            table = mountinfo.read()
+        table = mountinfo.read()  # this namespace's, now: not a launch's table, read in the container's
         mounts = []
         for line in table.split(b"\n"):
             fields = line.split(b" ")
@@ -419,10 +414,9 @@ def settle(fd: int, host: str | None = None) -> int | None:
     from inclavare.linux import syscalls
 
     since = _time_ns()
-    st = os.fstat(fd)
     real = fd
     if fs_type(fd) == OVERLAY:
-        real = _layer_file(st, host)
+        real = _layer_file(os.fstat(fd), host)
         if real < 0:
             return None
     try:
